@@ -1,0 +1,263 @@
+//! Containers as the engine keeps them: the record on disk and its life-cycle state.
+//!
+//! One file per operation, as in youki: [`create`], [`start`], [`stop`],
+//! [`remove`], [`logs`].
+
+pub mod create;
+pub mod logs;
+pub mod remove;
+pub mod start;
+pub mod stop;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use skiff_runtime::shim::ShimState;
+use skiff_runtime::{ContainerSpec, ContainerStatus, ExitStatus};
+
+/// What `skiff run`/`skiff create` asked for, before it is resolved against the image.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CreateRequest {
+    /// Image reference or id.
+    pub image: String,
+    /// `--name`.
+    pub name: Option<String>,
+    /// Arguments after the image (replace the image's Cmd).
+    pub command: Vec<String>,
+    /// `--entrypoint` (an empty string clears the image's entrypoint).
+    pub entrypoint: Option<String>,
+    /// `-e` and `--env-file` entries, `KEY=value` or `KEY` (taken from the caller's environment).
+    pub env: Vec<String>,
+    /// `-w`.
+    pub workdir: Option<String>,
+    /// `--user`.
+    pub user: Option<String>,
+    /// `--hostname`.
+    pub hostname: Option<String>,
+    /// `-v` specs.
+    pub volumes: Vec<String>,
+    /// `--tmpfs` paths.
+    pub tmpfs: Vec<String>,
+    /// `-t`.
+    pub tty: bool,
+    /// `-i`.
+    pub interactive: bool,
+    /// `--memory` in bytes.
+    pub memory: Option<i64>,
+    /// `--memory-swap` in bytes (-1 unlimited).
+    pub memory_swap: Option<i64>,
+    /// `--cpus`.
+    pub cpus: Option<f64>,
+    /// `--cpu-shares`.
+    pub cpu_shares: Option<u64>,
+    /// `--pids-limit`.
+    pub pids_limit: Option<i64>,
+    /// `--read-only`.
+    pub read_only: bool,
+    /// `--cap-add`.
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`.
+    pub cap_drop: Vec<String>,
+    /// `--security-opt` values.
+    pub security_opt: Vec<String>,
+    /// `--privileged`.
+    pub privileged: bool,
+    /// `--init`.
+    pub init: bool,
+    /// `--rm`.
+    pub auto_remove: bool,
+    /// `--network` (`none`, `host`; bridge networks arrive with the networking layer).
+    pub network: Option<String>,
+    /// `--label`.
+    pub labels: BTreeMap<String, String>,
+    /// `--stop-signal`.
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout` seconds.
+    pub stop_timeout: Option<u32>,
+}
+
+/// A volume or bind mounted into a container, as `docker inspect` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct MountPoint {
+    /// `volume`, `bind` or `tmpfs`.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// Volume name, for volumes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// Host path.
+    pub source: PathBuf,
+    /// Path in the container.
+    pub destination: String,
+    /// Writable.
+    #[serde(rename = "RW")]
+    pub rw: bool,
+}
+
+/// The engine's durable record of one container (`container.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContainerRecord {
+    /// 64 hex characters.
+    pub id: String,
+    /// Unique name, without Docker's leading slash.
+    pub name: String,
+    /// Creation time.
+    pub created: DateTime<Utc>,
+    /// The image as the user named it.
+    pub image: String,
+    /// The image id (config digest) it was created from.
+    pub image_id: String,
+    /// The request, kept for inspect and restarts.
+    pub request: CreateRequest,
+    /// The signal `stop` sends first.
+    pub stop_signal: String,
+    /// Volumes and binds.
+    pub mounts: Vec<MountPoint>,
+    /// What the runtime runs (rootfs path, argv, env, limits ...).
+    pub spec: ContainerSpec,
+}
+
+impl ContainerRecord {
+    /// First 12 characters of the id, as `docker ps` shows.
+    pub fn short_id(&self) -> &str {
+        &self.id[..12.min(self.id.len())]
+    }
+
+    /// The command line as `docker ps` shows it.
+    pub fn command_line(&self) -> String {
+        self.spec.args.join(" ")
+    }
+}
+
+/// A container's record with its current state.
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// Durable record.
+    pub record: ContainerRecord,
+    /// Runtime state.
+    pub status: ContainerStatus,
+    /// When it last started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Files of the container.
+    pub dir: PathBuf,
+}
+
+impl Container {
+    /// Docker's human status column (`Up 3 seconds`, `Exited (0) 2 minutes ago`, `Created`).
+    pub fn status_text(&self, now: DateTime<Utc>) -> String {
+        match &self.status {
+            ContainerStatus::Created => "Created".into(),
+            ContainerStatus::Running { .. } => format!(
+                "Up {}",
+                human_duration(now - self.started_at.unwrap_or(self.record.created))
+            ),
+            ContainerStatus::Exited(e) if e.error.is_some() => "Created".into(),
+            ContainerStatus::Exited(e) => format!(
+                "Exited ({}) {} ago",
+                e.exit_code,
+                human_duration(now - e.finished_at)
+            ),
+            ContainerStatus::Dead => "Dead".into(),
+        }
+    }
+
+    /// True while the container process runs.
+    pub fn is_running(&self) -> bool {
+        matches!(self.status, ContainerStatus::Running { .. })
+    }
+
+    /// The exit status, once exited.
+    pub fn exit(&self) -> Option<&ExitStatus> {
+        match &self.status {
+            ContainerStatus::Exited(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Docker's rendering of a duration (`Less than a second`, `5 seconds`, `About a minute` ...).
+pub fn human_duration(d: chrono::Duration) -> String {
+    let secs = d.num_seconds().max(0);
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{secs} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", secs / 60),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => format!("{} hours", secs / 3600),
+        _ => format!("{} days", secs / 86400),
+    }
+}
+
+/// Files of one container.
+pub(crate) struct Files {
+    pub dir: PathBuf,
+}
+
+impl Files {
+    pub fn record(&self) -> PathBuf {
+        self.dir.join("container.json")
+    }
+    pub fn exit(&self) -> PathBuf {
+        self.dir.join("exit.json")
+    }
+    pub fn shim_state(&self) -> PathBuf {
+        self.dir.join("shim.json")
+    }
+    pub fn shim_config(&self) -> PathBuf {
+        self.dir.join("shim-config.json")
+    }
+    pub fn shim_log(&self) -> PathBuf {
+        self.dir.join("shim.log")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("container.log")
+    }
+    pub fn bundle(&self) -> PathBuf {
+        self.dir.join("bundle")
+    }
+    pub fn hosts(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+    pub fn hostname(&self) -> PathBuf {
+        self.dir.join("hostname")
+    }
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
+}
+
+/// Derives the runtime state from the shim's files.
+pub(crate) fn derive_status(files: &Files) -> (ContainerStatus, Option<DateTime<Utc>>) {
+    use skiff_runtime::status::read_json;
+    let shim: Option<ShimState> = read_json(&files.shim_state()).ok().flatten();
+    let started_at = shim.as_ref().map(|s| s.started_at);
+    if let Ok(Some(exit)) = read_json::<ExitStatus>(&files.exit()) {
+        return (ContainerStatus::Exited(exit), started_at);
+    }
+    match shim {
+        None => (ContainerStatus::Created, None),
+        Some(s) if skiff_runtime::kill::process_alive(s.pid) => {
+            (ContainerStatus::Running { pid: s.pid }, started_at)
+        }
+        Some(_) => (ContainerStatus::Dead, started_at),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_docker() {
+        assert_eq!(human_duration(chrono::Duration::seconds(0)), "Less than a second");
+        assert_eq!(human_duration(chrono::Duration::seconds(5)), "5 seconds");
+        assert_eq!(human_duration(chrono::Duration::seconds(90)), "About a minute");
+        assert_eq!(human_duration(chrono::Duration::seconds(600)), "10 minutes");
+        assert_eq!(human_duration(chrono::Duration::hours(5)), "5 hours");
+    }
+}

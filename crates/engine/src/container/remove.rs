@@ -1,0 +1,102 @@
+//! `skiff rm` and the shim's exit command (`container-cleanup`).
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use skiff_runtime::kill::signal_process;
+use skiff_runtime::ContainerStatus;
+
+use crate::rootfs::Overlay;
+use crate::{Engine, EngineError, Result};
+
+impl Engine {
+    /// Removes a container; `force` kills it first, `volumes` also removes its anonymous volumes.
+    pub fn remove(&self, name_or_id: &str, force: bool, volumes: bool) -> Result<String> {
+        let container = self.find(name_or_id)?;
+        let id = container.record.id.clone();
+        if let ContainerStatus::Running { pid } = container.status {
+            if !force {
+                return Err(EngineError::RemoveRunning(container.record.name.clone()));
+            }
+            signal_process(pid, Signal::SIGKILL).map_err(EngineError::io("killing container"))?;
+            self.wait_exited(&id, Duration::from_secs(10));
+        }
+        self.release(&id)?;
+        let files = self.files(&id);
+        std::fs::remove_dir_all(&files.dir)
+            .map_err(EngineError::io(format!("removing {}", files.dir.display())))?;
+        let _ = std::fs::remove_dir_all(self.roots.container_run(&id));
+        let remove_anonymous = volumes || container.record.request.auto_remove;
+        for m in container.record.mounts.iter().filter(|m| m.kind == "volume") {
+            let anonymous = self
+                .volumes
+                .get(&m.name)
+                .map(|v| v.anonymous)
+                .unwrap_or(false);
+            if remove_anonymous && anonymous && !self.volume_in_use(&m.name)? {
+                let _ = self.volumes.remove(&m.name);
+            }
+        }
+        Ok(id)
+    }
+
+    /// Unmounts the root filesystem and drops the overlay of a container that no longer runs.
+    fn release(&self, id: &str) -> Result<()> {
+        let overlay = Overlay {
+            base: self.roots.overlay(id),
+        };
+        self.mounter
+            .unmount(&overlay.merged())
+            .map_err(EngineError::io("unmounting the root filesystem"))?;
+        if overlay.base.exists() {
+            std::fs::remove_dir_all(&overlay.base)
+                .map_err(EngineError::io(format!("removing {}", overlay.base.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Run by the shim after the container exited: unmount, and remove if `--rm`.
+    pub fn cleanup(&self, id: &str) -> Result<()> {
+        let container = self.find(id)?;
+        if container.is_running() {
+            return Ok(());
+        }
+        if container.record.request.auto_remove {
+            self.remove(id, false, true)?;
+            return Ok(());
+        }
+        let overlay = Overlay {
+            base: self.roots.overlay(id),
+        };
+        self.mounter
+            .unmount(&overlay.merged())
+            .map_err(EngineError::io("unmounting the root filesystem"))?;
+        Ok(())
+    }
+
+    /// True when any container mounts the named volume.
+    pub fn volume_in_use(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .list()?
+            .iter()
+            .any(|c| c.record.mounts.iter().any(|m| m.kind == "volume" && m.name == name)))
+    }
+
+    /// Removes a volume unless a container uses it (`docker volume rm`).
+    pub fn remove_volume(&self, name: &str, force: bool) -> Result<()> {
+        let users: Vec<String> = self
+            .list()?
+            .iter()
+            .filter(|c| c.record.mounts.iter().any(|m| m.kind == "volume" && m.name == name))
+            .map(|c| c.record.id.clone())
+            .collect();
+        if !users.is_empty() && !force {
+            return Err(crate::VolumeError::InUse {
+                name: name.to_string(),
+                containers: users.join(", "),
+            }
+            .into());
+        }
+        Ok(self.volumes.remove(name)?)
+    }
+}

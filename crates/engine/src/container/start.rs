@@ -1,0 +1,112 @@
+//! `skiff start`: hand a created container to a new shim.
+
+use std::os::unix::net::UnixStream;
+
+use skiff_runtime::shim::{self, ShimConfig, ShimReport, SpawnError};
+
+use super::Container;
+use crate::rootfs::Overlay;
+use crate::{Engine, EngineError, Result};
+
+/// How `start` should connect the caller.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Attach before the process starts, so no output is missed (foreground `run`).
+    pub attach: bool,
+}
+
+/// A started container, with the attach stream when one was requested.
+pub struct Started {
+    /// The container as it is now.
+    pub container: Container,
+    /// Connected attach socket (see `skiff_runtime::attach`).
+    pub attach: Option<UnixStream>,
+}
+
+impl Engine {
+    /// Starts a created or exited container; a running one is left alone.
+    pub fn start(&self, name_or_id: &str, opts: StartOptions) -> Result<Started> {
+        let container = self.find(name_or_id)?;
+        if container.is_running() {
+            return Ok(Started {
+                container,
+                attach: None,
+            });
+        }
+        let id = container.record.id.clone();
+        let files = self.files(&id);
+        // A restart forgets the previous run.
+        for stale in [files.exit(), files.shim_state()] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let overlay = Overlay {
+            base: self.roots.overlay(&id),
+        };
+        let image_layers = match self.images.resolve(&container.record.image_id) {
+            Ok(image) => self.images.layer_dirs(&image)?,
+            Err(e) => return Err(e.into()),
+        };
+        overlay
+            .mount(self.mounter.as_ref(), &image_layers)
+            .map_err(EngineError::io("mounting the container's root filesystem"))?;
+        container.record.spec.write_bundle(&files.bundle())?;
+
+        let run_dir = self.roots.container_run(&id);
+        std::fs::create_dir_all(&run_dir)
+            .map_err(EngineError::io(format!("creating {}", run_dir.display())))?;
+        std::fs::create_dir_all(self.roots.runtime_state())
+            .map_err(EngineError::io("creating runtime state dir"))?;
+        // libcontainer refuses to create over leftovers of a run that died.
+        let _ = std::fs::remove_dir_all(self.roots.runtime_state().join(&id));
+
+        let mut exit_command = vec![self.skiff_exe.display().to_string()];
+        exit_command.extend(self.global_args.iter().cloned());
+        exit_command.extend(["container-cleanup".to_string(), id.clone()]);
+        let attach_socket = run_dir.join("attach.sock");
+        let config = ShimConfig {
+            id: id.clone(),
+            bundle: files.bundle(),
+            state_root: self.roots.runtime_state(),
+            log_path: files.log(),
+            exit_path: files.exit(),
+            state_path: files.shim_state(),
+            attach_socket: attach_socket.clone(),
+            stdin: container.record.request.interactive,
+            terminal: container.record.request.tty,
+            wait_for_attach: opts.attach,
+            init: container.record.spec.init,
+            cgroup_path: container.record.spec.cgroup_path.clone(),
+            exit_command,
+            shim_log: files.shim_log(),
+        };
+        let start_failed = |e: SpawnError| {
+            let message = e.to_string();
+            EngineError::StartFailed {
+                exit_code: shim::exit_code_for_error(&message),
+                message,
+            }
+        };
+        let mut handle = shim::spawn(
+            &self.skiff_exe,
+            &self.global_args,
+            &config,
+            &files.shim_config(),
+        )
+        .map_err(start_failed)?;
+        let report = handle.next_report().map_err(start_failed)?;
+        let mut attach = None;
+        if matches!(report, ShimReport::Created { .. }) {
+            if opts.attach {
+                attach = Some(
+                    UnixStream::connect(&attach_socket)
+                        .map_err(EngineError::io("attaching to the container"))?,
+                );
+            }
+            handle.next_report().map_err(start_failed)?;
+        }
+        Ok(Started {
+            container: self.find(&id)?,
+            attach,
+        })
+    }
+}

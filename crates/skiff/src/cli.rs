@@ -1,0 +1,530 @@
+//! The command line, as Docker users know it.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// skiff: Kubernetes and its container engine in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about, propagate_version = true)]
+pub struct Cli {
+    /// State root: data in DIR, runtime state in DIR/run (default /var/lib/skiff and /run/skiff).
+    #[arg(long, global = true, env = "SKIFF_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Log level for diagnostics on stderr (error, warn, info, debug, trace).
+    #[arg(
+        long,
+        global = true,
+        env = "SKIFF_LOG",
+        default_value = "warn,libcontainer=off,libcgroups=off"
+    )]
+    pub log_level: String,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// All commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and run a new container from an image.
+    Run(RunArgs),
+    /// Create a new container without starting it.
+    Create(RunArgs),
+    /// Start one or more stopped containers.
+    Start(StartArgs),
+    /// List containers.
+    Ps(PsArgs),
+    /// Fetch the logs of a container.
+    Logs(LogsArgs),
+    /// Stop one or more running containers.
+    Stop(StopArgs),
+    /// Restart one or more containers.
+    Restart(StopArgs),
+    /// Kill one or more running containers.
+    Kill(KillArgs),
+    /// Remove one or more containers.
+    Rm(RmArgs),
+    /// Execute a command in a running container.
+    Exec(ExecArgs),
+    /// Attach to a running container's output (and input with -i).
+    Attach(AttachArgs),
+    /// Block until containers stop, then print their exit codes.
+    Wait(NamesArgs),
+    /// Display detailed information on containers or images.
+    Inspect(InspectArgs),
+    /// List images.
+    Images(ImagesArgs),
+    /// Download an image from a registry.
+    Pull(PullArgs),
+    /// Upload an image to a registry.
+    Push(PushArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag(TagArgs),
+    /// Remove one or more images.
+    Rmi(RmiArgs),
+    /// Load images from a tar archive (docker-archive or OCI archive).
+    Load(LoadArgs),
+    /// Save images to a tar archive.
+    Save(SaveArgs),
+    /// Show the history of an image.
+    History(HistoryArgs),
+    /// Log in to a registry.
+    Login(LoginArgs),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Manage skiff itself.
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Run a container's shim (internal).
+    #[command(hide = true)]
+    Shim {
+        /// Shim configuration file.
+        config: PathBuf,
+    },
+    /// Clean up after a container exited (internal; the shim's exit command).
+    #[command(hide = true, name = "container-cleanup")]
+    ContainerCleanup {
+        /// Container id.
+        id: String,
+    },
+}
+
+/// `run` and `create`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Print help (-h is --hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// Run in the background and print the container id.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Container name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables (KEY=value, or KEY to pass the caller's value).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Bind mount or volume: [NAME|/HOST:]/PATH[:ro|rw].
+    #[arg(short = 'v', long = "volume")]
+    pub volume: Vec<String>,
+    /// Mount a tmpfs at this path.
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// Overwrite the image's entrypoint.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// User name or uid, with an optional group: user[:group].
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Memory plus swap limit; -1 for unlimited swap.
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs (fractional, e.g. 0.5).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long = "cpu-shares")]
+    pub cpu_shares: Option<u64>,
+    /// Limit the number of processes (-1 for unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Mount the root filesystem read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Add Linux capabilities.
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Security options: seccomp=unconfined|PROFILE.json, no-new-privileges[=false].
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Give extended privileges to this container.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Run an init inside the container that forwards signals and reaps processes.
+    #[arg(long)]
+    pub init: bool,
+    /// Container host name.
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Network: none, host or bridge.
+    #[arg(long = "network", alias = "net")]
+    pub network: Option<String>,
+    /// Set metadata (KEY=VALUE).
+    #[arg(short = 'l', long = "label")]
+    pub label: Vec<String>,
+    /// Signal to stop the container.
+    #[arg(long = "stop-signal")]
+    pub stop_signal: Option<String>,
+    /// Seconds to wait before killing the container on stop.
+    #[arg(long = "stop-timeout")]
+    pub stop_timeout: Option<u32>,
+    /// Allow plain HTTP when the image must be pulled.
+    #[arg(long)]
+    pub insecure: bool,
+    /// IMAGE, then the command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, value_name = "IMAGE [COMMAND [ARG...]]")]
+    pub args: Vec<String>,
+}
+
+/// `start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach stdout/stderr and wait for the container.
+    #[arg(short = 'a', long)]
+    pub attach: bool,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only display container ids.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Don't truncate output.
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Go template format, e.g. '{{.ID}} {{.Names}}' or 'table {{.Names}}\t{{.Status}}'.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Show only the latest created container.
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+}
+
+/// `logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow log output.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Number of lines to show from the end ("all" for everything).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show timestamps.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// Container.
+    pub container: String,
+}
+
+/// `stop` and `restart`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container.
+    #[arg(short = 't', long = "time", alias = "timeout")]
+    pub time: Option<u32>,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `kill`.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal to send.
+    #[arg(short = 's', long, default_value = "KILL")]
+    pub signal: String,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Force the removal of a running container (SIGKILL).
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Remove anonymous volumes of the container.
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Detached mode: run the command in the background.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Set environment variables.
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User name or uid[:group].
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// CONTAINER, then the command and its arguments.
+    #[arg(required = true, num_args = 2.., trailing_var_arg = true, value_name = "CONTAINER COMMAND [ARG...]")]
+    pub args: Vec<String>,
+}
+
+/// `attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Do not attach stdin.
+    #[arg(long = "no-stdin")]
+    pub no_stdin: bool,
+    /// Container.
+    pub container: String,
+}
+
+/// Commands taking a list of names.
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    /// Containers.
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+/// `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Format the output using a Go template.
+    #[arg(short = 'f', long)]
+    pub format: Option<String>,
+    /// Only inspect objects of this type (container, image, volume).
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    /// Names or ids.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `images`.
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only show image ids.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Show digests.
+    #[arg(long)]
+    pub digests: bool,
+    /// Don't truncate output.
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Go template format.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Show only images of this repository.
+    pub repository: Option<String>,
+}
+
+/// `pull`.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Allow plain HTTP and unverified TLS to the registry.
+    #[arg(long, alias = "tls-verify-false")]
+    pub insecure: bool,
+    /// Platform (os/arch[/variant]) to select from a multi-platform image.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Credentials USER:PASSWORD.
+    #[arg(long)]
+    pub creds: Option<String>,
+    /// Suppress progress output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Image reference.
+    pub image: String,
+}
+
+/// `push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Allow plain HTTP and unverified TLS to the registry.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Credentials USER:PASSWORD.
+    #[arg(long)]
+    pub creds: Option<String>,
+    /// Suppress progress output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Image to push.
+    pub image: String,
+    /// Destination reference (defaults to the image's own name).
+    pub destination: Option<String>,
+}
+
+/// `tag`.
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Existing image.
+    pub source: String,
+    /// New name.
+    pub target: String,
+}
+
+/// `rmi`.
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Force removal.
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Images.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+/// `load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read from a tar archive file instead of stdin.
+    #[arg(short = 'i', long)]
+    pub input: Option<PathBuf>,
+    /// Suppress the load output.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+/// `save`.
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Write to a file instead of stdout.
+    #[arg(short = 'o', long)]
+    pub output: Option<PathBuf>,
+    /// Archive format: docker-archive or oci-archive.
+    #[arg(long, default_value = "docker-archive")]
+    pub format: String,
+    /// Images.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+/// `history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Don't truncate output.
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Only show image ids.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Image.
+    pub image: String,
+}
+
+/// `login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Username.
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin).
+    #[arg(short = 'p', long)]
+    pub password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long = "password-stdin")]
+    pub password_stdin: bool,
+    /// Allow plain HTTP to the registry.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Registry host[:port].
+    pub registry: String,
+}
+
+/// `volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume.
+    Create {
+        /// Set metadata (KEY=VALUE).
+        #[arg(short = 'l', long = "label")]
+        label: Vec<String>,
+        /// Volume name (generated when absent).
+        name: Option<String>,
+    },
+    /// List volumes.
+    #[command(alias = "list")]
+    Ls {
+        /// Only display volume names.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Remove one or more volumes.
+    Rm {
+        /// Force the removal.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Volumes.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Display detailed information on volumes.
+    Inspect {
+        /// Volumes.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove unused anonymous volumes (all unused with -a).
+    Prune {
+        /// Remove all unused volumes, not just anonymous ones.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Do not prompt for confirmation.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+}
+
+/// `system ...`.
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Remove stopped containers, dangling images and (with --volumes) unused volumes.
+    Prune {
+        /// Remove all unused images, not just dangling ones.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Also prune anonymous volumes.
+        #[arg(long)]
+        volumes: bool,
+        /// Do not prompt for confirmation.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Show disk usage.
+    Df,
+}
