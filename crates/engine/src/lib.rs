@@ -8,8 +8,8 @@
 pub mod container;
 pub mod lock;
 pub mod names;
-pub mod roots;
 pub mod rootfs;
+pub mod roots;
 pub mod users;
 pub mod volumes;
 

@@ -56,7 +56,9 @@ impl Mounter for KernelMounter {
             nix::mount::MsFlags::empty(),
             Some(data.as_str()),
         )
-        .map_err(|e| std::io::Error::other(format!("mounting overlay at {}: {e}", target.display())))
+        .map_err(|e| {
+            std::io::Error::other(format!("mounting overlay at {}: {e}", target.display()))
+        })
     }
 
     fn unmount(&self, target: &Path) -> std::io::Result<()> {

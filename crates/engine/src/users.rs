@@ -109,7 +109,10 @@ mod tests {
     fn names_and_numbers_resolve() {
         let r = rootfs();
         let u = resolve(r.path(), "app").unwrap();
-        assert_eq!((u.uid, u.gid, u.additional_gids.clone()), (1000, 1000, vec![10]));
+        assert_eq!(
+            (u.uid, u.gid, u.additional_gids.clone()),
+            (1000, 1000, vec![10])
+        );
         let u = resolve(r.path(), "1000:wheel").unwrap();
         assert_eq!((u.uid, u.gid), (1000, 10));
         let u = resolve(r.path(), "4242").unwrap();
@@ -120,7 +123,13 @@ mod tests {
     #[test]
     fn unknown_names_are_errors() {
         let r = rootfs();
-        assert!(matches!(resolve(r.path(), "ghost"), Err(UserError::NoUser(_))));
-        assert!(matches!(resolve(r.path(), "app:ghosts"), Err(UserError::NoGroup(_))));
+        assert!(matches!(
+            resolve(r.path(), "ghost"),
+            Err(UserError::NoUser(_))
+        ));
+        assert!(matches!(
+            resolve(r.path(), "app:ghosts"),
+            Err(UserError::NoGroup(_))
+        ));
     }
 }

@@ -134,7 +134,11 @@ impl Volumes {
             .into_iter()
             .flatten()
             .flatten()
-            .filter_map(|e| read_json::<Volume>(&e.path().join("volume.json")).ok().flatten())
+            .filter_map(|e| {
+                read_json::<Volume>(&e.path().join("volume.json"))
+                    .ok()
+                    .flatten()
+            })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out

@@ -6,7 +6,10 @@
 //!   image layout semantics;
 //! - `layers/sha256/<diff-id hex>/diff`: each layer unpacked once, an overlayfs lowerdir;
 //! - `images.json`: names and image records, replaced atomically under `images.lock`;
+//! - `gc.lock`: shared by imports in flight, exclusive while unreferenced content is swept;
 //! - `tmp/`: staging for blobs and layers, renamed into place only once verified.
+
+#![warn(missing_docs)]
 
 pub mod digest;
 pub mod layer;

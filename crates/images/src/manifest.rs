@@ -265,6 +265,8 @@ impl ImageIndex {
 }
 
 /// A parsed manifest document: a single image or an index of them.
+// Parsed once per pull or load and matched right away; boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Manifest {
     /// A single-platform image.

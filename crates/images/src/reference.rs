@@ -414,7 +414,8 @@ mod tests {
 
     #[test]
     fn rejects_invalid() {
-        let cases: &[(&str, fn(&ReferenceError) -> bool)] = &[
+        type Check = fn(&ReferenceError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, ReferenceError::Empty)),
             ("BusyBox", |e| matches!(e, ReferenceError::Uppercase(_))),
             ("docker.io/Foo/bar", |e| {

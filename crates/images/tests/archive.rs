@@ -181,6 +181,10 @@ fn rmi_untags_then_deletes_everything() {
 
     let events = store.remove("busybox", false).unwrap();
     assert_eq!(events, vec![RemoveEvent::Untagged("busybox:latest".into())]);
+    assert!(
+        !store.untag(&Reference::parse("busybox").unwrap()).unwrap(),
+        "already gone"
+    );
     assert!(store.resolve("busybox").is_err());
     assert!(
         store.layer_dirs(&rec).is_ok(),
@@ -231,7 +235,11 @@ fn prune_removes_only_dangling_images() {
     );
     assert!(store.resolve(rec.id.short()).unwrap().is_dangling());
     assert!(
-        store.prune(&[rec.id.clone()]).unwrap().events.is_empty(),
+        store
+            .prune(std::slice::from_ref(&rec.id))
+            .unwrap()
+            .events
+            .is_empty(),
         "kept when in use"
     );
     let report = store.prune(&[]).unwrap();
@@ -243,4 +251,47 @@ fn prune_removes_only_dangling_images() {
     assert!(store.list().unwrap().is_empty());
     assert_eq!(count(&store.root().join("blobs/sha256")), 0);
     fs::metadata(store.root().join("images.json")).unwrap();
+}
+
+#[test]
+fn concurrent_loads_into_one_store_are_safe() {
+    if !have(&["umoci", "skopeo"]) {
+        return;
+    }
+    let img = test_image();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("images");
+    // Separate ImageStore values (separate lock file descriptions), as separate processes have.
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let root = root.clone();
+            let archive = img.join(if i % 2 == 0 {
+                "busybox-docker.tar"
+            } else {
+                "busybox-oci.tar"
+            });
+            std::thread::spawn(move || {
+                let store = skiff_images::ImageStore::open(&root).unwrap();
+                store
+                    .load(File::open(archive).unwrap(), &NoProgress)
+                    .unwrap()
+            })
+        })
+        .collect();
+    let ids: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap()[0].id.clone())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] == w[1]));
+    let store = skiff_images::ImageStore::open(&root).unwrap();
+    let images = store.list().unwrap();
+    assert_eq!(images.len(), 1);
+    let rec = &images[0];
+    assert_eq!(count(&root.join("layers/sha256")), rec.layers.len());
+    assert!(store
+        .layer_dirs(rec)
+        .unwrap()
+        .iter()
+        .any(|d| d.join("bin/busybox").is_file()));
+    assert_eq!(count(&root.join("tmp")), 0, "no staging left behind");
 }

@@ -108,8 +108,9 @@ impl Decoder {
         if self.buf.len() < 5 + len {
             return Ok(None);
         }
-        let kind = FrameKind::from_u8(self.buf[0])
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unknown attach frame kind"))?;
+        let kind = FrameKind::from_u8(self.buf[0]).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "unknown attach frame kind")
+        })?;
         let payload = self.buf[5..5 + len].to_vec();
         self.buf.drain(..5 + len);
         Ok(Some((kind, payload)))

@@ -67,7 +67,7 @@ pub const ALL_CAPABILITIES: &[&str] = &[
 
 /// An unknown capability name given to `--cap-add` or `--cap-drop`.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown capability: {0:?}")]
+#[error("unknown capability: {0}")]
 pub struct UnknownCapability(pub String);
 
 /// Normalises `net_admin`, `NET_ADMIN` and `CAP_NET_ADMIN` to `CAP_NET_ADMIN`;
@@ -89,17 +89,38 @@ pub fn normalize(name: &str) -> Result<String, UnknownCapability> {
     }
 }
 
+/// The capabilities skiff itself may pass on: its bounding set. A sandboxed
+/// host may lack some, and a container can never get more than its creator.
+pub fn host_bounding_set() -> Vec<&'static str> {
+    let mask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1u64 << bit) != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
 /// Computes the effective set from Docker's defaults and `--cap-add`/`--cap-drop`.
 ///
 /// As in Docker, `--cap-drop ALL` empties the set before additions apply, and
-/// `--cap-add ALL` grants everything before drops apply.
+/// `--cap-add ALL` grants everything before drops apply. "Everything" is what
+/// the host lets skiff hold ([`host_bounding_set`]).
 pub fn compute(
     add: &[String],
     drop: &[String],
     privileged: bool,
 ) -> Result<Vec<String>, UnknownCapability> {
+    let available = host_bounding_set();
     if privileged {
-        return Ok(ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect());
+        return Ok(available.iter().map(|c| c.to_string()).collect());
     }
     let add = add
         .iter()
@@ -114,11 +135,17 @@ pub fn compute(
         set.clear();
     }
     if add.iter().any(|c| c == "ALL") {
-        set.extend(ALL_CAPABILITIES.iter().map(|c| c.to_string()));
+        set.extend(available.iter().map(|c| c.to_string()));
     }
     for cap in add.iter().filter(|c| *c != "ALL") {
+        if !available.contains(&cap.as_str()) {
+            return Err(UnknownCapability(format!(
+                "{cap} (not available to skiff on this host)"
+            )));
+        }
         set.insert(cap.clone());
     }
+    set.retain(|c| available.contains(&c.as_str()));
     for cap in drop.iter().filter(|c| *c != "ALL") {
         set.remove(cap);
     }
@@ -161,10 +188,10 @@ mod tests {
     }
 
     #[test]
-    fn privileged_gets_everything() {
+    fn privileged_gets_everything_the_host_allows() {
         assert_eq!(
             compute(&[], &[], true).unwrap().len(),
-            ALL_CAPABILITIES.len()
+            host_bounding_set().len()
         );
     }
 }

@@ -150,7 +150,10 @@ pub fn spawn(
     config: &ShimConfig,
     config_path: &Path,
 ) -> Result<ShimHandle, SpawnError> {
-    write_atomic(config_path, &serde_json::to_vec_pretty(config).map_err(io::Error::other)?)?;
+    write_atomic(
+        config_path,
+        &serde_json::to_vec_pretty(config).map_err(io::Error::other)?,
+    )?;
     let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
     let write_raw = write_end.as_raw_fd();
     let mut cmd = Command::new(skiff_exe);
@@ -199,7 +202,12 @@ pub fn main(config_path: &Path) -> ! {
     {
         Ok(c) => c,
         Err(e) => {
-            report(&mut reporter, &ShimReport::Failed { error: format!("reading shim config {}: {e}", config_path.display()) });
+            report(
+                &mut reporter,
+                &ShimReport::Failed {
+                    error: format!("reading shim config {}: {e}", config_path.display()),
+                },
+            );
             std::process::exit(1);
         }
     };
@@ -210,7 +218,12 @@ pub fn main(config_path: &Path) -> ! {
         Ok(nix::unistd::ForkResult::Parent { .. }) => std::process::exit(0),
         Ok(nix::unistd::ForkResult::Child) => {}
         Err(e) => {
-            report(&mut reporter, &ShimReport::Failed { error: format!("shim fork: {e}") });
+            report(
+                &mut reporter,
+                &ShimReport::Failed {
+                    error: format!("shim fork: {e}"),
+                },
+            );
             std::process::exit(1);
         }
     }
@@ -241,10 +254,7 @@ fn report(reporter: &mut Option<File>, msg: &ShimReport) {
 
 fn redirect_stdio(shim_log: &Path) {
     let null = OpenOptions::new().read(true).open("/dev/null");
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(shim_log);
+    let log = OpenOptions::new().create(true).append(true).open(shim_log);
     // SAFETY: dup2 onto the standard descriptors of this process.
     unsafe {
         if let Ok(null) = &null {
@@ -279,7 +289,12 @@ fn failed(reporter: &mut Option<File>, config: &ShimConfig, error: String) -> an
         &config.exit_path,
         &serde_json::to_vec(&status).unwrap_or_default(),
     );
-    report(reporter, &ShimReport::Failed { error: error.clone() });
+    report(
+        reporter,
+        &ShimReport::Failed {
+            error: error.clone(),
+        },
+    );
     anyhow::anyhow!(error)
 }
 
@@ -783,13 +798,18 @@ mod tests {
             exit_code_for_error("exec: \"nope\": executable file not found in $PATH"),
             127
         );
-        assert_eq!(exit_code_for_error("exec: \"/etc\": permission denied"), 126);
+        assert_eq!(
+            exit_code_for_error("exec: \"/etc\": permission denied"),
+            126
+        );
         assert_eq!(exit_code_for_error("cgroup error"), 125);
     }
 
     #[test]
     fn validation_message_is_extracted() {
-        let raw = "failed to create container: executor: exec: \"x\": executable file not found in $PATH".to_string();
+        let raw =
+            "failed to create container: executor: exec: \"x\": executable file not found in $PATH"
+                .to_string();
         assert_eq!(
             user_facing(raw),
             "exec: \"x\": executable file not found in $PATH"

@@ -378,8 +378,10 @@ fn cgroup_namespace_supported() -> bool {
 /// Whether the kernel accounts swap for cgroups (memsw on v1, memory.swap.max on v2).
 fn swap_accounting_available() -> bool {
     match crate::cgroups::Hierarchy::detect() {
-        crate::cgroups::Hierarchy::Unified => Path::new("/sys/fs/cgroup/memory.swap.max").exists()
-            || std::fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control").is_ok(),
+        crate::cgroups::Hierarchy::Unified => {
+            Path::new("/sys/fs/cgroup/memory.swap.max").exists()
+                || std::fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control").is_ok()
+        }
         crate::cgroups::Hierarchy::Legacy => {
             Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
         }
@@ -410,7 +412,10 @@ mod tests {
             .unwrap()
             .contains(&"/proc/kcore".to_string()));
         assert!(linux.seccomp().is_some());
-        assert_eq!(oci.process().as_ref().unwrap().no_new_privileges(), &Some(true));
+        assert_eq!(
+            oci.process().as_ref().unwrap().no_new_privileges(),
+            &Some(true)
+        );
     }
 
     #[test]

@@ -116,6 +116,8 @@ mod tests {
         let back: ExitStatus = read_json(&path).unwrap().unwrap();
         assert_eq!(back, status);
         assert_eq!(back.reason(), "OOMKilled");
-        assert!(read_json::<ExitStatus>(&dir.path().join("none")).unwrap().is_none());
+        assert!(read_json::<ExitStatus>(&dir.path().join("none"))
+            .unwrap()
+            .is_none());
     }
 }

@@ -188,7 +188,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub insecure: bool,
     /// IMAGE, then the command and its arguments.
-    #[arg(required = true, trailing_var_arg = true, value_name = "IMAGE [COMMAND [ARG...]]")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        value_name = "IMAGE [COMMAND [ARG...]]"
+    )]
     pub args: Vec<String>,
 }
 

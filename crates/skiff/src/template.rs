@@ -39,7 +39,10 @@ pub struct TemplateError(String);
 
 /// Renders `template` against `value`.
 pub fn render(template: &str, value: &Value) -> Result<String, TemplateError> {
-    let template = template.strip_prefix("table").unwrap_or(template).trim_start();
+    let template = template
+        .strip_prefix("table")
+        .unwrap_or(template)
+        .trim_start();
     let template = template.replace("\\t", "\t").replace("\\n", "\n");
     let mut out = String::new();
     let mut rest = template.as_str();
@@ -55,7 +58,9 @@ pub fn render(template: &str, value: &Value) -> Result<String, TemplateError> {
             None => (None, action),
         };
         if !path.starts_with('.') {
-            return Err(TemplateError(format!("unsupported action {{{{{action}}}}}")));
+            return Err(TemplateError(format!(
+                "unsupported action {{{{{action}}}}}"
+            )));
         }
         let v = lookup(value, path).cloned().unwrap_or(Value::Null);
         match func {
@@ -80,7 +85,10 @@ mod tests {
     fn fields_and_json() {
         let v = json!({"State": {"Status": "running", "ExitCode": 0}, "Name": "/web"});
         assert_eq!(render("{{.State.Status}}", &v).unwrap(), "running");
-        assert_eq!(render("{{.State.ExitCode}} {{.Name}}", &v).unwrap(), "0 /web");
+        assert_eq!(
+            render("{{.State.ExitCode}} {{.Name}}", &v).unwrap(),
+            "0 /web"
+        );
         assert_eq!(
             render("{{json .State}}", &v).unwrap(),
             r#"{"ExitCode":0,"Status":"running"}"#

@@ -107,10 +107,12 @@ impl KeyRing {
             msg: plaintext,
             aad: storage_key.as_bytes(),
         };
-        let sealed = cipher.encrypt(&nonce, payload).map_err(|_| StoreError::Encryption {
-            key: storage_key.into(),
-            reason: "AES-GCM sealing failed".into(),
-        })?;
+        let sealed = cipher
+            .encrypt(&nonce, payload)
+            .map_err(|_| StoreError::Encryption {
+                key: storage_key.into(),
+                reason: "AES-GCM sealing failed".into(),
+            })?;
         let mut out = Vec::with_capacity(ENCRYPTED_VALUE_PREFIX.len() + name.len() + 1 + 12);
         out.extend_from_slice(ENCRYPTED_VALUE_PREFIX.as_bytes());
         out.extend_from_slice(name.as_bytes());
@@ -138,7 +140,11 @@ impl KeyRing {
             .keys
             .iter()
             .find(|(known, _)| *known == name)
-            .ok_or_else(|| failed(format!("encrypted with key {name:?}, which is not in the key file")))?;
+            .ok_or_else(|| {
+                failed(format!(
+                    "encrypted with key {name:?}, which is not in the key file"
+                ))
+            })?;
         let sealed = &rest[colon + 1..];
         if sealed.len() < NONCE_LEN {
             return Err(failed("truncated ciphertext".into()));
@@ -310,7 +316,11 @@ impl<S> EncryptingStore<S> {
 #[async_trait::async_trait]
 impl<S: Store> Store for EncryptingStore<S> {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        self.inner.get(key).await?.map(|kv| self.open(kv)).transpose()
+        self.inner
+            .get(key)
+            .await?
+            .map(|kv| self.open(kv))
+            .transpose()
     }
 
     async fn range(
@@ -374,16 +384,19 @@ impl<S: Store> Store for EncryptingStore<S> {
         };
         // Like the inner stream, end after the first error.
         let state = Some((events, opener));
-        Ok(Box::pin(futures::stream::unfold(state, |state| async move {
-            let (mut events, opener) = state?;
-            match events.next().await? {
-                Ok(event) => match opener.open_event(event) {
-                    Ok(event) => Some((Ok(event), Some((events, opener)))),
+        Ok(Box::pin(futures::stream::unfold(
+            state,
+            |state| async move {
+                let (mut events, opener) = state?;
+                match events.next().await? {
+                    Ok(event) => match opener.open_event(event) {
+                        Ok(event) => Some((Ok(event), Some((events, opener)))),
+                        Err(err) => Some((Err(err), None)),
+                    },
                     Err(err) => Some((Err(err), None)),
-                },
-                Err(err) => Some((Err(err), None)),
-            }
-        })))
+                }
+            },
+        )))
     }
 }
 
@@ -392,10 +405,15 @@ mod tests {
     use super::*;
 
     fn ring(names: &[&str]) -> KeyRing {
+        // The same name always gets the same key bytes.
         let keys = names
             .iter()
-            .enumerate()
-            .map(|(i, name)| (name.to_string(), [i as u8 + 1; 32]))
+            .map(|name| {
+                (
+                    name.to_string(),
+                    [name.len() as u8 + name.as_bytes()[3]; 32],
+                )
+            })
             .collect();
         KeyRing::new(keys).unwrap()
     }
@@ -422,13 +440,21 @@ mod tests {
     fn older_keys_decrypt_and_unknown_keys_fail() {
         let old = ring(&["key1"]);
         let sealed = old.encrypt("/s", b"v").unwrap();
-        assert_eq!(ring(&["key2", "key1"]).decrypt("/s", sealed.clone()).unwrap(), b"v");
+        assert_eq!(
+            ring(&["key2", "key1"])
+                .decrypt("/s", sealed.clone())
+                .unwrap(),
+            b"v"
+        );
         assert!(ring(&["key2"]).decrypt("/s", sealed).is_err());
     }
 
     #[test]
     fn plaintext_passes_through() {
-        assert_eq!(ring(&["key1"]).decrypt("/s", b"{}".to_vec()).unwrap(), b"{}");
+        assert_eq!(
+            ring(&["key1"]).decrypt("/s", b"{}".to_vec()).unwrap(),
+            b"{}"
+        );
     }
 
     #[test]

@@ -34,7 +34,9 @@ pub enum StoreError {
         current_mod_revision: i64,
     },
     /// The requested revision is older than the oldest revision the store still keeps.
-    #[error("revision has been compacted: the oldest revision still available is {compact_revision}")]
+    #[error(
+        "revision has been compacted: the oldest revision still available is {compact_revision}"
+    )]
     Compacted {
         /// The revision the store was compacted at; reads at or after it still work.
         compact_revision: i64,

@@ -193,7 +193,12 @@ impl Store for EtcdStore {
         let options = GetOptions::new()
             .with_range(prefix_end(prefix))
             .with_count_only();
-        match self.client.clone().get(range_start(prefix), Some(options)).await {
+        match self
+            .client
+            .clone()
+            .get(range_start(prefix), Some(options))
+            .await
+        {
             Ok(response) => Ok(response.count() as u64),
             Err(err) => Err(self.error(err, 0).await),
         }

@@ -122,8 +122,11 @@ pub trait Store: Send + Sync {
 
     /// Deletes `key`, only if its mod revision is `expected_mod_revision` when given, and
     /// returns the revision of the deletion with the deleted value.
-    async fn delete(&self, key: &str, expected_mod_revision: Option<i64>)
-        -> Result<(i64, KeyValue)>;
+    async fn delete(
+        &self,
+        key: &str,
+        expected_mod_revision: Option<i64>,
+    ) -> Result<(i64, KeyValue)>;
 
     /// The revision of the last committed write.
     async fn current_revision(&self) -> Result<i64>;

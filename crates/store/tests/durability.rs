@@ -36,7 +36,11 @@ fn kill9_keeps_every_acknowledged_write() {
     let mut rng = rand::thread_rng();
     for round in 0..ROUNDS {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "kill9_keeps_every_acknowledged_write", "--nocapture"])
+            .args([
+                "--exact",
+                "kill9_keeps_every_acknowledged_write",
+                "--nocapture",
+            ])
             .args(["--test-threads", "1"])
             .env(CHILD_DIR, dir.path())
             .env(CHILD_ROUND, round.to_string())
@@ -74,7 +78,10 @@ fn kill9_keeps_every_acknowledged_write() {
         reader.join().unwrap();
 
         let acked = parse(&lines.lock().unwrap());
-        assert!(!acked.creates.is_empty(), "round {round}: nothing acknowledged");
+        assert!(
+            !acked.creates.is_empty(),
+            "round {round}: nothing acknowledged"
+        );
         verify(&dir.path().to_path_buf(), &acked, round);
     }
 }
@@ -116,8 +123,14 @@ fn verify(dir: &std::path::PathBuf, acked: &Acknowledged, round: usize) {
             let kv = store.get(key).await.unwrap().expect("counter exists");
             let stored: u64 = String::from_utf8(kv.value).unwrap().parse().unwrap();
             // Later writes may have committed without being acknowledged, never fewer.
-            assert!(kv.mod_revision >= *rev, "round {round}: update of {key} lost");
-            assert!(stored >= *value, "round {round}: {key} went back to {stored}");
+            assert!(
+                kv.mod_revision >= *rev,
+                "round {round}: update of {key} lost"
+            );
+            assert!(
+                stored >= *value,
+                "round {round}: {key} went back to {stored}"
+            );
             if kv.mod_revision == *rev {
                 assert_eq!(stored, *value);
             }

@@ -25,9 +25,14 @@ async fn history_and_compaction_survive_restart() {
     assert_eq!(store.current_revision().await.unwrap(), last);
     let then = store.range("/", Some(compacted), None, None).await.unwrap();
     assert_eq!(then.kvs.len(), 2);
-    assert_eq!(store.range("/", None, None, None).await.unwrap().kvs.len(), 1);
+    assert_eq!(
+        store.range("/", None, None, None).await.unwrap().kvs.len(),
+        1
+    );
     let err = store.range("/", Some(first), None, None).await.unwrap_err();
-    assert!(matches!(err, StoreError::Compacted { compact_revision } if compact_revision == second));
+    assert!(
+        matches!(err, StoreError::Compacted { compact_revision } if compact_revision == second)
+    );
 
     let mut watch = store.watch("/", second).await.unwrap();
     assert_eq!(next(&mut watch).await.unwrap().revision(), second);
@@ -46,12 +51,18 @@ async fn history_and_compaction_survive_restart() {
 async fn lagging_watcher_catches_up_from_history() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
-    let start = store.current_revision().await.unwrap();
     let mut slow = store.watch("/lag/", 0).await.unwrap();
+    // Receive one event first, so the watcher has finished its catch-up and follows the
+    // broadcast when it falls behind.
+    let start = store.create("/lag/first", vec![]).await.unwrap();
+    assert_eq!(next(&mut slow).await.unwrap().revision(), start);
     // One at a time, so every write is its own commit and its own broadcast message.
     let writes = 1100;
     for i in 0..writes {
-        store.create(&format!("/lag/{i:05}"), vec![0; 16]).await.unwrap();
+        store
+            .create(&format!("/lag/{i:05}"), vec![0; 16])
+            .await
+            .unwrap();
     }
     for expected in start + 1..=start + writes {
         let event = next(&mut slow).await.unwrap();

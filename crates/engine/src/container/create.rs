@@ -45,7 +45,8 @@ pub enum VolumeSpec {
 
 /// Parses `-v` the way Docker does: `[SRC:]DEST[:ro|rw]`.
 pub fn parse_volume(spec: &str) -> Result<VolumeSpec> {
-    let invalid = || EngineError::InvalidArgument(format!("invalid volume specification: '{spec}'"));
+    let invalid =
+        || EngineError::InvalidArgument(format!("invalid volume specification: '{spec}'"));
     let parts: Vec<&str> = spec.split(':').collect();
     let (src, dest, mode) = match parts.as_slice() {
         [dest] => (None, *dest, None),
@@ -93,9 +94,7 @@ pub fn parse_bytes(text: &str) -> std::result::Result<i64, String> {
         Some('t') => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size: '{text}'"))?;
+    let value: f64 = num.parse().map_err(|_| format!("invalid size: '{text}'"))?;
     if value < 0.0 {
         return Err(format!("invalid size: '{text}'"));
     }
@@ -116,10 +115,7 @@ fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
                 Err(_) => continue,
             }
         };
-        match out
-            .iter_mut()
-            .find(|e| e.split('=').next() == Some(key))
-        {
+        match out.iter_mut().find(|e| e.split('=').next() == Some(key)) {
             Some(slot) => *slot = value,
             None => out.push(value),
         }
@@ -220,10 +216,7 @@ impl Engine {
             .mount(self.mounter.as_ref(), &layers)
             .map_err(EngineError::io("mounting the container's root filesystem"))?;
 
-        let hostname = req
-            .hostname
-            .clone()
-            .unwrap_or_else(|| id[..12].to_string());
+        let hostname = req.hostname.clone().unwrap_or_else(|| id[..12].to_string());
         let mut env = config.env().clone().unwrap_or_default();
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.insert(0, DEFAULT_PATH.to_string());
@@ -401,7 +394,9 @@ impl Engine {
             let covered = specs.iter().any(|s| match s {
                 VolumeSpec::Named { destination, .. }
                 | VolumeSpec::Bind { destination, .. }
-                | VolumeSpec::Anonymous { destination } => destination.trim_end_matches('/') == dest,
+                | VolumeSpec::Anonymous { destination } => {
+                    destination.trim_end_matches('/') == dest
+                }
             });
             if !covered {
                 specs.push(VolumeSpec::Anonymous { destination: dest });
@@ -487,7 +482,8 @@ fn resolv_conf() -> String {
         .filter(|l| {
             let mut w = l.split_whitespace();
             !(w.next() == Some("nameserver")
-                && w.next().is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
+                && w.next()
+                    .is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
         })
         .collect();
     let mut out = kept.join("\n");

@@ -254,9 +254,15 @@ mod tests {
 
     #[test]
     fn durations_read_like_docker() {
-        assert_eq!(human_duration(chrono::Duration::seconds(0)), "Less than a second");
+        assert_eq!(
+            human_duration(chrono::Duration::seconds(0)),
+            "Less than a second"
+        );
         assert_eq!(human_duration(chrono::Duration::seconds(5)), "5 seconds");
-        assert_eq!(human_duration(chrono::Duration::seconds(90)), "About a minute");
+        assert_eq!(
+            human_duration(chrono::Duration::seconds(90)),
+            "About a minute"
+        );
         assert_eq!(human_duration(chrono::Duration::seconds(600)), "10 minutes");
         assert_eq!(human_duration(chrono::Duration::hours(5)), "5 hours");
     }

@@ -27,7 +27,12 @@ impl Engine {
             .map_err(EngineError::io(format!("removing {}", files.dir.display())))?;
         let _ = std::fs::remove_dir_all(self.roots.container_run(&id));
         let remove_anonymous = volumes || container.record.request.auto_remove;
-        for m in container.record.mounts.iter().filter(|m| m.kind == "volume") {
+        for m in container
+            .record
+            .mounts
+            .iter()
+            .filter(|m| m.kind == "volume")
+        {
             let anonymous = self
                 .volumes
                 .get(&m.name)
@@ -49,8 +54,10 @@ impl Engine {
             .unmount(&overlay.merged())
             .map_err(EngineError::io("unmounting the root filesystem"))?;
         if overlay.base.exists() {
-            std::fs::remove_dir_all(&overlay.base)
-                .map_err(EngineError::io(format!("removing {}", overlay.base.display())))?;
+            std::fs::remove_dir_all(&overlay.base).map_err(EngineError::io(format!(
+                "removing {}",
+                overlay.base.display()
+            )))?;
         }
         Ok(())
     }
@@ -76,10 +83,12 @@ impl Engine {
 
     /// True when any container mounts the named volume.
     pub fn volume_in_use(&self, name: &str) -> Result<bool> {
-        Ok(self
-            .list()?
-            .iter()
-            .any(|c| c.record.mounts.iter().any(|m| m.kind == "volume" && m.name == name)))
+        Ok(self.list()?.iter().any(|c| {
+            c.record
+                .mounts
+                .iter()
+                .any(|m| m.kind == "volume" && m.name == name)
+        }))
     }
 
     /// Removes a volume unless a container uses it (`docker volume rm`).
@@ -87,7 +96,12 @@ impl Engine {
         let users: Vec<String> = self
             .list()?
             .iter()
-            .filter(|c| c.record.mounts.iter().any(|m| m.kind == "volume" && m.name == name))
+            .filter(|c| {
+                c.record
+                    .mounts
+                    .iter()
+                    .any(|m| m.kind == "volume" && m.name == name)
+            })
             .map(|c| c.record.id.clone())
             .collect();
         if !users.is_empty() && !force {

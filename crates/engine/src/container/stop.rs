@@ -17,7 +17,9 @@ impl Engine {
     pub fn kill(&self, name_or_id: &str, signal: &str) -> Result<Container> {
         let container = self.find(name_or_id)?;
         let ContainerStatus::Running { pid } = container.status else {
-            return Err(EngineError::NotRunning(container.record.short_id().to_string()));
+            return Err(EngineError::NotRunning(
+                container.record.short_id().to_string(),
+            ));
         };
         let sig = parse_signal(signal).map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
         signal_process(pid, sig).map_err(EngineError::io("sending signal"))?;

@@ -152,6 +152,7 @@ impl ImageStore {
             reason: format!("{name} compression is not supported"),
         })?;
         let reader = compression::decoder(head, reader, c).map_err(ArchiveError::Read)?;
+        let _importing = self.import_guard()?;
         let files = ArchiveFiles::read(reader, self)?;
         if files.get("manifest.json").is_ok() {
             self.load_docker(&files, progress)

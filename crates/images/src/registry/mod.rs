@@ -14,6 +14,7 @@ pub use push::push;
 
 use crate::digest::Digest;
 use crate::manifest::{ManifestError, Platform};
+
 use crate::store::StoreError;
 
 /// Errors from talking to a registry.
@@ -90,8 +91,8 @@ pub enum RegistryError {
     NoMatchingPlatform {
         /// The reference pulled.
         reference: String,
-        /// The platform wanted.
-        platform: Platform,
+        /// The platform wanted (`os/arch[/variant]`).
+        platform: String,
         /// The platforms listed.
         available: String,
     },

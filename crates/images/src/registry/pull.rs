@@ -75,7 +75,7 @@ pub async fn pull(
                 .select(&platform)
                 .ok_or_else(|| RegistryError::NoMatchingPlatform {
                     reference: shown.clone(),
-                    platform: platform.clone(),
+                    platform: platform.to_string(),
                     available: index.platforms().join(", "),
                 })?
                 .clone();

@@ -133,6 +133,11 @@ impl ImageStore {
         Ok(record(info))
     }
 
+    /// Unpacked size of a present layer (0 when unknown).
+    pub(crate) fn layer_size(&self, diff_id: &Digest) -> u64 {
+        read_info(&self.layer_root(diff_id)).map_or(0, |i| i.size)
+    }
+
     /// Deletes an unpacked layer: renamed away first so it disappears atomically.
     pub(crate) fn remove_layer(&self, diff_id: &Digest) -> Result<(), StoreError> {
         let dir = self.layer_root(diff_id);

@@ -1,11 +1,16 @@
 //! Untagging, removal and pruning with Docker's `rmi` semantics, and garbage collection.
 
 use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::path::Path;
+
+use nix::fcntl::{Flock, FlockArg};
 
 use super::metadata::Db;
 use super::records::{ImageRecord, PruneReport, RemoveEvent};
 use super::{find, ImageStore, Matched, StoreError};
 use crate::digest::{Digest, ImageId};
+use crate::reference::Reference;
 
 impl ImageStore {
     /// Removes a name, or the image when it was its last name (`docker rmi`).
@@ -65,6 +70,22 @@ impl ImageStore {
         Ok(events)
     }
 
+    /// Removes only the name `reference` (tag or `name@digest`), never the image, which
+    /// may become dangling. Returns false when no image had that name.
+    pub fn untag(&self, reference: &Reference) -> Result<bool, StoreError> {
+        self.update_and_collect(|db| {
+            let mut found = false;
+            for rec in db.images.values_mut() {
+                let before = rec.repo_tags.len() + rec.repo_digests.len();
+                rec.repo_tags.retain(|t| t != reference);
+                rec.repo_digests.retain(|t| t != reference);
+                found |= before != rec.repo_tags.len() + rec.repo_digests.len();
+            }
+            Ok((found, Vec::new()))
+        })
+        .map(|(found, _, _)| found)
+    }
+
     /// Deletes dangling (untagged) images except those in `keep` (e.g. used by containers).
     pub fn prune(&self, keep: &[ImageId]) -> Result<PruneReport, StoreError> {
         let (mut events, gc, reclaimed) = self.update_and_collect(|db| {
@@ -91,11 +112,11 @@ impl ImageStore {
         Ok(PruneReport { events, reclaimed })
     }
 
-    /// Runs `f` under the lock, saves, then deletes what the removed records alone used.
+    /// Runs `f` under the lock, saves, then sweeps content no image references.
     ///
-    /// Deletion happens after the metadata is durable (a crash leaves garbage, never a
-    /// record pointing at deleted content) and before the lock is released (a concurrent
-    /// commit cannot reference content we are about to delete).
+    /// The sweep runs after the metadata is durable (a crash leaves garbage, never a
+    /// record pointing at deleted content) and only when no import is in flight (see
+    /// [`ImageStore::import_guard`]); otherwise the garbage waits for the next sweep.
     pub(crate) fn update_and_collect<R>(
         &self,
         f: impl FnOnce(&mut Db) -> Result<(R, Vec<ImageRecord>), StoreError>,
@@ -104,52 +125,95 @@ impl ImageStore {
         let mut db = self.meta.read()?;
         let (out, removed) = f(&mut db)?;
         self.meta.write(&db)?;
-        let (events, reclaimed) = self.delete_unreferenced(&db, &removed)?;
+        let (events, reclaimed) = self.sweep(&db, &removed)?;
         Ok((out, events, reclaimed))
     }
 
-    /// Deletes layers and blobs of `removed` that no image in `db` references.
-    fn delete_unreferenced(
+    /// Holds off sweeps while an import (pull, load) writes blobs and layers it has not
+    /// committed yet: a shared flock on `gc.lock`, which a sweep needs exclusively.
+    pub(crate) fn import_guard(&self) -> Result<Flock<File>, StoreError> {
+        Flock::lock(self.gc_lock_file()?, FlockArg::LockShared)
+            .map_err(|(_, e)| StoreError::io("locking", &self.root.join(GC_LOCK), e.into()))
+    }
+
+    fn gc_lock_file(&self) -> Result<File, StoreError> {
+        let path = self.root.join(GC_LOCK);
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("opening", &path, e))
+    }
+
+    /// Deletes every layer and blob no image in `db` references (mark and sweep), if no
+    /// import is in flight. Reports the deleted layers of `removed`, top first, as Docker does.
+    fn sweep(
         &self,
         db: &Db,
         removed: &[ImageRecord],
     ) -> Result<(Vec<RemoveEvent>, u64), StoreError> {
-        let mut blobs_in_use: HashSet<&Digest> = HashSet::new();
-        let mut layers_in_use: HashSet<&Digest> = HashSet::new();
+        let gc = match Flock::lock(self.gc_lock_file()?, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => return Ok((Vec::new(), 0)),
+            Err((_, e)) => {
+                return Err(StoreError::io(
+                    "locking",
+                    &self.root.join(GC_LOCK),
+                    e.into(),
+                ))
+            }
+        };
+        let mut blobs_in_use: HashSet<String> = HashSet::new();
+        let mut layers_in_use: HashSet<String> = HashSet::new();
         for rec in db.images.values() {
-            blobs_in_use.insert(&rec.manifest.digest);
-            blobs_in_use.insert(&rec.config.digest);
+            blobs_in_use.insert(rec.manifest.digest.hex().to_owned());
+            blobs_in_use.insert(rec.config.digest.hex().to_owned());
             for l in &rec.layers {
-                blobs_in_use.insert(&l.blob.digest);
-                layers_in_use.insert(&l.diff_id);
+                blobs_in_use.insert(l.blob.digest.hex().to_owned());
+                layers_in_use.insert(l.diff_id.hex().to_owned());
             }
         }
-        let mut events = Vec::new();
         let mut reclaimed = 0;
-        // Separate sets: an uncompressed layer's blob digest equals its diff-id.
-        let mut layers_done: HashSet<&Digest> = HashSet::new();
-        let mut blobs_done: HashSet<&Digest> = HashSet::new();
-        for rec in removed {
-            for l in &rec.layers {
-                if !layers_in_use.contains(&l.diff_id)
-                    && layers_done.insert(&l.diff_id)
-                    && self.has_layer(&l.diff_id)
-                {
-                    self.remove_layer(&l.diff_id)?;
-                    reclaimed += l.size;
-                    events.push(RemoveEvent::Deleted(l.diff_id.clone()));
-                }
-            }
-            let blobs = [&rec.manifest.digest, &rec.config.digest]
-                .into_iter()
-                .chain(rec.layers.iter().map(|l| &l.blob.digest));
-            for b in blobs {
-                if !blobs_in_use.contains(b) && blobs_done.insert(b) {
-                    reclaimed += self.blobs.size(b).unwrap_or(0);
-                    self.blobs.remove(b)?;
-                }
+        let mut deleted_layers: HashSet<Digest> = HashSet::new();
+        for name in dir_names(&self.root.join("layers/sha256")) {
+            let Ok(diff_id) = Digest::from_hex(&name) else {
+                continue;
+            };
+            if !layers_in_use.contains(&name) {
+                reclaimed += self.layer_size(&diff_id);
+                self.remove_layer(&diff_id)?;
+                deleted_layers.insert(diff_id);
             }
         }
+        for name in dir_names(&self.root.join("blobs/sha256")) {
+            let Ok(digest) = Digest::from_hex(&name) else {
+                continue;
+            };
+            if !blobs_in_use.contains(&name) {
+                reclaimed += self.blobs.size(&digest).unwrap_or(0);
+                self.blobs.remove(&digest)?;
+            }
+        }
+        drop(gc);
+        let events = removed
+            .iter()
+            .flat_map(|r| r.layers.iter().rev())
+            .filter(|l| deleted_layers.remove(&l.diff_id))
+            .map(|l| RemoveEvent::Deleted(l.diff_id.clone()))
+            .collect();
         Ok((events, reclaimed))
     }
+}
+
+const GC_LOCK: &str = "gc.lock";
+
+fn dir_names(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }

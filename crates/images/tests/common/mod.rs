@@ -19,27 +19,32 @@ pub fn have(tools: &[&str]) -> bool {
     true
 }
 
-/// Directory with `oci/`, `busybox-docker.tar` and `busybox-oci.tar`, built once per test binary
-/// by scripts/make-test-image.sh (umoci + skopeo, never skiff).
+/// Directory with `oci/`, `busybox-docker.tar` and `busybox-oci.tar`, built by
+/// scripts/make-test-image.sh (umoci + skopeo, never skiff) once under Cargo's test tmp dir
+/// and reused; a flock serialises test binaries that get here at the same time.
 pub fn test_image() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("skiff-images-test-")
-            .tempdir()
-            .unwrap()
-            .keep();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-test-image.sh");
-        let out = Command::new("sh")
-            .arg(&script)
-            .arg(&dir)
-            .output()
-            .expect("running make-test-image.sh");
-        assert!(
-            out.status.success(),
-            "make-test-image.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skiff-images-busybox");
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
+        let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
+        let done = dir.join("done");
+        if !done.exists() {
+            let script =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-test-image.sh");
+            let out = Command::new("sh")
+                .arg(&script)
+                .arg(&dir)
+                .output()
+                .expect("running make-test-image.sh");
+            assert!(
+                out.status.success(),
+                "make-test-image.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::write(&done, b"").unwrap();
+        }
         dir
     })
 }

@@ -10,7 +10,9 @@ use skiff_engine::container::start::StartOptions;
 use skiff_engine::Container;
 
 use super::{for_each_name, Context, Exit};
-use crate::cli::{KillArgs, LogsArgs, NamesArgs, PsArgs, RmArgs, StartArgs, StopArgs, SystemCommand};
+use crate::cli::{
+    KillArgs, LogsArgs, NamesArgs, PsArgs, RmArgs, StartArgs, StopArgs, SystemCommand,
+};
 use crate::template;
 
 /// `skiff start`.
@@ -25,8 +27,18 @@ pub fn start(ctx: &Context, args: StartArgs) -> Result<()> {
             return Ok(());
         };
         let c = &started.container.record;
-        let code = super::run::attach_session(&engine, stream, &c.id, c.request.interactive, c.request.tty)?;
-        return if code == 0 { Ok(()) } else { Err(Exit::code(code)) };
+        let code = super::run::attach_session(
+            &engine,
+            stream,
+            &c.id,
+            c.request.interactive,
+            c.request.tty,
+        )?;
+        return if code == 0 {
+            Ok(())
+        } else {
+            Err(Exit::code(code))
+        };
     }
     for_each_name(&args.containers, |name| {
         engine.start(name, StartOptions::default())?;
@@ -102,7 +114,14 @@ pub fn ps(ctx: &Context, args: PsArgs) -> Result<()> {
     }
     if args.quiet {
         for c in &containers {
-            println!("{}", if args.no_trunc { c.record.id.as_str() } else { c.record.short_id() });
+            println!(
+                "{}",
+                if args.no_trunc {
+                    c.record.id.as_str()
+                } else {
+                    c.record.short_id()
+                }
+            );
         }
         return Ok(());
     }
@@ -116,14 +135,30 @@ pub fn ps(ctx: &Context, args: PsArgs) -> Result<()> {
         .iter()
         .map(|c| {
             let r = ps_row(c, args.no_trunc);
-            ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"]
-                .iter()
-                .map(|k| r[*k].as_str().unwrap_or_default().to_string())
-                .collect()
+            [
+                "ID",
+                "Image",
+                "Command",
+                "RunningFor",
+                "Status",
+                "Ports",
+                "Names",
+            ]
+            .iter()
+            .map(|k| r[*k].as_str().unwrap_or_default().to_string())
+            .collect()
         })
         .collect();
     print_table(
-        &["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+        &[
+            "CONTAINER ID",
+            "IMAGE",
+            "COMMAND",
+            "CREATED",
+            "STATUS",
+            "PORTS",
+            "NAMES",
+        ],
         &rows,
     );
     Ok(())
@@ -261,13 +296,25 @@ pub fn system(ctx: &Context, cmd: SystemCommand) -> Result<()> {
             print_table(
                 &["TYPE", "TOTAL", "ACTIVE"],
                 &[
-                    vec!["Images".into(), usage.images.to_string(), usage.images.to_string()],
+                    vec![
+                        "Images".into(),
+                        usage.images.to_string(),
+                        usage.images.to_string(),
+                    ],
                     vec![
                         "Containers".into(),
                         containers.len().to_string(),
-                        containers.iter().filter(|c| c.is_running()).count().to_string(),
+                        containers
+                            .iter()
+                            .filter(|c| c.is_running())
+                            .count()
+                            .to_string(),
                     ],
-                    vec!["Local Volumes".into(), volumes.len().to_string(), String::new()],
+                    vec![
+                        "Local Volumes".into(),
+                        volumes.len().to_string(),
+                        String::new(),
+                    ],
                 ],
             );
             Ok(())

@@ -13,7 +13,10 @@ use crate::terminal::{self, RawMode};
 /// `skiff exec`.
 pub fn exec(ctx: &Context, args: ExecArgs) -> Result<()> {
     let engine = ctx.engine()?;
-    let (name, command) = args.args.split_first().context("exec needs a container and a command")?;
+    let (name, command) = args
+        .args
+        .split_first()
+        .context("exec needs a container and a command")?;
     let container = engine.find(name)?;
     if !container.is_running() {
         bail!("container {} is not running", container.record.name);
@@ -45,11 +48,20 @@ pub fn exec(ctx: &Context, args: ExecArgs) -> Result<()> {
     };
     let (stdout, stderr): (OwnedFd, OwnedFd) = if args.detach {
         (
-            std::fs::OpenOptions::new().write(true).open("/dev/null")?.into(),
-            std::fs::OpenOptions::new().write(true).open("/dev/null")?.into(),
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")?
+                .into(),
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")?
+                .into(),
         )
     } else {
-        (dup(std::io::stdout().as_fd())?, dup(std::io::stderr().as_fd())?)
+        (
+            dup(std::io::stdout().as_fd())?,
+            dup(std::io::stderr().as_fd())?,
+        )
     };
     become_subreaper();
     let process = runtime_exec(

@@ -14,7 +14,9 @@ use skiff_images::{NoProgress, Platform, Progress, Reference};
 
 use super::containers::print_table;
 use super::{for_each_name, Context};
-use crate::cli::{HistoryArgs, ImagesArgs, LoadArgs, LoginArgs, PullArgs, PushArgs, RmiArgs, SaveArgs, TagArgs};
+use crate::cli::{
+    HistoryArgs, ImagesArgs, LoadArgs, LoginArgs, PullArgs, PushArgs, RmiArgs, SaveArgs, TagArgs,
+};
 use crate::template;
 
 /// Docker's human size: 1000-based units, 3 significant digits.
@@ -66,9 +68,10 @@ impl Bars {
 impl Progress for Bars {
     fn started(&self, id: &str, total: Option<u64>) {
         let bar = self.multi.add(ProgressBar::new(total.unwrap_or(0)));
-        let style = ProgressStyle::with_template("{prefix}: {msg:<12} [{bar:30}] {bytes}/{total_bytes}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+        let style =
+            ProgressStyle::with_template("{prefix}: {msg:<12} [{bar:30}] {bytes}/{total_bytes}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(id.to_string());
         bar.set_message("Downloading");
@@ -158,11 +161,19 @@ pub fn pull_image(
     };
     let progress = progress(quiet);
     let rt = runtime()?;
-    let record = rt.block_on(registry::pull(engine.images(), &reference, &opts, progress.as_ref()))?;
+    let record = rt.block_on(registry::pull(
+        engine.images(),
+        &reference,
+        &opts,
+        progress.as_ref(),
+    ))?;
     drop(rt);
     if !quiet {
         eprintln!("Digest: {}", record.manifest.digest);
-        eprintln!("Status: Downloaded newer image for {}", reference.familiar_string());
+        eprintln!(
+            "Status: Downloaded newer image for {}",
+            reference.familiar_string()
+        );
     }
     println!("{}", reference);
     Ok(())
@@ -229,7 +240,12 @@ pub fn login(ctx: &Context, args: LoginArgs) -> Result<()> {
     };
     let creds = Credentials { username, password };
     let rt = runtime()?;
-    rt.block_on(registry::login(&engine.images().auth_file(), &args.registry, &creds, args.insecure))?;
+    rt.block_on(registry::login(
+        &engine.images().auth_file(),
+        &args.registry,
+        &creds,
+        args.insecure,
+    ))?;
     println!("Login Succeeded");
     Ok(())
 }
@@ -255,7 +271,9 @@ pub fn images(ctx: &Context, args: ImagesArgs) -> Result<()> {
         }
         for (repo, tag) in names {
             if let Some(filter) = &args.repository {
-                let filter_ref = Reference::parse(filter).map(|r| r.familiar()).unwrap_or(filter.clone());
+                let filter_ref = Reference::parse(filter)
+                    .map(|r| r.familiar())
+                    .unwrap_or(filter.clone());
                 if repo != filter_ref && &repo != filter {
                     continue;
                 }
@@ -325,7 +343,9 @@ pub fn rmi(ctx: &Context, args: RmiArgs) -> Result<()> {
             .filter(|c| c.record.image_id == image.id.to_string())
             .map(|c| c.record.short_id().to_string())
             .collect();
-        let last_name = image.repo_tags.len() <= 1 || name.starts_with("sha256:") || image.id.to_string().contains(name);
+        let last_name = image.repo_tags.len() <= 1
+            || name.starts_with("sha256:")
+            || image.id.to_string().contains(name);
         if !users.is_empty() && last_name {
             bail!(
                 "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
@@ -346,15 +366,21 @@ pub fn load(ctx: &Context, args: LoadArgs) -> Result<()> {
     let progress = progress(args.quiet);
     let loaded = match &args.input {
         Some(path) => {
-            let file = std::fs::File::open(path)
-                .with_context(|| format!("open {}", path.display()))?;
-            engine.images().load(std::io::BufReader::new(file), progress.as_ref())?
+            let file =
+                std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+            engine
+                .images()
+                .load(std::io::BufReader::new(file), progress.as_ref())?
         }
         None => {
             if std::io::stdin().is_terminal() {
-                bail!("requested load from stdin, but stdin is empty: use -i FILE or pipe an archive");
+                bail!(
+                    "requested load from stdin, but stdin is empty: use -i FILE or pipe an archive"
+                );
             }
-            engine.images().load(std::io::stdin().lock(), progress.as_ref())?
+            engine
+                .images()
+                .load(std::io::stdin().lock(), progress.as_ref())?
         }
     };
     for image in loaded {
@@ -375,10 +401,13 @@ pub fn save(ctx: &Context, args: SaveArgs) -> Result<()> {
     match &args.output {
         Some(path) => {
             let tmp = path.with_extension("skiff-partial");
-            let file = std::fs::File::create(&tmp)
-                .with_context(|| format!("create {}", tmp.display()))?;
+            let file =
+                std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
             let mut writer = std::io::BufWriter::new(file);
-            if let Err(e) = engine.images().save(&names, &mut writer, format, &NoProgress) {
+            if let Err(e) = engine
+                .images()
+                .save(&names, &mut writer, format, &NoProgress)
+            {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e.into());
             }
@@ -391,7 +420,9 @@ pub fn save(ctx: &Context, args: SaveArgs) -> Result<()> {
                 bail!("cowardly refusing to save to a terminal. Use the -o flag or redirect");
             }
             let out = std::io::stdout().lock();
-            engine.images().save(&names, std::io::BufWriter::new(out), format, &NoProgress)?;
+            engine
+                .images()
+                .save(&names, std::io::BufWriter::new(out), format, &NoProgress)?;
         }
     }
     Ok(())
@@ -406,7 +437,9 @@ pub fn history(ctx: &Context, args: HistoryArgs) -> Result<()> {
         for e in &entries {
             println!(
                 "{}",
-                e.id.as_ref().map(|i| i.short().to_string()).unwrap_or_else(|| "<missing>".into())
+                e.id.as_ref()
+                    .map(|i| i.short().to_string())
+                    .unwrap_or_else(|| "<missing>".into())
             );
         }
         return Ok(());
@@ -424,9 +457,18 @@ pub fn history(ctx: &Context, args: HistoryArgs) -> Result<()> {
             } else {
                 format!("{}…", e.created_by.chars().take(44).collect::<String>())
             };
-            vec![id, created_ago(e.created.as_deref()), by, human_size(e.size), e.comment.clone()]
+            vec![
+                id,
+                created_ago(e.created.as_deref()),
+                by,
+                human_size(e.size),
+                e.comment.clone(),
+            ]
         })
         .collect();
-    print_table(&["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"], &rows);
+    print_table(
+        &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+        &rows,
+    );
     Ok(())
 }

@@ -122,14 +122,24 @@ pub fn inspect(ctx: &Context, args: InspectArgs) -> Result<()> {
         let found = match kind {
             Some("container") => engine.find(name).map(|c| container_json(&engine, &c)).ok(),
             Some("image") => image_json(&engine, name).ok(),
-            Some("volume") => engine.volumes().get(name).ok().and_then(|v| serde_json::to_value(v).ok()),
+            Some("volume") => engine
+                .volumes()
+                .get(name)
+                .ok()
+                .and_then(|v| serde_json::to_value(v).ok()),
             Some(other) => bail!("\"{other}\" is not a valid value for --type"),
             None => engine
                 .find(name)
                 .map(|c| container_json(&engine, &c))
                 .ok()
                 .or_else(|| image_json(&engine, name).ok())
-                .or_else(|| engine.volumes().get(name).ok().and_then(|v| serde_json::to_value(v).ok())),
+                .or_else(|| {
+                    engine
+                        .volumes()
+                        .get(name)
+                        .ok()
+                        .and_then(|v| serde_json::to_value(v).ok())
+                }),
         };
         match found {
             Some(v) => items.push(v),

@@ -142,10 +142,7 @@ pub fn dispatch(cli: Cli) -> i32 {
 }
 
 /// Prints errors for each failed name and fails at the end, as Docker's multi-name verbs do.
-pub fn for_each_name(
-    names: &[String],
-    mut f: impl FnMut(&str) -> Result<()>,
-) -> Result<()> {
+pub fn for_each_name(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<()> {
     let mut failed = false;
     for name in names {
         if let Err(e) = f(name) {

@@ -84,7 +84,12 @@ fn request(args: &RunArgs) -> Result<CreateRequest> {
 }
 
 /// Creates the container, pulling the image first when it is not present.
-fn create_with_pull(ctx: &Context, engine: &Engine, req: &CreateRequest, insecure: bool) -> Result<String> {
+fn create_with_pull(
+    ctx: &Context,
+    engine: &Engine,
+    req: &CreateRequest,
+    insecure: bool,
+) -> Result<String> {
     if engine.images().resolve(&req.image).is_err() {
         eprintln!("Unable to find image '{}' locally", req.image);
         images::pull_image(ctx, engine, &req.image, insecure, None, None, false)?;

@@ -35,10 +35,7 @@ pub fn volume(ctx: &Context, cmd: VolumeCommand) -> Result<()> {
                 }
                 return Ok(());
             }
-            let rows: Vec<Vec<String>> = vols
-                .into_iter()
-                .map(|v| vec![v.driver, v.name])
-                .collect();
+            let rows: Vec<Vec<String>> = vols.into_iter().map(|v| vec![v.driver, v.name]).collect();
             print_table(&["DRIVER", "VOLUME NAME"], &rows);
             Ok(())
         }

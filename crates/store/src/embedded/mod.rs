@@ -1,39 +1,40 @@
-//! The embedded backend: an MVCC history in one redb file, written by one group-commit thread.
+//! The embedded backend: an MVCC history in one SQLite database (WAL mode), written by one
+//! group-commit thread.
 //!
-//! Threads: one writer thread owns every write transaction ([`writer`]); reads run as redb read
-//! transactions (snapshots) on tokio's blocking pool; watches follow an in-memory broadcast of
-//! committed events and read the persisted history when they start in the past or fall behind
-//! ([`watch`]).
+//! Threads: one writer thread owns the only writing connection ([`writer`]); reads run as
+//! SQLite read transactions (WAL snapshots) on pooled read-only connections on tokio's blocking
+//! pool; watches follow an in-memory broadcast of committed events and read the persisted
+//! history when they start in the past or fall behind ([`watch`]).
 
 mod schema;
 mod watch;
 mod writer;
 
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction};
 use tokio::sync::{broadcast, oneshot};
 
-use self::schema::{
-    Record, HISTORY, KEY_REVISIONS, LATEST, META, META_COMPACT_REVISION, META_REVISION,
-};
+use self::schema::{prefix_end, Entry, COLUMNS, CREATE};
 use self::writer::{Applied, EventBatch, Op, Request, Writer};
-use crate::{EventKind, KeyValue, RangeResult, Result, Store, StoreError, WatchStream};
+use crate::{KeyValue, RangeResult, Result, Store, StoreError, WatchStream};
 
-/// File name of the database inside the data directory.
-const DB_FILE: &str = "store.redb";
+/// File name of the database inside the data directory (SQLite adds `-wal` and `-shm`).
+const DB_FILE: &str = "store.sqlite";
 /// Committed transactions buffered for watchers; a watcher further behind re-reads the history.
 const BROADCAST_CAPACITY: usize = 1024;
+/// Idle read connections kept open.
+const READ_POOL: usize = 8;
 
-/// The default backend: a revisioned store in `<data dir>/store.redb`.
+/// The default backend: a revisioned store in `<data dir>/store.sqlite`.
 ///
 /// Every acknowledged write has been committed with fsync; concurrent writes share commits
 /// (group commit). History is kept until [`Store::compact`], also across restarts. Clones share
-/// one database; the file closes when the last clone and every watch stream are dropped.
+/// one database; the writer stops when the last clone is dropped.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
@@ -42,14 +43,13 @@ pub struct EmbeddedStore {
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedStore")
-            .field("path", &self.shared.path)
+            .field("path", &self.shared.readers.path)
             .finish_non_exhaustive()
     }
 }
 
 struct Shared {
-    path: PathBuf,
-    db: Arc<Database>,
+    readers: Arc<Readers>,
     /// `None` only while dropping, to stop the writer thread.
     requests: Option<mpsc::Sender<Request>>,
     events: broadcast::Sender<EventBatch>,
@@ -67,34 +67,78 @@ impl Drop for Shared {
     }
 }
 
+/// A pool of read-only connections; each read is one transaction, hence one snapshot.
+pub(crate) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    /// Runs `read` in a read transaction on a pooled connection (blocking).
+    pub(crate) fn read<T>(&self, read: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let idle = self.idle.lock().unwrap().pop();
+        let mut conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = Connection::open_with_flags(&self.path, flags)?;
+                conn.busy_timeout(Duration::from_secs(10))?;
+                conn
+            }
+        };
+        let result = {
+            let txn = conn.transaction()?;
+            let result = read(&txn);
+            txn.finish()?;
+            result
+        };
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < READ_POOL {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
 impl EmbeddedStore {
-    /// Opens (or creates) the store in `data_dir`; blocks while redb recovers after a crash.
+    /// Opens (or creates) the store in `data_dir`; blocks while SQLite recovers after a crash.
     pub fn open(data_dir: impl AsRef<Path>) -> Result<EmbeddedStore> {
         let data_dir = data_dir.as_ref();
         std::fs::create_dir_all(data_dir).map_err(|err| {
             StoreError::backend(format!("creating {}: {err}", data_dir.display()))
         })?;
         let path = data_dir.join(DB_FILE);
-        let db = Database::builder()
-            .create(&path)
-            .map_err(|err| StoreError::backend(format!("opening {}: {err}", path.display())))?;
-        let txn = db.begin_write()?;
-        let revision = {
-            txn.open_table(HISTORY)?;
-            txn.open_table(LATEST)?;
-            txn.open_table(KEY_REVISIONS)?;
-            let meta = txn.open_table(META)?;
-            let revision = meta.get(META_REVISION)?.map_or(0, |g| g.value());
-            revision as i64
+        let opening = |err: rusqlite::Error| {
+            StoreError::backend(format!("opening {}: {err}", path.display()))
         };
-        txn.commit()?;
+        let conn = Connection::open(&path).map_err(opening)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(opening)?;
+        // WAL + synchronous=FULL: a commit returns after the WAL is fsynced, readers never
+        // block the writer, and recovery after a crash replays the WAL.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(opening)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::backend(format!(
+                "{}: SQLite refused WAL mode (got {mode})",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(opening)?;
+        conn.execute_batch(CREATE).map_err(opening)?;
+        let revision: i64 = conn
+            .query_row("SELECT value FROM meta WHERE name = 'revision'", [], |r| {
+                r.get(0)
+            })
+            .map_err(opening)?;
 
-        let db = Arc::new(db);
         let (requests, receiver) = mpsc::channel();
         let (events, _) = broadcast::channel(BROADCAST_CAPACITY);
         let revision = Arc::new(AtomicI64::new(revision));
         let writer = Writer {
-            db: db.clone(),
+            conn,
             requests: receiver,
             events: events.clone(),
             revision: revision.clone(),
@@ -103,10 +147,13 @@ impl EmbeddedStore {
             .name("store-writer".into())
             .spawn(move || writer.run())
             .map_err(|err| StoreError::backend(format!("starting the writer thread: {err}")))?;
+        let readers = Arc::new(Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+        });
         Ok(EmbeddedStore {
             shared: Arc::new(Shared {
-                path,
-                db,
+                readers,
                 requests: Some(requests),
                 events,
                 revision,
@@ -115,9 +162,10 @@ impl EmbeddedStore {
         })
     }
 
-    /// The database file, for tools (and tests) that inspect raw stored bytes.
+    /// The database file, for tools (and tests) that inspect raw stored bytes; recent commits
+    /// may still be in the `-wal` file beside it.
     pub fn path(&self) -> &Path {
-        &self.shared.path
+        &self.shared.readers.path
     }
 
     async fn write(&self, op: Op) -> Result<Applied> {
@@ -135,10 +183,10 @@ impl EmbeddedStore {
     async fn read<T, F>(&self, read: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&ReadTransaction) -> Result<T> + Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
-        let db = self.shared.db.clone();
-        tokio::task::spawn_blocking(move || read(&db.begin_read()?))
+        let readers = self.shared.readers.clone();
+        tokio::task::spawn_blocking(move || readers.read(read))
             .await
             .map_err(StoreError::backend)?
     }
@@ -223,40 +271,47 @@ impl Store for EmbeddedStore {
             self.shared.revision.load(Ordering::Acquire) + 1
         };
         Ok(watch::stream(
-            self.shared.db.clone(),
+            self.shared.readers.clone(),
             live,
             prefix.to_owned(),
-            from as u64,
+            from,
         ))
     }
 }
 
 /// The current revision and the compaction revision in a snapshot.
-fn revisions(txn: &ReadTransaction) -> Result<(u64, u64)> {
-    let meta = txn.open_table(META)?;
-    let current = meta.get(META_REVISION)?.map_or(0, |g| g.value());
-    let compacted = meta.get(META_COMPACT_REVISION)?.map_or(0, |g| g.value());
-    Ok((current, compacted))
+pub(crate) fn revisions(txn: &Transaction<'_>) -> Result<(i64, i64)> {
+    Ok(txn.query_row(
+        "SELECT (SELECT value FROM meta WHERE name = 'revision'),
+                (SELECT value FROM meta WHERE name = 'compact_revision')",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?)
 }
 
-fn load(history: &impl ReadableTable<u64, &'static [u8]>, revision: u64) -> Result<Record> {
-    let bytes = history
-        .get(revision)?
-        .ok_or_else(|| StoreError::backend(format!("history entry {revision} missing")))?;
-    Record::decode(bytes.value())
+/// The history entry written at `revision`, if not compacted away.
+pub(crate) fn entry_at(txn: &Transaction<'_>, revision: i64) -> Result<Option<Entry>> {
+    Ok(txn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM history WHERE revision = ?1"
+        ))?
+        .query_row([revision], Entry::from_row)
+        .optional()?)
 }
 
-fn get(txn: &ReadTransaction, key: &str) -> Result<Option<KeyValue>> {
-    let latest = txn.open_table(LATEST)?;
-    let Some(revision) = latest.get(key.as_bytes())?.map(|g| g.value()) else {
-        return Ok(None);
-    };
-    let history = txn.open_table(HISTORY)?;
-    Ok(Some(load(&history, revision)?.into_key_value(revision)))
+fn get(txn: &Transaction<'_>, key: &str) -> Result<Option<KeyValue>> {
+    let entry = txn
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM history
+             WHERE revision = (SELECT revision FROM latest WHERE key = ?1)"
+        ))?
+        .query_row([key.as_bytes()], Entry::from_row)
+        .optional()?;
+    Ok(entry.map(Entry::into_key_value))
 }
 
 fn range(
-    txn: &ReadTransaction,
+    txn: &Transaction<'_>,
     prefix: &str,
     at_revision: Option<i64>,
     limit: Option<usize>,
@@ -265,112 +320,74 @@ fn range(
     let (current, compacted) = revisions(txn)?;
     let at = match at_revision {
         None | Some(0) => current,
-        Some(requested) if requested > current as i64 => {
+        Some(requested) if requested > current => {
             return Err(StoreError::FutureRevision {
                 requested,
-                current_revision: current as i64,
+                current_revision: current,
             })
         }
-        Some(requested) if requested < compacted as i64 => {
+        Some(requested) if requested < compacted => {
             return Err(StoreError::Compacted {
-                compact_revision: compacted as i64,
+                compact_revision: compacted,
             })
         }
-        Some(requested) => requested as u64,
+        Some(requested) => requested,
     };
-    let limit = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
-    // Resume strictly after the previous page's last key, but never before the prefix.
-    let start_after = start_after.filter(|after| *after >= prefix);
-    let history = txn.open_table(HISTORY)?;
-    let mut kvs = Vec::new();
-    let mut more = false;
-    if at == current {
-        let latest = txn.open_table(LATEST)?;
-        let lower = match start_after {
-            Some(after) => Bound::Excluded(after.as_bytes()),
-            None => Bound::Included(prefix.as_bytes()),
-        };
-        for entry in latest.range::<&[u8]>((lower, Bound::Unbounded))? {
-            let (key, revision) = entry?;
-            if !key.value().starts_with(prefix.as_bytes()) {
-                break;
-            }
-            if kvs.len() == limit {
-                more = true;
-                break;
-            }
-            let revision = revision.value();
-            kvs.push(load(&history, revision)?.into_key_value(revision));
-        }
+    // One more than asked for tells whether there are more.
+    let fetch = match limit.filter(|l| *l > 0) {
+        Some(limit) => i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1,
+        None => -1,
+    };
+    // Keys sort after the empty blob, so "after nothing" needs no second query.
+    let after: &[u8] = start_after.map_or(&[], str::as_bytes);
+    let sql = if at == current {
+        format!(
+            "SELECT {COLUMNS} FROM history WHERE revision IN (
+                 SELECT revision FROM latest WHERE key >= ?1 AND key < ?2 AND key > ?3)
+             ORDER BY key LIMIT ?5"
+        )
     } else {
-        // Per key, the newest history entry at or below `at` decides whether it existed.
-        let key_revisions = txn.open_table(KEY_REVISIONS)?;
-        let mut cursor: Option<Vec<u8>> = start_after.map(|after| after.as_bytes().to_vec());
-        loop {
-            let lower = match &cursor {
-                Some(key) => Bound::Excluded((key.as_slice(), u64::MAX)),
-                None => Bound::Included((prefix.as_bytes(), 0)),
-            };
-            let next = key_revisions
-                .range::<(&[u8], u64)>((lower, Bound::Unbounded))?
-                .next()
-                .transpose()?
-                .map(|(entry, _)| entry.value().0.to_vec());
-            let Some(key) = next.filter(|key| key.starts_with(prefix.as_bytes())) else {
-                break;
-            };
-            let visible = key_revisions
-                .range((key.as_slice(), 0)..=(key.as_slice(), at))?
-                .next_back()
-                .transpose()?
-                .map(|(entry, _)| entry.value().1);
-            if let Some(revision) = visible {
-                let record = load(&history, revision)?;
-                if record.kind == EventKind::Put {
-                    if kvs.len() == limit {
-                        more = true;
-                        break;
-                    }
-                    kvs.push(record.into_key_value(revision));
-                }
-            }
-            cursor = Some(key);
-        }
+        // Per key, the newest entry at or below `at` decides whether it existed then.
+        format!(
+            "SELECT {COLUMNS} FROM history WHERE deleted = 0 AND revision IN (
+                 SELECT max(revision) FROM history
+                 WHERE key >= ?1 AND key < ?2 AND key > ?3 AND revision <= ?4
+                 GROUP BY key)
+             ORDER BY key LIMIT ?5"
+        )
+    };
+    let mut statement = txn.prepare_cached(&sql)?;
+    let end = prefix_end(prefix);
+    let rows = statement.query_map(
+        rusqlite::params![prefix.as_bytes(), end, after, at, fetch],
+        Entry::from_row,
+    )?;
+    let mut kvs = rows
+        .map(|row| Ok(row?.into_key_value()))
+        .collect::<Result<Vec<_>>>()?;
+    let more = fetch > 0 && kvs.len() as i64 == fetch;
+    if more {
+        kvs.pop();
     }
     Ok(RangeResult {
         kvs,
         more,
-        revision: at as i64,
+        revision: at,
     })
 }
 
-fn count(txn: &ReadTransaction, prefix: &str) -> Result<u64> {
-    let latest = txn.open_table(LATEST)?;
-    let mut count = 0;
-    for entry in latest.range::<&[u8]>(prefix.as_bytes()..)? {
-        if !entry?.0.value().starts_with(prefix.as_bytes()) {
-            break;
-        }
-        count += 1;
+fn count(txn: &Transaction<'_>, prefix: &str) -> Result<u64> {
+    let count: i64 = txn
+        .prepare_cached("SELECT count(*) FROM latest WHERE key >= ?1 AND key < ?2")?
+        .query_row(
+            rusqlite::params![prefix.as_bytes(), prefix_end(prefix)],
+            |r| r.get(0),
+        )?;
+    Ok(count as u64)
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        StoreError::backend(err)
     }
-    Ok(count)
 }
-
-macro_rules! redb_errors_are_backend_errors {
-    ($($error:ty),*) => {$(
-        impl From<$error> for StoreError {
-            fn from(err: $error) -> Self {
-                StoreError::backend(err)
-            }
-        }
-    )*};
-}
-
-redb_errors_are_backend_errors!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);

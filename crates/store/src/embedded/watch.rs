@@ -10,13 +10,13 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableDatabase};
+use rusqlite::Transaction;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::schema::HISTORY;
+use super::schema::{prefix_end, Entry, COLUMNS};
 use super::writer::EventBatch;
-use super::{load, revisions};
-use crate::{EventKind, Result, StoreError, WatchEvent, WatchStream};
+use super::{entry_at, revisions, Readers};
+use crate::{Result, StoreError, WatchEvent, WatchStream};
 
 /// History entries examined per catch-up read, bounding the memory a far-behind watcher uses.
 const CATCH_UP_CHUNK: usize = 512;
@@ -33,26 +33,26 @@ enum Phase {
 }
 
 struct Watcher {
-    db: Arc<Database>,
+    readers: Arc<Readers>,
     live: broadcast::Receiver<EventBatch>,
     prefix: String,
     phase: Phase,
     /// The smallest revision not yet delivered; anything below it is a duplicate.
-    next: u64,
+    next: i64,
     /// Where the next history read starts.
-    cursor: u64,
+    cursor: i64,
     pending: VecDeque<WatchEvent>,
 }
 
 /// A stream of the events under `prefix` from revision `from` on.
 pub(super) fn stream(
-    db: Arc<Database>,
+    readers: Arc<Readers>,
     live: broadcast::Receiver<EventBatch>,
     prefix: String,
-    from: u64,
+    from: i64,
 ) -> WatchStream {
     let watcher = Watcher {
-        db,
+        readers,
         live,
         prefix,
         phase: Phase::CatchUp,
@@ -70,7 +70,7 @@ impl Watcher {
     async fn next_event(&mut self) -> Option<Result<WatchEvent>> {
         loop {
             if let Some(event) = self.pending.pop_front() {
-                self.next = self.next.max(event.revision() as u64 + 1);
+                self.next = self.next.max(event.revision() + 1);
                 return Some(Ok(event));
             }
             match self.phase {
@@ -88,7 +88,7 @@ impl Watcher {
                         self.pending.extend(
                             batch
                                 .iter()
-                                .filter(|e| e.revision() as u64 >= next)
+                                .filter(|e| e.revision() >= next)
                                 .filter(|e| e.kv.key.starts_with(prefix))
                                 .cloned(),
                         );
@@ -104,11 +104,11 @@ impl Watcher {
     }
 
     async fn catch_up(&mut self) -> Result<()> {
-        let db = self.db.clone();
+        let readers = self.readers.clone();
         let prefix = self.prefix.clone();
         let cursor = self.cursor;
         let chunk = tokio::task::spawn_blocking(move || {
-            read_history(&db.begin_read()?, &prefix, cursor, CATCH_UP_CHUNK)
+            readers.read(|txn| read_history(txn, &prefix, cursor, CATCH_UP_CHUNK))
         })
         .await
         .map_err(StoreError::backend)??;
@@ -125,59 +125,54 @@ impl Watcher {
 /// Events read from the history by one catch-up step.
 struct HistoryChunk {
     events: Vec<WatchEvent>,
-    /// The revision after the last entry examined.
-    next: u64,
+    /// The revision to continue from.
+    next: i64,
     /// Whether the snapshot has no entries after `next`.
     complete: bool,
 }
 
-/// Reads up to `max` history entries from revision `from`, keeping those under `prefix`.
+/// Reads up to `max` events under `prefix` from revision `from` on.
 fn read_history(
-    txn: &ReadTransaction,
+    txn: &Transaction<'_>,
     prefix: &str,
-    from: u64,
+    from: i64,
     max: usize,
 ) -> Result<HistoryChunk> {
-    let (_, compacted) = revisions(txn)?;
+    let (current, compacted) = revisions(txn)?;
     if from < compacted {
         return Err(StoreError::Compacted {
-            compact_revision: compacted as i64,
+            compact_revision: compacted,
         });
     }
-    let history = txn.open_table(HISTORY)?;
-    let mut events = Vec::new();
-    let mut next = from;
-    let mut entries = history.range(from..)?;
-    for entry in entries.by_ref().take(max) {
-        let (revision, _) = entry?;
-        let revision = revision.value();
-        next = revision + 1;
-        let record = load(&history, revision)?;
-        if !record.key.starts_with(prefix) {
-            continue;
-        }
+    let mut statement = txn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM history
+         WHERE revision >= ?1 AND key >= ?2 AND key < ?3
+         ORDER BY revision LIMIT ?4"
+    ))?;
+    let rows = statement.query_map(
+        rusqlite::params![from, prefix.as_bytes(), prefix_end(prefix), max as i64],
+        Entry::from_row,
+    )?;
+    let entries = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let complete = entries.len() < max;
+    let next = match entries.last() {
+        Some(last) if !complete => last.revision + 1,
+        _ => current + 1,
+    };
+    let mut events = Vec::with_capacity(entries.len());
+    for entry in entries {
         // The previous value survives compaction whenever this event does: it is the newest
         // entry of its key below this one (only the entry at the compaction revision itself
         // may lose it, as in etcd).
-        let prev_kv = match record.prev_revision {
+        let prev_kv = match entry.prev_revision {
             0 => None,
-            prev => match history.get(prev)? {
-                Some(bytes) => Some(super::Record::decode(bytes.value())?.into_key_value(prev)),
-                None => None,
-            },
+            prev => entry_at(txn, prev)?.map(Entry::into_key_value),
         };
-        let kind = record.kind;
-        events.push(WatchEvent {
-            kind,
-            kv: record.into_key_value(revision),
-            prev_kv,
-        });
+        events.push(entry.into_event(prev_kv));
     }
-    let complete = entries.next().is_none();
-    debug_assert!(events.iter().all(|e| e.kind != EventKind::Delete || e.kv.value.is_empty()));
     Ok(HistoryChunk {
         events,
-        next,
+        next: next.max(from),
         complete,
     })
 }

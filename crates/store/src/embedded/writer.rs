@@ -153,10 +153,7 @@ impl Writer {
             }
         }
         if !events.is_empty() {
-            txn.execute(
-                "UPDATE meta SET value = ?1 WHERE name = 'revision'",
-                [rev],
-            )?;
+            txn.execute("UPDATE meta SET value = ?1 WHERE name = 'revision'", [rev])?;
         }
         txn.commit()?;
         Ok((outcomes, events, rev))

@@ -80,7 +80,10 @@ impl EtcdServer {
                 Ok(Ok(store)) => return store,
                 result if Instant::now() > deadline => {
                     let log = std::fs::read_to_string(self.dir.path().join("etcd.log"));
-                    panic!("etcd did not come up: {result:?}\n{}", log.unwrap_or_default());
+                    panic!(
+                        "etcd did not come up: {result:?}\n{}",
+                        log.unwrap_or_default()
+                    );
                 }
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }

@@ -21,10 +21,17 @@ pub async fn create_and_get(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(rev, before + 1, "a write bumps the revision by one");
     assert_eq!(store.current_revision().await.unwrap(), rev);
-    let kv = store.get("/registry/pods/default/web").await.unwrap().unwrap();
+    let kv = store
+        .get("/registry/pods/default/web")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(kv.key, "/registry/pods/default/web");
     assert_eq!(kv.value, b"v1");
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (rev, rev, 1));
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.version),
+        (rev, rev, 1)
+    );
 
     let err = store
         .create("/registry/pods/default/web", b"v2".to_vec())
@@ -36,7 +43,11 @@ pub async fn create_and_get(store: Arc<dyn Store>) {
         rev,
         "a failed write does not bump the revision"
     );
-    let kv = store.get("/registry/pods/default/web").await.unwrap().unwrap();
+    let kv = store
+        .get("/registry/pods/default/web")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(kv.value, b"v1", "a failed create leaves the value alone");
 }
 
@@ -47,9 +58,15 @@ pub async fn update_compare_and_swap(store: Arc<dyn Store>) {
     assert_eq!(updated, created + 1);
     let kv = store.get("/k").await.unwrap().unwrap();
     assert_eq!(kv.value, b"v2");
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (created, updated, 2));
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.version),
+        (created, updated, 2)
+    );
 
-    let err = store.update("/k", b"stale".to_vec(), created).await.unwrap_err();
+    let err = store
+        .update("/k", b"stale".to_vec(), created)
+        .await
+        .unwrap_err();
     match err {
         StoreError::Conflict {
             current_mod_revision,
@@ -64,10 +81,17 @@ pub async fn update_compare_and_swap(store: Arc<dyn Store>) {
     assert_eq!(store.get("/k").await.unwrap().unwrap().value, b"v2");
 
     for expected in [0, updated] {
-        let err = store.update("/missing", b"x".to_vec(), expected).await.unwrap_err();
+        let err = store
+            .update("/missing", b"x".to_vec(), expected)
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::NotFound { .. }), "{err}");
     }
-    assert_eq!(store.get("/missing").await.unwrap(), None, "update never creates");
+    assert_eq!(
+        store.get("/missing").await.unwrap(),
+        None,
+        "update never creates"
+    );
     assert_eq!(store.current_revision().await.unwrap(), updated);
 }
 
@@ -78,7 +102,9 @@ pub async fn concurrent_updates_conflict(store: Arc<dyn Store>) {
     for i in 0..16 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.update("/counter", format!("{i}").into_bytes(), created).await
+            store
+                .update("/counter", format!("{i}").into_bytes(), created)
+                .await
         }));
     }
     let mut won = 0;
@@ -125,14 +151,26 @@ pub async fn delete(store: Arc<dyn Store>) {
 pub async fn range_pages(store: Arc<dyn Store>) {
     for i in (0..10).rev() {
         let key = format!("/registry/pods/ns/pod-{i}");
-        store.create(&key, format!("{i}").into_bytes()).await.unwrap();
+        store
+            .create(&key, format!("{i}").into_bytes())
+            .await
+            .unwrap();
     }
     store.create("/registry/pods", b"x".to_vec()).await.unwrap();
-    store.create("/registry/podsecurity/x", b"x".to_vec()).await.unwrap();
-    store.create("/registry/services/ns/a", b"x".to_vec()).await.unwrap();
+    store
+        .create("/registry/podsecurity/x", b"x".to_vec())
+        .await
+        .unwrap();
+    store
+        .create("/registry/services/ns/a", b"x".to_vec())
+        .await
+        .unwrap();
     let current = store.current_revision().await.unwrap();
 
-    let all = store.range("/registry/pods/", None, None, None).await.unwrap();
+    let all = store
+        .range("/registry/pods/", None, None, None)
+        .await
+        .unwrap();
     assert_eq!(all.kvs.len(), 10);
     assert!(!all.more);
     assert_eq!(all.revision, current);
@@ -143,7 +181,10 @@ pub async fn range_pages(store: Arc<dyn Store>) {
     assert_eq!(store.count("/registry/pods/").await.unwrap(), 10);
     assert_eq!(store.count("/registry/").await.unwrap(), 13);
     assert_eq!(store.count("").await.unwrap(), 13);
-    assert_eq!(store.range("", None, None, None).await.unwrap().kvs.len(), 13);
+    assert_eq!(
+        store.range("", None, None, None).await.unwrap().kvs.len(),
+        13
+    );
 
     let mut paged = Vec::new();
     let mut after: Option<String> = None;
@@ -162,9 +203,15 @@ pub async fn range_pages(store: Arc<dyn Store>) {
     }
     assert_eq!(paged, keys);
 
-    let exact = store.range("/registry/pods/", None, Some(10), None).await.unwrap();
+    let exact = store
+        .range("/registry/pods/", None, Some(10), None)
+        .await
+        .unwrap();
     assert_eq!((exact.kvs.len(), exact.more), (10, false));
-    let page = store.range("/registry/pods/", None, Some(9), None).await.unwrap();
+    let page = store
+        .range("/registry/pods/", None, Some(9), None)
+        .await
+        .unwrap();
     assert_eq!((page.kvs.len(), page.more), (9, true));
 }
 
@@ -179,21 +226,38 @@ pub async fn range_at_past_revision(store: Arc<dyn Store>) {
     let now = store.current_revision().await.unwrap();
 
     let old = store.range("/r/", Some(then), None, None).await.unwrap();
-    let old: Vec<_> = old.kvs.iter().map(|kv| (kv.key.as_str(), kv.value.as_slice())).collect();
+    let old: Vec<_> = old
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.value.as_slice()))
+        .collect();
     assert_eq!(old, [("/r/a", &b"a1"[..]), ("/r/b", &b"b1"[..])]);
     let new = store.range("/r/", None, None, None).await.unwrap();
-    let new: Vec<_> = new.kvs.iter().map(|kv| (kv.key.as_str(), kv.value.as_slice())).collect();
+    let new: Vec<_> = new
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.as_str(), kv.value.as_slice()))
+        .collect();
     assert_eq!(new, [("/r/a", &b"a2"[..]), ("/r/c", &b"c1"[..])]);
 
     let page = store.range("/r/", Some(then), Some(1), None).await.unwrap();
-    assert_eq!((page.kvs[0].key.as_str(), page.more, page.revision), ("/r/a", true, then));
-    let page = store.range("/r/", Some(then), Some(1), Some("/r/a")).await.unwrap();
+    assert_eq!(
+        (page.kvs[0].key.as_str(), page.more, page.revision),
+        ("/r/a", true, then)
+    );
+    let page = store
+        .range("/r/", Some(then), Some(1), Some("/r/a"))
+        .await
+        .unwrap();
     assert_eq!((page.kvs[0].key.as_str(), page.more), ("/r/b", false));
     let first = store.range("/r/", Some(a), None, None).await.unwrap();
     assert_eq!(first.kvs.len(), 1);
     assert_eq!(first.kvs[0].mod_revision, a);
 
-    let err = store.range("/r/", Some(now + 10), None, None).await.unwrap_err();
+    let err = store
+        .range("/r/", Some(now + 10), None, None)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::FutureRevision { .. }), "{err}");
 }
 
@@ -209,7 +273,10 @@ pub async fn watch_delivers_ordered_events(store: Arc<dyn Store>) {
 
     let event = next(&mut watch).await.unwrap();
     assert_eq!(event.kind, EventKind::Put);
-    assert_eq!((event.kv.key.as_str(), event.kv.value.as_slice()), ("/w/a", &b"1"[..]));
+    assert_eq!(
+        (event.kv.key.as_str(), event.kv.value.as_slice()),
+        ("/w/a", &b"1"[..])
+    );
     assert_eq!((event.kv.mod_revision, event.kv.version), (created, 1));
     assert_eq!(event.prev_kv, None);
 
@@ -222,7 +289,10 @@ pub async fn watch_delivers_ordered_events(store: Arc<dyn Store>) {
     assert_eq!((event.kind, event.revision()), (EventKind::Delete, deleted));
     assert_eq!(event.kv.key, "/w/a");
     let prev = event.prev_kv.unwrap();
-    assert_eq!((prev.value.as_slice(), prev.mod_revision), (&b"2"[..], updated));
+    assert_eq!(
+        (prev.value.as_slice(), prev.mod_revision),
+        (&b"2"[..], updated)
+    );
     assert_quiet(&mut watch, Duration::from_millis(300)).await;
 }
 
@@ -268,7 +338,10 @@ pub async fn compaction(store: Arc<dyn Store>) {
         Err(StoreError::Compacted { compact_revision }) => assert_eq!(compact_revision, keep),
         other => panic!("expected Compacted, got {other:?}"),
     }
-    let err = store.range("/c/", Some(second), None, None).await.unwrap_err();
+    let err = store
+        .range("/c/", Some(second), None, None)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, StoreError::Compacted { compact_revision } if compact_revision == keep),
         "{err}"
@@ -279,7 +352,11 @@ pub async fn compaction(store: Arc<dyn Store>) {
     assert!(matches!(err, StoreError::FutureRevision { .. }), "{err}");
 
     let at_compaction = store.range("/c/", Some(keep), None, None).await.unwrap();
-    let values: Vec<_> = at_compaction.kvs.iter().map(|kv| kv.value.clone()).collect();
+    let values: Vec<_> = at_compaction
+        .kvs
+        .iter()
+        .map(|kv| kv.value.clone())
+        .collect();
     assert_eq!(values, [b"a2".to_vec(), b"c1".to_vec()]);
     let now = store.range("/c/", None, None, None).await.unwrap();
     let values: Vec<_> = now.kvs.iter().map(|kv| kv.value.clone()).collect();
@@ -288,7 +365,11 @@ pub async fn compaction(store: Arc<dyn Store>) {
     let mut watch = store.watch("/c/", keep + 1).await.unwrap();
     let event = next(&mut watch).await.unwrap();
     assert_eq!(event.revision(), after);
-    assert_eq!(event.prev_kv.unwrap().value, b"c1", "prev value survives compaction");
+    assert_eq!(
+        event.prev_kv.unwrap().value,
+        b"c1",
+        "prev value survives compaction"
+    );
     let mut watch = store.watch("/c/", keep).await.unwrap();
     assert_eq!(next(&mut watch).await.unwrap().revision(), keep);
     assert_eq!(next(&mut watch).await.unwrap().revision(), after);

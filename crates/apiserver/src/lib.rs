@@ -1,0 +1,1 @@
+//! skiff's Kubernetes API server.

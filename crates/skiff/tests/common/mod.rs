@@ -1,0 +1,130 @@
+//! Shared harness for end-to-end tests: each test gets its own skiff root.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The skiff binary under test.
+pub fn skiff_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
+}
+
+/// Builds the busybox test image once per test run, with umoci and skopeo.
+pub fn fixture_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("busybox-image");
+        let marker = dir.join("busybox-docker.tar");
+        let lock = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("busybox-image.lock");
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .unwrap();
+        // SAFETY: flock on an fd we own; several test binaries may build at once.
+        unsafe { libc_flock(&lock_file) };
+        if !marker.exists() {
+            let script =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-test-image.sh");
+            let status = Command::new("sh").arg(script).arg(&dir).status().unwrap();
+            assert!(status.success(), "building the test image failed");
+        }
+        dir
+    })
+}
+
+unsafe fn libc_flock(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    extern "C" {
+        fn flock(fd: i32, op: i32) -> i32;
+    }
+    flock(f.as_raw_fd(), 2);
+}
+
+/// One isolated skiff installation.
+pub struct Skiff {
+    pub root: tempfile::TempDir,
+}
+
+impl Default for Skiff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Skiff {
+    /// A fresh root.
+    pub fn new() -> Self {
+        let base = std::env::var("SKIFF_TEST_TMP").unwrap_or_else(|_| "/tmp".into());
+        let root = tempfile::Builder::new()
+            .prefix("skt")
+            .tempdir_in(base)
+            .unwrap();
+        Skiff { root }
+    }
+
+    /// A fresh root with the busybox image loaded as `busybox:latest`.
+    pub fn with_busybox() -> Self {
+        let s = Self::new();
+        let tar = fixture_dir().join("busybox-docker.tar");
+        s.ok(&["load", "-i", tar.to_str().unwrap()]);
+        s
+    }
+
+    /// A command with `--root` set.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(skiff_bin());
+        c.arg("--root").arg(self.root.path()).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs skiff and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs skiff, asserting success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "skiff {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Runs skiff, expecting exit `code`; returns (stdout, stderr).
+    pub fn code(&self, code: i32, args: &[&str]) -> (String, String) {
+        let out = self.run(args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "skiff {args:?}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+}
+
+impl Drop for Skiff {
+    fn drop(&mut self) {
+        // Kill and remove whatever the test left, so no mount or cgroup outlives it.
+        let _ = self.cmd(&["system", "prune", "-f"]).output();
+        if let Ok(out) = self.cmd(&["ps", "-aq", "--no-trunc"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = self.cmd(&["rm", "-f", id]).output();
+            }
+        }
+    }
+}
