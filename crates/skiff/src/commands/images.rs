@@ -103,8 +103,15 @@ impl Progress for Lines {
     fn advanced(&self, _id: &str, _n: u64) {}
     fn finished(&self, _id: &str) {}
     fn message(&self, msg: &str) {
-        eprintln!("{msg}");
+        println!("{msg}");
     }
+}
+
+/// Docker treats registries on loopback as insecure by default (127.0.0.0/8).
+fn loopback_registry(reference: &Reference) -> bool {
+    let host = reference.registry();
+    let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+    host == "localhost" || host.starts_with("127.") || host == "[::1]"
 }
 
 fn progress(quiet: bool) -> Box<dyn Progress> {
@@ -154,7 +161,7 @@ pub fn pull_image(
         .transpose()
         .map_err(|e| anyhow::anyhow!("invalid --platform: {e}"))?;
     let opts = PullOptions {
-        insecure,
+        insecure: insecure || loopback_registry(&reference),
         platform,
         credentials: credentials(creds)?,
         auth_file: Some(engine.images().auth_file()),
@@ -199,7 +206,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> Result<()> {
     let image = engine.images().resolve(&args.image)?;
     let destination = Reference::parse(args.destination.as_deref().unwrap_or(&args.image))?;
     let opts = PushOptions {
-        insecure: args.insecure,
+        insecure: args.insecure || loopback_registry(&destination),
         credentials: credentials(args.creds.as_deref())?,
         auth_file: Some(engine.images().auth_file()),
     };
@@ -383,8 +390,11 @@ pub fn load(ctx: &Context, args: LoadArgs) -> Result<()> {
                 .load(std::io::stdin().lock(), progress.as_ref())?
         }
     };
-    for image in loaded {
-        println!("{image}");
+    // The store reports each loaded image through `progress`; print them only when quiet.
+    if args.quiet {
+        for image in loaded {
+            println!("{image}");
+        }
     }
     Ok(())
 }
