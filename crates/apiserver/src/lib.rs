@@ -1,1 +1,28 @@
 //! skiff's Kubernetes API server.
+//!
+//! Layers, each depending only on those above it:
+//! - [`pki`], [`authn`], [`authz`]: who may talk to the server and what they may do;
+//! - [`registry`] and [`kinds`]: the table of served resources and their strategies;
+//! - [`schema`], [`validation`], [`selector`], [`patch`], [`table`]: the API machinery the
+//!   generic handlers use (OpenAPI definitions, field errors, selectors, patch formats,
+//!   server-side printing);
+//! - [`storage`]: objects in a [`skiff_store::Store`] under Kubernetes' key layout;
+//! - [`handlers`]: the HTTP layer; [`server`]: TLS, listener and startup.
+
+pub mod authn;
+pub mod authz;
+pub mod handlers;
+pub mod kinds;
+pub mod patch;
+pub mod pki;
+pub mod registry;
+pub mod request;
+pub mod schema;
+pub mod selector;
+pub mod server;
+pub mod status;
+pub mod storage;
+pub mod table;
+pub mod validation;
+
+pub use server::{kubeconfig_path, read_kubeconfig, Server, ServerConfig, ServerError};

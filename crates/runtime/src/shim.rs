@@ -33,7 +33,7 @@ use crate::attach::{encode, Decoder, FrameKind};
 use crate::cgroups::CgroupReader;
 use crate::crilog::{self, Stream};
 use crate::init::{self, Workload};
-use crate::status::{write_atomic, ExitStatus};
+use crate::status::{write_replace, ExitStatus};
 
 /// Environment variable carrying the status pipe's fd number to the shim.
 const STATUS_FD_ENV: &str = "SKIFF_SHIM_STATUS_FD";
@@ -150,7 +150,7 @@ pub fn spawn(
     config: &ShimConfig,
     config_path: &Path,
 ) -> Result<ShimHandle, SpawnError> {
-    write_atomic(
+    write_replace(
         config_path,
         &serde_json::to_vec_pretty(config).map_err(io::Error::other)?,
     )?;
@@ -285,7 +285,7 @@ fn failed(reporter: &mut Option<File>, config: &ShimConfig, error: String) -> an
         finished_at: Utc::now(),
         error: Some(error.clone()),
     };
-    let _ = write_atomic(
+    let _ = write_replace(
         &config.exit_path,
         &serde_json::to_vec(&status).unwrap_or_default(),
     );
@@ -459,7 +459,7 @@ fn run(config: &ShimConfig, reporter: &mut Option<File>) -> anyhow::Result<()> {
         pid: pid.as_raw(),
         started_at: Utc::now(),
     };
-    write_atomic(&config.state_path, &serde_json::to_vec(&state)?)?;
+    write_replace(&config.state_path, &serde_json::to_vec(&state)?)?;
     report(reporter, &ShimReport::Started { pid: pid.as_raw() });
     drop(reporter.take());
 
@@ -497,12 +497,7 @@ fn run(config: &ShimConfig, reporter: &mut Option<File>) -> anyhow::Result<()> {
         finished_at: Utc::now(),
         error: None,
     };
-    // Removes the cgroup and libcontainer's state; kills stragglers when the
-    // container shares the host pid namespace.
-    if let Err(e) = container.delete(true) {
-        eprintln!("shim {}: deleting container: {}", config.id, describe(&e));
-    }
-    write_atomic(&config.exit_path, &serde_json::to_vec(&status)?)?;
+    write_replace(&config.exit_path, &serde_json::to_vec(&status)?)?;
     let _ = std::fs::remove_file(&config.attach_socket);
 
     if let Some((program, args)) = config.exit_command.split_first() {
@@ -516,6 +511,13 @@ fn run(config: &ShimConfig, reporter: &mut Option<File>) -> anyhow::Result<()> {
     for client in clients.values_mut() {
         client.send(&frame);
         client.flush_blocking();
+    }
+    drop(clients);
+    // Removing the cgroup (slow on cgroup v1) and libcontainer's state comes
+    // last, off the path of whoever waits for the exit. The engine waits for
+    // this shim to end before starting the container again.
+    if let Err(e) = container.delete(true) {
+        eprintln!("shim {}: deleting container: {}", config.id, describe(&e));
     }
     Ok(())
 }

@@ -360,7 +360,7 @@ impl ContainerSpec {
         };
         std::fs::create_dir_all(bundle).map_err(write_err)?;
         let data = serde_json::to_vec_pretty(&oci)?;
-        crate::status::write_atomic(&bundle.join("config.json"), &data).map_err(write_err)
+        crate::status::write_replace(&bundle.join("config.json"), &data).map_err(write_err)
     }
 }
 

@@ -68,6 +68,18 @@ impl ContainerStatus {
 /// Writes `data` to `path` so readers see the old or the new content, never a mix,
 /// and the new content survives a crash once this returns.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_file(path, data, true)
+}
+
+/// Like [`write_atomic`] but without fsync: for runtime state that a host
+/// crash makes meaningless anyway (bundles, pids, the exit of a process that
+/// would not survive the crash either). Killing skiff still never leaves a
+/// torn file.
+pub fn write_replace(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_file(path, data, false)
+}
+
+fn write_file(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp{}",
@@ -77,11 +89,15 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
+    if durable {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
     }
     Ok(())
 }

@@ -79,6 +79,10 @@ pub enum Command {
     /// Manage skiff itself.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Run the Kubernetes API server (HTTPS; writes DIR/server/admin.kubeconfig).
+    Server(ServerArgs),
+    /// Print the admin kubeconfig of the API server.
+    Kubeconfig,
     /// Run a container's shim (internal).
     #[command(hide = true)]
     Shim {
@@ -531,4 +535,19 @@ pub enum SystemCommand {
     },
     /// Show disk usage.
     Df,
+}
+
+/// `server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long = "bind-address", default_value = "127.0.0.1")]
+    pub bind_address: std::net::IpAddr,
+    /// HTTPS port (0 picks a free one).
+    #[arg(long, default_value_t = 6443)]
+    pub port: u16,
+    /// etcd endpoints (comma-separated, e.g. http://127.0.0.1:2379); the embedded store
+    /// under DIR/server/db when absent.
+    #[arg(long = "datastore-endpoint", value_delimiter = ',')]
+    pub datastore_endpoint: Vec<String>,
 }

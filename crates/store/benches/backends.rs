@@ -221,11 +221,14 @@ async fn through_store(store: Arc<dyn Store>, writers: usize, duration: Duration
     }
 }
 
+/// Runs a scenario once.
+type Run = Box<dyn Fn(&tokio::runtime::Runtime, Duration) -> Outcome>;
+
 /// One row of the table: a name, a writer count and how to run it once.
 struct Scenario {
     name: &'static str,
     writers: usize,
-    run: Box<dyn Fn(&tokio::runtime::Runtime, Duration) -> Outcome>,
+    run: Run,
 }
 
 fn scenario(

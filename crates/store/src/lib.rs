@@ -11,7 +11,7 @@
 //! - watches deliver every change under a prefix in revision order, without gaps or
 //!   duplicates, each with the previous value.
 //!
-//! Backends: [`EmbeddedStore`] (redb, the default, with group commit) and [`EtcdStore`]
+//! Backends: [`EmbeddedStore`] (SQLite, the default, with group commit) and [`EtcdStore`]
 //! (an external etcd v3 cluster). [`EncryptingStore`] wraps either to encrypt selected key
 //! prefixes (Secrets) at rest.
 

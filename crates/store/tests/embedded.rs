@@ -132,3 +132,27 @@ async fn watch_ends_when_the_store_closes() {
     EmbeddedStore::open(dir.path()).unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// 1,000 watchers starting in the past all replay the history (reads are pooled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_watchers_catch_up_from_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let start = store.current_revision().await.unwrap();
+    for i in 0..20 {
+        store.create(&format!("/old/{i}"), vec![]).await.unwrap();
+    }
+    let mut watchers = Vec::new();
+    for _ in 0..1000 {
+        let mut watch = store.watch("/old/", start + 1).await.unwrap();
+        watchers.push(tokio::spawn(async move {
+            for expected in start + 1..=start + 21 {
+                assert_eq!(next(&mut watch).await.unwrap().revision(), expected);
+            }
+        }));
+    }
+    store.create("/old/live", vec![]).await.unwrap();
+    for watcher in watchers {
+        watcher.await.unwrap();
+    }
+}

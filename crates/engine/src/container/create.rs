@@ -367,7 +367,13 @@ impl Engine {
             mounts: mount_points,
             spec,
         };
-        skiff_runtime::status::write_atomic(
+        // A `--rm` container is gone at its exit: no need to make its record durable.
+        let write = if req.auto_remove {
+            skiff_runtime::status::write_replace
+        } else {
+            skiff_runtime::status::write_atomic
+        };
+        write(
             &files.record(),
             &serde_json::to_vec_pretty(&record).expect("record serialises"),
         )

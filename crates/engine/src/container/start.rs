@@ -35,6 +35,17 @@ impl Engine {
         }
         let id = container.record.id.clone();
         let files = self.files(&id);
+        // The previous shim may still be removing the old cgroup and state.
+        if let Ok(Some(old)) =
+            skiff_runtime::status::read_json::<skiff_runtime::shim::ShimState>(&files.shim_state())
+        {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while skiff_runtime::kill::process_alive(old.shim_pid)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         // A restart forgets the previous run.
         for stale in [files.exit(), files.shim_state()] {
             let _ = std::fs::remove_file(stale);

@@ -5,6 +5,7 @@ mod exec;
 mod images;
 mod inspect;
 mod run;
+mod server;
 mod volumes;
 
 use std::path::PathBuf;
@@ -117,6 +118,8 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Login(args) => images::login(&ctx, args),
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),
         Command::System(cmd) => containers::system(&ctx, cmd),
+        Command::Server(args) => server::server(&ctx, args),
+        Command::Kubeconfig => server::kubeconfig(&ctx),
         Command::ContainerCleanup { id } => ctx
             .engine()
             .and_then(|e| e.cleanup(&id).map_err(Into::into)),

@@ -27,8 +27,9 @@ use crate::{KeyValue, RangeResult, Result, Store, StoreError, WatchStream};
 const DB_FILE: &str = "store.sqlite";
 /// Committed transactions buffered for watchers; a watcher further behind re-reads the history.
 const BROADCAST_CAPACITY: usize = 1024;
-/// Idle read connections kept open.
-const READ_POOL: usize = 8;
+/// Most reads running at once, and idle read connections kept open: a thousand watchers
+/// catching up after a restart queue for these instead of opening a thousand connections.
+const READ_CONCURRENCY: usize = 16;
 
 /// The default backend: a revisioned store in `<data dir>/store.sqlite`.
 ///
@@ -71,11 +72,25 @@ impl Drop for Shared {
 pub(crate) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    permits: tokio::sync::Semaphore,
 }
 
 impl Readers {
+    /// Runs `read` in a snapshot on the blocking pool, at most [`READ_CONCURRENCY`] at once.
+    pub(crate) async fn run<T, F>(self: &Arc<Self>, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let _permit = self.permits.acquire().await.map_err(StoreError::backend)?;
+        let readers = self.clone();
+        tokio::task::spawn_blocking(move || readers.read(read))
+            .await
+            .map_err(StoreError::backend)?
+    }
+
     /// Runs `read` in a read transaction on a pooled connection (blocking).
-    pub(crate) fn read<T>(&self, read: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    fn read<T>(&self, read: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let idle = self.idle.lock().unwrap().pop();
         let mut conn = match idle {
             Some(conn) => conn,
@@ -93,7 +108,7 @@ impl Readers {
             result
         };
         let mut idle = self.idle.lock().unwrap();
-        if idle.len() < READ_POOL {
+        if idle.len() < READ_CONCURRENCY {
             idle.push(conn);
         }
         result
@@ -150,6 +165,7 @@ impl EmbeddedStore {
         let readers = Arc::new(Readers {
             path,
             idle: Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(READ_CONCURRENCY),
         });
         Ok(EmbeddedStore {
             shared: Arc::new(Shared {
@@ -179,16 +195,12 @@ impl EmbeddedStore {
         requests.send(request).map_err(|_| closed())
     }
 
-    /// Runs `read` in a snapshot on the blocking pool.
     async fn read<T, F>(&self, read: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
-        let readers = self.shared.readers.clone();
-        tokio::task::spawn_blocking(move || readers.read(read))
-            .await
-            .map_err(StoreError::backend)?
+        self.shared.readers.run(read).await
     }
 }
 
@@ -265,16 +277,19 @@ impl Store for EmbeddedStore {
         // Subscribe before reading the revision or the history: every commit not visible to
         // them is then guaranteed to arrive on the broadcast.
         let live = self.shared.events.subscribe();
+        let current = self.shared.revision.load(Ordering::Acquire);
         let from = if from_revision > 0 {
             from_revision
         } else {
-            self.shared.revision.load(Ordering::Acquire) + 1
+            current + 1
         };
         Ok(watch::stream(
             self.shared.readers.clone(),
             live,
             prefix.to_owned(),
             from,
+            // Nothing to read from the history: the broadcast has everything from `from` on.
+            from > current,
         ))
     }
 }

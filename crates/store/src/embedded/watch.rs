@@ -44,18 +44,24 @@ struct Watcher {
     pending: VecDeque<WatchEvent>,
 }
 
-/// A stream of the events under `prefix` from revision `from` on.
+/// A stream of the events under `prefix` from revision `from` on; `caught_up` when `from` is
+/// after the last commit, so the history has nothing to add.
 pub(super) fn stream(
     readers: Arc<Readers>,
     live: broadcast::Receiver<EventBatch>,
     prefix: String,
     from: i64,
+    caught_up: bool,
 ) -> WatchStream {
     let watcher = Watcher {
         readers,
         live,
         prefix,
-        phase: Phase::CatchUp,
+        phase: if caught_up {
+            Phase::Live
+        } else {
+            Phase::CatchUp
+        },
         next: from,
         cursor: from,
         pending: VecDeque::new(),
@@ -104,14 +110,12 @@ impl Watcher {
     }
 
     async fn catch_up(&mut self) -> Result<()> {
-        let readers = self.readers.clone();
         let prefix = self.prefix.clone();
         let cursor = self.cursor;
-        let chunk = tokio::task::spawn_blocking(move || {
-            readers.read(|txn| read_history(txn, &prefix, cursor, CATCH_UP_CHUNK))
-        })
-        .await
-        .map_err(StoreError::backend)??;
+        let chunk = self
+            .readers
+            .run(move |txn| read_history(txn, &prefix, cursor, CATCH_UP_CHUNK))
+            .await?;
         self.pending.extend(chunk.events);
         self.cursor = chunk.next;
         if chunk.complete {

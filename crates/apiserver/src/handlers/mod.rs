@@ -1,0 +1,373 @@
+//! The HTTP layer: authenticates and authorizes each request, then routes it to discovery,
+//! OpenAPI, health, or the generic resource handlers. Handlers only translate between HTTP
+//! and the registry, storage and strategies.
+
+mod discovery;
+mod objects;
+mod openapi;
+mod watch;
+
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::authn::UserInfo;
+use crate::authz::{self, Attributes, Authorizer, Decision, ResourceAttributes};
+use crate::registry::{Registry, ResourceDef};
+use crate::request::{negotiate, Query, Representation, RequestInfo};
+use crate::schema::Schemas;
+use crate::status::{ApiError, ApiResult};
+use crate::storage::Storage;
+
+pub(crate) use objects::now_rfc3339;
+
+/// The body of every response.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// The largest request body accepted, as kube-apiserver's 3 MiB limit.
+pub const MAX_REQUEST_BYTES: usize = 3 * 1024 * 1024;
+
+/// The Kubernetes version skiff's API level corresponds to (k8s-openapi's `v1_37`).
+pub const KUBERNETES_MINOR: &str = "37";
+
+/// Everything a request handler needs: storage, the registry, the authorizer and the
+/// lazily generated schemas.
+pub struct Api {
+    storage: Storage,
+    registry: &'static Registry,
+    authorizer: Box<dyn Authorizer>,
+    schemas: OnceLock<Arc<Schemas>>,
+    openapi: OnceLock<openapi::Documents>,
+    /// `host:port` clients reach the server at (discovery's serverAddressByClientCIDRs).
+    server_address: String,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("server_address", &self.server_address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handler's answer before it becomes an HTTP response.
+pub(crate) struct Reply {
+    status: StatusCode,
+    body: ReplyBody,
+    content_type: String,
+    warnings: Vec<String>,
+}
+
+enum ReplyBody {
+    Json(Value),
+    Text(String),
+    Stream(Body),
+}
+
+impl Reply {
+    fn json(status: StatusCode, value: Value) -> Reply {
+        Reply {
+            status,
+            body: ReplyBody::Json(value),
+            content_type: "application/json".into(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn ok(value: Value) -> Reply {
+        Reply::json(StatusCode::OK, value)
+    }
+
+    fn text(text: impl Into<String>) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            body: ReplyBody::Text(text.into()),
+            content_type: "text/plain; charset=utf-8".into(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn with_content_type(mut self, content_type: impl Into<String>) -> Reply {
+        self.content_type = content_type.into();
+        self
+    }
+
+    fn with_warnings(mut self, warnings: Vec<String>) -> Reply {
+        self.warnings = warnings;
+        self
+    }
+
+    fn into_response(self) -> Response<Body> {
+        let body = match self.body {
+            ReplyBody::Json(v) => full(serde_json::to_vec(&v).unwrap_or_default()),
+            ReplyBody::Text(t) => full(t.into_bytes()),
+            ReplyBody::Stream(b) => b,
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&self.content_type) {
+            headers.insert(CONTENT_TYPE, v);
+        }
+        headers.insert("cache-control", HeaderValue::from_static("no-cache, private"));
+        for warning in self.warnings {
+            // RFC 7234 warning format kube-apiserver uses: 299 - "<text>".
+            let escaped = warning.replace('\\', "\\\\").replace('"', "\\\"");
+            if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+                headers.append("warning", v);
+            }
+        }
+        response
+    }
+}
+
+impl From<ApiError> for Reply {
+    fn from(err: ApiError) -> Reply {
+        let status = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Reply::json(status, err.to_status())
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+impl Api {
+    /// An API over `storage`, serving `registry`, reachable at `server_address`.
+    pub fn new(
+        storage: Storage,
+        registry: &'static Registry,
+        authorizer: Box<dyn Authorizer>,
+        server_address: String,
+    ) -> Api {
+        Api {
+            storage,
+            registry,
+            authorizer,
+            schemas: OnceLock::new(),
+            openapi: OnceLock::new(),
+            server_address,
+        }
+    }
+
+    /// The schemas, generated on first use (they are not needed to become ready).
+    pub(crate) fn schemas(&self) -> &Arc<Schemas> {
+        self.schemas
+            .get_or_init(|| Arc::new(Schemas::generate(self.registry)))
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Serves one request from `user` (`None` when no client certificate was presented).
+    pub async fn serve(self: Arc<Self>, request: Request<Incoming>, user: Option<UserInfo>) -> Response<Body> {
+        let method = request.method().as_str().to_owned();
+        let path = request.uri().path().to_owned();
+        let query = Query::parse(request.uri().query());
+        let reply = match self.clone().route(request, &method, &path, &query, user).await {
+            Ok(reply) => reply,
+            Err(err) => Reply::from(err),
+        };
+        tracing::debug!(%method, %path, status = reply.status.as_u16(), "request");
+        let mut response = reply.into_response();
+        if method == "HEAD" {
+            *response.body_mut() = full(Bytes::new());
+        }
+        response
+    }
+
+    async fn route(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        method: &str,
+        path: &str,
+        query: &Query,
+        user: Option<UserInfo>,
+    ) -> ApiResult<Reply> {
+        // Anonymous requests may only reach the public health and version endpoints
+        // (kube-apiserver's anonymous authenticator restricted to those paths); elsewhere
+        // they are unauthenticated.
+        let user = match user {
+            Some(user) => user,
+            None if authz::is_public_path(path) => UserInfo::anonymous(),
+            None => return Err(ApiError::unauthorized()),
+        };
+        let info = RequestInfo::parse(method, path, query);
+        let resource_attributes = info.is_resource.then(|| ResourceAttributes {
+            group: &info.group,
+            resource: &info.resource,
+            subresource: &info.subresource,
+            namespace: &info.namespace,
+            name: &info.name,
+        });
+        let verb = if info.is_resource {
+            info.verb.clone()
+        } else {
+            method.to_ascii_lowercase().replace("head", "get")
+        };
+        let attributes = Attributes {
+            user: &user,
+            verb: &verb,
+            resource: resource_attributes,
+            path,
+        };
+        match self.authorizer.authorize(&attributes) {
+            Decision::Allow => {}
+            Decision::Deny(reason) => {
+                return Err(ApiError::forbidden(authz::forbidden_message(&attributes, &reason)))
+            }
+            Decision::NoOpinion => {
+                return Err(ApiError::forbidden(authz::forbidden_message(&attributes, "")))
+            }
+        }
+
+        let accept = request
+            .headers()
+            .get(hyper::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if !info.is_resource {
+            if method != "GET" && method != "HEAD" {
+                return Err(ApiError::method_not_supported());
+            }
+            return self.non_resource(path, query, accept.as_deref());
+        }
+        let def = self
+            .registry
+            .lookup(&info.group, &info.version, &info.resource)
+            .ok_or_else(ApiError::path_not_found)?;
+        check_scope(def, &info)?;
+        let representation =
+            negotiate(accept.as_deref(), false).ok_or_else(ApiError::not_acceptable)?;
+        let content_type = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned();
+        let body = if matches!(method, "POST" | "PUT" | "PATCH" | "DELETE") {
+            read_body(request.into_body()).await?
+        } else {
+            Bytes::new()
+        };
+        let ctx = objects::Ctx {
+            api: &self,
+            def,
+            info: &info,
+            query,
+            representation,
+        };
+        match info.verb.as_str() {
+            "get" => ctx.get().await,
+            "list" => ctx.list().await,
+            "watch" => watch::watch(self.clone(), def, info.clone(), query.clone(), ctx.representation.clone()).await,
+            "create" => ctx.create(&body).await,
+            "update" => ctx.update(&body).await,
+            "patch" => ctx.patch(&body, &content_type).await,
+            "delete" => ctx.delete(&body).await,
+            "deletecollection" => ctx.delete_collection(&body).await,
+            _ => Err(ApiError::method_not_supported()),
+        }
+    }
+
+    fn non_resource(&self, path: &str, query: &Query, accept: Option<&str>) -> ApiResult<Reply> {
+        let trimmed = path.trim_end_matches('/');
+        let parts: Vec<&str> = trimmed.split('/').filter(|p| !p.is_empty()).collect();
+        match parts.as_slice() {
+            ["healthz" | "livez" | "readyz", ..] => Ok(health(parts[0], parts.get(1).copied(), query)),
+            ["version"] => Ok(Reply::ok(version_info())),
+            ["openapi", "v2"] => openapi::v2(self, accept),
+            ["openapi", "v3"] => Ok(openapi::v3_index(self)),
+            ["openapi", "v3", rest @ ..] => openapi::v3_group_version(self, &rest.join("/")),
+            ["api"] | ["apis"] | ["api", _] | ["apis", _] | ["apis", _, _] => {
+                discovery::serve(self, &parts, accept)
+            }
+            _ => Err(ApiError::path_not_found()),
+        }
+    }
+}
+
+/// Rejects namespaced paths for cluster-scoped resources and subresources not served.
+fn check_scope(def: &ResourceDef, info: &RequestInfo) -> ApiResult<()> {
+    if !def.namespaced && !info.namespace.is_empty() {
+        return Err(ApiError::path_not_found());
+    }
+    if def.namespaced && info.namespace.is_empty() && !matches!(info.verb.as_str(), "list" | "watch") {
+        return Err(ApiError::path_not_found());
+    }
+    match info.subresource.as_str() {
+        "" => Ok(()),
+        "status" if def.status_subresource && !info.name.is_empty() => {
+            if matches!(info.verb.as_str(), "get" | "update" | "patch") {
+                Ok(())
+            } else {
+                Err(ApiError::method_not_supported())
+            }
+        }
+        _ => Err(ApiError::path_not_found()),
+    }
+}
+
+async fn read_body(body: Incoming) -> ApiResult<Bytes> {
+    match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ApiError::too_large(MAX_REQUEST_BYTES))
+        }
+        Err(err) => Err(ApiError::bad_request(format!("reading the request body: {err}"))),
+    }
+}
+
+/// `/healthz`, `/livez`, `/readyz` and their `/ping`-style checks; `?verbose` lists checks.
+fn health(endpoint: &str, check: Option<&str>, query: &Query) -> Reply {
+    const CHECKS: &[&str] = &["ping", "log", "etcd", "poststarthook/start-apiserver"];
+    if let Some(check) = check {
+        if !CHECKS.contains(&check) {
+            return ApiError::path_not_found().into();
+        }
+        return Reply::text("ok");
+    }
+    if query.get("verbose").is_some() {
+        let mut text: String = CHECKS.iter().map(|c| format!("[+]{c} ok\n")).collect();
+        text.push_str(&format!("{endpoint} check passed\n"));
+        return Reply::text(text);
+    }
+    Reply::text("ok")
+}
+
+/// `/version`: the Kubernetes API level served, with skiff's own version in gitVersion's
+/// build metadata.
+fn version_info() -> Value {
+    json!({
+        "major": "1",
+        "minor": KUBERNETES_MINOR,
+        "gitVersion": format!("v1.{KUBERNETES_MINOR}.0+skiff-{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("linux/{}", match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        }),
+    })
+}
+
+/// The negotiated representation for non-resource requests that only serve JSON.
+fn reply_with(representation: Option<Representation>, value: Value) -> ApiResult<Reply> {
+    match representation {
+        Some(_) => Ok(Reply::ok(value)),
+        None => Err(ApiError::not_acceptable()),
+    }
+}

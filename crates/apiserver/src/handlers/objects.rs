@@ -1,0 +1,741 @@
+//! The generic resource verbs: get, list, create, update, patch, delete and
+//! deletecollection, for every row of the registry (Kubernetes' `genericregistry.Store`
+//! plus the decoding and field validation of its REST handlers).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64;
+use base64::Engine;
+use hyper::StatusCode;
+use serde_json::{json, Value};
+
+use super::{Api, Reply};
+use crate::kinds::str_at;
+use crate::patch::{self, PatchType, PATCH_MEDIA_TYPES};
+use crate::registry::ResourceDef;
+use crate::request::{Query, Representation, RequestInfo};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::{success_status, ApiError, ApiResult};
+use crate::storage::{Storage, REGISTRY_ROOT};
+use crate::table::{self, IncludeObject};
+use crate::validation::{self, FieldError};
+
+/// How many times a write without a resourceVersion precondition retries a lost
+/// compare-and-swap before reporting a conflict.
+const MAX_RETRIES: usize = 8;
+
+/// The context of one resource request.
+pub(crate) struct Ctx<'a> {
+    pub api: &'a Api,
+    pub def: &'static ResourceDef,
+    pub info: &'a RequestInfo,
+    pub query: &'a Query,
+    pub representation: Representation,
+}
+
+/// The `fieldValidation` directive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+/// The current time as Kubernetes writes timestamps (RFC 3339, seconds).
+pub(crate) fn now_rfc3339() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl Ctx<'_> {
+    fn namespace(&self) -> &str {
+        if self.def.namespaced {
+            &self.info.namespace
+        } else {
+            ""
+        }
+    }
+
+    fn field_validation(&self) -> ApiResult<FieldValidation> {
+        match self.query.get("fieldValidation") {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fieldValidation parameter unsupported: {other:?}. Supported values: \"Ignore\", \"Warn\", \"Strict\""
+            ))),
+        }
+    }
+
+    fn dry_run(&self) -> ApiResult<bool> {
+        match self.query.get("dryRun") {
+            None | Some("") => Ok(false),
+            Some("All") => Ok(true),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "Invalid dryRun parameter value: {other:?}: supported values: \"All\""
+            ))),
+        }
+    }
+
+    fn cannot_handle(&self, why: impl std::fmt::Display) -> ApiError {
+        ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: {why}",
+            kind = self.def.kind,
+            version = self.def.version
+        ))
+    }
+
+    /// Checks unknown fields of `obj` per fieldValidation, then decodes it into the typed
+    /// kind and back (pruning unknown fields). Returns the object and any warnings.
+    fn decode_checked(&self, obj: Value) -> ApiResult<(Value, Vec<String>)> {
+        let mode = self.field_validation()?;
+        let mut warnings = Vec::new();
+        if mode != FieldValidation::Ignore {
+            let unknown = self
+                .api
+                .schemas()
+                .unknown_fields(&(self.def.schema_name)(), &obj);
+            let messages: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            if !messages.is_empty() {
+                if mode == FieldValidation::Strict {
+                    return Err(self.cannot_handle(format!(
+                        "strict decoding error: {}",
+                        messages.join(", ")
+                    )));
+                }
+                warnings = messages;
+            }
+        }
+        let obj = (self.def.normalize)(obj).map_err(|e| self.cannot_handle(e))?;
+        Ok((obj, warnings))
+    }
+
+    /// Parses a request body into an object of this resource's kind.
+    fn decode_body(&self, body: &[u8]) -> ApiResult<(Value, Vec<String>)> {
+        let obj: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })?;
+        let Value::Object(mut map) = obj else {
+            return Err(ApiError::bad_request(
+                "couldn't get version/kind; json parse error: expected an object",
+            ));
+        };
+        let api_version = self.def.api_version();
+        match map.get("apiVersion").and_then(Value::as_str) {
+            None | Some("") => {
+                map.insert("apiVersion".into(), json!(api_version));
+            }
+            Some(v) if v == api_version => {}
+            Some(v) => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({v}) does not match the expected API version ({api_version})"
+                )))
+            }
+        }
+        match map.get("kind").and_then(Value::as_str) {
+            None | Some("") => {
+                map.insert("kind".into(), json!(self.def.kind));
+            }
+            Some(k) if k == self.def.kind => {}
+            Some(k) => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    self.def.kind
+                )))
+            }
+        }
+        self.decode_checked(Value::Object(map))
+    }
+
+    /// Renders one object in the negotiated representation.
+    fn render_one(&self, obj: Value) -> Value {
+        match self.representation {
+            Representation::Table => {
+                let include = IncludeObject::parse(self.query.get("includeObject"));
+                let meta = json!({"resourceVersion": str_at(&obj, "/metadata/resourceVersion")});
+                self.table(&[obj], include, meta)
+            }
+            Representation::Metadata => table::partial_metadata(&obj),
+            _ => obj,
+        }
+    }
+
+    pub(crate) fn table(&self, objects: &[Value], include: IncludeObject, meta: Value) -> Value {
+        let now = jiff::Timestamp::now();
+        let strategy = self.def.strategy;
+        table::build(&strategy.columns(), objects, |o| strategy.row(o, now), include, meta)
+    }
+
+    pub(crate) async fn get(&self) -> ApiResult<Reply> {
+        let (obj, _) = self.load(&self.info.name).await?;
+        Ok(Reply::ok(self.render_one(obj)))
+    }
+
+    async fn load(&self, name: &str) -> ApiResult<(Value, i64)> {
+        self.api
+            .storage
+            .get(self.def, self.namespace(), name)
+            .await?
+            .ok_or_else(|| ApiError::not_found(self.def, name))
+    }
+
+    fn selectors(&self) -> ApiResult<(LabelSelector, FieldSelector)> {
+        let labels = LabelSelector::parse(self.query.get("labelSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(
+            self.query.get("fieldSelector").unwrap_or(""),
+            self.def.selectable_fields,
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok((labels, fields))
+    }
+
+    /// Reads the matching objects of a list request, honouring limit and continue.
+    pub(crate) async fn list_objects(
+        &self,
+    ) -> ApiResult<(Vec<Value>, i64, Option<String>)> {
+        let (labels, fields) = self.selectors()?;
+        let namespace = (!self.info.namespace.is_empty()).then_some(self.info.namespace.as_str());
+        let prefix = Storage::prefix(self.def, namespace);
+        let limit = self
+            .query
+            .non_empty("limit")
+            .map(|l| l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}"))))
+            .transpose()?
+            .filter(|l| *l > 0);
+        let (mut revision, mut start) = match self.query.non_empty("continue") {
+            Some(token) => {
+                let (rv, start) = decode_continue(token, &prefix)?;
+                (Some(rv), Some(start))
+            }
+            None => {
+                let exact = self.query.get("resourceVersionMatch") == Some("Exact");
+                let rv = self
+                    .query
+                    .non_empty("resourceVersion")
+                    .filter(|rv| *rv != "0" && exact)
+                    .map(|rv| parse_resource_version(rv))
+                    .transpose()?;
+                (rv, None)
+            }
+        };
+        let mut items = Vec::new();
+        let chunk = limit.map(|l| l.max(100)).or(Some(500));
+        loop {
+            let page = match self
+                .api
+                .storage
+                .list(&prefix, revision, chunk, start.as_deref())
+                .await
+            {
+                Ok(page) => page,
+                Err(err) if err.code == 410 && self.query.non_empty("continue").is_some() => {
+                    return Err(ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."));
+                }
+                Err(err) => return Err(err),
+            };
+            revision = Some(page.revision);
+            let more = page.more;
+            for (key, obj) in page.items {
+                start = Some(key);
+                if labels.matches(&obj) && fields.matches(&obj) {
+                    items.push(obj);
+                    if limit.is_some_and(|l| items.len() >= l) {
+                        let continue_token = encode_continue(page.revision, start.as_deref().unwrap_or(""));
+                        // Only hand out a token when something may follow.
+                        let has_more = more || !self.is_last_key(&prefix, start.as_deref(), page.revision).await?;
+                        return Ok((items, page.revision, has_more.then_some(continue_token)));
+                    }
+                }
+            }
+            if !more {
+                return Ok((items, revision.unwrap_or(0), None));
+            }
+        }
+    }
+
+    async fn is_last_key(&self, prefix: &str, after: Option<&str>, revision: i64) -> ApiResult<bool> {
+        let page = self.api.storage.list(prefix, Some(revision), Some(1), after).await?;
+        Ok(page.items.is_empty())
+    }
+
+    pub(crate) async fn list(&self) -> ApiResult<Reply> {
+        let (items, revision, continue_token) = self.list_objects().await?;
+        let mut meta = json!({"resourceVersion": revision.to_string()});
+        if let Some(token) = continue_token {
+            meta["continue"] = json!(token);
+        }
+        let body = match self.representation {
+            Representation::Table => {
+                let include = IncludeObject::parse(self.query.get("includeObject"));
+                self.table(&items, include, meta)
+            }
+            Representation::Metadata => json!({
+                "kind": "PartialObjectMetadataList",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": meta,
+                "items": items.iter().map(table::partial_metadata).collect::<Vec<_>>(),
+            }),
+            _ => json!({
+                "kind": self.def.list_kind(),
+                "apiVersion": self.def.api_version(),
+                "metadata": meta,
+                "items": items,
+            }),
+        };
+        Ok(Reply::ok(body))
+    }
+
+    /// Validates the metadata every object has (`ValidateObjectMeta`).
+    fn validate_meta(&self, obj: &Value) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let name = str_at(obj, "/metadata/name");
+        if name.is_empty() {
+            errs.push(FieldError::required("metadata.name", "name or generateName is required"));
+        } else {
+            errs.extend(validation::errors_for(
+                "metadata.name",
+                name,
+                self.def.strategy.validate_name(name),
+            ));
+        }
+        if self.def.namespaced && str_at(obj, "/metadata/namespace").is_empty() {
+            errs.push(FieldError::required("metadata.namespace", ""));
+        }
+        errs.extend(crate::kinds::validate_labels(obj.pointer("/metadata/labels"), "metadata.labels"));
+        if let Some(annotations) = obj.pointer("/metadata/annotations").and_then(Value::as_object) {
+            let mut total = 0;
+            for (key, value) in annotations {
+                total += key.len() + value.as_str().map_or(0, str::len);
+                errs.extend(validation::errors_for(
+                    "metadata.annotations",
+                    key,
+                    validation::qualified_name(key),
+                ));
+            }
+            if total > 256 * 1024 {
+                errs.push(FieldError {
+                    field: "metadata.annotations".into(),
+                    kind: crate::validation::FieldErrorKind::Invalid(json!("")),
+                    detail: format!("Too long: must have at most {} bytes", 256 * 1024),
+                });
+            }
+        }
+        for (i, finalizer) in crate::kinds::array_at(obj, "/metadata/finalizers").iter().enumerate() {
+            let f = finalizer.as_str().unwrap_or("");
+            errs.extend(validation::errors_for(
+                &format!("metadata.finalizers[{i}]"),
+                f,
+                validation::qualified_name(f),
+            ));
+        }
+        errs
+    }
+
+    fn invalid(&self, obj: &Value, errs: &[FieldError]) -> ApiError {
+        ApiError::invalid(self.def.kind, self.def.group, str_at(obj, "/metadata/name"), errs)
+    }
+
+    /// Checks the namespace a new object goes into exists and is not terminating.
+    async fn check_namespace(&self, name: &str) -> ApiResult<()> {
+        if !self.def.namespaced {
+            return Ok(());
+        }
+        let namespaces = self
+            .api
+            .registry
+            .by_kind("", "v1", "Namespace")
+            .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
+        match self.api.storage.get(namespaces, "", self.namespace()).await? {
+            None => Err(ApiError::namespace_not_found(self.namespace())),
+            Some((ns, _)) if ns.pointer("/metadata/deletionTimestamp").is_some() => Err(
+                ApiError::namespace_terminating(self.def, name, self.namespace()),
+            ),
+            Some(_) => Ok(()),
+        }
+    }
+
+    pub(crate) async fn create(&self, body: &[u8]) -> ApiResult<Reply> {
+        if !self.info.name.is_empty() || !self.info.subresource.is_empty() {
+            return Err(ApiError::method_not_supported());
+        }
+        let (mut obj, warnings) = self.decode_body(body)?;
+        let meta = crate::kinds::object_mut(&mut obj, "metadata");
+        if self.def.namespaced {
+            match meta.get("namespace").and_then(Value::as_str) {
+                None | Some("") => {
+                    meta.insert("namespace".into(), json!(self.info.namespace));
+                }
+                Some(ns) if ns == self.info.namespace => {}
+                Some(_) => {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ))
+                }
+            }
+        } else {
+            meta.remove("namespace");
+        }
+        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        let generate_name = meta.get("generateName").and_then(Value::as_str).unwrap_or("").to_owned();
+        if meta.get("name").and_then(Value::as_str).unwrap_or("").is_empty() && !generate_name.is_empty() {
+            meta.insert("name".into(), json!(format!("{generate_name}{}", random_suffix())));
+        }
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+        for transient in ["deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
+            meta.remove(transient);
+        }
+        if self.def.generation {
+            meta.insert("generation".into(), json!(1));
+        } else {
+            meta.remove("generation");
+        }
+        self.def.strategy.prepare_for_create(&mut obj);
+        self.def.strategy.default(&mut obj);
+        let mut errs = self.validate_meta(&obj);
+        errs.extend(self.def.strategy.validate(&obj));
+        if !errs.is_empty() {
+            return Err(self.invalid(&obj, &errs));
+        }
+        let name = str_at(&obj, "/metadata/name").to_owned();
+        self.check_namespace(&name).await?;
+        if self.dry_run()? {
+            return Ok(Reply::json(StatusCode::CREATED, obj).with_warnings(warnings));
+        }
+        let created = self
+            .api
+            .storage
+            .create(self.def, self.namespace(), &name, &obj)
+            .await?;
+        Ok(Reply::json(StatusCode::CREATED, created).with_warnings(warnings))
+    }
+
+    pub(crate) async fn update(&self, body: &[u8]) -> ApiResult<Reply> {
+        let (obj, warnings) = self.decode_body(body)?;
+        let name = str_at(&obj, "/metadata/name");
+        if name != self.info.name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({name}) does not match the name on the URL ({})",
+                self.info.name
+            )));
+        }
+        if self.def.namespaced {
+            let ns = str_at(&obj, "/metadata/namespace");
+            if !ns.is_empty() && ns != self.info.namespace {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+        }
+        let precondition = str_at(&obj, "/metadata/resourceVersion").to_owned();
+        for _ in 0..MAX_RETRIES {
+            let (old, revision) = self.load(&self.info.name).await?;
+            if !precondition.is_empty() && precondition != revision.to_string() {
+                return Err(ApiError::stale(self.def, &self.info.name));
+            }
+            match self.write_update(old, revision, obj.clone()).await {
+                Err(err) if err.code == 409 && err.reason == "Conflict" && precondition.is_empty() => continue,
+                result => return result.map(|r| r.with_warnings(warnings)),
+            }
+        }
+        Err(ApiError::stale(self.def, &self.info.name))
+    }
+
+    pub(crate) async fn patch(&self, body: &[u8], content_type: &str) -> ApiResult<Reply> {
+        let Some(kind) = PatchType::from_content_type(content_type) else {
+            return Err(ApiError::unsupported_media_type(content_type, PATCH_MEDIA_TYPES));
+        };
+        for _ in 0..MAX_RETRIES {
+            let (old, revision) = self.load(&self.info.name).await?;
+            let patched = patch::apply(kind, &old, body, self.api.schemas(), &(self.def.schema_name)())
+                .map_err(|e| match e {
+                    patch::PatchError::Malformed(m) => ApiError::bad_request(m),
+                    patch::PatchError::Apply(m) => ApiError {
+                        code: 422,
+                        reason: "Invalid",
+                        message: m,
+                        details: None,
+                    },
+                })?;
+            let precondition = str_at(&patched, "/metadata/resourceVersion").to_owned();
+            if !precondition.is_empty() && precondition != revision.to_string() {
+                return Err(ApiError::stale(self.def, &self.info.name));
+            }
+            let (patched, warnings) = self.decode_checked(patched)?;
+            if str_at(&patched, "/metadata/name") != self.info.name {
+                return Err(self.invalid(
+                    &old,
+                    &[FieldError::invalid(
+                        "metadata.name",
+                        json!(str_at(&patched, "/metadata/name")),
+                        "field is immutable",
+                    )],
+                ));
+            }
+            match self.write_update(old, revision, patched).await {
+                Err(err) if err.code == 409 && err.reason == "Conflict" && precondition.is_empty() => continue,
+                result => return result.map(|r| r.with_warnings(warnings)),
+            }
+        }
+        Err(ApiError::stale(self.def, &self.info.name))
+    }
+
+    /// The shared tail of update and patch: merges what the endpoint may change into the
+    /// stored object, defaults, validates, bumps generation and writes with CAS.
+    async fn write_update(&self, old: Value, revision: i64, new: Value) -> ApiResult<Reply> {
+        let status_endpoint = self.info.subresource == "status";
+        let mut obj = if status_endpoint {
+            // The status endpoint changes only status (ResetObjectMetaForStatus and friends).
+            let mut obj = old.clone();
+            obj["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+            obj
+        } else {
+            let mut obj = new;
+            if self.def.status_subresource {
+                match old.get("status") {
+                    Some(status) => obj["status"] = status.clone(),
+                    None => {
+                        if let Some(o) = obj.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                }
+            }
+            obj
+        };
+        // Fields of metadata the system owns.
+        let old_meta = old.get("metadata").cloned().unwrap_or_default();
+        let meta = crate::kinds::object_mut(&mut obj, "metadata");
+        for owned in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+            match old_meta.get(owned) {
+                Some(v) => {
+                    meta.insert(owned.into(), v.clone());
+                }
+                None => {
+                    meta.remove(owned);
+                }
+            }
+        }
+        meta.insert("resourceVersion".into(), json!(revision.to_string()));
+        meta.remove("managedFields");
+        self.def.strategy.default(&mut obj);
+
+        let mut errs = self.validate_meta(&obj);
+        errs.extend(self.def.strategy.validate(&obj));
+        if !status_endpoint {
+            errs.extend(self.def.strategy.validate_update(&obj, &old));
+        }
+        if !errs.is_empty() {
+            return Err(self.invalid(&obj, &errs));
+        }
+        if self.def.generation && spec_of(&obj) != spec_of(&old) {
+            let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            obj["metadata"]["generation"] = json!(generation);
+        }
+        if obj == old {
+            // Nothing changed: no write, no watch event (as Kubernetes' GuaranteedUpdate).
+            return Ok(Reply::ok(self.render_one(obj)));
+        }
+        if self.dry_run()? {
+            return Ok(Reply::ok(obj));
+        }
+        let name = self.info.name.clone();
+        // Removing the last finalizer of an object being deleted completes the deletion.
+        if obj.pointer("/metadata/deletionTimestamp").is_some()
+            && crate::kinds::array_at(&obj, "/metadata/finalizers").is_empty()
+            && self.def.strategy.graceful_delete(&obj, None).is_none()
+        {
+            let updated = self.api.storage.update(self.def, self.namespace(), &name, &obj, revision).await?;
+            let revision = str_at(&updated, "/metadata/resourceVersion").parse().unwrap_or(0);
+            self.api.storage.delete(self.def, self.namespace(), &name, revision).await?;
+            return Ok(Reply::ok(updated));
+        }
+        let updated = self
+            .api
+            .storage
+            .update(self.def, self.namespace(), &name, &obj, revision)
+            .await?;
+        Ok(Reply::ok(updated))
+    }
+
+    fn delete_options(&self, body: &[u8]) -> ApiResult<Value> {
+        let mut options: Value = if body.iter().all(u8::is_ascii_whitespace) {
+            json!({})
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("couldn't decode DeleteOptions: {e}")))?
+        };
+        if let Some(grace) = self.query.non_empty("gracePeriodSeconds") {
+            let grace: i64 = grace
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {grace:?}")))?;
+            options["gracePeriodSeconds"] = json!(grace);
+        }
+        if let Some(policy) = self.query.non_empty("propagationPolicy") {
+            options["propagationPolicy"] = json!(policy);
+        }
+        if let Some(policy) = options.get("propagationPolicy").and_then(Value::as_str) {
+            if !["Orphan", "Background", "Foreground"].contains(&policy) {
+                return Err(ApiError::invalid(
+                    "DeleteOptions",
+                    "",
+                    "",
+                    &[FieldError::not_supported("propagationPolicy", json!(policy), &["Foreground", "Background", "Orphan", "nil"])],
+                ));
+            }
+        }
+        Ok(options)
+    }
+
+    pub(crate) async fn delete(&self, body: &[u8]) -> ApiResult<Reply> {
+        let options = self.delete_options(body)?;
+        let name = self.info.name.clone();
+        let (status, obj) = self.delete_one(&name, &options).await?;
+        Ok(Reply::json(status, obj))
+    }
+
+    /// Deletes (or marks for deletion) one object; returns the HTTP status and body.
+    async fn delete_one(&self, name: &str, options: &Value) -> ApiResult<(StatusCode, Value)> {
+        let dry_run = self.dry_run()?;
+        for _ in 0..MAX_RETRIES {
+            let (obj, revision) = self.load(name).await?;
+            if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str) {
+                let actual = str_at(&obj, "/metadata/uid");
+                if uid != actual {
+                    return Err(ApiError::conflict(self.def, name, &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    )));
+                }
+            }
+            if let Some(rv) = options.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+                if rv != revision.to_string() {
+                    return Err(ApiError::conflict(self.def, name, &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {revision}"
+                    )));
+                }
+            }
+            let grace = options.get("gracePeriodSeconds").and_then(Value::as_i64);
+            let has_finalizers = !crate::kinds::array_at(&obj, "/metadata/finalizers").is_empty();
+            let graceful = self.def.strategy.graceful_delete(&obj, grace);
+            if has_finalizers || graceful.is_some() {
+                // Only mark: finalizers (or the kubelet) complete the deletion later.
+                if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                    return Ok((StatusCode::ACCEPTED, obj));
+                }
+                let mut marked = obj.clone();
+                let grace = graceful.unwrap_or(0);
+                let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+                marked["metadata"]["deletionTimestamp"] =
+                    json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+                marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                self.def.strategy.on_mark_deleted(&mut marked);
+                if dry_run {
+                    return Ok((StatusCode::ACCEPTED, marked));
+                }
+                match self.api.storage.update(self.def, self.namespace(), name, &marked, revision).await {
+                    Ok(updated) => return Ok((StatusCode::ACCEPTED, updated)),
+                    Err(err) if err.reason == "Conflict" => continue,
+                    Err(err) => return Err(err),
+                }
+            }
+            if dry_run {
+                return Ok((StatusCode::OK, obj));
+            }
+            match self.api.storage.delete(self.def, self.namespace(), name, revision).await {
+                Ok(deleted) => {
+                    let body = if self.def.delete_returns_object {
+                        deleted
+                    } else {
+                        success_status(self.def, name, str_at(&deleted, "/metadata/uid"))
+                    };
+                    return Ok((StatusCode::OK, body));
+                }
+                Err(err) if err.reason == "Conflict" => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(ApiError::stale(self.def, name))
+    }
+
+    pub(crate) async fn delete_collection(&self, body: &[u8]) -> ApiResult<Reply> {
+        let options = self.delete_options(body)?;
+        let (items, revision, _) = self.list_objects().await?;
+        let mut deleted = Vec::new();
+        for item in items {
+            let name = str_at(&item, "/metadata/name").to_owned();
+            let ctx = Ctx {
+                api: self.api,
+                def: self.def,
+                info: &RequestInfo {
+                    namespace: str_at(&item, "/metadata/namespace").to_owned(),
+                    ..self.info.clone()
+                },
+                query: self.query,
+                representation: Representation::Object,
+            };
+            match ctx.delete_one(&name, &options).await {
+                Ok((_, obj)) => deleted.push(obj),
+                Err(err) if err.code == 404 => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(Reply::ok(json!({
+            "kind": self.def.list_kind(),
+            "apiVersion": self.def.api_version(),
+            "metadata": {"resourceVersion": revision.to_string()},
+            "items": deleted,
+        })))
+    }
+}
+
+/// Everything but metadata and status: what bumps generation when it changes.
+fn spec_of(obj: &Value) -> Value {
+    let mut obj = obj.clone();
+    if let Some(map) = obj.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+    }
+    obj
+}
+
+/// Parses a resourceVersion query value.
+pub(crate) fn parse_resource_version(rv: &str) -> ApiResult<i64> {
+    rv.parse::<i64>()
+        .ok()
+        .filter(|v| *v >= 0)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {rv}")))
+}
+
+/// `generateName` suffixes: five characters without vowels or look-alikes, as Kubernetes'
+/// `utilrand.String`.
+fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::thread_rng();
+    (0..5)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// The continue token: the list's revision and the last key returned.
+fn encode_continue(revision: i64, last_key: &str) -> String {
+    let start = last_key.strip_prefix(REGISTRY_ROOT).unwrap_or(last_key);
+    BASE64.encode(json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start}).to_string())
+}
+
+fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
+    let invalid = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    let bytes = BASE64.decode(token.trim_end_matches('=')).map_err(|_| invalid())?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    let rv = value.get("rv").and_then(Value::as_i64).ok_or_else(invalid)?;
+    let start = format!("{REGISTRY_ROOT}{}", value.get("start").and_then(Value::as_str).ok_or_else(invalid)?);
+    if !start.starts_with(prefix) {
+        return Err(invalid());
+    }
+    Ok((rv, start))
+}

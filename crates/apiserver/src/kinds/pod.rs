@@ -1,0 +1,341 @@
+//! Pods: defaulting of the pod spec (shared with the workload templates), validation of
+//! containers, the update rules for a running pod, graceful deletion and the printer.
+
+use std::collections::HashSet;
+
+use serde_json::{json, Value};
+
+use super::{array_at, int_at, object_mut, or_none, set_default, str_at};
+use crate::registry::Strategy;
+use crate::table::{self, Column};
+use crate::validation::{self, FieldError};
+
+/// The strategy of `pods`.
+pub struct PodStrategy;
+
+const RESTART_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
+const DNS_POLICIES: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
+const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
+const PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP"];
+
+impl Strategy for PodStrategy {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        let qos = qos_class(obj.get("spec"));
+        obj["status"] = json!({"phase": "Pending", "qosClass": qos});
+    }
+
+    fn default(&self, obj: &mut Value) {
+        default_pod_spec(object_mut(obj, "spec"));
+        // The DefaultTolerationSeconds admission plugin: tolerate a not-ready or unreachable
+        // node for five minutes before eviction.
+        let spec = object_mut(obj, "spec");
+        let tolerations = spec
+            .entry("tolerations")
+            .or_insert_with(|| json!([]));
+        if let Some(list) = tolerations.as_array_mut() {
+            for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+                let present = list.iter().any(|t| {
+                    str_at(t, "/key") == key
+                        && (str_at(t, "/effect") == "NoExecute" || str_at(t, "/effect").is_empty())
+                });
+                if !present {
+                    list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+                }
+            }
+        }
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_pod_spec(obj.get("spec"), "spec")
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        // Only images, activeDeadlineSeconds, tolerations and terminationGracePeriodSeconds
+        // of a pod may change (ValidatePodUpdate).
+        let mask = |spec: Option<&Value>| {
+            let mut spec = spec.cloned().unwrap_or(Value::Null);
+            for list in ["containers", "initContainers"] {
+                if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+                    for c in containers {
+                        if let Some(c) = c.as_object_mut() {
+                            c.remove("image");
+                        }
+                    }
+                }
+            }
+            if let Some(spec) = spec.as_object_mut() {
+                for field in [
+                    "activeDeadlineSeconds",
+                    "tolerations",
+                    "terminationGracePeriodSeconds",
+                ] {
+                    spec.remove(field);
+                }
+            }
+            spec
+        };
+        if mask(new.get("spec")) != mask(old.get("spec")) {
+            return vec![FieldError::forbidden(
+                "spec",
+                "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+            )];
+        }
+        Vec::new()
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        vec![
+            Column::name(),
+            Column::text("Ready", "The aggregate readiness state of this pod for accepting traffic."),
+            Column::text("Status", "The aggregate status of the containers in this pod."),
+            Column::text("Restarts", "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+            Column::age(),
+            Column::wide("IP", "The IP address assigned to the pod"),
+            Column::wide("Node", "The name of the node the pod is assigned to"),
+            Column::wide("Nominated Node", "The name of the node the pod is nominated to"),
+            Column::wide("Readiness Gates", "Pod readiness gates"),
+        ]
+    }
+
+    fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        let total = array_at(obj, "/spec/containers").len();
+        let statuses = array_at(obj, "/status/containerStatuses");
+        let ready = statuses
+            .iter()
+            .filter(|s| s.get("ready").and_then(Value::as_bool) == Some(true))
+            .count();
+        let restarts: i64 = statuses.iter().map(|s| int_at(s, "/restartCount")).sum();
+        let last_restart = statuses
+            .iter()
+            .filter_map(|s| s.pointer("/lastState/terminated/finishedAt"))
+            .filter_map(Value::as_str)
+            .max();
+        let restarts = match last_restart {
+            Some(at) if restarts > 0 => format!(
+                "{restarts} ({} ago)",
+                table::age_of(Some(&json!(at)), now)
+            ),
+            _ => restarts.to_string(),
+        };
+        let gates = array_at(obj, "/spec/readinessGates");
+        let gates = if gates.is_empty() {
+            json!("<none>")
+        } else {
+            let conditions = array_at(obj, "/status/conditions");
+            let passing = gates
+                .iter()
+                .filter(|g| {
+                    let t = str_at(g, "/conditionType");
+                    conditions
+                        .iter()
+                        .any(|c| str_at(c, "/type") == t && str_at(c, "/status") == "True")
+                })
+                .count();
+            json!(format!("{passing}/{}", gates.len()))
+        };
+        vec![
+            table::name_cell(obj),
+            json!(format!("{ready}/{total}")),
+            json!(pod_status(obj)),
+            json!(restarts),
+            table::age_cell(obj, now),
+            or_none(str_at(obj, "/status/podIP")),
+            or_none(str_at(obj, "/spec/nodeName")),
+            or_none(str_at(obj, "/status/nominatedNodeName")),
+            gates,
+        ]
+    }
+
+    fn graceful_delete(&self, obj: &Value, grace_period: Option<i64>) -> Option<i64> {
+        // Unscheduled and finished pods go at once; a pod on a node gets its grace period
+        // and the kubelet completes the deletion (pod strategy's CheckGracefulDelete).
+        let phase = str_at(obj, "/status/phase");
+        if str_at(obj, "/spec/nodeName").is_empty() || phase == "Succeeded" || phase == "Failed"
+        {
+            return None;
+        }
+        let grace = grace_period
+            .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .unwrap_or(30);
+        (grace > 0).then_some(grace)
+    }
+}
+
+/// What the STATUS column says about a pod (kubectl's printPod, simplified).
+fn pod_status(obj: &Value) -> String {
+    let mut reason = str_at(obj, "/status/reason").to_owned();
+    if reason.is_empty() {
+        reason = str_at(obj, "/status/phase").to_owned();
+    }
+    for (i, status) in array_at(obj, "/status/initContainerStatuses").iter().enumerate() {
+        if let Some(t) = status.pointer("/state/terminated") {
+            if int_at(t, "/exitCode") == 0 {
+                continue;
+            }
+            reason = format!("Init:{}", t.get("reason").and_then(Value::as_str).unwrap_or("Error"));
+            break;
+        }
+        if let Some(w) = status.pointer("/state/waiting/reason").and_then(Value::as_str) {
+            if w != "PodInitializing" {
+                reason = format!("Init:{w}");
+                break;
+            }
+        }
+        let total = array_at(obj, "/spec/initContainers").len();
+        reason = format!("Init:{i}/{total}");
+        break;
+    }
+    if !reason.starts_with("Init:") {
+        for status in array_at(obj, "/status/containerStatuses").iter().rev() {
+            if let Some(w) = status.pointer("/state/waiting/reason").and_then(Value::as_str) {
+                reason = w.to_owned();
+            } else if let Some(t) = status.pointer("/state/terminated") {
+                reason = match t.get("reason").and_then(Value::as_str) {
+                    Some(r) if !r.is_empty() => r.to_owned(),
+                    _ if int_at(t, "/signal") != 0 => format!("Signal:{}", int_at(t, "/signal")),
+                    _ => format!("ExitCode:{}", int_at(t, "/exitCode")),
+                };
+            }
+        }
+    }
+    if obj.pointer("/metadata/deletionTimestamp").is_some() && reason != "NodeLost" {
+        reason = "Terminating".to_owned();
+    }
+    reason
+}
+
+/// The QoS class of a pod spec: Guaranteed when every container's requests equal its limits
+/// for cpu and memory, BestEffort without any, Burstable otherwise.
+fn qos_class(spec: Option<&Value>) -> &'static str {
+    let containers = spec
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let mut any = false;
+    let mut guaranteed = !containers.is_empty();
+    for c in containers {
+        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
+        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
+        let has = |m: Option<&serde_json::Map<String, Value>>, k: &str| m.is_some_and(|m| m.contains_key(k));
+        if ["cpu", "memory"].iter().any(|k| has(requests, k) || has(limits, k)) {
+            any = true;
+        }
+        for k in ["cpu", "memory"] {
+            let limit = limits.and_then(|m| m.get(k));
+            let request = requests.and_then(|m| m.get(k)).or(limit);
+            if limit.is_none() || request != limit {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Sets the defaults of a pod spec (`SetDefaults_PodSpec`, `SetDefaults_Container`).
+pub(crate) fn default_pod_spec(spec: &mut serde_json::Map<String, Value>) {
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "enableServiceLinks", json!(true));
+    set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
+    set_default(spec, "priority", json!(0));
+    for list in ["containers", "initContainers"] {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+                default_container(container);
+            }
+        }
+    }
+}
+
+fn default_container(c: &mut serde_json::Map<String, Value>) {
+    let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_owned();
+    // `:latest` (or no tag) pulls always; a tag or digest pulls if not present.
+    let last = image.rsplit('/').next().unwrap_or("");
+    let pull = if image.contains('@') || (last.contains(':') && !last.ends_with(":latest")) {
+        "IfNotPresent"
+    } else {
+        "Always"
+    };
+    set_default(c, "imagePullPolicy", json!(pull));
+    set_default(c, "terminationMessagePath", json!("/dev/termination-log"));
+    set_default(c, "terminationMessagePolicy", json!("File"));
+    set_default(c, "resources", json!({}));
+    if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+            set_default(port, "protocol", json!("TCP"));
+        }
+    }
+}
+
+/// Validates a pod spec found at `path` (`spec`, `spec.template.spec`).
+pub(crate) fn validate_pod_spec(spec: Option<&Value>, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let spec = spec.cloned().unwrap_or(Value::Null);
+    let containers = array_at(&spec, "/containers");
+    if containers.is_empty() {
+        errs.push(FieldError::required(format!("{path}.containers"), ""));
+    }
+    let mut names = HashSet::new();
+    for (list, field) in [
+        (array_at(&spec, "/initContainers"), "initContainers"),
+        (containers, "containers"),
+    ] {
+        for (i, c) in list.iter().enumerate() {
+            let at = format!("{path}.{field}[{i}]");
+            let name = str_at(c, "/name");
+            if name.is_empty() {
+                errs.push(FieldError::required(format!("{at}.name"), ""));
+            } else {
+                errs.extend(validation::errors_for(
+                    &format!("{at}.name"),
+                    name,
+                    validation::dns1123_label(name),
+                ));
+                if !names.insert(name.to_owned()) {
+                    errs.push(FieldError::duplicate(format!("{at}.name"), json!(name)));
+                }
+            }
+            if str_at(c, "/image").trim().is_empty() {
+                errs.push(FieldError::required(format!("{at}.image"), ""));
+            }
+            let pull = str_at(c, "/imagePullPolicy");
+            if !pull.is_empty() && !PULL_POLICIES.contains(&pull) {
+                errs.push(FieldError::not_supported(format!("{at}.imagePullPolicy"), json!(pull), PULL_POLICIES));
+            }
+            for (j, port) in array_at(c, "/ports").iter().enumerate() {
+                let port_path = format!("{at}.ports[{j}]");
+                let number = int_at(port, "/containerPort");
+                if !(1..=65535).contains(&number) {
+                    errs.push(FieldError::invalid(
+                        format!("{port_path}.containerPort"),
+                        json!(number),
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+                let protocol = str_at(port, "/protocol");
+                if !protocol.is_empty() && !PROTOCOLS.contains(&protocol) {
+                    errs.push(FieldError::not_supported(format!("{port_path}.protocol"), json!(protocol), PROTOCOLS));
+                }
+            }
+        }
+    }
+    let restart = str_at(&spec, "/restartPolicy");
+    if !restart.is_empty() && !RESTART_POLICIES.contains(&restart) {
+        errs.push(FieldError::not_supported(format!("{path}.restartPolicy"), json!(restart), RESTART_POLICIES));
+    }
+    let dns = str_at(&spec, "/dnsPolicy");
+    if !dns.is_empty() && !DNS_POLICIES.contains(&dns) {
+        errs.push(FieldError::not_supported(format!("{path}.dnsPolicy"), json!(dns), DNS_POLICIES));
+    }
+    errs
+}

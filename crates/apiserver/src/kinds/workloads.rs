@@ -1,0 +1,341 @@
+//! apps/v1 workloads: Deployment, ReplicaSet, StatefulSet and DaemonSet, which share a
+//! selector, a pod template and a status written by their controllers.
+
+use serde_json::{json, Value};
+
+use super::pod::{default_pod_spec, validate_pod_spec};
+use super::{containers_and_images, int_at, object_mut, selector_string, set_default};
+use crate::registry::Strategy;
+use crate::table::{self, Column};
+use crate::validation::FieldError;
+
+/// Defaults and validation every workload shares.
+fn default_workload(obj: &mut Value, replicas: bool) {
+    let spec = object_mut(obj, "spec");
+    if replicas {
+        set_default(spec, "replicas", json!(1));
+    }
+    set_default(spec, "revisionHistoryLimit", json!(10));
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    default_pod_spec(object_mut(template, "spec"));
+}
+
+fn validate_workload(obj: &Value) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let selector = obj.pointer("/spec/selector");
+    let match_labels = selector
+        .and_then(|s| s.get("matchLabels"))
+        .and_then(Value::as_object);
+    let has_expressions = selector
+        .and_then(|s| s.get("matchExpressions"))
+        .and_then(Value::as_array)
+        .is_some_and(|e| !e.is_empty());
+    if selector.is_none() || (match_labels.is_none_or(|m| m.is_empty()) && !has_expressions) {
+        errs.push(FieldError::required("spec.selector", ""));
+        if selector.is_some() {
+            errs.push(FieldError::invalid(
+                "spec.selector",
+                selector.cloned().unwrap_or_default(),
+                "empty selector is invalid for deployment",
+            ));
+        }
+    } else if let Some(match_labels) = match_labels {
+        let labels = obj
+            .pointer("/spec/template/metadata/labels")
+            .and_then(Value::as_object);
+        let matches = match_labels
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+        if !matches {
+            errs.push(FieldError::invalid(
+                "spec.template.metadata.labels",
+                json!(labels.cloned().unwrap_or_default()),
+                "`selector` does not match template `labels`",
+            ));
+        }
+    }
+    if int_at(obj, "/spec/replicas") < 0 {
+        errs.push(FieldError::invalid(
+            "spec.replicas",
+            json!(int_at(obj, "/spec/replicas")),
+            "must be greater than or equal to 0",
+        ));
+    }
+    errs.extend(validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec"));
+    errs
+}
+
+fn selector_is_immutable(new: &Value, old: &Value) -> Vec<FieldError> {
+    if new.pointer("/spec/selector") != old.pointer("/spec/selector") {
+        return vec![FieldError::invalid(
+            "spec.selector",
+            new.pointer("/spec/selector").cloned().unwrap_or_default(),
+            "field is immutable",
+        )];
+    }
+    Vec::new()
+}
+
+fn wide_cells(obj: &Value, with_selector: bool) -> Vec<Value> {
+    let (containers, images) = containers_and_images(obj.pointer("/spec/template/spec"));
+    let mut cells = vec![json!(containers), json!(images)];
+    if with_selector {
+        cells.push(json!(selector_string(obj.pointer("/spec/selector"))));
+    }
+    cells
+}
+
+fn wide_columns(with_selector: bool) -> Vec<Column> {
+    let mut cols = vec![
+        Column::wide("Containers", "Names of each container in the template."),
+        Column::wide("Images", "Images referenced by each container in the template."),
+    ];
+    if with_selector {
+        cols.push(Column::wide("Selector", "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."));
+    }
+    cols
+}
+
+/// The strategy of `deployments`.
+pub struct DeploymentStrategy;
+
+impl Strategy for DeploymentStrategy {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        obj["status"] = json!({});
+    }
+
+    fn default(&self, obj: &mut Value) {
+        default_workload(obj, true);
+        let spec = object_mut(obj, "spec");
+        set_default(spec, "progressDeadlineSeconds", json!(600));
+        let strategy = spec.entry("strategy").or_insert_with(|| json!({}));
+        let strategy = object_mut_value(strategy);
+        set_default(strategy, "type", json!("RollingUpdate"));
+        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+            let rolling = strategy
+                .entry("rollingUpdate")
+                .or_insert_with(|| json!({}));
+            let rolling = object_mut_value(rolling);
+            set_default(rolling, "maxUnavailable", json!("25%"));
+            set_default(rolling, "maxSurge", json!("25%"));
+        }
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_workload(obj)
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        selector_is_immutable(new, old)
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        let mut cols = vec![
+            Column::name(),
+            Column::text("Ready", "Number of the pod with ready state"),
+            Column::integer("Up-to-date", "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
+            Column::integer("Available", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+            Column::age(),
+        ];
+        cols.extend(wide_columns(true));
+        cols
+    }
+
+    fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        let mut cells = vec![
+            table::name_cell(obj),
+            json!(format!(
+                "{}/{}",
+                int_at(obj, "/status/readyReplicas"),
+                int_at(obj, "/spec/replicas")
+            )),
+            json!(int_at(obj, "/status/updatedReplicas")),
+            json!(int_at(obj, "/status/availableReplicas")),
+            table::age_cell(obj, now),
+        ];
+        cells.extend(wide_cells(obj, true));
+        cells
+    }
+}
+
+/// The strategy of `replicasets`.
+pub struct ReplicaSetStrategy;
+
+impl Strategy for ReplicaSetStrategy {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        obj["status"] = json!({"replicas": 0});
+    }
+
+    fn default(&self, obj: &mut Value) {
+        default_workload(obj, true);
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("revisionHistoryLimit");
+        }
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_workload(obj)
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        selector_is_immutable(new, old)
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        let mut cols = vec![
+            Column::name(),
+            Column::integer("Desired", "Replicas is the number of desired replicas."),
+            Column::integer("Current", "Replicas is the most recently observed number of replicas."),
+            Column::integer("Ready", "The number of ready replicas for this replica set."),
+            Column::age(),
+        ];
+        cols.extend(wide_columns(true));
+        cols
+    }
+
+    fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        let mut cells = vec![
+            table::name_cell(obj),
+            json!(int_at(obj, "/spec/replicas")),
+            json!(int_at(obj, "/status/replicas")),
+            json!(int_at(obj, "/status/readyReplicas")),
+            table::age_cell(obj, now),
+        ];
+        cells.extend(wide_cells(obj, true));
+        cells
+    }
+}
+
+/// The strategy of `statefulsets`.
+pub struct StatefulSetStrategy;
+
+impl Strategy for StatefulSetStrategy {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        obj["status"] = json!({"replicas": 0, "availableReplicas": 0});
+    }
+
+    fn default(&self, obj: &mut Value) {
+        default_workload(obj, true);
+        let spec = object_mut(obj, "spec");
+        set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+        set_default(
+            spec,
+            "updateStrategy",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
+        );
+        set_default(
+            spec,
+            "persistentVolumeClaimRetentionPolicy",
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+        );
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_workload(obj)
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        selector_is_immutable(new, old)
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        let mut cols = vec![
+            Column::name(),
+            Column::text("Ready", "Number of the pod with ready state"),
+            Column::age(),
+        ];
+        cols.extend(wide_columns(false));
+        cols
+    }
+
+    fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        let mut cells = vec![
+            table::name_cell(obj),
+            json!(format!(
+                "{}/{}",
+                int_at(obj, "/status/readyReplicas"),
+                int_at(obj, "/spec/replicas")
+            )),
+            table::age_cell(obj, now),
+        ];
+        cells.extend(wide_cells(obj, false));
+        cells
+    }
+}
+
+/// The strategy of `daemonsets`.
+pub struct DaemonSetStrategy;
+
+impl Strategy for DaemonSetStrategy {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        obj["status"] = json!({
+            "currentNumberScheduled": 0, "desiredNumberScheduled": 0,
+            "numberMisscheduled": 0, "numberReady": 0,
+        });
+    }
+
+    fn default(&self, obj: &mut Value) {
+        default_workload(obj, false);
+        let spec = object_mut(obj, "spec");
+        set_default(
+            spec,
+            "updateStrategy",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+        );
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        validate_workload(obj)
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        selector_is_immutable(new, old)
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        let mut cols = vec![
+            Column::name(),
+            Column::integer("Desired", "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod)."),
+            Column::integer("Current", "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod."),
+            Column::integer("Ready", "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready."),
+            Column::integer("Up-to-date", "The total number of nodes that are running updated daemon pod"),
+            Column::integer("Available", "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)"),
+            Column::text("Node Selector", "NodeSelector is a selector which must be true for the pod to fit on a node. Selector which must match a node's labels for the pod to be scheduled on that node."),
+            Column::age(),
+        ];
+        cols.extend(wide_columns(true));
+        cols
+    }
+
+    fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        let node_selector = obj
+            .pointer("/spec/template/spec/nodeSelector")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let mut cells = vec![
+            table::name_cell(obj),
+            json!(int_at(obj, "/status/desiredNumberScheduled")),
+            json!(int_at(obj, "/status/currentNumberScheduled")),
+            json!(int_at(obj, "/status/numberReady")),
+            json!(int_at(obj, "/status/updatedNumberScheduled")),
+            json!(int_at(obj, "/status/numberAvailable")),
+            super::or_none(node_selector),
+            table::age_cell(obj, now),
+        ];
+        cells.extend(wide_cells(obj, true));
+        cells
+    }
+}
+
+fn object_mut_value(v: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !v.is_object() {
+        *v = json!({});
+    }
+    v.as_object_mut().expect("just made an object")
+}

@@ -1,0 +1,233 @@
+//! The resource registry: one table row per served resource, driving discovery, OpenAPI,
+//! storage keys and the generic handlers.
+//!
+//! Adding a kind is adding a row in [`crate::kinds::RESOURCES`] plus, when it needs them, a
+//! [`Strategy`] with its defaulting, validation and table columns (Kubernetes' `rest.Strategy`
+//! and `TableConvertor`, reduced to what skiff serves).
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::table::Column;
+use crate::validation::FieldError;
+
+/// Every verb a resource with full CRUD and watch supports, as discovery lists them.
+pub const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// One served resource.
+pub struct ResourceDef {
+    /// API group ("" for core).
+    pub group: &'static str,
+    /// API version.
+    pub version: &'static str,
+    /// Kind.
+    pub kind: &'static str,
+    /// Plural resource name, as in URLs.
+    pub plural: &'static str,
+    /// Singular resource name.
+    pub singular: &'static str,
+    /// Short names (`po`, `deploy`).
+    pub short_names: &'static [&'static str],
+    /// Whether objects live in namespaces.
+    pub namespaced: bool,
+    /// Verbs the resource supports.
+    pub verbs: &'static [&'static str],
+    /// Categories (`all`).
+    pub categories: &'static [&'static str],
+    /// Whether the `status` subresource is served (and the main resource ignores status).
+    pub status_subresource: bool,
+    /// Key prefix under `/registry/`, as kube-apiserver lays out etcd (`minions` for nodes,
+    /// `services/specs` for services).
+    pub storage_prefix: &'static str,
+    /// Whether `metadata.generation` is maintained (bumped when the spec changes).
+    pub generation: bool,
+    /// Whether a delete returns the deleted object (otherwise a Status of success).
+    pub delete_returns_object: bool,
+    /// Field selectors beyond `metadata.name` and `metadata.namespace`.
+    pub selectable_fields: &'static [&'static str],
+    /// Decodes into the typed kind and re-encodes: rejects ill-typed values, drops unknown
+    /// fields (Kubernetes prunes them for built-in types).
+    pub normalize: fn(Value) -> Result<Value, String>,
+    /// Adds the kind's schema (and its dependencies) to an OpenAPI generator.
+    pub schema: fn(&mut SchemaGenerator) -> Schema,
+    /// The OpenAPI definition name (`io.k8s.api.core.v1.Pod`).
+    pub schema_name: fn() -> String,
+    /// Kind-specific hooks.
+    pub strategy: &'static dyn Strategy,
+}
+
+impl ResourceDef {
+    /// `apiVersion` of the kind (`v1`, `apps/v1`).
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The group-qualified resource used in error messages (`pods`, `deployments.apps`).
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_owned()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// The `<Kind>List` kind.
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+
+    /// Whether `verb` is allowed.
+    pub fn supports(&self, verb: &str) -> bool {
+        self.verbs.contains(&verb)
+    }
+}
+
+impl std::fmt::Debug for ResourceDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ResourceDef({})", self.qualified())
+    }
+}
+
+/// Kind-specific behaviour of the generic handlers; every hook has a do-nothing default.
+pub trait Strategy: Send + Sync {
+    /// Sets defaults (Kubernetes' `SetDefaults_*`), on create and on every update.
+    fn default(&self, _obj: &mut Value) {}
+
+    /// Prepares a new object (e.g. resets status), before defaulting and validation.
+    fn prepare_for_create(&self, _obj: &mut Value) {}
+
+    /// Validates an object about to be stored.
+    fn validate(&self, _obj: &Value) -> Vec<FieldError> {
+        Vec::new()
+    }
+
+    /// Validates an update against the stored object (immutable fields).
+    fn validate_update(&self, _new: &Value, _old: &Value) -> Vec<FieldError> {
+        Vec::new()
+    }
+
+    /// The name validator for `metadata.name` (RFC 1123 subdomain by default).
+    fn validate_name(&self, name: &str) -> Vec<String> {
+        crate::validation::dns1123_subdomain(name)
+    }
+
+    /// The printer columns of `kubectl get` (Name is always first).
+    fn columns(&self) -> Vec<Column> {
+        vec![Column::name(), Column::age()]
+    }
+
+    /// One row of cells matching [`Strategy::columns`].
+    fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        vec![crate::table::name_cell(obj), crate::table::age_cell(obj, now)]
+    }
+
+    /// Whether a delete only marks the object (graceful deletion of pods on a node).
+    fn graceful_delete(&self, _obj: &Value, _grace_period: Option<i64>) -> Option<i64> {
+        None
+    }
+
+    /// Changes applied when an object is marked for deletion (namespace phase Terminating).
+    fn on_mark_deleted(&self, _obj: &mut Value) {}
+}
+
+/// A [`Strategy`] with no hooks, for kinds that need none.
+pub struct Plain;
+
+impl Strategy for Plain {}
+
+/// The `normalize` of a typed kind.
+pub fn normalize<T: DeserializeOwned + Serialize>(obj: Value) -> Result<Value, String> {
+    let typed: T = serde_path_to_error::deserialize(obj).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })?;
+    serde_json::to_value(typed).map_err(|e| e.to_string())
+}
+
+/// The `schema` of a typed kind.
+pub fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// The `schema_name` of a typed kind.
+pub fn schema_name<T: JsonSchema>() -> String {
+    T::schema_name().into_owned()
+}
+
+/// The served resources, looked up by group, version and plural or kind.
+#[derive(Debug)]
+pub struct Registry {
+    resources: &'static [ResourceDef],
+}
+
+impl Registry {
+    /// A registry over a static table.
+    pub const fn new(resources: &'static [ResourceDef]) -> Registry {
+        Registry { resources }
+    }
+
+    /// Every resource.
+    pub fn all(&self) -> &'static [ResourceDef] {
+        self.resources
+    }
+
+    /// The resource served at `group/version/plural`.
+    pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
+        self.resources
+            .iter()
+            .find(|d| d.group == group && d.version == version && d.plural == plural)
+    }
+
+    /// The resource of a kind.
+    pub fn by_kind(&self, group: &str, version: &str, kind: &str) -> Option<&'static ResourceDef> {
+        self.resources
+            .iter()
+            .find(|d| d.group == group && d.version == version && d.kind == kind)
+    }
+
+    /// The groups (core first as ""), each with its versions, in registration order.
+    pub fn groups(&self) -> Vec<(&'static str, Vec<&'static str>)> {
+        let mut groups: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+        for def in self.resources {
+            match groups.iter_mut().find(|(g, _)| *g == def.group) {
+                Some((_, versions)) => {
+                    if !versions.contains(&def.version) {
+                        versions.push(def.version);
+                    }
+                }
+                None => groups.push((def.group, vec![def.version])),
+            }
+        }
+        groups
+    }
+
+    /// The resources of one group version.
+    pub fn in_group_version<'a>(
+        &'a self,
+        group: &'a str,
+        version: &'a str,
+    ) -> impl Iterator<Item = &'static ResourceDef> + 'a {
+        self.resources
+            .iter()
+            .filter(move |d| d.group == group && d.version == version)
+    }
+}

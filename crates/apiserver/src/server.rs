@@ -1,0 +1,273 @@
+//! Starting the API server: PKI, store, bootstrap objects, and the HTTPS listener.
+//!
+//! Threads and trust: one tokio runtime serves every connection; TLS (rustls) verifies client
+//! certificates against the cluster CA but lets certificate-less clients connect, so that the
+//! health endpoints stay reachable anonymously; everything else requires a verified
+//! certificate. Startup does only what readiness needs (open the store, ensure the initial
+//! namespaces); OpenAPI schemas are generated on first use.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use serde_json::json;
+use skiff_store::{EmbeddedStore, EncryptingStore, EtcdStore, KeyRing, Store, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_rustls::TlsAcceptor;
+
+use crate::authn::UserInfo;
+use crate::authz::{Chain, Masters, PublicInfo};
+use crate::handlers::Api;
+use crate::kinds::{INITIAL_NAMESPACES, REGISTRY};
+use crate::pki::{self, Pki, PkiError};
+use crate::storage::{Storage, SECRETS_PREFIX};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The PKI could not be created or loaded.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The store could not be opened.
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    /// TLS could not be configured.
+    #[error("configuring TLS: {0}")]
+    Tls(String),
+    /// The listening socket could not be bound.
+    #[error("listening on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The admin kubeconfig does not exist yet.
+    #[error("{0} does not exist: start `skiff server` once to create it")]
+    NoKubeconfig(PathBuf),
+    /// Bootstrapping the initial objects failed.
+    #[error("creating the initial namespaces: {0}")]
+    Bootstrap(String),
+}
+
+/// How to run the server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The server's data directory (`DIR/server`): TLS, kubeconfig, encryption keys and the
+    /// embedded store live here.
+    pub data_dir: PathBuf,
+    /// The address to listen on.
+    pub bind_address: IpAddr,
+    /// The port (0 picks a free one).
+    pub port: u16,
+    /// etcd endpoints (`http://127.0.0.1:2379`); the embedded store when empty.
+    pub datastore_endpoints: Vec<String>,
+}
+
+/// Where the admin kubeconfig of a data directory is.
+pub fn kubeconfig_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.kubeconfig")
+}
+
+/// Reads the admin kubeconfig of a data directory.
+pub fn read_kubeconfig(data_dir: &Path) -> Result<String, ServerError> {
+    let path = kubeconfig_path(data_dir);
+    std::fs::read_to_string(&path).map_err(|_| ServerError::NoKubeconfig(path))
+}
+
+/// A running API server; dropping it stops accepting connections.
+#[derive(Debug)]
+pub struct Server {
+    address: SocketAddr,
+    kubeconfig: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts the server: loads or creates the PKI, opens the store, creates the initial
+    /// namespaces, writes the admin kubeconfig and listens. Must run inside a tokio runtime.
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let tls_dir = config.data_dir.join("tls");
+        let sans = vec![config.bind_address.to_string()];
+        let pki = tokio::task::spawn_blocking(move || Pki::load_or_create(&tls_dir, &sans))
+            .await
+            .map_err(|e| ServerError::Tls(e.to_string()))??;
+
+        let store = open_store(&config).await?;
+        let address = SocketAddr::new(config.bind_address, config.port);
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| ServerError::Bind { address, source })?;
+        let address = listener.local_addr().map_err(|source| ServerError::Bind { address, source })?;
+
+        let client_host = match config.bind_address {
+            IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            IpAddr::V4(ip) => ip.to_string(),
+        };
+        let server_address = format!("{client_host}:{}", address.port());
+        let kubeconfig = kubeconfig_path(&config.data_dir);
+        pki::write_kubeconfig(&kubeconfig, &pki.admin_kubeconfig(&format!("https://{server_address}")))?;
+
+        let authorizer = Chain(vec![Box::new(PublicInfo), Box::new(Masters)]);
+        let api = Arc::new(Api::new(Storage::new(store), &REGISTRY, Box::new(authorizer), server_address));
+        bootstrap(&api).await?;
+
+        let acceptor = TlsAcceptor::from(Arc::new(tls_config(&pki)?));
+        let (shutdown, mut stop) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    accepted = listener.accept() => {
+                        let Ok((tcp, _)) = accepted else { continue };
+                        let _ = tcp.set_nodelay(true);
+                        tokio::spawn(serve_connection(api.clone(), acceptor.clone(), tcp));
+                    }
+                }
+            }
+        });
+        Ok(Server {
+            address,
+            kubeconfig,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The admin kubeconfig the server wrote.
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerError> {
+    let inner: Arc<dyn Store> = if config.datastore_endpoints.is_empty() {
+        let dir = config.data_dir.join("db");
+        let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(dir))
+            .await
+            .map_err(|e| ServerError::Store(StoreError::backend(e.to_string())))??;
+        Arc::new(store)
+    } else {
+        Arc::new(EtcdStore::connect(&config.datastore_endpoints).await?)
+    };
+    let keys = KeyRing::load_or_create(config.data_dir.join("encryption-keys"))?;
+    Ok(Arc::new(EncryptingStore::new(inner, keys, [SECRETS_PREFIX.to_owned()])))
+}
+
+/// Creates the namespaces every cluster starts with, through the namespace strategy.
+async fn bootstrap(api: &Api) -> Result<(), ServerError> {
+    let def = REGISTRY
+        .by_kind("", "v1", "Namespace")
+        .ok_or_else(|| ServerError::Bootstrap("namespaces are not served".into()))?;
+    for name in INITIAL_NAMESPACES {
+        if api.storage().get(def, "", name).await.map_err(|e| ServerError::Bootstrap(e.message))?.is_some() {
+            continue;
+        }
+        let mut ns = json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "uid": uuid::Uuid::new_v4().to_string(),
+                "creationTimestamp": crate::handlers::now_rfc3339(),
+            },
+        });
+        def.strategy.prepare_for_create(&mut ns);
+        def.strategy.default(&mut ns);
+        match api.storage().create(def, "", name, &ns).await {
+            Ok(_) => {}
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => return Err(ServerError::Bootstrap(e.message)),
+        }
+    }
+    Ok(())
+}
+
+fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig, ServerError> {
+    let tls = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = CertificateDer::from_pem_slice(pki.ca.cert_pem.as_bytes()).map_err(|e| tls(&e))?;
+    roots.add(ca.clone()).map_err(|e| tls(&e))?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| tls(&e))?;
+    let serving = CertificateDer::from_pem_slice(pki.serving.cert_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(pki.serving.key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![serving, ca], key)
+        .map_err(|e| tls(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+async fn serve_connection(api: Arc<Api>, acceptor: TlsAcceptor, tcp: tokio::net::TcpStream) {
+    let tls = match acceptor.accept(tcp).await {
+        Ok(tls) => tls,
+        Err(err) => {
+            tracing::debug!("TLS handshake failed: {err}");
+            return;
+        }
+    };
+    let user = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(|cert| match UserInfo::from_certificate(cert) {
+            Ok(user) => Some(user),
+            Err(err) => {
+                tracing::debug!("client certificate rejected: {err}");
+                None
+            }
+        });
+    let service = service_fn(move |request| {
+        let api = api.clone();
+        let user = user.clone();
+        async move { Ok::<_, Infallible>(api.serve(request, user).await) }
+    });
+    if let Err(err) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(tls), service)
+        .await
+    {
+        tracing::debug!("connection ended: {err}");
+    }
+}

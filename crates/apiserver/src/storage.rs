@@ -1,0 +1,198 @@
+//! Objects in the store, under kube-apiserver's key layout
+//! (`/registry/<resource>/<namespace>/<name>`, `/registry/<resource>/<name>` for
+//! cluster-scoped ones). Objects are stored as JSON without `resourceVersion`; on the way out
+//! it is set to the key's mod revision, as Kubernetes' etcd3 storage does.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use skiff_store::{KeyValue, Store, StoreError, WatchStream};
+
+use crate::registry::ResourceDef;
+use crate::status::{ApiError, ApiResult};
+
+/// The root of every key.
+pub const REGISTRY_ROOT: &str = "/registry/";
+
+/// The prefix of Secrets, which are encrypted at rest.
+pub const SECRETS_PREFIX: &str = "/registry/secrets/";
+
+/// Typed access to objects over a [`Store`].
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Storage")
+    }
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct Page {
+    /// The keys and objects, with resourceVersion set.
+    pub items: Vec<(String, Value)>,
+    /// Whether more keys follow.
+    pub more: bool,
+    /// The revision the page was read at.
+    pub revision: i64,
+}
+
+impl Storage {
+    /// Storage over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Storage {
+        Storage { store }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The key of one object.
+    pub fn key(def: &ResourceDef, namespace: &str, name: &str) -> String {
+        if def.namespaced {
+            format!("{REGISTRY_ROOT}{}/{namespace}/{name}", def.storage_prefix)
+        } else {
+            format!("{REGISTRY_ROOT}{}/{name}", def.storage_prefix)
+        }
+    }
+
+    /// The prefix of every object of a resource, or of those in one namespace.
+    pub fn prefix(def: &ResourceDef, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if def.namespaced => format!("{REGISTRY_ROOT}{}/{ns}/", def.storage_prefix),
+            _ => format!("{REGISTRY_ROOT}{}/", def.storage_prefix),
+        }
+    }
+
+    /// Decodes a stored value and sets its resourceVersion.
+    pub fn decode(kv: &KeyValue, revision: i64) -> ApiResult<Value> {
+        let mut obj: Value = serde_json::from_slice(&kv.value)
+            .map_err(|e| ApiError::internal(format!("decoding {}: {e}", kv.key)))?;
+        set_resource_version(&mut obj, revision);
+        Ok(obj)
+    }
+
+    fn encode(obj: &Value) -> ApiResult<Vec<u8>> {
+        let mut obj = obj.clone();
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+            meta.remove("selfLink");
+        }
+        serde_json::to_vec(&obj).map_err(ApiError::internal)
+    }
+
+    /// Reads one object with its mod revision.
+    pub async fn get(
+        &self,
+        def: &ResourceDef,
+        namespace: &str,
+        name: &str,
+    ) -> ApiResult<Option<(Value, i64)>> {
+        let key = Storage::key(def, namespace, name);
+        match self.store.get(&key).await? {
+            Some(kv) => Ok(Some((Storage::decode(&kv, kv.mod_revision)?, kv.mod_revision))),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates an object; fails with AlreadyExists when the key exists.
+    pub async fn create(&self, def: &ResourceDef, namespace: &str, name: &str, obj: &Value) -> ApiResult<Value> {
+        let key = Storage::key(def, namespace, name);
+        match self.store.create(&key, Storage::encode(obj)?).await {
+            Ok(revision) => {
+                let mut out = obj.clone();
+                set_resource_version(&mut out, revision);
+                Ok(out)
+            }
+            Err(StoreError::AlreadyExists { .. }) => Err(ApiError::already_exists(def, name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Replaces an object if its mod revision is still `expected`.
+    pub async fn update(
+        &self,
+        def: &ResourceDef,
+        namespace: &str,
+        name: &str,
+        obj: &Value,
+        expected: i64,
+    ) -> ApiResult<Value> {
+        let key = Storage::key(def, namespace, name);
+        match self.store.update(&key, Storage::encode(obj)?, expected).await {
+            Ok(revision) => {
+                let mut out = obj.clone();
+                set_resource_version(&mut out, revision);
+                Ok(out)
+            }
+            Err(StoreError::Conflict { .. }) => Err(ApiError::stale(def, name)),
+            Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(def, name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes an object if its mod revision is still `expected`; returns the deleted object
+    /// with the deletion's revision.
+    pub async fn delete(
+        &self,
+        def: &ResourceDef,
+        namespace: &str,
+        name: &str,
+        expected: i64,
+    ) -> ApiResult<Value> {
+        let key = Storage::key(def, namespace, name);
+        match self.store.delete(&key, Some(expected)).await {
+            Ok((revision, kv)) => Storage::decode(&kv, revision),
+            Err(StoreError::Conflict { .. }) => Err(ApiError::stale(def, name)),
+            Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(def, name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads up to `limit` objects under `prefix` after `start_after`, at `revision`.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        revision: Option<i64>,
+        limit: Option<usize>,
+        start_after: Option<&str>,
+    ) -> ApiResult<Page> {
+        let range = self.store.range(prefix, revision, limit, start_after).await?;
+        let items = range
+            .kvs
+            .iter()
+            .map(|kv| Ok((kv.key.clone(), Storage::decode(kv, kv.mod_revision)?)))
+            .collect::<ApiResult<Vec<_>>>()?;
+        Ok(Page {
+            items,
+            more: range.more,
+            revision: range.revision,
+        })
+    }
+
+    /// Counts the objects under `prefix`.
+    pub async fn count(&self, prefix: &str) -> ApiResult<u64> {
+        Ok(self.store.count(prefix).await?)
+    }
+
+    /// The store's current revision.
+    pub async fn current_revision(&self) -> ApiResult<i64> {
+        Ok(self.store.current_revision().await?)
+    }
+
+    /// Watches every change under `prefix` from revision `from`.
+    pub async fn watch(&self, prefix: &str, from: i64) -> ApiResult<WatchStream> {
+        Ok(self.store.watch(prefix, from).await?)
+    }
+}
+
+/// Sets `metadata.resourceVersion`.
+pub fn set_resource_version(obj: &mut Value, revision: i64) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), json!(revision.to_string()));
+    }
+}

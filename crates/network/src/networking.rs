@@ -1,0 +1,329 @@
+//! The entry point: networks (`skiff network create/ls/rm/inspect`) and the
+//! shared plumbing of attach, detach, check and gc.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+
+use crate::attachment::{Attachment, Records};
+use crate::ipam::Ipam;
+use crate::netlink::{BridgeSpec, Netlink, RtNetlink};
+use crate::nft::{Nft, NftCli, NftError, Published, Rules, TableState};
+use crate::store::{Network, NetworkOptions, NetworkStore, DEFAULT_NETWORK, DEFAULT_SUBNET};
+use crate::sysctl::{ProcSysctl, Sysctl};
+use crate::{dns, Error, Result};
+
+/// How the networking layer is set up by its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkingConfig {
+    /// Where networks are persisted: the engine's `<data-root>/networks`.
+    pub state_root: PathBuf,
+    /// skiff's nftables table (`table ip <table>`).
+    pub table: String,
+    /// Subnet of the default network, used when it is first created.
+    pub default_subnet: Ipv4Net,
+    /// Program and arguments that run the DNS resolver (they must end up in
+    /// [`dns::serve_inherited`]), e.g. `["/usr/bin/skiff", "--root", R,
+    /// "network", "dns-serve"]`. `None`: no resolver is started.
+    pub dns_command: Option<Vec<String>>,
+    /// Where the resolver forwards names it does not know; `None`: the
+    /// nameservers of the host's `/etc/resolv.conf`.
+    pub dns_upstreams: Option<Vec<SocketAddr>>,
+}
+
+impl NetworkingConfig {
+    /// Defaults: table `skiff`, default subnet 10.88.0.0/16, no resolver command.
+    pub fn new(state_root: impl Into<PathBuf>) -> Self {
+        NetworkingConfig {
+            state_root: state_root.into(),
+            table: "skiff".to_string(),
+            default_subnet: DEFAULT_SUBNET.parse().expect("valid default subnet"),
+            dns_command: None,
+            dns_upstreams: None,
+        }
+    }
+}
+
+/// A network with its attachments (`skiff network inspect`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NetworkInspect {
+    /// The definition.
+    pub network: Network,
+    /// Containers on it.
+    pub attachments: Vec<Attachment>,
+}
+
+/// skiff's networking layer: networks, and containers joining and leaving them.
+pub struct Networking {
+    pub(crate) config: NetworkingConfig,
+    pub(crate) store: NetworkStore,
+    pub(crate) rules: Rules,
+    pub(crate) netlink: Arc<dyn Netlink>,
+    pub(crate) nft: Arc<dyn Nft>,
+    pub(crate) sysctl: Arc<dyn Sysctl>,
+}
+
+impl std::fmt::Debug for Networking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Networking")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Networking {
+    /// The real thing: rtnetlink, the `nft` binary, `/proc/sys`.
+    pub fn new(config: NetworkingConfig) -> Result<Networking> {
+        Self::with_backends(
+            config,
+            Arc::new(RtNetlink),
+            Arc::new(NftCli::default()),
+            Arc::new(ProcSysctl),
+        )
+    }
+
+    /// With the given side-effect implementations (fakes in tests).
+    pub fn with_backends(
+        config: NetworkingConfig,
+        netlink: Arc<dyn Netlink>,
+        nft: Arc<dyn Nft>,
+        sysctl: Arc<dyn Sysctl>,
+    ) -> Result<Networking> {
+        Ok(Networking {
+            rules: Rules::new(&config.table)?,
+            store: NetworkStore::new(&config.state_root),
+            config,
+            netlink,
+            nft,
+            sysctl,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NetworkingConfig {
+        &self.config
+    }
+
+    /// Creates a network (`skiff network create`). Nothing is set up on the
+    /// host until the first container joins.
+    pub fn create_network(&self, name: &str, options: &NetworkOptions) -> Result<Network> {
+        let routes = self.netlink.ipv4_routes()?;
+        Ok(self.store.create(name, options, &routes)?)
+    }
+
+    /// Network `name`; the default network is created on first use.
+    pub fn network(&self, name: &str) -> Result<Network> {
+        if name == DEFAULT_NETWORK {
+            return Ok(self.store.ensure_default(self.config.default_subnet)?);
+        }
+        Ok(self.store.get(name)?)
+    }
+
+    /// Every network (`skiff network ls`), the default one included once created.
+    pub fn networks(&self) -> Result<Vec<Network>> {
+        Ok(self.store.list()?)
+    }
+
+    /// A network and its containers (`skiff network inspect`).
+    pub fn inspect(&self, name: &str) -> Result<NetworkInspect> {
+        let network = self.network(name)?;
+        let attachments = self.records(&network).list()?;
+        Ok(NetworkInspect {
+            network,
+            attachments,
+        })
+    }
+
+    /// Container `container_id`'s attachment to `network`, if any.
+    pub fn attachment(&self, network: &str, container_id: &str) -> Result<Option<Attachment>> {
+        let network = self.network(network)?;
+        Ok(self.records(&network).get(container_id)?)
+    }
+
+    /// Removes a network without containers (`skiff network rm`): its
+    /// resolver, rules, bridge and state.
+    pub fn remove_network(&self, name: &str) -> Result<()> {
+        if name == DEFAULT_NETWORK {
+            return Err(Error::Protected(name.to_string()));
+        }
+        let network = self.store.get(name)?;
+        let attachments = self.records(&network).list()?;
+        if !attachments.is_empty() {
+            return Err(Error::InUse {
+                network: name.to_string(),
+                containers: attachments
+                    .iter()
+                    .map(|a| a.container_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        self.network_down(&network)?;
+        Ok(self.store.remove(name)?)
+    }
+
+    /// Tears down a network's host side: resolver, set elements, bridge.
+    pub(crate) fn network_down(&self, network: &Network) -> Result<()> {
+        dns::stop(&self.store.dir(&network.name))?;
+        if self.nft.list_table(self.rules.table())?.is_some() {
+            self.nft
+                .apply(self.rules.table(), &self.rules.network_down(network))?;
+        }
+        self.netlink.delete_link(&network.bridge)?;
+        Ok(())
+    }
+
+    /// Deletes skiff's whole nftables table (uninstall; tests).
+    pub fn remove_rules(&self) -> Result<()> {
+        Ok(self
+            .nft
+            .apply(self.rules.table(), &self.rules.delete_table())?)
+    }
+
+    /// Turns on `net.ipv4.ip_forward` if it is off, which routing containers'
+    /// traffic needs, and says so in the log. Returns whether it changed it.
+    pub fn ensure_forwarding(&self) -> Result<bool> {
+        const KEY: &str = "net/ipv4/ip_forward";
+        if self.sysctl.get(KEY)? == "1" {
+            return Ok(false);
+        }
+        self.sysctl.set(KEY, "1")?;
+        tracing::warn!("enabled net.ipv4.ip_forward so that containers' traffic is routed");
+        Ok(true)
+    }
+
+    pub(crate) fn ipam(&self, network: &Network) -> Ipam {
+        Ipam::new(
+            self.store.dir(&network.name),
+            network.subnet,
+            network.gateway,
+        )
+    }
+
+    pub(crate) fn records(&self, network: &Network) -> Records {
+        Records::new(&self.store.dir(&network.name))
+    }
+
+    /// Makes the host side of `network` exist: rules, bridge, sysctls. The
+    /// rules go in before the bridge, so a bridge always has its rules even
+    /// if this process dies half-way.
+    pub(crate) fn network_up(&self, network: &Network) -> Result<()> {
+        if self.netlink.link(&network.bridge)?.is_none() {
+            self.nft
+                .apply(self.rules.table(), &self.rules.network_up(network))?;
+        }
+        self.netlink.ensure_bridge(&BridgeSpec {
+            name: network.bridge.clone(),
+            mac: mac_for(network.gateway),
+            address: network.gateway,
+            prefix_len: network.prefix_len(),
+        })?;
+        // 127.0.0.1:PORT of a published port is DNATed out through the bridge;
+        // the kernel drops loopback sources on other devices without this.
+        let key = format!("net/ipv4/conf/{}/route_localnet", network.bridge);
+        if self.sysctl.get(&key)? != "1" {
+            self.sysctl.set(&key, "1")?;
+        }
+        self.ensure_forwarding()?;
+        Ok(())
+    }
+
+    /// Starts the network's resolver if it has DNS and a resolver command is configured.
+    pub(crate) fn ensure_dns(&self, network: &Network) -> Result<()> {
+        let (Some(command), Some(server)) = (&self.config.dns_command, network.dns_server()) else {
+            return Ok(());
+        };
+        let dir = self.store.dir(&network.name);
+        let upstreams = match &self.config.dns_upstreams {
+            Some(u) => u.clone(),
+            None => dns::upstreams_from_resolv_conf(
+                &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            ),
+        };
+        let config = dns::ResolverConfig {
+            attachments_dir: self.records(network).dir().to_path_buf(),
+            subnet: network.subnet,
+            upstreams,
+            timeout: std::time::Duration::from_secs(2),
+        };
+        if dns::ensure_running(&dir, SocketAddr::from((server, 53)), &config, command)? {
+            tracing::debug!(network = %network.name, "started the DNS resolver");
+        }
+        Ok(())
+    }
+
+    /// Removes published ports whether or not they are still programmed, but
+    /// never an element that now leads elsewhere.
+    pub(crate) fn unpublish(&self, ports: &[Published]) -> Result<()> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        let table = self.rules.table();
+        if self.nft.apply(table, &self.rules.unpublish(ports)).is_ok() {
+            return Ok(());
+        }
+        // Some key belongs to someone else now: delete only what is ours.
+        let Some(listing) = self.nft.list_table(table)? else {
+            return Ok(());
+        };
+        let state = TableState::from_listing(table, &listing)?;
+        let ours: Vec<Published> = ports
+            .iter()
+            .filter(|p| state.published.contains(p))
+            .copied()
+            .collect();
+        if !ours.is_empty() {
+            self.nft.apply(table, &self.rules.delete_published(&ours))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes ports, turning a clash into a readable error.
+    pub(crate) fn publish(&self, ports: &[Published]) -> Result<()> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        match self.nft.apply(self.rules.table(), &self.rules.publish(ports)) {
+            Err(NftError::Apply { stderr, .. }) if stderr.contains("File exists") => {
+                Err(NftError::PortTaken(
+                    ports
+                        .iter()
+                        .map(|p| p.mapping.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+                .into())
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+/// A locally administered MAC derived from an address (`02:53:` + the four
+/// octets), so that an address handed out again keeps its MAC and peers'
+/// ARP caches stay right.
+pub(crate) fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x53, a, b, c, d]
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub(crate) fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The published ports of an attachment, as programmed.
+pub(crate) fn published(a: &Attachment) -> Vec<Published> {
+    a.ports
+        .iter()
+        .map(|m| Published {
+            mapping: *m,
+            target: a.ip,
+        })
+        .collect()
+}

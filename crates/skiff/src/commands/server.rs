@@ -1,0 +1,44 @@
+//! `skiff server` and `skiff kubeconfig`: wiring to the skiff-apiserver crate.
+
+use anyhow::{Context as _, Result};
+use skiff_apiserver::{read_kubeconfig, Server, ServerConfig};
+
+use super::{absolute, Context};
+use crate::cli::ServerArgs;
+
+fn data_dir(ctx: &Context) -> std::path::PathBuf {
+    absolute(&ctx.roots().data).join("server")
+}
+
+/// Runs the API server until SIGINT or SIGTERM.
+pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
+    let config = ServerConfig {
+        data_dir: data_dir(ctx),
+        bind_address: args.bind_address,
+        port: args.port,
+        datastore_endpoints: args.datastore_endpoint,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let server = Server::start(config).await?;
+        eprintln!(
+            "skiff API server listening on https://{}; admin kubeconfig: {}",
+            server.local_addr(),
+            server.kubeconfig_path().display()
+        );
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        server.stop().await;
+        Ok(())
+    })
+}
+
+/// Prints the admin kubeconfig.
+pub fn kubeconfig(ctx: &Context) -> Result<()> {
+    print!("{}", read_kubeconfig(&data_dir(ctx))?);
+    Ok(())
+}
