@@ -93,9 +93,12 @@ pub const PUBLIC_PATHS: &[&str] = &["/healthz", "/livez", "/readyz", "/version"]
 /// Whether `path` is one of [`PUBLIC_PATHS`] (or below one, like `/readyz/ping`).
 pub fn is_public_path(path: &str) -> bool {
     let path = path.trim_end_matches('/');
-    PUBLIC_PATHS
-        .iter()
-        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')))
+    PUBLIC_PATHS.iter().any(|p| {
+        path == *p
+            || path
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 /// Allows GET of [`PUBLIC_PATHS`] to everyone.
@@ -103,7 +106,9 @@ pub struct PublicInfo;
 
 impl Authorizer for PublicInfo {
     fn authorize(&self, attributes: &Attributes<'_>) -> Decision {
-        if attributes.resource.is_none() && attributes.verb == "get" && is_public_path(attributes.path)
+        if attributes.resource.is_none()
+            && attributes.verb == "get"
+            && is_public_path(attributes.path)
         {
             Decision::Allow
         } else {

@@ -139,7 +139,10 @@ fn merge_map(
 
     let touched: Vec<String> = patch.keys().cloned().collect();
     for (key, patch_value) in patch {
-        let property = schemas.property(schema, &key).cloned().unwrap_or(Value::Null);
+        let property = schemas
+            .property(schema, &key)
+            .cloned()
+            .unwrap_or(Value::Null);
         let property_schema = schemas.resolve(&property).clone();
         if patch_value.is_null() {
             original.remove(&key);
@@ -213,7 +216,10 @@ fn merge_map(
         if touched.contains(field) {
             continue;
         }
-        let property = schemas.property(schema, field).cloned().unwrap_or(Value::Null);
+        let property = schemas
+            .property(schema, field)
+            .cloned()
+            .unwrap_or(Value::Null);
         if let (Some(Value::Array(list)), (_, Some(merge_key))) =
             (original.get_mut(field), patch_meta(&property))
         {
@@ -228,7 +234,10 @@ fn merge_map(
 }
 
 /// Merges maps without a schema of their own (labels, annotations, data): RFC 7386.
-fn merge_plain_map(mut original: Map<String, Value>, patch: Map<String, Value>) -> Map<String, Value> {
+fn merge_plain_map(
+    mut original: Map<String, Value>,
+    patch: Map<String, Value>,
+) -> Map<String, Value> {
     for (k, v) in patch {
         if v.is_null() {
             original.remove(&k);
@@ -257,7 +266,10 @@ fn merge_list(
         }
         return Ok(original);
     };
-    if patch.iter().any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace")) {
+    if patch
+        .iter()
+        .any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
         return Ok(strip_list(
             patch
                 .into_iter()
@@ -392,7 +404,10 @@ mod tests {
                          "tolerations": [{"key": "t"}]}}),
         );
         assert_eq!(out["metadata"]["finalizers"], json!(["b", "c"]));
-        assert_eq!(out["spec"]["containers"], json!([{"name": "b", "image": "y"}]));
+        assert_eq!(
+            out["spec"]["containers"],
+            json!([{"name": "b", "image": "y"}])
+        );
         assert_eq!(out["spec"]["tolerations"], json!([{"key": "t"}]));
     }
 }

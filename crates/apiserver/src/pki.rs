@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -92,7 +92,8 @@ impl Files {
     }
 
     fn load(&self) -> Result<Option<CertAndKey>, PkiError> {
-        let (Some(cert_pem), Some(key_pem)) = (read_optional(&self.cert)?, read_optional(&self.key)?)
+        let (Some(cert_pem), Some(key_pem)) =
+            (read_optional(&self.cert)?, read_optional(&self.key)?)
         else {
             return Ok(None);
         };
@@ -126,10 +127,11 @@ impl Pki {
             path: ca_files.key.clone(),
             reason: e.to_string(),
         })?;
-        let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(|e| PkiError::Parse {
-            path: ca_files.cert.clone(),
-            reason: e.to_string(),
-        })?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(|e| PkiError::Parse {
+                path: ca_files.cert.clone(),
+                reason: e.to_string(),
+            })?;
 
         let mut wanted_sans: Vec<String> = vec![
             "localhost".into(),
@@ -204,9 +206,10 @@ fn new_ca() -> Result<CertAndKey, PkiError> {
     })?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("skiff-ca@{}", OffsetDateTime::now_utc().unix_timestamp()));
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("skiff-ca@{}", OffsetDateTime::now_utc().unix_timestamp()),
+    );
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -216,10 +219,12 @@ fn new_ca() -> Result<CertAndKey, PkiError> {
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(CA_DAYS);
-    let cert = params.self_signed(&key).map_err(|source| PkiError::Generate {
-        what: "the CA certificate",
-        source,
-    })?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(|source| PkiError::Generate {
+            what: "the CA certificate",
+            source,
+        })?;
     Ok(CertAndKey {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -242,9 +247,13 @@ fn issue_leaf(
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     if let Some(org) = organization {
-        params.distinguished_name.push(DnType::OrganizationName, org);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, org);
     }
-    params.distinguished_name.push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     params.subject_alt_names = sans
         .iter()
         .map(|san| match san.parse::<IpAddr>() {
@@ -311,7 +320,10 @@ fn still_good(cert_pem: &str, wanted_sans: &[String]) -> bool {
         })
         .collect();
     wanted_sans.iter().all(|want| {
-        let want = want.parse::<IpAddr>().map(|ip| ip.to_string()).unwrap_or_else(|_| want.clone());
+        let want = want
+            .parse::<IpAddr>()
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|_| want.clone());
         present.contains(&want)
     })
 }
@@ -377,6 +389,9 @@ mod tests {
         assert_eq!(first.ca.cert_pem, moved.ca.cert_pem);
         assert_ne!(first.serving.cert_pem, moved.serving.cert_pem);
         assert_eq!(first.admin.cert_pem, moved.admin.cert_pem);
-        assert!(still_good(&moved.serving.cert_pem, &["10.9.9.9".into(), "localhost".into()]));
+        assert!(still_good(
+            &moved.serving.cert_pem,
+            &["10.9.9.9".into(), "localhost".into()]
+        ));
     }
 }

@@ -133,7 +133,10 @@ pub trait Strategy: Send + Sync {
 
     /// One row of cells matching [`Strategy::columns`].
     fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
-        vec![crate::table::name_cell(obj), crate::table::age_cell(obj, now)]
+        vec![
+            crate::table::name_cell(obj),
+            crate::table::age_cell(obj, now),
+        ]
     }
 
     /// Whether a delete only marks the object (graceful deletion of pods on a node).

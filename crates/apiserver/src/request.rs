@@ -37,7 +37,11 @@ impl RequestInfo {
             verb: method.to_ascii_lowercase(),
             ..RequestInfo::default()
         };
-        let parts: Vec<&str> = path.trim_matches('/').split('/').filter(|p| !p.is_empty()).collect();
+        let parts: Vec<&str> = path
+            .trim_matches('/')
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect();
         let mut rest: &[&str] = match parts.first() {
             Some(&"api") if parts.len() >= 2 => {
                 info.prefix = "api".into();
@@ -158,7 +162,10 @@ fn parse_accept(header: &str) -> Vec<MediaRange> {
             let params = pieces
                 .filter_map(|p| {
                     let (k, v) = p.split_once('=')?;
-                    Some((k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_owned()))
+                    Some((
+                        k.trim().to_ascii_lowercase(),
+                        v.trim().trim_matches('"').to_owned(),
+                    ))
                 })
                 .collect();
             MediaRange { essence, params }
@@ -174,7 +181,10 @@ pub fn negotiate(accept: Option<&str>, discovery: bool) -> Option<Representation
         return Some(Representation::Object);
     };
     for range in parse_accept(accept) {
-        let json = matches!(range.essence.as_str(), "application/json" | "application/*" | "*/*");
+        let json = matches!(
+            range.essence.as_str(),
+            "application/json" | "application/*" | "*/*"
+        );
         if !json {
             continue;
         }
@@ -183,7 +193,10 @@ pub fn negotiate(accept: Option<&str>, discovery: bool) -> Option<Representation
         let version = range.params.get("v").map(String::as_str);
         match as_kind {
             None => return Some(Representation::Object),
-            Some("Table") if group == Some("meta.k8s.io") && matches!(version, Some("v1") | Some("v1beta1")) => {
+            Some("Table")
+                if group == Some("meta.k8s.io")
+                    && matches!(version, Some("v1") | Some("v1beta1")) =>
+            {
                 if !discovery {
                     return Some(Representation::Table);
                 }
@@ -221,14 +234,31 @@ mod tests {
     #[test]
     fn parses_paths_like_kube_apiserver() {
         let i = info("GET", "/api/v1/namespaces/default/pods/web/status", "");
-        assert_eq!((i.namespace.as_str(), i.resource.as_str(), i.name.as_str(), i.subresource.as_str(), i.verb.as_str()),
-            ("default", "pods", "web", "status", "get"));
+        assert_eq!(
+            (
+                i.namespace.as_str(),
+                i.resource.as_str(),
+                i.name.as_str(),
+                i.subresource.as_str(),
+                i.verb.as_str()
+            ),
+            ("default", "pods", "web", "status", "get")
+        );
         let i = info("GET", "/apis/apps/v1/deployments", "watch=1");
-        assert_eq!((i.group.as_str(), i.resource.as_str(), i.verb.as_str()), ("apps", "deployments", "watch"));
+        assert_eq!(
+            (i.group.as_str(), i.resource.as_str(), i.verb.as_str()),
+            ("apps", "deployments", "watch")
+        );
         let i = info("GET", "/api/v1/namespaces/kube-system", "");
-        assert_eq!((i.namespace.as_str(), i.resource.as_str(), i.name.as_str()), ("", "namespaces", "kube-system"));
+        assert_eq!(
+            (i.namespace.as_str(), i.resource.as_str(), i.name.as_str()),
+            ("", "namespaces", "kube-system")
+        );
         let i = info("PUT", "/api/v1/namespaces/x/finalize", "");
-        assert_eq!((i.resource.as_str(), i.name.as_str(), i.subresource.as_str()), ("namespaces", "x", "finalize"));
+        assert_eq!(
+            (i.resource.as_str(), i.name.as_str(), i.subresource.as_str()),
+            ("namespaces", "x", "finalize")
+        );
         let i = info("GET", "/api/v1/watch/namespaces/d/pods/p", "");
         assert_eq!((i.verb.as_str(), i.name.as_str()), ("watch", "p"));
         let i = info("DELETE", "/api/v1/namespaces/d/configmaps", "");
@@ -239,10 +269,19 @@ mod tests {
     #[test]
     fn negotiates_tables_and_aggregated_discovery() {
         let kubectl_get = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        assert_eq!(negotiate(Some(kubectl_get), false), Some(Representation::Table));
+        assert_eq!(
+            negotiate(Some(kubectl_get), false),
+            Some(Representation::Table)
+        );
         let discovery = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
-        assert_eq!(negotiate(Some(discovery), true), Some(Representation::AggregatedDiscovery("v2".into())));
-        assert_eq!(negotiate(Some("application/vnd.kubernetes.protobuf"), false), None);
+        assert_eq!(
+            negotiate(Some(discovery), true),
+            Some(Representation::AggregatedDiscovery("v2".into()))
+        );
+        assert_eq!(
+            negotiate(Some("application/vnd.kubernetes.protobuf"), false),
+            None
+        );
         assert_eq!(
             negotiate(Some("application/vnd.kubernetes.protobuf, */*"), false),
             Some(Representation::Object)

@@ -18,39 +18,169 @@ pub const REF_PREFIX: &str = "#/definitions/";
 /// The patch strategy and merge key of fields of built-in types, as the Go structs declare
 /// them in `patchStrategy`/`patchMergeKey` tags: (definition, field, strategy, merge key).
 const PATCH_META: &[(&str, &str, &str, &str)] = &[
-    ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "finalizers", "merge", ""),
-    ("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta", "ownerReferences", "merge", "uid"),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "finalizers",
+        "merge",
+        "",
+    ),
+    (
+        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        "ownerReferences",
+        "merge",
+        "uid",
+    ),
     ("io.k8s.api.core.v1.PodSpec", "containers", "merge", "name"),
-    ("io.k8s.api.core.v1.PodSpec", "initContainers", "merge", "name"),
-    ("io.k8s.api.core.v1.PodSpec", "ephemeralContainers", "merge", "name"),
-    ("io.k8s.api.core.v1.PodSpec", "volumes", "merge,retainKeys", "name"),
-    ("io.k8s.api.core.v1.PodSpec", "imagePullSecrets", "merge", "name"),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "initContainers",
+        "merge",
+        "name",
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "ephemeralContainers",
+        "merge",
+        "name",
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "volumes",
+        "merge,retainKeys",
+        "name",
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "imagePullSecrets",
+        "merge",
+        "name",
+    ),
     ("io.k8s.api.core.v1.PodSpec", "hostAliases", "merge", "ip"),
-    ("io.k8s.api.core.v1.PodSpec", "topologySpreadConstraints", "merge", "topologyKey"),
-    ("io.k8s.api.core.v1.PodSpec", "resourceClaims", "merge,retainKeys", "name"),
-    ("io.k8s.api.core.v1.PodSpec", "schedulingGates", "merge", "name"),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "topologySpreadConstraints",
+        "merge",
+        "topologyKey",
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "resourceClaims",
+        "merge,retainKeys",
+        "name",
+    ),
+    (
+        "io.k8s.api.core.v1.PodSpec",
+        "schedulingGates",
+        "merge",
+        "name",
+    ),
     ("io.k8s.api.core.v1.Container", "env", "merge", "name"),
-    ("io.k8s.api.core.v1.Container", "ports", "merge", "containerPort"),
-    ("io.k8s.api.core.v1.Container", "volumeMounts", "merge", "mountPath"),
-    ("io.k8s.api.core.v1.Container", "volumeDevices", "merge", "devicePath"),
-    ("io.k8s.api.core.v1.EphemeralContainer", "env", "merge", "name"),
-    ("io.k8s.api.core.v1.EphemeralContainer", "volumeMounts", "merge", "mountPath"),
-    ("io.k8s.api.core.v1.EphemeralContainer", "volumeDevices", "merge", "devicePath"),
-    ("io.k8s.api.core.v1.PodStatus", "conditions", "merge", "type"),
+    (
+        "io.k8s.api.core.v1.Container",
+        "ports",
+        "merge",
+        "containerPort",
+    ),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeMounts",
+        "merge",
+        "mountPath",
+    ),
+    (
+        "io.k8s.api.core.v1.Container",
+        "volumeDevices",
+        "merge",
+        "devicePath",
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "env",
+        "merge",
+        "name",
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "volumeMounts",
+        "merge",
+        "mountPath",
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "volumeDevices",
+        "merge",
+        "devicePath",
+    ),
+    (
+        "io.k8s.api.core.v1.PodStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
     ("io.k8s.api.core.v1.PodStatus", "podIPs", "merge", "ip"),
     ("io.k8s.api.core.v1.PodStatus", "hostIPs", "merge", "ip"),
     ("io.k8s.api.core.v1.ServiceSpec", "ports", "merge", "port"),
-    ("io.k8s.api.core.v1.ServiceStatus", "conditions", "merge", "type"),
-    ("io.k8s.api.core.v1.ServiceAccount", "secrets", "merge", "name"),
+    (
+        "io.k8s.api.core.v1.ServiceStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.core.v1.ServiceAccount",
+        "secrets",
+        "merge",
+        "name",
+    ),
     ("io.k8s.api.core.v1.NodeSpec", "podCIDRs", "merge", ""),
-    ("io.k8s.api.core.v1.NodeStatus", "conditions", "merge", "type"),
-    ("io.k8s.api.core.v1.NodeStatus", "addresses", "merge", "type"),
-    ("io.k8s.api.core.v1.NamespaceStatus", "conditions", "merge", "type"),
-    ("io.k8s.api.apps.v1.DeploymentSpec", "strategy", "retainKeys", ""),
-    ("io.k8s.api.apps.v1.DeploymentStatus", "conditions", "merge", "type"),
-    ("io.k8s.api.apps.v1.ReplicaSetStatus", "conditions", "merge", "type"),
-    ("io.k8s.api.apps.v1.StatefulSetStatus", "conditions", "merge", "type"),
-    ("io.k8s.api.apps.v1.DaemonSetStatus", "conditions", "merge", "type"),
+    (
+        "io.k8s.api.core.v1.NodeStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.core.v1.NodeStatus",
+        "addresses",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.core.v1.NamespaceStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.apps.v1.DeploymentSpec",
+        "strategy",
+        "retainKeys",
+        "",
+    ),
+    (
+        "io.k8s.api.apps.v1.DeploymentStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.apps.v1.ReplicaSetStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.apps.v1.StatefulSetStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
+    (
+        "io.k8s.api.apps.v1.DaemonSetStatus",
+        "conditions",
+        "merge",
+        "type",
+    ),
 ];
 
 /// The generated definitions, keyed by definition name.
@@ -300,7 +430,10 @@ mod tests {
             "spec": {"containers": [{"name": "c", "image": "i", "imagePullPolicyy": "x"}]},
         });
         let unknown = schemas.unknown_fields("io.k8s.api.core.v1.Pod", &pod);
-        assert_eq!(unknown, vec!["metadata.bogus", "spec.containers[0].imagePullPolicyy"]);
+        assert_eq!(
+            unknown,
+            vec!["metadata.bogus", "spec.containers[0].imagePullPolicyy"]
+        );
     }
 
     #[test]

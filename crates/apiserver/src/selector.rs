@@ -62,8 +62,12 @@ impl LabelSelector {
             Requirement::NotExists(k) => get(k).is_none(),
             Requirement::In(k, values) => get(k).is_some_and(|v| values.iter().any(|x| x == v)),
             Requirement::NotIn(k, values) => get(k).is_none_or(|v| !values.iter().any(|x| x == v)),
-            Requirement::Gt(k, n) => get(k).and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v > *n),
-            Requirement::Lt(k, n) => get(k).and_then(|v| v.parse::<i64>().ok()).is_some_and(|v| v < *n),
+            Requirement::Gt(k, n) => get(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v > *n),
+            Requirement::Lt(k, n) => get(k)
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_some_and(|v| v < *n),
         })
     }
 }
@@ -88,7 +92,9 @@ fn split_outside_parens(text: &str) -> Vec<&str> {
 }
 
 fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
-    let bad = || SelectorError::Label(format!("found '{part}', expected: key, !key, key=value, key!=value, key in (...), key notin (...)"));
+    let bad = || {
+        SelectorError::Label(format!("found '{part}', expected: key, !key, key=value, key!=value, key in (...), key notin (...)"))
+    };
     if let Some(key) = part.strip_prefix('!') {
         return Ok(Requirement::NotExists(key.trim().to_owned()));
     }
@@ -113,16 +119,28 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
         }
     }
     if let Some((k, v)) = part.split_once("!=") {
-        return Ok(Requirement::NotIn(k.trim().to_owned(), vec![v.trim().to_owned()]));
+        return Ok(Requirement::NotIn(
+            k.trim().to_owned(),
+            vec![v.trim().to_owned()],
+        ));
     }
     if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-        return Ok(Requirement::In(k.trim().to_owned(), vec![v.trim().to_owned()]));
+        return Ok(Requirement::In(
+            k.trim().to_owned(),
+            vec![v.trim().to_owned()],
+        ));
     }
     if let Some((k, v)) = part.split_once('>') {
-        return Ok(Requirement::Gt(k.trim().to_owned(), v.trim().parse().map_err(|_| bad())?));
+        return Ok(Requirement::Gt(
+            k.trim().to_owned(),
+            v.trim().parse().map_err(|_| bad())?,
+        ));
     }
     if let Some((k, v)) = part.split_once('<') {
-        return Ok(Requirement::Lt(k.trim().to_owned(), v.trim().parse().map_err(|_| bad())?));
+        return Ok(Requirement::Lt(
+            k.trim().to_owned(),
+            v.trim().parse().map_err(|_| bad())?,
+        ));
     }
     if part.contains(char::is_whitespace) {
         return Err(bad());
@@ -151,7 +169,9 @@ impl FieldSelector {
                 return Err(SelectorError::Field(text.to_owned(), part.to_owned()));
             };
             let field = field.trim();
-            if field != "metadata.name" && field != "metadata.namespace" && !allowed.contains(&field)
+            if field != "metadata.name"
+                && field != "metadata.namespace"
+                && !allowed.contains(&field)
             {
                 return Err(SelectorError::UnsupportedField(field.to_owned()));
             }
@@ -211,7 +231,14 @@ mod tests {
     #[test]
     fn label_selectors() {
         let obj = json!({"metadata": {"labels": {"app": "web", "tier": "front"}}});
-        let yes = ["app=web", "app==web,tier", "tier in (front, back)", "app notin (db)", "!legacy", "app!=db"];
+        let yes = [
+            "app=web",
+            "app==web,tier",
+            "tier in (front, back)",
+            "app notin (db)",
+            "!legacy",
+            "app!=db",
+        ];
         for s in yes {
             assert!(LabelSelector::parse(s).unwrap().matches(&obj), "{s}");
         }
@@ -223,8 +250,10 @@ mod tests {
 
     #[test]
     fn field_selectors() {
-        let obj = json!({"metadata": {"name": "a", "namespace": "n"}, "status": {"phase": "Running"}});
-        let sel = FieldSelector::parse("metadata.name=a,status.phase!=Failed", &["status.phase"]).unwrap();
+        let obj =
+            json!({"metadata": {"name": "a", "namespace": "n"}, "status": {"phase": "Running"}});
+        let sel = FieldSelector::parse("metadata.name=a,status.phase!=Failed", &["status.phase"])
+            .unwrap();
         assert!(sel.matches(&obj));
         assert_eq!(sel.exact_name(), Some("a"));
         assert!(matches!(

@@ -107,7 +107,9 @@ impl Server {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| ServerError::Bind { address, source })?;
-        let address = listener.local_addr().map_err(|source| ServerError::Bind { address, source })?;
+        let address = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { address, source })?;
 
         let client_host = match config.bind_address {
             IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
@@ -117,10 +119,18 @@ impl Server {
         };
         let server_address = format!("{client_host}:{}", address.port());
         let kubeconfig = kubeconfig_path(&config.data_dir);
-        pki::write_kubeconfig(&kubeconfig, &pki.admin_kubeconfig(&format!("https://{server_address}")))?;
+        pki::write_kubeconfig(
+            &kubeconfig,
+            &pki.admin_kubeconfig(&format!("https://{server_address}")),
+        )?;
 
         let authorizer = Chain(vec![Box::new(PublicInfo), Box::new(Masters)]);
-        let api = Arc::new(Api::new(Storage::new(store), &REGISTRY, Box::new(authorizer), server_address));
+        let api = Arc::new(Api::new(
+            Storage::new(store),
+            &REGISTRY,
+            Box::new(authorizer),
+            server_address,
+        ));
         bootstrap(&api).await?;
 
         let acceptor = TlsAcceptor::from(Arc::new(tls_config(&pki)?));
@@ -185,7 +195,11 @@ async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerError
         Arc::new(EtcdStore::connect(&config.datastore_endpoints).await?)
     };
     let keys = KeyRing::load_or_create(config.data_dir.join("encryption-keys"))?;
-    Ok(Arc::new(EncryptingStore::new(inner, keys, [SECRETS_PREFIX.to_owned()])))
+    Ok(Arc::new(EncryptingStore::new(
+        inner,
+        keys,
+        [SECRETS_PREFIX.to_owned()],
+    )))
 }
 
 /// Creates the namespaces every cluster starts with, through the namespace strategy.
@@ -194,7 +208,13 @@ async fn bootstrap(api: &Api) -> Result<(), ServerError> {
         .by_kind("", "v1", "Namespace")
         .ok_or_else(|| ServerError::Bootstrap("namespaces are not served".into()))?;
     for name in INITIAL_NAMESPACES {
-        if api.storage().get(def, "", name).await.map_err(|e| ServerError::Bootstrap(e.message))?.is_some() {
+        if api
+            .storage()
+            .get(def, "", name)
+            .await
+            .map_err(|e| ServerError::Bootstrap(e.message))?
+            .is_some()
+        {
             continue;
         }
         let mut ns = json!({
@@ -227,7 +247,8 @@ fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig, ServerError> {
         .allow_unauthenticated()
         .build()
         .map_err(|e| tls(&e))?;
-    let serving = CertificateDer::from_pem_slice(pki.serving.cert_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let serving =
+        CertificateDer::from_pem_slice(pki.serving.cert_pem.as_bytes()).map_err(|e| tls(&e))?;
     let key = PrivateKeyDer::from_pem_slice(pki.serving.key_pem.as_bytes()).map_err(|e| tls(&e))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

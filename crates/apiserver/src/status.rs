@@ -58,8 +58,12 @@ impl ApiError {
 
     /// 404 for a path no handler serves.
     pub fn path_not_found() -> ApiError {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     /// 404 for a missing object: `pods "x" not found`.
@@ -74,8 +78,12 @@ impl ApiError {
 
     /// 404 for a missing namespace when creating into it.
     pub fn namespace_not_found(namespace: &str) -> ApiError {
-        ApiError::new(404, "NotFound", format!("namespaces \"{namespace}\" not found"))
-            .with_details(json!({"name": namespace, "kind": "namespaces"}))
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("namespaces \"{namespace}\" not found"),
+        )
+        .with_details(json!({"name": namespace, "kind": "namespaces"}))
     }
 
     /// 409 AlreadyExists.
@@ -144,8 +152,12 @@ impl ApiError {
         if !group.is_empty() {
             details["group"] = json!(group);
         }
-        ApiError::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {summary}"))
-            .with_details(details)
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {summary}"),
+        )
+        .with_details(details)
     }
 
     /// 405 MethodNotAllowed.

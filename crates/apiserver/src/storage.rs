@@ -94,13 +94,22 @@ impl Storage {
     ) -> ApiResult<Option<(Value, i64)>> {
         let key = Storage::key(def, namespace, name);
         match self.store.get(&key).await? {
-            Some(kv) => Ok(Some((Storage::decode(&kv, kv.mod_revision)?, kv.mod_revision))),
+            Some(kv) => Ok(Some((
+                Storage::decode(&kv, kv.mod_revision)?,
+                kv.mod_revision,
+            ))),
             None => Ok(None),
         }
     }
 
     /// Creates an object; fails with AlreadyExists when the key exists.
-    pub async fn create(&self, def: &ResourceDef, namespace: &str, name: &str, obj: &Value) -> ApiResult<Value> {
+    pub async fn create(
+        &self,
+        def: &ResourceDef,
+        namespace: &str,
+        name: &str,
+        obj: &Value,
+    ) -> ApiResult<Value> {
         let key = Storage::key(def, namespace, name);
         match self.store.create(&key, Storage::encode(obj)?).await {
             Ok(revision) => {
@@ -123,7 +132,11 @@ impl Storage {
         expected: i64,
     ) -> ApiResult<Value> {
         let key = Storage::key(def, namespace, name);
-        match self.store.update(&key, Storage::encode(obj)?, expected).await {
+        match self
+            .store
+            .update(&key, Storage::encode(obj)?, expected)
+            .await
+        {
             Ok(revision) => {
                 let mut out = obj.clone();
                 set_resource_version(&mut out, revision);
@@ -161,7 +174,10 @@ impl Storage {
         limit: Option<usize>,
         start_after: Option<&str>,
     ) -> ApiResult<Page> {
-        let range = self.store.range(prefix, revision, limit, start_after).await?;
+        let range = self
+            .store
+            .range(prefix, revision, limit, start_after)
+            .await?;
         let items = range
             .kvs
             .iter()

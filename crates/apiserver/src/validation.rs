@@ -55,7 +55,11 @@ impl FieldError {
     }
 
     /// An invalid value.
-    pub fn invalid(field: impl Into<String>, value: Value, detail: impl Into<String>) -> FieldError {
+    pub fn invalid(
+        field: impl Into<String>,
+        value: Value,
+        detail: impl Into<String>,
+    ) -> FieldError {
         FieldError {
             field: field.into(),
             kind: FieldErrorKind::Invalid(value),
@@ -218,7 +222,11 @@ pub fn qualified_name(key: &str) -> Vec<String> {
         if prefix.is_empty() {
             errs.push("prefix part must be non-empty".to_owned());
         } else {
-            errs.extend(dns1123_subdomain(prefix).into_iter().map(|e| format!("prefix part {e}")));
+            errs.extend(
+                dns1123_subdomain(prefix)
+                    .into_iter()
+                    .map(|e| format!("prefix part {e}")),
+            );
         }
     }
     if name.is_empty() {

@@ -37,7 +37,9 @@ pub enum IpamError {
         source: serde_json::Error,
     },
     /// Every address of the subnet is in use.
-    #[error("no free address left in {0}; remove containers or create a network with a larger --subnet")]
+    #[error(
+        "no free address left in {0}; remove containers or create a network with a larger --subnet"
+    )]
     Exhausted(Ipv4Net),
     /// A requested address is outside the subnet or reserved.
     #[error("address {addr} is not available in {subnet} (outside it, or its network, broadcast or gateway address)")]
@@ -255,7 +257,9 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            (2..=6).map(|h| Ipv4Addr::new(10, 0, 0, h)).collect::<Vec<_>>()
+            (2..=6)
+                .map(|h| Ipv4Addr::new(10, 0, 0, h))
+                .collect::<Vec<_>>()
         );
         assert!(matches!(
             ipam.allocate("c9", None),

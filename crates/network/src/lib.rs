@@ -93,7 +93,9 @@ pub enum Error {
         container_id: String,
     },
     /// The network still has containers.
-    #[error("network {network} has active endpoints ({containers}); stop or disconnect them first")]
+    #[error(
+        "network {network} has active endpoints ({containers}); stop or disconnect them first"
+    )]
     InUse {
         /// Network name.
         network: String,

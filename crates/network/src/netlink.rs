@@ -17,8 +17,8 @@ use std::sync::Mutex;
 
 use ipnet::Ipv4Net;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -181,8 +181,9 @@ impl Conn {
             let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
             let mut offset = 0;
             while offset < n {
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..n])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let reply =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..n])
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 let len = reply.header.length as usize;
                 if reply.header.sequence_number == self.seq {
                     match reply.payload {
@@ -221,8 +222,7 @@ impl Conn {
         msg.header.index = index;
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
-        self.request(RouteNetlinkMessage::SetLink(msg), 0)
-            .map(drop)
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
     }
 
     fn add_address(&mut self, index: u32, addr: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
@@ -230,8 +230,10 @@ impl Conn {
         msg.header.family = AddressFamily::Inet;
         msg.header.prefix_len = prefix_len;
         msg.header.index = index;
-        msg.attributes.push(AddressAttribute::Local(IpAddr::V4(addr)));
-        msg.attributes.push(AddressAttribute::Address(IpAddr::V4(addr)));
+        msg.attributes
+            .push(AddressAttribute::Local(IpAddr::V4(addr)));
+        msg.attributes
+            .push(AddressAttribute::Address(IpAddr::V4(addr)));
         if prefix_len < 31 {
             let net = Ipv4Net::new(addr, prefix_len).expect("valid prefix");
             msg.attributes
@@ -286,7 +288,10 @@ impl Netlink for RtNetlink {
     fn links(&self) -> Result<Vec<Link>, NetlinkError> {
         let mut conn = Self::conn("listing links")?;
         let answers = conn
-            .request(RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)
+            .request(
+                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                NLM_F_DUMP,
+            )
             .map_err(request_error("listing links"))?;
         Ok(answers
             .iter()
@@ -314,8 +319,7 @@ impl Netlink for RtNetlink {
             let RouteNetlinkMessage::NewRoute(r) = m else {
                 continue;
             };
-            if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.kind != RouteType::Unicast
-            {
+            if r.header.table != RouteHeader::RT_TABLE_MAIN || r.header.kind != RouteType::Unicast {
                 continue;
             }
             let mut dst = Ipv4Addr::UNSPECIFIED;
@@ -351,11 +355,10 @@ impl Netlink for RtNetlink {
                 msg.attributes
                     .push(LinkAttribute::Address(spec.mac.to_vec()));
                 msg.attributes
-                    .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
-                match conn.request(
-                    RouteNetlinkMessage::NewLink(msg),
-                    NLM_F_CREATE | NLM_F_EXCL,
-                ) {
+                    .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                        InfoKind::Bridge,
+                    )]));
+                match conn.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL) {
                     // Another process created it first.
                     Ok(_) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
@@ -396,8 +399,10 @@ impl Netlink for RtNetlink {
         let mut peer = LinkMessage::default();
         peer.header.flags = LinkFlags::Up;
         peer.header.change_mask = LinkFlags::Up;
-        peer.attributes.push(LinkAttribute::IfName(spec.name.clone()));
-        peer.attributes.push(LinkAttribute::Address(spec.mac.to_vec()));
+        peer.attributes
+            .push(LinkAttribute::IfName(spec.name.clone()));
+        peer.attributes
+            .push(LinkAttribute::Address(spec.mac.to_vec()));
         peer.attributes
             .push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
         let mut msg = LinkMessage::default();
@@ -444,7 +449,10 @@ impl Netlink for RtNetlink {
                     continue;
                 }
                 conn.add_address(link.header.index, spec.address, spec.prefix_len)
-                    .map_err(request_error(op(&format!("adding {} to {name}", spec.address))))?;
+                    .map_err(request_error(op(&format!(
+                        "adding {} to {name}",
+                        spec.address
+                    ))))?;
                 let mut route = RouteMessage::default();
                 route.header.address_family = AddressFamily::Inet;
                 route.header.table = RouteHeader::RT_TABLE_MAIN;

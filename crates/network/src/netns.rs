@@ -74,8 +74,14 @@ pub fn create(path: &Path) -> Result<(), NetnsError> {
     if mount::<str, Path, str, str>(None, dir, None, MsFlags::MS_SHARED | MsFlags::MS_REC, None)
         .is_err()
     {
-        mount::<Path, Path, str, str>(Some(dir), dir, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
-            .map_err(sys("mount"))?;
+        mount::<Path, Path, str, str>(
+            Some(dir),
+            dir,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .map_err(sys("mount"))?;
         mount::<str, Path, str, str>(None, dir, None, MsFlags::MS_SHARED | MsFlags::MS_REC, None)
             .map_err(sys("mount"))?;
     }

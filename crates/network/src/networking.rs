@@ -285,7 +285,10 @@ impl Networking {
         if ports.is_empty() {
             return Ok(());
         }
-        match self.nft.apply(self.rules.table(), &self.rules.publish(ports)) {
+        match self
+            .nft
+            .apply(self.rules.table(), &self.rules.publish(ports))
+        {
             Err(NftError::Apply { stderr, .. }) if stderr.contains("File exists") => {
                 Err(NftError::PortTaken(
                     ports
@@ -326,4 +329,84 @@ pub(crate) fn published(a: &Attachment) -> Vec<Published> {
             target: a.ip,
         })
         .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod fakes {
+    use std::sync::Arc;
+
+    use crate::netlink::FakeNetlink;
+    use crate::nft::FakeNft;
+    use crate::sysctl::FakeSysctl;
+    use crate::{Networking, NetworkingConfig};
+
+    /// A `Networking` on fakes, with handles on them.
+    pub(crate) struct Fake {
+        pub(crate) net: Networking,
+        pub(crate) netlink: Arc<FakeNetlink>,
+        pub(crate) nft: Arc<FakeNft>,
+        pub(crate) sysctl: Arc<FakeSysctl>,
+        pub(crate) _dir: tempfile::TempDir,
+    }
+
+    pub(crate) fn fake() -> Fake {
+        let dir = tempfile::tempdir().unwrap();
+        let netlink = Arc::new(FakeNetlink::default());
+        let nft = Arc::new(FakeNft::default());
+        let sysctl = Arc::new(FakeSysctl::default());
+        let net = Networking::with_backends(
+            NetworkingConfig::new(dir.path()),
+            netlink.clone(),
+            nft.clone(),
+            sysctl.clone(),
+        )
+        .unwrap();
+        Fake {
+            net,
+            netlink,
+            nft,
+            sysctl,
+            _dir: dir,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fakes::fake;
+    use crate::{AttachRequest, Error, NetworkOptions};
+
+    #[test]
+    fn remove_network_refuses_while_in_use_and_tears_down() {
+        let f = fake();
+        f.net
+            .create_network("web", &NetworkOptions::user())
+            .unwrap();
+        f.net
+            .attach(&AttachRequest::new("web", "c1", "/ns/c1"))
+            .unwrap();
+        assert!(matches!(
+            f.net.remove_network("web"),
+            Err(Error::InUse { .. })
+        ));
+        f.net.detach("web", "c1").unwrap();
+        let bridge = f.net.network("web").unwrap().bridge;
+        f.net.remove_network("web").unwrap();
+        assert!(!f.netlink.link_names().contains(&bridge));
+        assert_eq!(f.nft.elements("skiff", "bridges"), 0);
+        assert_eq!(f.nft.elements("skiff", "subnets"), 0);
+        assert!(f.net.networks().unwrap().is_empty());
+        assert!(matches!(
+            f.net.remove_network("bridge"),
+            Err(Error::Protected(_))
+        ));
+    }
+
+    #[test]
+    fn ip_forward_is_set_only_when_off() {
+        let f = fake();
+        assert!(f.net.ensure_forwarding().unwrap());
+        assert!(!f.net.ensure_forwarding().unwrap());
+        assert_eq!(f.sysctl.value("net/ipv4/ip_forward").as_deref(), Some("1"));
+    }
 }

@@ -65,7 +65,9 @@ pub enum NftError {
         reason: String,
     },
     /// The table name is not acceptable.
-    #[error("invalid nftables table name '{0}': use letters, digits and '_', at most 32 characters")]
+    #[error(
+        "invalid nftables table name '{0}': use letters, digits and '_', at most 32 characters"
+    )]
     TableName(String),
     /// A host port is already published.
     #[error("port {0} is already published by another container; choose another host port")]
@@ -219,10 +221,7 @@ impl TableState {
                 .unwrap_or_default();
             for elem in &elems {
                 // Elements with comments or timeouts come wrapped in {"elem": {"val": ...}}.
-                let elem = elem
-                    .get("elem")
-                    .and_then(|e| e.get("val"))
-                    .unwrap_or(elem);
+                let elem = elem.get("elem").and_then(|e| e.get("val")).unwrap_or(elem);
                 match name {
                     "bridges" | "isolated" => {
                         let s = elem
@@ -422,8 +421,15 @@ impl Rules {
         let b = &network.bridge;
         debug_assert!(validate_ifname(b));
         let _ = writeln!(out, "{verb} element ip {t} bridges {{ \"{b}\" }}");
-        let _ = writeln!(out, "{verb} element ip {t} same_bridge {{ \"{b}\" . \"{b}\" }}");
-        let _ = writeln!(out, "{verb} element ip {t} subnets {{ {} }}", network.subnet);
+        let _ = writeln!(
+            out,
+            "{verb} element ip {t} same_bridge {{ \"{b}\" . \"{b}\" }}"
+        );
+        let _ = writeln!(
+            out,
+            "{verb} element ip {t} subnets {{ {} }}",
+            network.subnet
+        );
         if network.isolated {
             let _ = writeln!(out, "{verb} element ip {t} isolated {{ \"{b}\" }}");
         }
@@ -511,7 +517,10 @@ impl Rules {
             let _ = writeln!(s, "delete element ip {t} isolated {{ \"{b}\" }}");
         }
         for b in &stale.same_bridge {
-            let _ = writeln!(s, "delete element ip {t} same_bridge {{ \"{b}\" . \"{b}\" }}");
+            let _ = writeln!(
+                s,
+                "delete element ip {t} same_bridge {{ \"{b}\" . \"{b}\" }}"
+            );
         }
         for n in &stale.subnets {
             let _ = writeln!(s, "delete element ip {t} subnets {{ {n} }}");
@@ -521,10 +530,7 @@ impl Rules {
 
     /// Deletes skiff's whole table (uninstall, tests).
     pub fn delete_table(&self) -> String {
-        format!(
-            "add table ip {t}\ndelete table ip {t}\n",
-            t = self.table
-        )
+        format!("add table ip {t}\ndelete table ip {t}\n", t = self.table)
     }
 }
 
@@ -654,7 +660,8 @@ impl Nft for FakeNft {
                     }
                 })
                 .collect();
-            items.push(serde_json::json!({ "set": { "name": name, "table": table, "elem": elem } }));
+            items
+                .push(serde_json::json!({ "set": { "name": name, "table": table, "elem": elem } }));
         }
         Ok(Some(serde_json::json!({ "nftables": items })))
     }

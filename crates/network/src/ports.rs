@@ -169,7 +169,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_forms() {
-        assert!(matches!("80".parse::<PortMapping>(), Err(PortError::Syntax(_))));
+        assert!(matches!(
+            "80".parse::<PortMapping>(),
+            Err(PortError::Syntax(_))
+        ));
         assert!(matches!(
             "0:80".parse::<PortMapping>(),
             Err(PortError::Port { .. })

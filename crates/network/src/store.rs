@@ -57,7 +57,9 @@ pub enum StoreError {
     #[error("network name '{0}' is reserved; pick another name")]
     Reserved(String),
     /// The bridge device name is not acceptable.
-    #[error("invalid bridge name '{0}': at most 15 characters of letters, digits, '_', '.' and '-'")]
+    #[error(
+        "invalid bridge name '{0}': at most 15 characters of letters, digits, '_', '.' and '-'"
+    )]
     InvalidBridge(String),
     /// Another network uses the bridge device.
     #[error("bridge {bridge} is already used by network {network}")]
@@ -161,7 +163,10 @@ impl NetworkOptions {
 pub fn validate_name(name: &str) -> Result<(), StoreError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
@@ -337,10 +342,7 @@ impl NetworkStore {
         let gateway = match options.gateway {
             Some(g) => {
                 if !subnet.contains(&g) || g == subnet.network() || g == subnet.broadcast() {
-                    return Err(StoreError::Gateway {
-                        gateway: g,
-                        subnet,
-                    });
+                    return Err(StoreError::Gateway { gateway: g, subnet });
                 }
                 g
             }
@@ -452,7 +454,9 @@ mod tests {
         ));
         // Host routes are avoided by automatic subnets.
         let routes = vec![(net("10.89.0.0/23"), "eth1".to_string())];
-        let n = store.create("auto", &NetworkOptions::user(), &routes).unwrap();
+        let n = store
+            .create("auto", &NetworkOptions::user(), &routes)
+            .unwrap();
         assert_eq!(n.subnet, net("10.89.2.0/24"));
     }
 

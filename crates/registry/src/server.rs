@@ -111,12 +111,13 @@ impl Server {
             .map(Htpasswd::read)
             .transpose()?
             .map(|users| Arc::new(Authenticator::new(users, config.anonymous_pull)));
-        let listener = TcpListener::bind(config.addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.addr,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(config.addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.addr,
+                    source,
+                })?;
         Ok(Self {
             listener,
             state: AppState {

@@ -28,6 +28,33 @@ pub struct ExecRequest {
     pub user: Option<(u32, u32)>,
     /// Allocate a terminal; the caller gets its master side.
     pub terminal: bool,
+    /// The container's own process spec (capabilities, rlimits, env ...),
+    /// which an exec with a terminal starts from.
+    pub base: Option<oci_spec::runtime::Process>,
+}
+
+/// Builds the full process spec of a terminal exec from the container's.
+fn terminal_process(
+    req: &ExecRequest,
+    base: &oci_spec::runtime::Process,
+) -> Result<oci_spec::runtime::Process, ExecError> {
+    let mut value = serde_json::to_value(base).map_err(|e| ExecError::Runtime(e.to_string()))?;
+    value["terminal"] = serde_json::json!(true);
+    value["args"] = serde_json::json!(req.args);
+    let mut env: Vec<String> = base.env().clone().unwrap_or_default();
+    for kv in &req.env {
+        let key = kv.split('=').next().unwrap_or(kv);
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    value["env"] = serde_json::json!(env);
+    if let Some(cwd) = &req.cwd {
+        value["cwd"] = serde_json::json!(cwd);
+    }
+    if let Some((uid, gid)) = req.user {
+        value["user"] = serde_json::json!({"uid": uid, "gid": gid});
+    }
+    serde_json::from_value(value).map_err(|e| ExecError::Runtime(e.to_string()))
 }
 
 /// Errors from exec.
@@ -109,14 +136,27 @@ pub fn exec(
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let mut tenant = builder
-        .as_tenant()
-        .with_container_args(req.args.clone())
-        .with_env(env)
-        .with_cwd(req.cwd.as_ref().map(PathBuf::from))
-        .with_detach(req.terminal);
-    if let Some((uid, gid)) = req.user {
-        tenant = tenant.with_user(Some(uid)).with_group(Some(gid));
+    let mut tenant = builder.as_tenant().with_detach(req.terminal);
+    match (&req.base, req.terminal) {
+        (Some(base), true) => {
+            // libcontainer takes `terminal` only from a whole process spec.
+            let process = terminal_process(req, base)?;
+            let path = scratch_dir.join(format!("exec-{}.json", std::process::id()));
+            crate::status::write_replace(
+                &path,
+                &serde_json::to_vec(&process).map_err(|e| ExecError::Runtime(e.to_string()))?,
+            )?;
+            tenant = tenant.with_process(Some(&path));
+        }
+        _ => {
+            tenant = tenant
+                .with_container_args(req.args.clone())
+                .with_env(env)
+                .with_cwd(req.cwd.as_ref().map(PathBuf::from));
+            if let Some((uid, gid)) = req.user {
+                tenant = tenant.with_user(Some(uid)).with_group(Some(gid));
+            }
+        }
     }
     let pid = tenant.build().map_err(|e| {
         let mut text = e.to_string();
@@ -131,6 +171,8 @@ pub fn exec(
         Some((listener, path)) => {
             let master = crate::shim::receive_pty_master(&listener)?;
             let _ = std::fs::remove_file(path);
+            let _ =
+                std::fs::remove_file(scratch_dir.join(format!("exec-{}.json", std::process::id())));
             Some(master)
         }
         None => None,

@@ -118,6 +118,11 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
 /// PID 1: start the workload as a child, forward signals to it, reap every
 /// orphan, and exit with the workload's status.
 fn run_init(args: &[CString]) -> Result<(), ExecutorError> {
+    // Shown by `ps` inside the container instead of the shim's name.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string we own.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"skiff-init".as_ptr(), 0, 0, 0);
+    }
     let mut all = SigSet::all();
     // Signals that indicate a fault in the init itself must stay deliverable.
     for sig in [

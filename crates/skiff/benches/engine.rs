@@ -96,22 +96,33 @@ fn main() {
     if !image_dir.join("busybox-docker.tar").exists() {
         quiet(
             Command::new("sh")
-                .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-test-image.sh"))
+                .arg(
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                        .join("../../scripts/make-test-image.sh"),
+                )
                 .arg(&image_dir),
         );
     }
     let b = Bench {
-        dir: tempfile::Builder::new().prefix("skb").tempdir_in("/tmp").unwrap(),
+        dir: tempfile::Builder::new()
+            .prefix("skb")
+            .tempdir_in("/tmp")
+            .unwrap(),
     };
     let archive = image_dir.join("busybox-docker.tar");
     quiet(&mut b.skiff(&["load", "-q", "-i", archive.to_str().unwrap()]));
-    let n: usize = std::env::var("SKIFF_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let n: usize = std::env::var("SKIFF_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
 
     println!("| benchmark | skiff | peer | ratio |");
     println!("|---|---|---|---|");
 
     // 1. `run --rm IMAGE /bin/true`, end to end.
-    let skiff_run = time_n(n, |_| quiet(&mut b.skiff(&["run", "--rm", "busybox", "/bin/true"])));
+    let skiff_run = time_n(n, |_| {
+        quiet(&mut b.skiff(&["run", "--rm", "busybox", "/bin/true"]))
+    });
     let bundle = b.dir.path().join("runc-bundle");
     quiet(Command::new("umoci").args([
         "unpack",
@@ -120,7 +131,8 @@ fn main() {
         bundle.to_str().unwrap(),
     ]));
     let config = bundle.join("config.json");
-    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     spec["process"]["args"] = serde_json::json!(["/bin/true"]);
     spec["process"]["terminal"] = serde_json::json!(false);
     std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
@@ -131,7 +143,12 @@ fn main() {
                 Command::new("runc")
                     .arg("--root")
                     .arg(&runc_root)
-                    .args(["run", "--bundle", bundle.to_str().unwrap(), &format!("bench-{}-{i}", std::process::id())])
+                    .args([
+                        "run",
+                        "--bundle",
+                        bundle.to_str().unwrap(),
+                        &format!("bench-{}-{i}", std::process::id()),
+                    ])
                     .stdin(Stdio::null()),
             )
         }))
@@ -145,10 +162,17 @@ fn main() {
         );
     }
     let podman_ok = have("podman")
-        && b.podman(&["load", "-q", "-i", archive.to_str().unwrap()]).output().map(|o| o.status.success()).unwrap_or(false);
+        && b.podman(&["load", "-q", "-i", archive.to_str().unwrap()])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
     if podman_ok {
         let p = time_n(n.min(15), |_| {
-            quiet(&mut b.podman(&["run", "--rm", "--network", "none", "busybox", "/bin/true"]).stdin(Stdio::null()))
+            quiet(
+                &mut b
+                    .podman(&["run", "--rm", "--network", "none", "busybox", "/bin/true"])
+                    .stdin(Stdio::null()),
+            )
         });
         println!(
             "| run --rm /bin/true (median ms), vs `podman run --rm --network none` | {skiff_run:.1} | {p:.1} | podman {:.1}x slower |",
@@ -161,7 +185,10 @@ fn main() {
     for i in 0..5 {
         let name = format!("rss{i}");
         quiet(&mut b.skiff(&["run", "-d", "--name", &name, "busybox", "sleep", "120"]));
-        let state = b.skiff(&["inspect", "-f", "{{.Id}}", &name]).output().unwrap();
+        let state = b
+            .skiff(&["inspect", "-f", "{{.Id}}", &name])
+            .output()
+            .unwrap();
         let id = String::from_utf8_lossy(&state.stdout).trim().to_string();
         let shim: serde_json::Value = serde_json::from_slice(
             &std::fs::read(b.root().join("containers").join(&id).join("shim.json")).unwrap(),
@@ -174,7 +201,17 @@ fn main() {
         let mut v = Vec::new();
         for i in 0..3 {
             let name = format!("rss{i}");
-            quiet(&mut b.podman(&["run", "-d", "--network", "none", "--name", &name, "busybox", "sleep", "120"]));
+            quiet(&mut b.podman(&[
+                "run",
+                "-d",
+                "--network",
+                "none",
+                "--name",
+                &name,
+                "busybox",
+                "sleep",
+                "120",
+            ]));
             let pid = sh(&mut b.podman(&["inspect", "-f", "{{.State.ConmonPid}}", &name]));
             v.push(rss_kib(pid.trim().parse().unwrap()) as f64);
         }
@@ -227,7 +264,11 @@ fn pull_bench(b: &Bench, image_dir: &Path) {
         quiet(Command::new("umoci").args(["repack", "--image", &layout, bundle.to_str().unwrap()]));
         let _ = std::fs::remove_dir_all(&bundle);
     }
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let regdir = b.dir.path().join("registry");
     std::fs::create_dir_all(&regdir).unwrap();
     let config = regdir.join("config.yml");

@@ -73,6 +73,8 @@ pub enum Command {
     History(HistoryArgs),
     /// Log in to a registry.
     Login(LoginArgs),
+    /// Run an OCI distribution registry (storage in DATA-ROOT/registry by default).
+    Registry(skiff_registry::cli::RegistryArgs),
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),

@@ -191,6 +191,60 @@ fn run_with_stdin_and_tty() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("/dev/pts/0"), "{text}");
+    // exec -it gets its own terminal in the container.
+    s.ok(&["run", "-d", "--name", "term", "busybox", "sleep", "30"]);
+    let cmd = format!(
+        "{} --root {} exec -it term sh -c 'tty; stty size'",
+        common::skiff_bin().display(),
+        s.root.path().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text}");
+}
+
+#[test]
+fn user_seccomp_profile_is_enforced() {
+    let s = Skiff::with_busybox();
+    // Docker's format: everything allowed except mkdir/mkdirat.
+    let profile = s.root.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","archMap":[{"architecture":"SCMP_ARCH_X86_64","subArchitectures":["SCMP_ARCH_X86"]}],
+            "syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let opt = format!("seccomp={}", profile.display());
+    let out = s.run(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &opt,
+        "busybox",
+        "mkdir",
+        "/tmp/x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not permitted"));
+    s.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        &opt,
+        "busybox",
+        "touch",
+        "/tmp/x",
+    ]);
+    std::fs::write(&profile, "{ not json").unwrap();
+    let (_, err) = s.code(
+        125,
+        &["run", "--rm", "--security-opt", &opt, "busybox", "true"],
+    );
+    assert!(err.contains("decoding seccomp profile"), "{err}");
 }
 
 #[test]

@@ -20,7 +20,11 @@ struct Registry {
 impl Registry {
     fn start() -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
@@ -42,7 +46,11 @@ impl Registry {
             assert!(Instant::now() < deadline, "registry did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Registry { child, port, _dir: dir }
+        Registry {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 }
 
@@ -64,19 +72,43 @@ fn push_pull_run_exec_logs_stop_rm() {
     assert!(out.contains("digest: sha256:"), "{out}");
     // An independent client sees what skiff pushed.
     let inspect = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", &format!("docker://{image}")])
+        .args([
+            "inspect",
+            "--tls-verify=false",
+            &format!("docker://{image}"),
+        ])
         .output()
         .unwrap();
-    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
 
     // A fresh machine: `run` pulls what it does not have.
     let user = Skiff::new();
     let name = "from-registry";
-    let out = user.run(&["run", "-d", "--name", name, &image, "sh", "-c", "echo ready; sleep 30"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = user.run(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        &image,
+        "sh",
+        "-c",
+        "echo ready; sleep 30",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unable to find image"));
     let images = user.ok(&["images"]);
-    assert!(images.contains(&format!("localhost:{}/tools/busybox", registry.port)), "{images}");
+    assert!(
+        images.contains(&format!("localhost:{}/tools/busybox", registry.port)),
+        "{images}"
+    );
     assert_eq!(user.ok(&["exec", name, "echo", "inside"]), "inside\n");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !user.ok(&["logs", name]).contains("ready") {
@@ -92,7 +124,13 @@ fn push_pull_run_exec_logs_stop_rm() {
     let by_digest = format!("localhost:{}/tools/busybox@{digest}", registry.port);
     user.ok(&["pull", &by_digest]);
     let before = user.ok(&["images", "-q"]);
-    let (_, err) = user.code(125, &["pull", &format!("localhost:{}/tools/busybox:nope", registry.port)]);
+    let (_, err) = user.code(
+        125,
+        &[
+            "pull",
+            &format!("localhost:{}/tools/busybox:nope", registry.port),
+        ],
+    );
     assert!(err.contains("manifest unknown"), "{err}");
     assert_eq!(user.ok(&["images", "-q"]), before);
 }
@@ -109,14 +147,28 @@ fn out_digest(push_output: &str) -> String {
 fn save_and_load_round_trip_through_skopeo() {
     let s = Skiff::with_busybox();
     let dir = tempfile::tempdir().unwrap();
-    for (format, transport) in [("docker-archive", "docker-archive"), ("oci-archive", "oci-archive")] {
+    for (format, transport) in [
+        ("docker-archive", "docker-archive"),
+        ("oci-archive", "oci-archive"),
+    ] {
         let file = dir.path().join(format!("{format}.tar"));
-        s.ok(&["save", "--format", format, "-o", file.to_str().unwrap(), "busybox"]);
+        s.ok(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            file.to_str().unwrap(),
+            "busybox",
+        ]);
         let out = Command::new("skopeo")
             .args(["inspect", &format!("{transport}:{}", file.display())])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let other = Skiff::new();
         let loaded = other.ok(&["load", "-i", file.to_str().unwrap()]);
         assert!(loaded.contains("busybox"), "{loaded}");

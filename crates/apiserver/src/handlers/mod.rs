@@ -116,7 +116,10 @@ impl Reply {
         if let Ok(v) = HeaderValue::from_str(&self.content_type) {
             headers.insert(CONTENT_TYPE, v);
         }
-        headers.insert("cache-control", HeaderValue::from_static("no-cache, private"));
+        headers.insert(
+            "cache-control",
+            HeaderValue::from_static("no-cache, private"),
+        );
         for warning in self.warnings {
             // RFC 7234 warning format kube-apiserver uses: 299 - "<text>".
             let escaped = warning.replace('\\', "\\\\").replace('"', "\\\"");
@@ -169,11 +172,19 @@ impl Api {
     }
 
     /// Serves one request from `user` (`None` when no client certificate was presented).
-    pub async fn serve(self: Arc<Self>, request: Request<Incoming>, user: Option<UserInfo>) -> Response<Body> {
+    pub async fn serve(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        user: Option<UserInfo>,
+    ) -> Response<Body> {
         let method = request.method().as_str().to_owned();
         let path = request.uri().path().to_owned();
         let query = Query::parse(request.uri().query());
-        let reply = match self.clone().route(request, &method, &path, &query, user).await {
+        let reply = match self
+            .clone()
+            .route(request, &method, &path, &query, user)
+            .await
+        {
             Ok(reply) => reply,
             Err(err) => Reply::from(err),
         };
@@ -223,10 +234,16 @@ impl Api {
         match self.authorizer.authorize(&attributes) {
             Decision::Allow => {}
             Decision::Deny(reason) => {
-                return Err(ApiError::forbidden(authz::forbidden_message(&attributes, &reason)))
+                return Err(ApiError::forbidden(authz::forbidden_message(
+                    &attributes,
+                    &reason,
+                )))
             }
             Decision::NoOpinion => {
-                return Err(ApiError::forbidden(authz::forbidden_message(&attributes, "")))
+                return Err(ApiError::forbidden(authz::forbidden_message(
+                    &attributes,
+                    "",
+                )))
             }
         }
 
@@ -269,7 +286,16 @@ impl Api {
         match info.verb.as_str() {
             "get" => ctx.get().await,
             "list" => ctx.list().await,
-            "watch" => watch::watch(self.clone(), def, info.clone(), query.clone(), ctx.representation.clone()).await,
+            "watch" => {
+                watch::watch(
+                    self.clone(),
+                    def,
+                    info.clone(),
+                    query.clone(),
+                    ctx.representation.clone(),
+                )
+                .await
+            }
             "create" => ctx.create(&body).await,
             "update" => ctx.update(&body).await,
             "patch" => ctx.patch(&body, &content_type).await,
@@ -283,7 +309,9 @@ impl Api {
         let trimmed = path.trim_end_matches('/');
         let parts: Vec<&str> = trimmed.split('/').filter(|p| !p.is_empty()).collect();
         match parts.as_slice() {
-            ["healthz" | "livez" | "readyz", ..] => Ok(health(parts[0], parts.get(1).copied(), query)),
+            ["healthz" | "livez" | "readyz", ..] => {
+                Ok(health(parts[0], parts.get(1).copied(), query))
+            }
             ["version"] => Ok(Reply::ok(version_info())),
             ["openapi", "v2"] => openapi::v2(self, accept),
             ["openapi", "v3"] => Ok(openapi::v3_index(self)),
@@ -301,7 +329,10 @@ fn check_scope(def: &ResourceDef, info: &RequestInfo) -> ApiResult<()> {
     if !def.namespaced && !info.namespace.is_empty() {
         return Err(ApiError::path_not_found());
     }
-    if def.namespaced && info.namespace.is_empty() && !matches!(info.verb.as_str(), "list" | "watch") {
+    if def.namespaced
+        && info.namespace.is_empty()
+        && !matches!(info.verb.as_str(), "list" | "watch")
+    {
         return Err(ApiError::path_not_found());
     }
     match info.subresource.as_str() {
@@ -320,10 +351,16 @@ fn check_scope(def: &ResourceDef, info: &RequestInfo) -> ApiResult<()> {
 async fn read_body(body: Incoming) -> ApiResult<Bytes> {
     match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             Err(ApiError::too_large(MAX_REQUEST_BYTES))
         }
-        Err(err) => Err(ApiError::bad_request(format!("reading the request body: {err}"))),
+        Err(err) => Err(ApiError::bad_request(format!(
+            "reading the request body: {err}"
+        ))),
     }
 }
 

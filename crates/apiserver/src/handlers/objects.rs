@@ -41,7 +41,9 @@ enum FieldValidation {
 
 /// The current time as Kubernetes writes timestamps (RFC 3339, seconds).
 pub(crate) fn now_rfc3339() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 impl Ctx<'_> {
@@ -98,10 +100,8 @@ impl Ctx<'_> {
                 .collect();
             if !messages.is_empty() {
                 if mode == FieldValidation::Strict {
-                    return Err(self.cannot_handle(format!(
-                        "strict decoding error: {}",
-                        messages.join(", ")
-                    )));
+                    return Err(self
+                        .cannot_handle(format!("strict decoding error: {}", messages.join(", "))));
                 }
                 warnings = messages;
             }
@@ -163,7 +163,13 @@ impl Ctx<'_> {
     pub(crate) fn table(&self, objects: &[Value], include: IncludeObject, meta: Value) -> Value {
         let now = jiff::Timestamp::now();
         let strategy = self.def.strategy;
-        table::build(&strategy.columns(), objects, |o| strategy.row(o, now), include, meta)
+        table::build(
+            &strategy.columns(),
+            objects,
+            |o| strategy.row(o, now),
+            include,
+            meta,
+        )
     }
 
     pub(crate) async fn get(&self) -> ApiResult<Reply> {
@@ -191,16 +197,17 @@ impl Ctx<'_> {
     }
 
     /// Reads the matching objects of a list request, honouring limit and continue.
-    pub(crate) async fn list_objects(
-        &self,
-    ) -> ApiResult<(Vec<Value>, i64, Option<String>)> {
+    pub(crate) async fn list_objects(&self) -> ApiResult<(Vec<Value>, i64, Option<String>)> {
         let (labels, fields) = self.selectors()?;
         let namespace = (!self.info.namespace.is_empty()).then_some(self.info.namespace.as_str());
         let prefix = Storage::prefix(self.def, namespace);
         let limit = self
             .query
             .non_empty("limit")
-            .map(|l| l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}"))))
+            .map(|l| {
+                l.parse::<usize>()
+                    .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))
+            })
             .transpose()?
             .filter(|l| *l > 0);
         let (mut revision, mut start) = match self.query.non_empty("continue") {
@@ -241,9 +248,13 @@ impl Ctx<'_> {
                 if labels.matches(&obj) && fields.matches(&obj) {
                     items.push(obj);
                     if limit.is_some_and(|l| items.len() >= l) {
-                        let continue_token = encode_continue(page.revision, start.as_deref().unwrap_or(""));
+                        let continue_token =
+                            encode_continue(page.revision, start.as_deref().unwrap_or(""));
                         // Only hand out a token when something may follow.
-                        let has_more = more || !self.is_last_key(&prefix, start.as_deref(), page.revision).await?;
+                        let has_more = more
+                            || !self
+                                .is_last_key(&prefix, start.as_deref(), page.revision)
+                                .await?;
                         return Ok((items, page.revision, has_more.then_some(continue_token)));
                     }
                 }
@@ -254,8 +265,17 @@ impl Ctx<'_> {
         }
     }
 
-    async fn is_last_key(&self, prefix: &str, after: Option<&str>, revision: i64) -> ApiResult<bool> {
-        let page = self.api.storage.list(prefix, Some(revision), Some(1), after).await?;
+    async fn is_last_key(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        revision: i64,
+    ) -> ApiResult<bool> {
+        let page = self
+            .api
+            .storage
+            .list(prefix, Some(revision), Some(1), after)
+            .await?;
         Ok(page.items.is_empty())
     }
 
@@ -291,7 +311,10 @@ impl Ctx<'_> {
         let mut errs = Vec::new();
         let name = str_at(obj, "/metadata/name");
         if name.is_empty() {
-            errs.push(FieldError::required("metadata.name", "name or generateName is required"));
+            errs.push(FieldError::required(
+                "metadata.name",
+                "name or generateName is required",
+            ));
         } else {
             errs.extend(validation::errors_for(
                 "metadata.name",
@@ -302,8 +325,14 @@ impl Ctx<'_> {
         if self.def.namespaced && str_at(obj, "/metadata/namespace").is_empty() {
             errs.push(FieldError::required("metadata.namespace", ""));
         }
-        errs.extend(crate::kinds::validate_labels(obj.pointer("/metadata/labels"), "metadata.labels"));
-        if let Some(annotations) = obj.pointer("/metadata/annotations").and_then(Value::as_object) {
+        errs.extend(crate::kinds::validate_labels(
+            obj.pointer("/metadata/labels"),
+            "metadata.labels",
+        ));
+        if let Some(annotations) = obj
+            .pointer("/metadata/annotations")
+            .and_then(Value::as_object)
+        {
             let mut total = 0;
             for (key, value) in annotations {
                 total += key.len() + value.as_str().map_or(0, str::len);
@@ -321,7 +350,10 @@ impl Ctx<'_> {
                 });
             }
         }
-        for (i, finalizer) in crate::kinds::array_at(obj, "/metadata/finalizers").iter().enumerate() {
+        for (i, finalizer) in crate::kinds::array_at(obj, "/metadata/finalizers")
+            .iter()
+            .enumerate()
+        {
             let f = finalizer.as_str().unwrap_or("");
             errs.extend(validation::errors_for(
                 &format!("metadata.finalizers[{i}]"),
@@ -333,7 +365,12 @@ impl Ctx<'_> {
     }
 
     fn invalid(&self, obj: &Value, errs: &[FieldError]) -> ApiError {
-        ApiError::invalid(self.def.kind, self.def.group, str_at(obj, "/metadata/name"), errs)
+        ApiError::invalid(
+            self.def.kind,
+            self.def.group,
+            str_at(obj, "/metadata/name"),
+            errs,
+        )
     }
 
     /// Checks the namespace a new object goes into exists and is not terminating.
@@ -346,7 +383,12 @@ impl Ctx<'_> {
             .registry
             .by_kind("", "v1", "Namespace")
             .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
-        match self.api.storage.get(namespaces, "", self.namespace()).await? {
+        match self
+            .api
+            .storage
+            .get(namespaces, "", self.namespace())
+            .await?
+        {
             None => Err(ApiError::namespace_not_found(self.namespace())),
             Some((ns, _)) if ns.pointer("/metadata/deletionTimestamp").is_some() => Err(
                 ApiError::namespace_terminating(self.def, name, self.namespace()),
@@ -376,18 +418,40 @@ impl Ctx<'_> {
         } else {
             meta.remove("namespace");
         }
-        if meta.get("resourceVersion").and_then(Value::as_str).is_some_and(|rv| !rv.is_empty()) {
+        if meta
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|rv| !rv.is_empty())
+        {
             return Err(ApiError::bad_request(
                 "resourceVersion should not be set on objects to be created",
             ));
         }
-        let generate_name = meta.get("generateName").and_then(Value::as_str).unwrap_or("").to_owned();
-        if meta.get("name").and_then(Value::as_str).unwrap_or("").is_empty() && !generate_name.is_empty() {
-            meta.insert("name".into(), json!(format!("{generate_name}{}", random_suffix())));
+        let generate_name = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+            && !generate_name.is_empty()
+        {
+            meta.insert(
+                "name".into(),
+                json!(format!("{generate_name}{}", random_suffix())),
+            );
         }
         meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
-        for transient in ["deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
+        for transient in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "managedFields",
+        ] {
             meta.remove(transient);
         }
         if self.def.generation {
@@ -439,7 +503,11 @@ impl Ctx<'_> {
                 return Err(ApiError::stale(self.def, &self.info.name));
             }
             match self.write_update(old, revision, obj.clone()).await {
-                Err(err) if err.code == 409 && err.reason == "Conflict" && precondition.is_empty() => continue,
+                Err(err)
+                    if err.code == 409 && err.reason == "Conflict" && precondition.is_empty() =>
+                {
+                    continue
+                }
                 result => return result.map(|r| r.with_warnings(warnings)),
             }
         }
@@ -448,20 +516,29 @@ impl Ctx<'_> {
 
     pub(crate) async fn patch(&self, body: &[u8], content_type: &str) -> ApiResult<Reply> {
         let Some(kind) = PatchType::from_content_type(content_type) else {
-            return Err(ApiError::unsupported_media_type(content_type, PATCH_MEDIA_TYPES));
+            return Err(ApiError::unsupported_media_type(
+                content_type,
+                PATCH_MEDIA_TYPES,
+            ));
         };
         for _ in 0..MAX_RETRIES {
             let (old, revision) = self.load(&self.info.name).await?;
-            let patched = patch::apply(kind, &old, body, self.api.schemas(), &(self.def.schema_name)())
-                .map_err(|e| match e {
-                    patch::PatchError::Malformed(m) => ApiError::bad_request(m),
-                    patch::PatchError::Apply(m) => ApiError {
-                        code: 422,
-                        reason: "Invalid",
-                        message: m,
-                        details: None,
-                    },
-                })?;
+            let patched = patch::apply(
+                kind,
+                &old,
+                body,
+                self.api.schemas(),
+                &(self.def.schema_name)(),
+            )
+            .map_err(|e| match e {
+                patch::PatchError::Malformed(m) => ApiError::bad_request(m),
+                patch::PatchError::Apply(m) => ApiError {
+                    code: 422,
+                    reason: "Invalid",
+                    message: m,
+                    details: None,
+                },
+            })?;
             let precondition = str_at(&patched, "/metadata/resourceVersion").to_owned();
             if !precondition.is_empty() && precondition != revision.to_string() {
                 return Err(ApiError::stale(self.def, &self.info.name));
@@ -478,7 +555,11 @@ impl Ctx<'_> {
                 ));
             }
             match self.write_update(old, revision, patched).await {
-                Err(err) if err.code == 409 && err.reason == "Conflict" && precondition.is_empty() => continue,
+                Err(err)
+                    if err.code == 409 && err.reason == "Conflict" && precondition.is_empty() =>
+                {
+                    continue
+                }
                 result => return result.map(|r| r.with_warnings(warnings)),
             }
         }
@@ -511,7 +592,15 @@ impl Ctx<'_> {
         // Fields of metadata the system owns.
         let old_meta = old.get("metadata").cloned().unwrap_or_default();
         let meta = crate::kinds::object_mut(&mut obj, "metadata");
-        for owned in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+        for owned in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
             match old_meta.get(owned) {
                 Some(v) => {
                     meta.insert(owned.into(), v.clone());
@@ -534,7 +623,11 @@ impl Ctx<'_> {
             return Err(self.invalid(&obj, &errs));
         }
         if self.def.generation && spec_of(&obj) != spec_of(&old) {
-            let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            let generation = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+                + 1;
             obj["metadata"]["generation"] = json!(generation);
         }
         if obj == old {
@@ -550,9 +643,18 @@ impl Ctx<'_> {
             && crate::kinds::array_at(&obj, "/metadata/finalizers").is_empty()
             && self.def.strategy.graceful_delete(&obj, None).is_none()
         {
-            let updated = self.api.storage.update(self.def, self.namespace(), &name, &obj, revision).await?;
-            let revision = str_at(&updated, "/metadata/resourceVersion").parse().unwrap_or(0);
-            self.api.storage.delete(self.def, self.namespace(), &name, revision).await?;
+            let updated = self
+                .api
+                .storage
+                .update(self.def, self.namespace(), &name, &obj, revision)
+                .await?;
+            let revision = str_at(&updated, "/metadata/resourceVersion")
+                .parse()
+                .unwrap_or(0);
+            self.api
+                .storage
+                .delete(self.def, self.namespace(), &name, revision)
+                .await?;
             return Ok(Reply::ok(updated));
         }
         let updated = self
@@ -571,9 +673,9 @@ impl Ctx<'_> {
                 .map_err(|e| ApiError::bad_request(format!("couldn't decode DeleteOptions: {e}")))?
         };
         if let Some(grace) = self.query.non_empty("gracePeriodSeconds") {
-            let grace: i64 = grace
-                .parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {grace:?}")))?;
+            let grace: i64 = grace.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid gracePeriodSeconds {grace:?}"))
+            })?;
             options["gracePeriodSeconds"] = json!(grace);
         }
         if let Some(policy) = self.query.non_empty("propagationPolicy") {
@@ -585,7 +687,11 @@ impl Ctx<'_> {
                     "DeleteOptions",
                     "",
                     "",
-                    &[FieldError::not_supported("propagationPolicy", json!(policy), &["Foreground", "Background", "Orphan", "nil"])],
+                    &[FieldError::not_supported(
+                        "propagationPolicy",
+                        json!(policy),
+                        &["Foreground", "Background", "Orphan", "nil"],
+                    )],
                 ));
             }
         }
@@ -604,7 +710,10 @@ impl Ctx<'_> {
         let dry_run = self.dry_run()?;
         for _ in 0..MAX_RETRIES {
             let (obj, revision) = self.load(name).await?;
-            if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str) {
+            if let Some(uid) = options
+                .pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+            {
                 let actual = str_at(&obj, "/metadata/uid");
                 if uid != actual {
                     return Err(ApiError::conflict(self.def, name, &format!(
@@ -612,7 +721,10 @@ impl Ctx<'_> {
                     )));
                 }
             }
-            if let Some(rv) = options.pointer("/preconditions/resourceVersion").and_then(Value::as_str) {
+            if let Some(rv) = options
+                .pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+            {
                 if rv != revision.to_string() {
                     return Err(ApiError::conflict(self.def, name, &format!(
                         "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {revision}"
@@ -637,7 +749,12 @@ impl Ctx<'_> {
                 if dry_run {
                     return Ok((StatusCode::ACCEPTED, marked));
                 }
-                match self.api.storage.update(self.def, self.namespace(), name, &marked, revision).await {
+                match self
+                    .api
+                    .storage
+                    .update(self.def, self.namespace(), name, &marked, revision)
+                    .await
+                {
                     Ok(updated) => return Ok((StatusCode::ACCEPTED, updated)),
                     Err(err) if err.reason == "Conflict" => continue,
                     Err(err) => return Err(err),
@@ -646,7 +763,12 @@ impl Ctx<'_> {
             if dry_run {
                 return Ok((StatusCode::OK, obj));
             }
-            match self.api.storage.delete(self.def, self.namespace(), name, revision).await {
+            match self
+                .api
+                .storage
+                .delete(self.def, self.namespace(), name, revision)
+                .await
+            {
                 Ok(deleted) => {
                     let body = if self.def.delete_returns_object {
                         deleted
@@ -729,11 +851,24 @@ fn encode_continue(revision: i64, last_key: &str) -> String {
 }
 
 fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
-    let invalid = || ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
-    let bytes = BASE64.decode(token.trim_end_matches('=')).map_err(|_| invalid())?;
+    let invalid = || {
+        ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    };
+    let bytes = BASE64
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| invalid())?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    let rv = value.get("rv").and_then(Value::as_i64).ok_or_else(invalid)?;
-    let start = format!("{REGISTRY_ROOT}{}", value.get("start").and_then(Value::as_str).ok_or_else(invalid)?);
+    let rv = value
+        .get("rv")
+        .and_then(Value::as_i64)
+        .ok_or_else(invalid)?;
+    let start = format!(
+        "{REGISTRY_ROOT}{}",
+        value
+            .get("start")
+            .and_then(Value::as_str)
+            .ok_or_else(invalid)?
+    );
     if !start.starts_with(prefix) {
         return Err(invalid());
     }

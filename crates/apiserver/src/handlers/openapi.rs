@@ -155,19 +155,82 @@ fn paths_for(def: &ResourceDef, v3: bool) -> Vec<(String, Value)> {
     let mut out = Vec::new();
 
     let mut collection = Map::new();
-    collection.insert("get".into(), op.build("list", &format!("list{namespaced}"), None, &list_schema, LIST_PARAMS));
-    collection.insert("post".into(), op.build("post", &format!("create{namespaced}"), Some(("*/*", &schema)), &schema, WRITE_PARAMS));
-    collection.insert("delete".into(), op.build("deletecollection", &format!("deleteCollection{namespaced}"), Some(("*/*", "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions")), "io.k8s.apimachinery.pkg.apis.meta.v1.Status", LIST_PARAMS));
+    collection.insert(
+        "get".into(),
+        op.build(
+            "list",
+            &format!("list{namespaced}"),
+            None,
+            &list_schema,
+            LIST_PARAMS,
+        ),
+    );
+    collection.insert(
+        "post".into(),
+        op.build(
+            "post",
+            &format!("create{namespaced}"),
+            Some(("*/*", &schema)),
+            &schema,
+            WRITE_PARAMS,
+        ),
+    );
+    collection.insert(
+        "delete".into(),
+        op.build(
+            "deletecollection",
+            &format!("deleteCollection{namespaced}"),
+            Some(("*/*", "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions")),
+            "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
+            LIST_PARAMS,
+        ),
+    );
     collection.insert("parameters".into(), json!(op.path_params(false)));
     out.push((scope.clone(), Value::Object(collection)));
 
     let item_ops = |suffix: &str, what: &str| {
         let mut item = Map::new();
-        item.insert("get".into(), op.build("get", &format!("read{namespaced}{what}"), None, &schema, &[]));
-        item.insert("put".into(), op.build("put", &format!("replace{namespaced}{what}"), Some(("*/*", &schema)), &schema, WRITE_PARAMS));
-        item.insert("patch".into(), op.build("patch", &format!("patch{namespaced}{what}"), Some(("patch", "io.k8s.apimachinery.pkg.apis.meta.v1.Patch")), &schema, PATCH_PARAMS));
+        item.insert(
+            "get".into(),
+            op.build(
+                "get",
+                &format!("read{namespaced}{what}"),
+                None,
+                &schema,
+                &[],
+            ),
+        );
+        item.insert(
+            "put".into(),
+            op.build(
+                "put",
+                &format!("replace{namespaced}{what}"),
+                Some(("*/*", &schema)),
+                &schema,
+                WRITE_PARAMS,
+            ),
+        );
+        item.insert(
+            "patch".into(),
+            op.build(
+                "patch",
+                &format!("patch{namespaced}{what}"),
+                Some(("patch", "io.k8s.apimachinery.pkg.apis.meta.v1.Patch")),
+                &schema,
+                PATCH_PARAMS,
+            ),
+        );
         if suffix.is_empty() {
-            item.insert("delete".into(), op.build("delete", &format!("delete{namespaced}"), Some(("*/*", "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions")), "io.k8s.apimachinery.pkg.apis.meta.v1.Status", DELETE_PARAMS));
+            item.insert(
+                "delete".into(),
+                op.build(
+                    "delete",
+                    &format!("delete{namespaced}"),
+                    Some(("*/*", "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions")),
+                    "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
+                    DELETE_PARAMS,
+                ),
+            );
         }
         item.insert("parameters".into(), json!(op.path_params(true)));
         (format!("{scope}/{{name}}{suffix}"), Value::Object(item))
@@ -178,7 +241,16 @@ fn paths_for(def: &ResourceDef, v3: bool) -> Vec<(String, Value)> {
     }
     if def.namespaced {
         let mut all = Map::new();
-        all.insert("get".into(), op.build("list", "listForAllNamespaces", None, &list_schema, LIST_PARAMS));
+        all.insert(
+            "get".into(),
+            op.build(
+                "list",
+                "listForAllNamespaces",
+                None,
+                &list_schema,
+                LIST_PARAMS,
+            ),
+        );
         out.push((format!("{root}/{}", def.plural), Value::Object(all)));
     }
     out
@@ -219,7 +291,11 @@ struct OperationBuilder<'a> {
 
 impl OperationBuilder<'_> {
     fn reference(&self, schema: &str) -> Value {
-        let prefix = if self.v3 { "#/components/schemas/" } else { REF_PREFIX };
+        let prefix = if self.v3 {
+            "#/components/schemas/"
+        } else {
+            REF_PREFIX
+        };
         json!({"$ref": format!("{prefix}{schema}")})
     }
 
@@ -241,10 +317,16 @@ impl OperationBuilder<'_> {
         };
         let mut params = Vec::new();
         if with_name {
-            params.push(path_param("name", &format!("name of the {}", self.def.kind)));
+            params.push(path_param(
+                "name",
+                &format!("name of the {}", self.def.kind),
+            ));
         }
         if self.def.namespaced {
-            params.push(path_param("namespace", "object name and auth scope, such as for teams and projects"));
+            params.push(path_param(
+                "namespace",
+                "object name and auth scope, such as for teams and projects",
+            ));
         }
         params.push(self.query_param("pretty", "string"));
         params
@@ -263,11 +345,15 @@ impl OperationBuilder<'_> {
             "Core".into()
         } else {
             let mut c = self.def.group.split('.').next().unwrap_or("").chars();
-            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
         };
         let version_id = {
             let mut c = self.def.version.chars();
-            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
         };
         let operation_id = match verb_id.strip_suffix("Status") {
             Some(base) => format!("{base}{group_id}{version_id}{}Status", self.def.kind),
@@ -276,7 +362,11 @@ impl OperationBuilder<'_> {
         let tag = if self.def.group.is_empty() {
             format!("core_{}", self.def.version)
         } else {
-            format!("{}_{}", self.def.group.split('.').next().unwrap_or(""), self.def.version)
+            format!(
+                "{}_{}",
+                self.def.group.split('.').next().unwrap_or(""),
+                self.def.version
+            )
         };
         let mut op = json!({
             "operationId": operation_id,
@@ -294,7 +384,10 @@ impl OperationBuilder<'_> {
         };
         let mut responses = ok("200");
         if action == "post" {
-            responses.as_object_mut().expect("object").extend(ok("201").as_object().cloned().unwrap_or_default());
+            responses
+                .as_object_mut()
+                .expect("object")
+                .extend(ok("201").as_object().cloned().unwrap_or_default());
         }
         responses["401"] = json!({"description": "Unauthorized"});
         op["responses"] = responses;

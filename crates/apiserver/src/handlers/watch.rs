@@ -57,8 +57,11 @@ pub(crate) async fn watch(
     }
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""), def.selectable_fields)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let fields = FieldSelector::parse(
+        query.get("fieldSelector").unwrap_or(""),
+        def.selectable_fields,
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let namespace = (!info.namespace.is_empty()).then(|| info.namespace.clone());
     let prefix = Storage::prefix(def, namespace.as_deref());
     let bookmarks = query.flag("allowWatchBookmarks");
@@ -74,7 +77,10 @@ pub(crate) async fn watch(
     let (initial, start) = match requested {
         Some(rv) => (Vec::new(), parse_resource_version(rv)?),
         None => {
-            let list_query = Query::parse(Some(&strip_params(&query, &["limit", "continue", "resourceVersion", "watch"])));
+            let list_query = Query::parse(Some(&strip_params(
+                &query,
+                &["limit", "continue", "resourceVersion", "watch"],
+            )));
             let ctx = Ctx {
                 api: &api,
                 def,
@@ -113,7 +119,8 @@ pub(crate) async fn watch(
                 }
                 _ => obj,
             };
-            let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+            let mut line =
+                serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
             line.push(b'\n');
             Bytes::from(line)
         };
@@ -187,7 +194,8 @@ pub(crate) async fn watch(
         }
     });
 
-    let body = StreamBody::new(rx.map(|bytes| Ok::<_, std::convert::Infallible>(Frame::data(bytes))));
+    let body =
+        StreamBody::new(rx.map(|bytes| Ok::<_, std::convert::Infallible>(Frame::data(bytes))));
     Ok(Reply {
         status: StatusCode::OK,
         body: ReplyBody::Stream(BodyExt::boxed(body)),
@@ -212,7 +220,17 @@ fn raw_query(query: &Query) -> String {
 /// Re-encodes a query without some parameters.
 fn strip_params(query: &Query, drop: &[&str]) -> String {
     let mut out = form_urlencoded::Serializer::new(String::new());
-    for key in ["labelSelector", "fieldSelector", "resourceVersion", "timeoutSeconds", "allowWatchBookmarks", "includeObject", "limit", "continue", "watch"] {
+    for key in [
+        "labelSelector",
+        "fieldSelector",
+        "resourceVersion",
+        "timeoutSeconds",
+        "allowWatchBookmarks",
+        "includeObject",
+        "limit",
+        "continue",
+        "watch",
+    ] {
         if drop.contains(&key) {
             continue;
         }

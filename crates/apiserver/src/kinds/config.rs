@@ -36,7 +36,11 @@ impl Strategy for ConfigMapStrategy {
     }
 
     fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
-        vec![table::name_cell(obj), json!(data_count(obj)), table::age_cell(obj, now)]
+        vec![
+            table::name_cell(obj),
+            json!(data_count(obj)),
+            table::age_cell(obj, now),
+        ]
     }
 }
 
@@ -68,10 +72,17 @@ impl Strategy for SecretStrategy {
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
         let mut errs = Vec::new();
         if str_at(new, "/type") != str_at(old, "/type") {
-            errs.push(FieldError::invalid("type", json!(str_at(new, "/type")), "field is immutable"));
+            errs.push(FieldError::invalid(
+                "type",
+                json!(str_at(new, "/type")),
+                "field is immutable",
+            ));
         }
         if old.get("immutable") == Some(&json!(true)) && new.get("data") != old.get("data") {
-            errs.push(FieldError::forbidden("data", "field is immutable when `immutable` is set"));
+            errs.push(FieldError::forbidden(
+                "data",
+                "field is immutable when `immutable` is set",
+            ));
         }
         errs
     }

@@ -234,9 +234,17 @@ pub(crate) fn validate_labels(labels: Option<&Value>, field: &str) -> Vec<FieldE
     let mut errs = Vec::new();
     if let Some(map) = labels.and_then(Value::as_object) {
         for (key, value) in map {
-            errs.extend(validation::errors_for(field, key, validation::qualified_name(key)));
+            errs.extend(validation::errors_for(
+                field,
+                key,
+                validation::qualified_name(key),
+            ));
             let value = value.as_str().unwrap_or("");
-            errs.extend(validation::errors_for(field, value, validation::label_value(value)));
+            errs.extend(validation::errors_for(
+                field,
+                value,
+                validation::label_value(value),
+            ));
         }
     }
     errs

@@ -9,7 +9,8 @@ use crate::table::{self, Column};
 use crate::validation;
 
 /// The namespaces that exist from the start, as in every Kubernetes cluster.
-pub const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const INITIAL_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// The strategy of `namespaces`.
 pub struct NamespaceStrategy;

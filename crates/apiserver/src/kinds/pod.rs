@@ -29,11 +29,12 @@ impl Strategy for PodStrategy {
         // The DefaultTolerationSeconds admission plugin: tolerate a not-ready or unreachable
         // node for five minutes before eviction.
         let spec = object_mut(obj, "spec");
-        let tolerations = spec
-            .entry("tolerations")
-            .or_insert_with(|| json!([]));
+        let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
         if let Some(list) = tolerations.as_array_mut() {
-            for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+            for key in [
+                "node.kubernetes.io/not-ready",
+                "node.kubernetes.io/unreachable",
+            ] {
                 let present = list.iter().any(|t| {
                     str_at(t, "/key") == key
                         && (str_at(t, "/effect") == "NoExecute" || str_at(t, "/effect").is_empty())
@@ -111,10 +112,9 @@ impl Strategy for PodStrategy {
             .filter_map(Value::as_str)
             .max();
         let restarts = match last_restart {
-            Some(at) if restarts > 0 => format!(
-                "{restarts} ({} ago)",
-                table::age_of(Some(&json!(at)), now)
-            ),
+            Some(at) if restarts > 0 => {
+                format!("{restarts} ({} ago)", table::age_of(Some(&json!(at)), now))
+            }
             _ => restarts.to_string(),
         };
         let gates = array_at(obj, "/spec/readinessGates");
@@ -150,12 +150,14 @@ impl Strategy for PodStrategy {
         // Unscheduled and finished pods go at once; a pod on a node gets its grace period
         // and the kubelet completes the deletion (pod strategy's CheckGracefulDelete).
         let phase = str_at(obj, "/status/phase");
-        if str_at(obj, "/spec/nodeName").is_empty() || phase == "Succeeded" || phase == "Failed"
-        {
+        if str_at(obj, "/spec/nodeName").is_empty() || phase == "Succeeded" || phase == "Failed" {
             return None;
         }
         let grace = grace_period
-            .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .or_else(|| {
+                obj.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+            })
             .unwrap_or(30);
         (grace > 0).then_some(grace)
     }
@@ -167,15 +169,24 @@ fn pod_status(obj: &Value) -> String {
     if reason.is_empty() {
         reason = str_at(obj, "/status/phase").to_owned();
     }
-    for (i, status) in array_at(obj, "/status/initContainerStatuses").iter().enumerate() {
+    for (i, status) in array_at(obj, "/status/initContainerStatuses")
+        .iter()
+        .enumerate()
+    {
         if let Some(t) = status.pointer("/state/terminated") {
             if int_at(t, "/exitCode") == 0 {
                 continue;
             }
-            reason = format!("Init:{}", t.get("reason").and_then(Value::as_str).unwrap_or("Error"));
+            reason = format!(
+                "Init:{}",
+                t.get("reason").and_then(Value::as_str).unwrap_or("Error")
+            );
             break;
         }
-        if let Some(w) = status.pointer("/state/waiting/reason").and_then(Value::as_str) {
+        if let Some(w) = status
+            .pointer("/state/waiting/reason")
+            .and_then(Value::as_str)
+        {
             if w != "PodInitializing" {
                 reason = format!("Init:{w}");
                 break;
@@ -187,7 +198,10 @@ fn pod_status(obj: &Value) -> String {
     }
     if !reason.starts_with("Init:") {
         for status in array_at(obj, "/status/containerStatuses").iter().rev() {
-            if let Some(w) = status.pointer("/state/waiting/reason").and_then(Value::as_str) {
+            if let Some(w) = status
+                .pointer("/state/waiting/reason")
+                .and_then(Value::as_str)
+            {
                 reason = w.to_owned();
             } else if let Some(t) = status.pointer("/state/terminated") {
                 reason = match t.get("reason").and_then(Value::as_str) {
@@ -217,8 +231,13 @@ fn qos_class(spec: Option<&Value>) -> &'static str {
     for c in containers {
         let requests = c.pointer("/resources/requests").and_then(Value::as_object);
         let limits = c.pointer("/resources/limits").and_then(Value::as_object);
-        let has = |m: Option<&serde_json::Map<String, Value>>, k: &str| m.is_some_and(|m| m.contains_key(k));
-        if ["cpu", "memory"].iter().any(|k| has(requests, k) || has(limits, k)) {
+        let has = |m: Option<&serde_json::Map<String, Value>>, k: &str| {
+            m.is_some_and(|m| m.contains_key(k))
+        };
+        if ["cpu", "memory"]
+            .iter()
+            .any(|k| has(requests, k) || has(limits, k))
+        {
             any = true;
         }
         for k in ["cpu", "memory"] {
@@ -258,7 +277,11 @@ pub(crate) fn default_pod_spec(spec: &mut serde_json::Map<String, Value>) {
 }
 
 fn default_container(c: &mut serde_json::Map<String, Value>) {
-    let image = c.get("image").and_then(Value::as_str).unwrap_or("").to_owned();
+    let image = c
+        .get("image")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     // `:latest` (or no tag) pulls always; a tag or digest pulls if not present.
     let last = image.rsplit('/').next().unwrap_or("");
     let pull = if image.contains('@') || (last.contains(':') && !last.ends_with(":latest")) {
@@ -310,7 +333,11 @@ pub(crate) fn validate_pod_spec(spec: Option<&Value>, path: &str) -> Vec<FieldEr
             }
             let pull = str_at(c, "/imagePullPolicy");
             if !pull.is_empty() && !PULL_POLICIES.contains(&pull) {
-                errs.push(FieldError::not_supported(format!("{at}.imagePullPolicy"), json!(pull), PULL_POLICIES));
+                errs.push(FieldError::not_supported(
+                    format!("{at}.imagePullPolicy"),
+                    json!(pull),
+                    PULL_POLICIES,
+                ));
             }
             for (j, port) in array_at(c, "/ports").iter().enumerate() {
                 let port_path = format!("{at}.ports[{j}]");
@@ -324,18 +351,30 @@ pub(crate) fn validate_pod_spec(spec: Option<&Value>, path: &str) -> Vec<FieldEr
                 }
                 let protocol = str_at(port, "/protocol");
                 if !protocol.is_empty() && !PROTOCOLS.contains(&protocol) {
-                    errs.push(FieldError::not_supported(format!("{port_path}.protocol"), json!(protocol), PROTOCOLS));
+                    errs.push(FieldError::not_supported(
+                        format!("{port_path}.protocol"),
+                        json!(protocol),
+                        PROTOCOLS,
+                    ));
                 }
             }
         }
     }
     let restart = str_at(&spec, "/restartPolicy");
     if !restart.is_empty() && !RESTART_POLICIES.contains(&restart) {
-        errs.push(FieldError::not_supported(format!("{path}.restartPolicy"), json!(restart), RESTART_POLICIES));
+        errs.push(FieldError::not_supported(
+            format!("{path}.restartPolicy"),
+            json!(restart),
+            RESTART_POLICIES,
+        ));
     }
     let dns = str_at(&spec, "/dnsPolicy");
     if !dns.is_empty() && !DNS_POLICIES.contains(&dns) {
-        errs.push(FieldError::not_supported(format!("{path}.dnsPolicy"), json!(dns), DNS_POLICIES));
+        errs.push(FieldError::not_supported(
+            format!("{path}.dnsPolicy"),
+            json!(dns),
+            DNS_POLICIES,
+        ));
     }
     errs
 }

@@ -42,7 +42,11 @@ impl Strategy for ServiceStrategy {
         let mut errs = Vec::new();
         let kind = str_at(obj, "/spec/type");
         if !SERVICE_TYPES.contains(&kind) {
-            errs.push(FieldError::not_supported("spec.type", json!(kind), SERVICE_TYPES));
+            errs.push(FieldError::not_supported(
+                "spec.type",
+                json!(kind),
+                SERVICE_TYPES,
+            ));
         }
         let ports = array_at(obj, "/spec/ports");
         let headless = str_at(obj, "/spec/clusterIP") == "None";
@@ -84,7 +88,11 @@ impl Strategy for ServiceStrategy {
             _ => array_at(obj, "/spec/externalIPs")
                 .iter()
                 .chain(array_at(obj, "/status/loadBalancer/ingress"))
-                .filter_map(|v| v.as_str().map(str::to_owned).or_else(|| v.get("ip").and_then(Value::as_str).map(str::to_owned)))
+                .filter_map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .or_else(|| v.get("ip").and_then(Value::as_str).map(str::to_owned))
+                })
                 .collect(),
         };
         let external = if external.is_empty() && kind == "LoadBalancer" {
@@ -97,7 +105,11 @@ impl Strategy for ServiceStrategy {
             .map(|p| {
                 let node_port = int_at(p, "/nodePort");
                 if node_port > 0 {
-                    format!("{}:{node_port}/{}", int_at(p, "/port"), str_at(p, "/protocol"))
+                    format!(
+                        "{}:{node_port}/{}",
+                        int_at(p, "/port"),
+                        str_at(p, "/protocol")
+                    )
                 } else {
                     format!("{}/{}", int_at(p, "/port"), str_at(p, "/protocol"))
                 }
@@ -146,10 +158,18 @@ impl Strategy for EndpointsStrategy {
             }
         }
         let shown = if endpoints.len() > 3 {
-            format!("{} + {} more...", endpoints[..3].join(","), endpoints.len() - 3)
+            format!(
+                "{} + {} more...",
+                endpoints[..3].join(","),
+                endpoints.len() - 3
+            )
         } else {
             endpoints.join(",")
         };
-        vec![table::name_cell(obj), or_none(shown), table::age_cell(obj, now)]
+        vec![
+            table::name_cell(obj),
+            or_none(shown),
+            table::age_cell(obj, now),
+        ]
     }
 }

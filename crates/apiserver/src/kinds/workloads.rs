@@ -61,7 +61,10 @@ fn validate_workload(obj: &Value) -> Vec<FieldError> {
             "must be greater than or equal to 0",
         ));
     }
-    errs.extend(validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec"));
+    errs.extend(validate_pod_spec(
+        obj.pointer("/spec/template/spec"),
+        "spec.template.spec",
+    ));
     errs
 }
 
@@ -88,7 +91,10 @@ fn wide_cells(obj: &Value, with_selector: bool) -> Vec<Value> {
 fn wide_columns(with_selector: bool) -> Vec<Column> {
     let mut cols = vec![
         Column::wide("Containers", "Names of each container in the template."),
-        Column::wide("Images", "Images referenced by each container in the template."),
+        Column::wide(
+            "Images",
+            "Images referenced by each container in the template.",
+        ),
     ];
     if with_selector {
         cols.push(Column::wide("Selector", "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment."));
@@ -112,9 +118,7 @@ impl Strategy for DeploymentStrategy {
         let strategy = object_mut_value(strategy);
         set_default(strategy, "type", json!("RollingUpdate"));
         if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
-            let rolling = strategy
-                .entry("rollingUpdate")
-                .or_insert_with(|| json!({}));
+            let rolling = strategy.entry("rollingUpdate").or_insert_with(|| json!({}));
             let rolling = object_mut_value(rolling);
             set_default(rolling, "maxUnavailable", json!("25%"));
             set_default(rolling, "maxSurge", json!("25%"));
@@ -185,8 +189,14 @@ impl Strategy for ReplicaSetStrategy {
         let mut cols = vec![
             Column::name(),
             Column::integer("Desired", "Replicas is the number of desired replicas."),
-            Column::integer("Current", "Replicas is the most recently observed number of replicas."),
-            Column::integer("Ready", "The number of ready replicas for this replica set."),
+            Column::integer(
+                "Current",
+                "Replicas is the most recently observed number of replicas.",
+            ),
+            Column::integer(
+                "Ready",
+                "The number of ready replicas for this replica set.",
+            ),
             Column::age(),
         ];
         cols.extend(wide_columns(true));

@@ -499,6 +499,46 @@ fn resolv_conf() -> String {
     out
 }
 
+/// Accepts Docker's profile format as well as OCI's: Docker lists
+/// architectures under `archMap` and may add `includes`/`excludes`
+/// conditions per rule, which OCI does not have.
+fn oci_seccomp_from_docker(mut profile: serde_json::Value) -> serde_json::Value {
+    if let Some(obj) = profile.as_object_mut() {
+        if let Some(arch_map) = obj.remove("archMap") {
+            if !obj.contains_key("architectures") {
+                let arches: Vec<serde_json::Value> = arch_map
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|a| {
+                        let mut v = vec![a["architecture"].clone()];
+                        v.extend(
+                            a["subArchitectures"]
+                                .as_array()
+                                .cloned()
+                                .unwrap_or_default(),
+                        );
+                        v
+                    })
+                    .collect();
+                obj.insert("architectures".into(), serde_json::Value::Array(arches));
+            }
+        }
+        obj.remove("defaultErrno");
+        if let Some(rules) = obj.get_mut("syscalls").and_then(|s| s.as_array_mut()) {
+            for rule in rules.iter_mut().filter_map(|r| r.as_object_mut()) {
+                for docker_only in ["includes", "excludes", "comment"] {
+                    rule.remove(docker_only);
+                }
+                if let Some(name) = rule.remove("name") {
+                    rule.insert("names".into(), serde_json::json!([name]));
+                }
+            }
+        }
+    }
+    profile
+}
+
 /// `--security-opt`: `seccomp=unconfined|PATH`, `no-new-privileges[=true|false]`.
 fn parse_security_opts(opts: &[String]) -> Result<(SeccompMode, bool)> {
     let mut seccomp = SeccompMode::Default;
@@ -521,6 +561,13 @@ fn parse_security_opts(opts: &[String]) -> Result<(SeccompMode, bool)> {
                         "decoding seccomp profile ({path}) failed: {e}"
                     ))
                 })?;
+                let profile = oci_seccomp_from_docker(profile);
+                serde_json::from_value::<oci_spec::runtime::LinuxSeccomp>(profile.clone())
+                    .map_err(|e| {
+                        EngineError::InvalidArgument(format!(
+                            "decoding seccomp profile ({path}) failed: {e}"
+                        ))
+                    })?;
                 seccomp = SeccompMode::Profile(profile);
             }
             ("no-new-privileges", None | Some("true")) => allow_escalation = false,
@@ -583,6 +630,18 @@ mod tests {
             &["A=2".to_string(), "B=3".to_string()],
         );
         assert_eq!(merged, vec!["PATH=/bin", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn docker_seccomp_profiles_convert() {
+        let docker = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86"]}],
+            "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "includes": {}, "excludes": {}}]
+        });
+        let oci = oci_seccomp_from_docker(docker);
+        let parsed: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(oci).unwrap();
+        assert_eq!(parsed.architectures().as_ref().unwrap().len(), 2);
     }
 
     #[test]

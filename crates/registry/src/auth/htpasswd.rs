@@ -101,7 +101,9 @@ mod tests {
 
     #[test]
     fn verifies_bcrypt_entries_only() {
-        let hash = bcrypt::hash("secret", 4).unwrap().replacen("$2b$", "$2y$", 1);
+        let hash = bcrypt::hash("secret", 4)
+            .unwrap()
+            .replacen("$2b$", "$2y$", 1);
         let h = Htpasswd::parse(&format!("# users\nalice:{hash}\n\n")).unwrap();
         assert!(h.verify("alice", "secret"));
         assert!(h.verify("alice", "secret"), "cached");

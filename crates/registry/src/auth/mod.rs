@@ -201,7 +201,10 @@ mod tests {
 
     fn auth(anonymous_pull: bool) -> Authenticator {
         let hash = bcrypt::hash("pw", 4).unwrap();
-        Authenticator::new(Htpasswd::parse(&format!("u:{hash}")).unwrap(), anonymous_pull)
+        Authenticator::new(
+            Htpasswd::parse(&format!("u:{hash}")).unwrap(),
+            anonymous_pull,
+        )
     }
 
     fn basic(user: &str, pw: &str) -> String {
@@ -218,7 +221,10 @@ mod tests {
             Err(AuthError::Required { scope: Some(_) })
         ));
         assert!(auth(false).authorize(None, need).is_err());
-        assert!(auth(true).authorize(None, None).is_err(), "/v2/ still challenges");
+        assert!(
+            auth(true).authorize(None, None).is_err(),
+            "/v2/ still challenges"
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
     /// The scope is not `TYPE:NAME:ACTIONS`.
-    #[error("invalid scope {0:?}: expected TYPE:NAME:ACTIONS, e.g. repository:library/busybox:pull")]
+    #[error(
+        "invalid scope {0:?}: expected TYPE:NAME:ACTIONS, e.g. repository:library/busybox:pull"
+    )]
     Syntax(String),
 }
 
@@ -102,9 +104,10 @@ impl Scope {
     pub fn allows(&self, kind: &str, name: &str, action: Action) -> bool {
         self.kind == kind
             && self.name == name
-            && self.actions.iter().any(|a| {
-                Action::parse(a).is_some_and(|a| a == action || a == Action::All)
-            })
+            && self
+                .actions
+                .iter()
+                .any(|a| Action::parse(a).is_some_and(|a| a == action || a == Action::All))
     }
 
     /// The scope with only the actions `keep` accepts.

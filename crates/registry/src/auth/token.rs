@@ -95,9 +95,7 @@ impl TokenIssuer {
     /// Checks a token's signature and expiry and returns its claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         let (signing_input, sig) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
-        let (_, body) = signing_input
-            .split_once('.')
-            .ok_or(TokenError::Malformed)?;
+        let (_, body) = signing_input.split_once('.').ok_or(TokenError::Malformed)?;
         let sig = URL_SAFE_NO_PAD
             .decode(sig)
             .map_err(|_| TokenError::Malformed)?;

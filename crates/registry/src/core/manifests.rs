@@ -73,23 +73,23 @@ fn known_type(mt: &str) -> bool {
 
 impl Document {
     /// Parses and checks a pushed manifest; returns it with its effective media type.
-    pub(super) fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<(Self, String), CoreError> {
-        let doc: Document = serde_json::from_slice(bytes)
-            .map_err(|e| CoreError::ManifestInvalid(e.to_string()))?;
+    pub(super) fn parse(
+        bytes: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<(Self, String), CoreError> {
+        let doc: Document =
+            serde_json::from_slice(bytes).map_err(|e| CoreError::ManifestInvalid(e.to_string()))?;
         let content_type = content_type
             .map(|c| c.split(';').next().unwrap_or("").trim())
             .filter(|c| !c.is_empty());
-        if content_type == Some(media_type::DOCKER_SCHEMA1_SIGNED)
-            || doc.schema_version == Some(1)
+        if content_type == Some(media_type::DOCKER_SCHEMA1_SIGNED) || doc.schema_version == Some(1)
         {
             return Err(CoreError::Unsupported(
                 "Docker schema 1 manifests are not supported: push schema 2 or OCI".into(),
             ));
         }
         if doc.schema_version != Some(2) {
-            return Err(CoreError::ManifestInvalid(
-                "schemaVersion must be 2".into(),
-            ));
+            return Err(CoreError::ManifestInvalid("schemaVersion must be 2".into()));
         }
         let mt = match (&doc.media_type, content_type) {
             (Some(body), Some(header)) if known_type(header) && body != header => {
@@ -110,7 +110,9 @@ impl Document {
         }
         if is_index_type(&mt) {
             if doc.manifests.is_none() {
-                return Err(CoreError::ManifestInvalid("an index needs `manifests`".into()));
+                return Err(CoreError::ManifestInvalid(
+                    "an index needs `manifests`".into(),
+                ));
             }
         } else if doc.config.is_none() || doc.layers.is_none() {
             return Err(CoreError::ManifestInvalid(
@@ -149,7 +151,11 @@ impl Registry {
             ManifestRef::Digest(d) => Some(d.clone()),
         };
         if let Some(digest) = found {
-            if let Some(mt) = self.storage.linked(repo, LinkKind::Manifest, &digest).await? {
+            if let Some(mt) = self
+                .storage
+                .linked(repo, LinkKind::Manifest, &digest)
+                .await?
+            {
                 return Ok((digest, String::from_utf8_lossy(&mt).into_owned()));
             }
         }
@@ -238,7 +244,12 @@ impl Registry {
             .chain(doc.layers.iter().flatten())
             .filter(|d| d.urls.is_empty());
         for d in blobs {
-            if self.storage.linked(repo, LinkKind::Blob, &d.digest).await?.is_none() {
+            if self
+                .storage
+                .linked(repo, LinkKind::Blob, &d.digest)
+                .await?
+                .is_none()
+            {
                 return Err(CoreError::ManifestBlobUnknown(d.digest.clone()));
             }
         }
@@ -287,7 +298,9 @@ impl Registry {
                 self.storage.delete_tag(repo, &tag).await?;
             }
         }
-        self.storage.unlink(repo, LinkKind::Manifest, digest).await?;
+        self.storage
+            .unlink(repo, LinkKind::Manifest, digest)
+            .await?;
         Ok(())
     }
 }
@@ -342,7 +355,10 @@ mod tests {
         assert!(r.get_manifest(&repo(), &by_digest).await.is_ok());
 
         r.delete_manifest(&repo(), &by_digest).await.unwrap();
-        assert!(r.get_manifest(&repo(), &tag).await.is_err(), "tag went with it");
+        assert!(
+            r.get_manifest(&repo(), &tag).await.is_err(),
+            "tag went with it"
+        );
         let other: RepoName = "nothing".parse().unwrap();
         assert!(matches!(
             r.get_manifest(&other, &tag).await,
@@ -353,7 +369,10 @@ mod tests {
     #[test]
     fn media_type_checks() {
         let d = Digest::of(b"");
-        let idx = format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{d}","size":1}}]}}"#, media_type::OCI_MANIFEST);
+        let idx = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{d}","size":1}}]}}"#,
+            media_type::OCI_MANIFEST
+        );
         let (_, mt) = Document::parse(idx.as_bytes(), None).unwrap();
         assert_eq!(mt, media_type::OCI_INDEX);
         let (_, mt) =

@@ -67,7 +67,9 @@ pub enum CoreError {
     #[error("upload {0} is unknown: it was never started, or was finished or cancelled")]
     UploadUnknown(String),
     /// A chunk does not start where the upload ends.
-    #[error("chunk starts at byte {start} but the upload holds {size} bytes: send chunks in order")]
+    #[error(
+        "chunk starts at byte {start} but the upload holds {size} bytes: send chunks in order"
+    )]
     ChunkOutOfOrder {
         /// Where the chunk claims to start.
         start: u64,
@@ -130,9 +132,8 @@ pub fn parse_repo(s: &str) -> Result<RepoName, CoreError> {
 
 /// Parses a digest from a URL or query, as DIGEST_INVALID when malformed.
 pub fn parse_digest(s: &str) -> Result<Digest, CoreError> {
-    s.parse().map_err(|e: DigestError| {
-        CoreError::DigestInvalid(format!("{e}"))
-    })
+    s.parse()
+        .map_err(|e: DigestError| CoreError::DigestInvalid(format!("{e}")))
 }
 
 /// Parses a manifest reference: a digest when it contains ':', a tag otherwise.

@@ -78,7 +78,12 @@ mod tests {
         for kind in ["application/sig", "application/sbom"] {
             let bytes = artifact(kind).into_bytes();
             let p = r
-                .put_manifest(&repo, &ManifestRef::Digest(Digest::of(&bytes)), None, &bytes)
+                .put_manifest(
+                    &repo,
+                    &ManifestRef::Digest(Digest::of(&bytes)),
+                    None,
+                    &bytes,
+                )
                 .await
                 .unwrap();
             assert_eq!(p.subject.as_ref(), Some(&subject));
@@ -99,6 +104,13 @@ mod tests {
         r.delete_manifest(&repo, &ManifestRef::Digest(pushed[0].clone()))
             .await
             .unwrap();
-        assert_eq!(r.referrers(&repo, &subject, None).await.unwrap().manifests.len(), 1);
+        assert_eq!(
+            r.referrers(&repo, &subject, None)
+                .await
+                .unwrap()
+                .manifests
+                .len(),
+            1
+        );
     }
 }

@@ -81,7 +81,9 @@ mod tests {
         let p = Page::parse(Some("2"), None).unwrap().apply(all.clone());
         assert_eq!(p.items, names(&["a", "b"]));
         assert_eq!(p.next.as_deref(), Some("b"));
-        let p = Page::parse(Some("2"), Some("b")).unwrap().apply(all.clone());
+        let p = Page::parse(Some("2"), Some("b"))
+            .unwrap()
+            .apply(all.clone());
         assert_eq!(p.items, names(&["c", "d"]));
         assert_eq!(p.next, None);
         let p = Page::parse(Some("0"), None).unwrap().apply(all.clone());

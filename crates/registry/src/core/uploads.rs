@@ -65,7 +65,10 @@ impl AsyncRead for HashingRead<'_> {
 /// Upload ids are 32 lowercase hex characters; anything else is unknown (and never
 /// reaches the storage as a path).
 fn valid_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Registry {
@@ -246,7 +249,9 @@ impl Registry {
             )));
         }
         self.storage.commit_upload(id, &actual).await?;
-        self.storage.link(repo, LinkKind::Blob, &actual, b"").await?;
+        self.storage
+            .link(repo, LinkKind::Blob, &actual, b"")
+            .await?;
         Ok(actual)
     }
 
@@ -322,7 +327,10 @@ mod tests {
             .patch_upload(&a, &s.id, Some(3), &mut &b"x"[..])
             .await
             .unwrap_err();
-        assert!(matches!(err, CoreError::ChunkOutOfOrder { start: 3, size: 6 }));
+        assert!(matches!(
+            err,
+            CoreError::ChunkOutOfOrder { start: 3, size: 6 }
+        ));
         assert_eq!(err.status(), 416);
         let st = r
             .patch_upload(&a, &s.id, Some(6), &mut &b"world"[..])
@@ -354,7 +362,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code().as_str(), "DIGEST_INVALID");
         assert_eq!(r.storage.blob_size(&claimed).await.unwrap(), None);
-        assert_eq!(r.storage.blob_size(&Digest::of(b"data")).await.unwrap(), None);
+        assert_eq!(
+            r.storage.blob_size(&Digest::of(b"data")).await.unwrap(),
+            None
+        );
     }
 
     #[tokio::test]
@@ -372,7 +383,12 @@ mod tests {
         assert_eq!(second.upload_status(&a, &s.id).await.unwrap().size, 3);
         assert!(second.upload_status(&repo("b"), &s.id).await.is_err());
         let d = second
-            .finish_upload(&a, &s.id, Some(&Digest::of(b"abcd").to_string()), Some(&mut &b"d"[..]))
+            .finish_upload(
+                &a,
+                &s.id,
+                Some(&Digest::of(b"abcd").to_string()),
+                Some(&mut &b"d"[..]),
+            )
             .await
             .unwrap();
         assert_eq!(d, Digest::of(b"abcd"));

@@ -85,7 +85,10 @@ pub(super) async fn put(
     let mut resp = (
         StatusCode::CREATED,
         [
-            (header::LOCATION.as_str(), format!("/v2/{repo}/manifests/{}", pushed.digest)),
+            (
+                header::LOCATION.as_str(),
+                format!("/v2/{repo}/manifests/{}", pushed.digest),
+            ),
             ("docker-content-digest", pushed.digest.to_string()),
         ],
     )
@@ -105,6 +108,7 @@ pub(super) async fn delete(
     repo: &RepoName,
     reference: &str,
 ) -> Result<Response, ApiError> {
-    reg.delete_manifest(repo, &parse_reference(reference)?).await?;
+    reg.delete_manifest(repo, &parse_reference(reference)?)
+        .await?;
     Ok(StatusCode::ACCEPTED.into_response())
 }

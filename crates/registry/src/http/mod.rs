@@ -245,8 +245,11 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
 async fn dispatch(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     let route = Route::parse(parts.uri.path()).ok_or_else(|| {
-        ApiError::new(ErrorCode::Unsupported, "no such endpoint of the distribution API")
-            .status(StatusCode::NOT_FOUND)
+        ApiError::new(
+            ErrorCode::Unsupported,
+            "no such endpoint of the distribution API",
+        )
+        .status(StatusCode::NOT_FOUND)
     })?;
     let req = Req {
         method: parts.method,
@@ -260,9 +263,12 @@ async fn dispatch(state: &AppState, req: Request) -> Result<Response, ApiError> 
     let reg = &state.registry;
     let m = req.method.clone();
     match route {
-        Route::Base if m == Method::GET || m == Method::HEAD => {
-            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response())
-        }
+        Route::Base if m == Method::GET || m == Method::HEAD => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response()),
         Route::Token if m == Method::GET => token::get(state, req).await,
         Route::Catalog if m == Method::GET => tags::catalog(reg, req).await,
         Route::Tags(n) if m == Method::GET => tags::list(reg, &repo(&n)?, req).await,
@@ -277,9 +283,7 @@ async fn dispatch(state: &AppState, req: Request) -> Result<Response, ApiError> 
             Method::DELETE => blobs::delete(reg, &repo(&n)?, &d).await,
             _ => Err(not_allowed(&m)),
         },
-        Route::UploadStart(n) if m == Method::POST => {
-            uploads::post(state, &repo(&n)?, req).await
-        }
+        Route::UploadStart(n) if m == Method::POST => uploads::post(state, &repo(&n)?, req).await,
         Route::Upload(n, id) => match m {
             Method::GET => uploads::status(reg, &repo(&n)?, &id).await,
             Method::PATCH => uploads::patch(reg, &repo(&n)?, &id, req).await,

@@ -19,8 +19,10 @@ fn respond(body: serde_json::Value, paged: &Paged, path: &str, page: &Page) -> R
     let mut resp = Json(body).into_response();
     if let (Some(next), Some(n)) = (&paged.next, page.n) {
         let link = format!(r#"<{path}?n={n}&last={next}>; rel="next""#);
-        resp.headers_mut()
-            .insert(header::LINK, link.parse().expect("names and tags are ascii"));
+        resp.headers_mut().insert(
+            header::LINK,
+            link.parse().expect("names and tags are ascii"),
+        );
     }
     resp
 }
@@ -30,7 +32,12 @@ pub(super) async fn list(reg: &Registry, repo: &RepoName, req: Req) -> Result<Re
     let page = page(&req)?;
     let paged = reg.list_tags(repo, &page).await?;
     let body = json!({ "name": repo.to_string(), "tags": paged.items });
-    Ok(respond(body, &paged, &format!("/v2/{repo}/tags/list"), &page))
+    Ok(respond(
+        body,
+        &paged,
+        &format!("/v2/{repo}/tags/list"),
+        &page,
+    ))
 }
 
 /// Lists repositories.

@@ -26,11 +26,14 @@ pub(super) async fn get(state: &AppState, req: Req) -> Result<Response, ApiError
         .flat_map(str::split_whitespace)
         .map(Scope::parse)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::new(ErrorCode::Unsupported, e.to_string()).status(StatusCode::BAD_REQUEST))?;
+        .map_err(|e| {
+            ApiError::new(ErrorCode::Unsupported, e.to_string()).status(StatusCode::BAD_REQUEST)
+        })?;
     let authorization = req.header(header::AUTHORIZATION).map(str::to_owned);
-    let issued = tokio::task::spawn_blocking(move || auth.issue_token(authorization.as_deref(), &scopes))
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::Unknown, e.to_string()))?;
+    let issued =
+        tokio::task::spawn_blocking(move || auth.issue_token(authorization.as_deref(), &scopes))
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Unknown, e.to_string()))?;
     let issued = match issued {
         Ok(t) => t,
         Err(e @ AuthError::Invalid(_)) => {

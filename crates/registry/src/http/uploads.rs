@@ -31,7 +31,10 @@ fn created(repo: &RepoName, digest: &skiff_images::Digest) -> Response {
     (
         StatusCode::CREATED,
         [
-            (header::LOCATION.as_str(), format!("/v2/{repo}/blobs/{digest}")),
+            (
+                header::LOCATION.as_str(),
+                format!("/v2/{repo}/blobs/{digest}"),
+            ),
             ("docker-content-digest", digest.to_string()),
         ],
     )
@@ -40,7 +43,11 @@ fn created(repo: &RepoName, digest: &skiff_images::Digest) -> Response {
 
 /// Starts an upload; with `digest=` takes the whole blob now; with `mount=&from=` links
 /// it from another repository the client may pull, starting a session when it cannot.
-pub(super) async fn post(state: &AppState, repo: &RepoName, req: Req) -> Result<Response, ApiError> {
+pub(super) async fn post(
+    state: &AppState,
+    repo: &RepoName,
+    req: Req,
+) -> Result<Response, ApiError> {
     let reg = &state.registry;
     if let (Some(mount), Some(from)) = (req.query.get("mount"), req.query.get("from")) {
         let digest = parse_digest(mount)?;
@@ -84,7 +91,11 @@ fn chunk_start(req: &Req) -> Result<Option<u64>, CoreError> {
 }
 
 /// Upload status (204 with `Range`).
-pub(super) async fn status(reg: &Registry, repo: &RepoName, id: &str) -> Result<Response, ApiError> {
+pub(super) async fn status(
+    reg: &Registry,
+    repo: &RepoName,
+    id: &str,
+) -> Result<Response, ApiError> {
     let status = reg.upload_status(repo, id).await?;
     let mut resp = accepted(repo, &status);
     *resp.status_mut() = StatusCode::NO_CONTENT;
@@ -119,14 +130,16 @@ pub(super) async fn put(
     } else {
         None
     };
-    let stored = reg
-        .finish_upload(repo, id, digest.as_deref(), last)
-        .await?;
+    let stored = reg.finish_upload(repo, id, digest.as_deref(), last).await?;
     Ok(created(repo, &stored))
 }
 
 /// Cancels an upload (204).
-pub(super) async fn delete(reg: &Registry, repo: &RepoName, id: &str) -> Result<Response, ApiError> {
+pub(super) async fn delete(
+    reg: &Registry,
+    repo: &RepoName,
+    id: &str,
+) -> Result<Response, ApiError> {
     reg.cancel_upload(repo, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -40,11 +40,7 @@ pub struct FsStorage {
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StorageError {
     let path = path.display().to_string();
-    move |source| StorageError::Io {
-        op,
-        path,
-        source,
-    }
+    move |source| StorageError::Io { op, path, source }
 }
 
 /// Runs blocking filesystem code off the async threads.
@@ -180,7 +176,11 @@ impl FsStorage {
             .any(|d| dir.join(d).is_dir())
     }
 
-    fn collect_repos(dir: &Path, prefix: &str, out: &mut Vec<RepoName>) -> Result<(), StorageError> {
+    fn collect_repos(
+        dir: &Path,
+        prefix: &str,
+        out: &mut Vec<RepoName>,
+    ) -> Result<(), StorageError> {
         for name in list_dir(dir)? {
             if name.starts_with('_') {
                 continue;
@@ -331,7 +331,8 @@ impl Storage for FsStorage {
             let tags_dir = dir.join("_tags");
             let mut tags = Vec::new();
             for name in list_dir(&tags_dir)? {
-                let (Ok(tag), Some(data)) = (name.parse::<Tag>(), read_optional(&tags_dir.join(&name))?)
+                let (Ok(tag), Some(data)) =
+                    (name.parse::<Tag>(), read_optional(&tags_dir.join(&name))?)
                 else {
                     continue;
                 };
@@ -533,7 +534,11 @@ mod tests {
         let n = s.append_upload("u1", &mut &b"hello"[..]).await.unwrap();
         assert_eq!(n, 5);
         let d = Digest::of(b"hello");
-        assert_eq!(s.blob_size(&d).await.unwrap(), None, "not visible before commit");
+        assert_eq!(
+            s.blob_size(&d).await.unwrap(),
+            None,
+            "not visible before commit"
+        );
         s.commit_upload("u1", &d).await.unwrap();
         assert_eq!(s.blob_size(&d).await.unwrap(), Some(5));
         assert_eq!(s.upload_info("u1").await.unwrap(), None);

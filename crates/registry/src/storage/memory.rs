@@ -97,7 +97,11 @@ impl Storage for MemStorage {
         kind: LinkKind,
         digest: &Digest,
     ) -> Result<bool, StorageError> {
-        Ok(self.with(|s| s.links.remove(&(repo.clone(), kind, digest.clone())).is_some()))
+        Ok(self.with(|s| {
+            s.links
+                .remove(&(repo.clone(), kind, digest.clone()))
+                .is_some()
+        }))
     }
 
     async fn set_tag(

@@ -123,8 +123,12 @@ pub trait Storage: Send + Sync + 'static {
     ) -> Result<bool, StorageError>;
 
     /// Points `tag` at `digest`, replacing any previous target atomically.
-    async fn set_tag(&self, repo: &RepoName, tag: &Tag, digest: &Digest)
-        -> Result<(), StorageError>;
+    async fn set_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<(), StorageError>;
     /// The digest a tag points at.
     async fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, StorageError>;
     /// Removes a tag; true if there was one.
@@ -143,8 +147,11 @@ pub trait Storage: Send + Sync + 'static {
         descriptor: &[u8],
     ) -> Result<(), StorageError>;
     /// The descriptors recorded for `subject`.
-    async fn referrers(&self, repo: &RepoName, subject: &Digest)
-        -> Result<Vec<Vec<u8>>, StorageError>;
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<Vec<u8>>, StorageError>;
     /// Forgets one referrer of `subject`.
     async fn remove_referrer(
         &self,

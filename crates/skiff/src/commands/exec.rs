@@ -39,6 +39,7 @@ pub fn exec(ctx: &Context, args: ExecArgs) -> Result<()> {
         cwd: args.workdir.clone(),
         user,
         terminal: args.tty,
+        base: container.record.spec.to_oci()?.process().clone(),
     };
     let dup = |fd: std::os::fd::BorrowedFd<'_>| -> Result<OwnedFd> { Ok(fd.try_clone_to_owned()?) };
     let stdin: OwnedFd = if args.interactive && !args.detach {

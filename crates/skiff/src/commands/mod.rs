@@ -4,6 +4,7 @@ mod containers;
 mod exec;
 mod images;
 mod inspect;
+mod registry;
 mod run;
 mod server;
 mod volumes;
@@ -116,6 +117,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Save(args) => images::save(&ctx, args),
         Command::History(args) => images::history(&ctx, args),
         Command::Login(args) => images::login(&ctx, args),
+        Command::Registry(args) => registry::registry(&ctx, args),
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),
         Command::System(cmd) => containers::system(&ctx, cmd),
         Command::Server(args) => server::server(&ctx, args),

@@ -1,0 +1,184 @@
+//! The end-to-end harness: a real API server on its own temporary root and free port,
+//! driven by the real kubectl binaries and the official Python client.
+
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use skiff_apiserver::{Server, ServerConfig};
+
+/// A running server; dropping it shuts the server (and its runtime) down.
+pub struct TestServer {
+    pub root: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub port: u16,
+    server: Option<Server>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TestServer {
+    /// Starts a server with the embedded store under a fresh temporary root, on a free port,
+    /// and waits until /readyz answers.
+    pub fn start() -> TestServer {
+        let root = tempfile::tempdir().expect("temporary root");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let config = ServerConfig {
+            data_dir: root.path().join("server"),
+            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            datastore_endpoints: Vec::new(),
+        };
+        let server = runtime
+            .block_on(Server::start(config))
+            .expect("server starts");
+        let port = server.local_addr().port();
+        let kubeconfig = server.kubeconfig_path().to_path_buf();
+        let test = TestServer {
+            root,
+            kubeconfig,
+            port,
+            server: Some(server),
+            runtime: Some(runtime),
+        };
+        test.wait_ready();
+        test
+    }
+
+    /// The server's CA, PEM.
+    pub fn ca_path(&self) -> PathBuf {
+        self.root.path().join("server/tls/ca.crt")
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = Command::new("curl")
+                .args(["-sS", "--cacert"])
+                .arg(self.ca_path())
+                .arg(format!("https://127.0.0.1:{}/readyz", self.port))
+                .output();
+            if let Ok(out) = out {
+                if out.status.success() && out.stdout == b"ok" {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server never became ready");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs a kubectl binary against this server.
+    pub fn kubectl(&self, kubectl: &Path, args: &[&str]) -> Output {
+        self.kubectl_stdin(kubectl, args, None)
+    }
+
+    /// Runs kubectl with `stdin` piped in.
+    pub fn kubectl_stdin(&self, kubectl: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(kubectl);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.root.path().join(format!(
+                "kube-cache-{}",
+                kubectl.file_name().unwrap().to_string_lossy()
+            )))
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl runs");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().expect("kubectl finishes")
+    }
+
+    /// Writes a file under the temporary root and returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.root.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let (Some(server), Some(runtime)) = (self.server.take(), self.runtime.take()) {
+            runtime.block_on(server.stop());
+            runtime.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+/// The kubectl binaries to test: the oldest and newest versioned ones beside the real
+/// kubectl (`kubectl.1.27`, `kubectl.1.33`), or plain `kubectl`.
+pub fn kubectls() -> Vec<PathBuf> {
+    let found = Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
+    let Some(kubectl) = found else {
+        panic!("kubectl is not installed");
+    };
+    let dir = kubectl.parent().unwrap().to_path_buf();
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let minor = name.strip_prefix("kubectl.1.")?.parse::<u32>().ok()?;
+            Some((minor, e.path()))
+        })
+        .collect();
+    versions.sort();
+    match (versions.first(), versions.last()) {
+        (Some(oldest), Some(newest)) if oldest.0 != newest.0 => {
+            vec![oldest.1.clone(), newest.1.clone()]
+        }
+        (Some(only), _) => vec![only.1.clone()],
+        _ => vec![kubectl],
+    }
+}
+
+/// Stdout of a successful command, or a panic showing both streams.
+pub fn ok(out: Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    stdout
+}
+
+/// Stderr of a failed command, or a panic when it succeeded.
+pub fn fails(out: Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "{what} unexpectedly succeeded:\n{stdout}"
+    );
+    stderr
+}
