@@ -15,6 +15,7 @@ pub mod handlers;
 pub mod kinds;
 pub mod patch;
 pub mod pki;
+pub mod protobuf;
 pub mod registry;
 pub mod request;
 pub mod schema;

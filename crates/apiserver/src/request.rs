@@ -194,19 +194,16 @@ pub fn negotiate(accept: Option<&str>, discovery: bool) -> Option<Representation
         match as_kind {
             None => return Some(Representation::Object),
             Some("Table")
-                if group == Some("meta.k8s.io")
+                if !discovery
+                    && group == Some("meta.k8s.io")
                     && matches!(version, Some("v1") | Some("v1beta1")) =>
             {
-                if !discovery {
-                    return Some(Representation::Table);
-                }
+                return Some(Representation::Table);
             }
             Some("PartialObjectMetadata") | Some("PartialObjectMetadataList")
-                if group == Some("meta.k8s.io") && version == Some("v1") =>
+                if !discovery && group == Some("meta.k8s.io") && version == Some("v1") =>
             {
-                if !discovery {
-                    return Some(Representation::Metadata);
-                }
+                return Some(Representation::Metadata);
             }
             Some("APIGroupDiscoveryList")
                 if discovery

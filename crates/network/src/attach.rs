@@ -97,7 +97,8 @@ impl Networking {
         let network = self.network(&request.network)?;
         let records = self.records(&network);
         if let Some(previous) = records.get(&request.container_id)? {
-            self.teardown(&network, &previous)?;
+            // A retry: start over on the same address.
+            self.undo(&previous)?;
         }
         let ip = self
             .ipam(&network)
@@ -155,8 +156,9 @@ impl Networking {
 mod tests {
     use std::net::Ipv4Addr;
 
+    use crate::netlink::Netlink;
     use crate::networking::fakes::fake;
-    use crate::nft::NftError;
+    use crate::nft::{Nft, NftError};
     use crate::{AttachRequest, Error, NetworkOptions, PortMapping};
 
     fn request(id: &str, ports: &[&str]) -> AttachRequest {

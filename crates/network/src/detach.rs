@@ -25,10 +25,9 @@ impl Networking {
         }
     }
 
-    /// Undoes an attachment, step by step, continuing past failures so that
-    /// as much as possible is gone; the record goes last, so a failed
-    /// teardown is retried by the next detach or gc.
-    pub(crate) fn teardown(&self, network: &Network, a: &Attachment) -> Result<()> {
+    /// Undoes an attachment's side effects (published ports, veth pair),
+    /// continuing past failures so that as much as possible is gone.
+    pub(crate) fn undo(&self, a: &Attachment) -> Result<()> {
         let mut first_error = None;
         let mut note = |r: Result<()>| {
             if let Err(e) = r {
@@ -43,9 +42,13 @@ impl Networking {
                 .map(drop)
                 .map_err(Into::into),
         );
-        if let Some(e) = first_error {
-            return Err(e);
-        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Undoes an attachment and forgets it: the record goes last, so a failed
+    /// teardown is retried by the next detach or gc.
+    pub(crate) fn teardown(&self, network: &Network, a: &Attachment) -> Result<()> {
+        self.undo(a)?;
         let records = self.records(network);
         records.remove(&a.container_id)?;
         self.ipam(network).release(&a.container_id)?;

@@ -182,7 +182,7 @@ impl Networking {
 #[cfg(test)]
 mod tests {
     use crate::networking::fakes::fake;
-    use crate::nft::Published;
+    use crate::nft::{Nft, Published};
     use crate::{AttachRequest, NetworkOptions};
 
     #[test]

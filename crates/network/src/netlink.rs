@@ -396,9 +396,9 @@ impl Netlink for RtNetlink {
 
         // The peer is created directly inside the container's namespace under
         // its final name, so no temporary name can clash on the host.
+        // It is set up from inside: asking for IFF_UP here fails with
+        // ENOTCONN, as the kernel opens the peer before pairing it.
         let mut peer = LinkMessage::default();
-        peer.header.flags = LinkFlags::Up;
-        peer.header.change_mask = LinkFlags::Up;
         peer.attributes
             .push(LinkAttribute::IfName(spec.name.clone()));
         peer.attributes

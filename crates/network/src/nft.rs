@@ -712,7 +712,7 @@ mod tests {
             assert!(!line.starts_with("flush ruleset") && !line.starts_with("flush table"));
         }
         // Every DNAT is a map lookup, never one rule per port.
-        let dnat: Vec<&str> = base.lines().filter(|l| l.contains("dnat")).collect();
+        let dnat: Vec<&str> = base.lines().filter(|l| l.contains("dnat ip to")).collect();
         assert_eq!(dnat.len(), 4);
         assert!(dnat.iter().all(|l| l.contains("map @")));
     }

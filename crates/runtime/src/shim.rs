@@ -466,6 +466,7 @@ fn run(config: &ShimConfig, reporter: &mut Option<File>) -> anyhow::Result<()> {
     for o in &outputs {
         set_nonblocking(o.fd.as_raw_fd())?;
     }
+    shed_startup_memory();
     let log_file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -520,6 +521,61 @@ fn run(config: &ShimConfig, reporter: &mut Option<File>) -> anyhow::Result<()> {
         eprintln!("shim {}: deleting container: {}", config.id, describe(&e));
     }
     Ok(())
+}
+
+/// Drops the pages that only start-up needed (argument parsing, libcontainer,
+/// the loader), so a long-running shim keeps just its event loop resident.
+///
+/// Clean file-backed mappings (code, read-only data) are unmapped from this
+/// process with MADV_DONTNEED and fault back in from the page cache when
+/// touched again. Mappings holding anonymous copy-on-write pages (relocated
+/// read-only data, .data) are left alone: dropping those would lose data.
+fn shed_startup_memory() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut current: Option<(usize, usize, bool)> = None;
+    let mut candidates = Vec::new();
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            let mut fields = line.split_whitespace();
+            let range = fields.next().unwrap_or("");
+            let perms = fields.next().unwrap_or("");
+            let _offset = fields.next();
+            let _dev = fields.next();
+            let inode = fields.next().unwrap_or("0");
+            let (start, end) = range.split_once('-').unwrap_or(("0", "0"));
+            let start = usize::from_str_radix(start, 16).unwrap_or(0);
+            let end = usize::from_str_radix(end, 16).unwrap_or(0);
+            let file_backed = inode != "0";
+            let eligible = file_backed && !perms.contains('w') && perms.ends_with('p');
+            current = eligible.then_some((start, end, true));
+        } else if let Some((_, _, clean)) = current.as_mut() {
+            if let Some(v) = line.strip_prefix("Anonymous:") {
+                *clean = v.split_whitespace().next() == Some("0");
+            }
+            if line.starts_with("VmFlags:") {
+                if let Some((start, end, true)) = current.take() {
+                    candidates.push((start, end));
+                }
+            }
+        }
+    }
+    for (start, end) in candidates {
+        // SAFETY: the range is a private, read-only, file-backed mapping with no
+        // anonymous pages: its content is exactly the file's, and the kernel
+        // faults it back in on access.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+            // Fault pages back one at a time, not in 64 KiB batches.
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_RANDOM);
+        }
+    }
+    // SAFETY: glibc's malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// An attached client: its socket, decoder and pending output.

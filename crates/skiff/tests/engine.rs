@@ -715,3 +715,44 @@ fn concurrent_runs_get_distinct_names() {
     assert_eq!(list.len(), n);
     assert_eq!(n, 6);
 }
+
+#[test]
+fn runs_on_a_pure_cgroup2_hierarchy() {
+    // These hosts mount cgroup v1 hierarchies plus one cgroup2 mount. In a
+    // private mount namespace whose /sys/fs/cgroup is that cgroup2 mount,
+    // skiff sees a pure v2 host and must place containers in v2 cgroups.
+    let unified = std::path::Path::new("/sys/fs/cgroup/unified");
+    if !unified.join("cgroup.controllers").exists() {
+        // A pure v2 host runs every other test on v2 already.
+        assert!(std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists());
+        return;
+    }
+    let s = Skiff::with_busybox();
+    let script = format!(
+        "set -e; mount --make-rprivate /; mount --bind /sys/fs/cgroup/unified /sys/fs/cgroup; \
+         id=$({bin} --root {root} run -d busybox sleep 30); \
+         cat /sys/fs/cgroup/skiff/$id/cgroup.procs; \
+         {bin} --root {root} exec $id cat /proc/self/cgroup; \
+         {bin} --root {root} rm -f $id >/dev/null; \
+         test ! -e /sys/fs/cgroup/skiff/$id/cgroup.procs || sleep 1; \
+         test ! -e /sys/fs/cgroup/skiff/$id && echo removed",
+        bin = common::skiff_bin().display(),
+        root = s.root.path().display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = text.lines();
+    let pid: u32 = lines.next().unwrap().trim().parse().unwrap();
+    assert!(pid > 1);
+    // Inside its cgroup namespace the container sees its v2 cgroup as the root.
+    assert!(lines.clone().any(|l| l == "0::/"), "{text}");
+    assert_eq!(lines.last(), Some("removed"), "{text}");
+}

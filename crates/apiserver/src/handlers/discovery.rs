@@ -139,7 +139,7 @@ fn aggregated(api: &Api, core: bool, version: &str) -> Reply {
                     let resources: Vec<Value> = api
                         .registry
                         .in_group_version(group, v)
-                        .map(|def| discovery_resource(def))
+                        .map(discovery_resource)
                         .collect();
                     json!({"version": v, "resources": resources, "freshness": "Current"})
                 })

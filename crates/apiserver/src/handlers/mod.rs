@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use crate::authn::UserInfo;
 use crate::authz::{self, Attributes, Authorizer, Decision, ResourceAttributes};
+use crate::protobuf;
 use crate::registry::{Registry, ResourceDef};
 use crate::request::{negotiate, Query, Representation, RequestInfo};
 use crate::schema::Schemas;
@@ -271,11 +272,27 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_owned();
-        let body = if matches!(method, "POST" | "PUT" | "PATCH" | "DELETE") {
+        let mut body = if matches!(method, "POST" | "PUT" | "PATCH" | "DELETE") {
             read_body(request.into_body()).await?
         } else {
             Bytes::new()
         };
+        if content_type.split(';').next().unwrap_or("").trim() == protobuf::KUBERNETES_PROTOBUF {
+            body = match method {
+                "POST" | "PUT" => {
+                    let obj = protobuf::decode_object(&body).map_err(|e| match e {
+                        protobuf::ProtobufError::Unsupported(_) => {
+                            ApiError::unsupported_media_type(&content_type, &["application/json"])
+                        }
+                        other => ApiError::bad_request(other.to_string()),
+                    })?;
+                    Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?)
+                }
+                // DeleteOptions from typed clients: the query parameters carry what matters.
+                "DELETE" => Bytes::new(),
+                _ => body,
+            };
+        }
         let ctx = objects::Ctx {
             api: &self,
             def,

@@ -221,7 +221,7 @@ impl Ctx<'_> {
                     .query
                     .non_empty("resourceVersion")
                     .filter(|rv| *rv != "0" && exact)
-                    .map(|rv| parse_resource_version(rv))
+                    .map(parse_resource_version)
                     .transpose()?;
                 (rv, None)
             }

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{Api, Reply, KUBERNETES_MINOR};
+use super::{Api, Reply, ReplyBody, KUBERNETES_MINOR};
+use crate::protobuf;
 use crate::registry::ResourceDef;
 use crate::schema::{closure, rewrite_refs, REF_PREFIX};
 use crate::status::{ApiError, ApiResult};
@@ -29,6 +30,19 @@ fn documents(api: &Api) -> &Documents {
 
 /// `/openapi/v2`.
 pub(super) fn v2(api: &Api, accept: Option<&str>) -> ApiResult<Reply> {
+    let wants_protobuf = accept.is_some_and(|a| {
+        a.split(',')
+            .any(|r| r.split(';').next().unwrap_or("").trim() == protobuf::OPENAPI_V2_PROTOBUF)
+    });
+    if wants_protobuf {
+        let doc: Value = serde_json::from_slice(&documents(api).v2).map_err(ApiError::internal)?;
+        return Ok(Reply {
+            status: hyper::StatusCode::OK,
+            body: ReplyBody::Stream(super::full(protobuf::openapi_v2_document(&doc))),
+            content_type: protobuf::OPENAPI_V2_PROTOBUF_RESPONSE.into(),
+            warnings: Vec::new(),
+        });
+    }
     let json_ok = accept.is_none_or(|a| {
         a.split(',').any(|r| {
             let essence = r.split(';').next().unwrap_or("").trim();

@@ -151,7 +151,7 @@ impl Authenticator {
                     .tokens
                     .verify(value.trim())
                     .map_err(|e| AuthError::Invalid(e.to_string()))?;
-                if claims.access.iter().any(|s| allowed(s)) || need.is_none() {
+                if claims.access.iter().any(allowed) || need.is_none() {
                     return Ok(());
                 }
                 match (&wanted, claims.sub.is_empty()) {

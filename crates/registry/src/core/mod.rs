@@ -162,11 +162,6 @@ impl Registry {
         }
     }
 
-    /// The storage, for callers that list or inspect it.
-    pub fn storage(&self) -> &Arc<dyn Storage> {
-        &self.storage
-    }
-
     /// True when the repository exists.
     async fn repo_exists(&self, repo: &RepoName) -> Result<bool, CoreError> {
         Ok(self.storage.tags(repo).await?.is_some())

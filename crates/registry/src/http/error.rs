@@ -1,6 +1,6 @@
 //! Error responses in the spec's shape: `{"errors":[{"code","message","detail"}]}`.
 
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -15,7 +15,7 @@ pub struct ApiError {
     code: ErrorCode,
     message: String,
     detail: Option<serde_json::Value>,
-    headers: HeaderMap,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -26,7 +26,7 @@ impl ApiError {
             code,
             message: message.into(),
             detail: None,
-            headers: HeaderMap::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -39,7 +39,7 @@ impl ApiError {
     /// Adds a response header.
     pub fn header(mut self, name: HeaderName, value: &str) -> Self {
         if let Ok(v) = HeaderValue::from_str(value) {
-            self.headers.insert(name, v);
+            self.headers.push((name, v));
         }
         self
     }
@@ -99,7 +99,9 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        resp.headers_mut().extend(self.headers);
+        for (name, value) in self.headers {
+            resp.headers_mut().insert(name, value);
+        }
         resp
     }
 }

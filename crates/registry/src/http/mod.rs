@@ -176,14 +176,6 @@ impl Req {
     pub(crate) fn reader(body: Body) -> impl tokio::io::AsyncRead + Send + Unpin {
         StreamReader::new(body.into_data_stream().map_err(io::Error::other))
     }
-
-    /// True when the request carries a body (a non-zero length, or chunked).
-    pub(crate) fn has_body(&self) -> bool {
-        match self.header(header::CONTENT_LENGTH) {
-            Some(len) => len.trim() != "0",
-            None => self.headers.contains_key(header::TRANSFER_ENCODING),
-        }
-    }
 }
 
 /// The `Range` value of an upload holding `size` bytes, as Docker's registry writes it.
@@ -197,9 +189,11 @@ fn repo(name: &str) -> Result<RepoName, ApiError> {
 
 /// The token endpoint's URL as the client reaches us.
 fn realm(state: &AppState, headers: &HeaderMap) -> String {
+    // The Host the client used (it reached us that way), unless it would break the quoting.
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.contains(['"', ',', ' ']))
         .unwrap_or("localhost");
     let scheme = if state.tls { "https" } else { "http" };
     format!("{scheme}://{host}/token")

@@ -123,14 +123,11 @@ pub(super) async fn put(
     req: Req,
 ) -> Result<Response, ApiError> {
     let digest = req.query.get("digest").map(str::to_owned);
-    let has_body = req.has_body();
+    // The last chunk may be empty; appending nothing keeps the running hash as it is.
     let mut body = Req::reader(req.body);
-    let last = if has_body {
-        Some(&mut body as &mut (dyn tokio::io::AsyncRead + Send + Unpin))
-    } else {
-        None
-    };
-    let stored = reg.finish_upload(repo, id, digest.as_deref(), last).await?;
+    let stored = reg
+        .finish_upload(repo, id, digest.as_deref(), Some(&mut body))
+        .await?;
     Ok(created(repo, &stored))
 }
 

@@ -20,6 +20,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -31,6 +32,9 @@ use crate::name::{RepoName, Tag};
 
 /// Bytes gathered from the request body before each write to an upload file.
 const WRITE_CHUNK: usize = 1 << 20;
+
+/// Uploads untouched for this long are removed at start, as Docker's registry purges them.
+const UPLOAD_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The filesystem storage rooted at one directory.
 #[derive(Debug, Clone)]
@@ -112,7 +116,27 @@ impl FsStorage {
         ] {
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         }
+        s.purge_uploads(UPLOAD_EXPIRY)?;
         Ok(s)
+    }
+
+    /// Removes uploads whose data was last written more than `age` ago.
+    fn purge_uploads(&self, age: Duration) -> Result<(), StorageError> {
+        let uploads = self.root.join("uploads");
+        for id in list_dir(&uploads)? {
+            let dir = uploads.join(&id);
+            let modified = fs::metadata(dir.join("data"))
+                .or_else(|_| fs::metadata(&dir))
+                .and_then(|m| m.modified());
+            let expired = modified
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_none_or(|elapsed| elapsed > age);
+            if expired {
+                fs::remove_dir_all(&dir).map_err(io_err("purge", &dir))?;
+            }
+        }
+        Ok(())
     }
 
     /// The root directory.
@@ -544,8 +568,15 @@ mod tests {
         assert_eq!(s.upload_info("u1").await.unwrap(), None);
 
         std::fs::write(dir.path().join("tmp/leftover"), b"x").unwrap();
+        s.create_upload(&repo("a/b"), "u2").await.unwrap();
         let s = FsStorage::open(dir.path()).unwrap();
         assert!(list_dir(&s.root.join("tmp")).unwrap().is_empty());
+        assert!(
+            s.upload_info("u2").await.unwrap().is_some(),
+            "recent uploads stay"
+        );
+        s.purge_uploads(Duration::ZERO).unwrap();
+        assert!(s.upload_info("u2").await.unwrap().is_none());
     }
 
     #[tokio::test]

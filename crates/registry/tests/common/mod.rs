@@ -71,7 +71,9 @@ impl Registry {
             anonymous_pull: options.anonymous_pull,
         };
         if options.auth {
-            let hash = bcrypt::hash(PASSWORD, 5).unwrap().replacen("$2b$", "$2y$", 1);
+            let hash = bcrypt::hash(PASSWORD, 5)
+                .unwrap()
+                .replacen("$2b$", "$2y$", 1);
             let file = dir.path().join("htpasswd");
             std::fs::write(&file, format!("alice:{hash}\n")).unwrap();
             config.htpasswd = Some(file);
@@ -226,16 +228,9 @@ pub fn fixture_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let dir = tmp.join("busybox-image");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(tmp.join("busybox-image.lock"))
-            .unwrap();
-        // Several test binaries may build it at once; flock(1) serialises them.
-        let _ = lock;
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-test-image.sh");
+        // Several test binaries may build it at once; flock(1) serialises them.
         let status = Command::new("flock")
             .arg(tmp.join("busybox-image.lock"))
             .arg("sh")

@@ -1,0 +1,476 @@
+//! Integration tests against the real kernel: rtnetlink, nftables, sysctls,
+//! namespaces. They need root. Each test has its own namespaces, bridges,
+//! subnets and nftables table (see `common`), so they run in parallel.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
+
+use common::*;
+use hickory_proto::op::ResponseCode;
+use skiff_network::ipam::Ipam;
+use skiff_network::{dns, netns, AttachRequest, Error, PortMapping};
+
+fn attach(env: &Env, network: &str, ns: &Netns, id: &str) -> skiff_network::Attachment {
+    env.net
+        .attach(&AttachRequest::new(network, id, ns.path()))
+        .unwrap()
+}
+
+#[test]
+fn two_containers_on_one_network_talk() {
+    let env = Env::new();
+    let n = env.network(true, false);
+    let (ns1, ns2) = (Netns::new(), Netns::new());
+    let a1 = attach(&env, &n.name, &ns1, &format!("c1{}", unique()));
+    let a2 = attach(&env, &n.name, &ns2, &format!("c2{}", unique()));
+    assert_ne!(a1.ip, a2.ip);
+    assert!(n.subnet.contains(&a1.ip) && n.subnet.contains(&a2.ip));
+
+    // Inside: eth0 with the address and MAC, lo up, default route via the gateway.
+    let addr = ns1.ip(&["-o", "-4", "addr", "show", "dev", "eth0"]);
+    assert!(addr.contains(&format!("{}/24", a1.ip)), "{addr}");
+    assert!(ns1
+        .ip(&["link", "show", "eth0"])
+        .contains(&format!("link/ether {}", a1.mac)));
+    assert!(ns1.ip(&["link", "show", "lo"]).contains("UP"));
+    assert!(ns1
+        .ip(&["route", "show", "default"])
+        .contains(&format!("default via {} dev eth0", n.gateway)));
+    assert_eq!(bridge_ports(&n.bridge).len(), 2);
+
+    assert!(ping(&ns1, a2.ip), "ping {} from ns1", a2.ip);
+    let server = tcp_server(Some(&ns2.path()), 7000);
+    let seen = tcp_request(Some(&ns1.path()), SocketAddr::from((a2.ip, server.port()))).unwrap();
+    // Same bridge: no NAT.
+    assert_eq!(seen, a1.ip.to_string());
+
+    env.net.check(&n.name, &a1.container_id, None).unwrap();
+    env.net
+        .check(&n.name, &a2.container_id, Some(&ns2.path()))
+        .unwrap();
+}
+
+#[test]
+fn published_port_is_reachable_from_host_outside_and_itself() {
+    let env = Env::new();
+    let n = env.network(true, false);
+    let ext = ExternalHost::new();
+    let (ns1, ns2) = (Netns::new(), Netns::new());
+    let tcp_port = random_port();
+    let udp_port = tcp_port.wrapping_add(1);
+    let mut req = AttachRequest::new(&n.name, format!("c1{}", unique()), ns1.path());
+    req.ports = vec![
+        format!("{tcp_port}:80").parse().unwrap(),
+        format!("127.0.0.1:{udp_port}:53/udp").parse().unwrap(),
+    ];
+    let a1 = env.net.attach(&req).unwrap();
+    let a2 = attach(&env, &n.name, &ns2, &format!("c2{}", unique()));
+    tcp_server(Some(&ns1.path()), 80);
+    udp_server(&ns1.path(), 53);
+
+    // From the host itself: loopback and its own addresses.
+    if std::env::var_os("SKT_DEBUG").is_some() {
+        let t = std::time::Instant::now();
+        for i in 0..10 {
+            let r = tcp_request(None, SocketAddr::from((Ipv4Addr::LOCALHOST, tcp_port)));
+            eprintln!("try {i} at {:?}: {r:?}", t.elapsed());
+            if r.is_ok() {
+                break;
+            }
+        }
+    }
+    let seen = tcp_request(None, SocketAddr::from((Ipv4Addr::LOCALHOST, tcp_port))).unwrap();
+    assert_eq!(seen, n.gateway.to_string(), "loopback is masqueraded");
+    let seen = tcp_request(None, SocketAddr::from((ext.host_ip, tcp_port))).unwrap();
+    assert_eq!(seen, ext.host_ip.to_string());
+    // From another machine: its own address is seen, no NAT.
+    let seen = tcp_request(
+        Some(&ext.ns.path()),
+        SocketAddr::from((ext.host_ip, tcp_port)),
+    )
+    .unwrap();
+    assert_eq!(seen, ext.ip.to_string());
+    // Hairpin: the container through its own published port, and a neighbour.
+    for (ns, via) in [(&ns1, ext.host_ip), (&ns2, n.gateway)] {
+        let seen = tcp_request(Some(&ns.path()), SocketAddr::from((via, tcp_port))).unwrap();
+        assert_eq!(seen, n.gateway.to_string());
+    }
+    // UDP bound to 127.0.0.1 only.
+    let seen = udp_request(SocketAddr::from((Ipv4Addr::LOCALHOST, udp_port))).unwrap();
+    assert_eq!(seen, n.gateway.to_string());
+    assert!(tcp_request(
+        Some(&ext.ns.path()),
+        SocketAddr::from((ext.host_ip, udp_port))
+    )
+    .is_err());
+    // An unpublished port stays closed.
+    assert!(tcp_request(
+        Some(&ext.ns.path()),
+        SocketAddr::from((ext.host_ip, tcp_port.wrapping_add(2)))
+    )
+    .is_err());
+
+    // A second owner of the port is refused; after detach the port is free.
+    let mut clash = AttachRequest::new(&n.name, format!("c3{}", unique()), ns2.path());
+    clash.interface = "eth1".into();
+    clash.ports = vec![format!("{tcp_port}:80").parse().unwrap()];
+    assert!(matches!(
+        env.net.attach(&clash),
+        Err(Error::Nft(skiff_network::nft::NftError::PortTaken(_)))
+    ));
+    env.net.detach(&n.name, &a1.container_id).unwrap();
+    assert!(tcp_request(None, SocketAddr::from((Ipv4Addr::LOCALHOST, tcp_port))).is_err());
+    let _ = a2;
+}
+
+#[test]
+fn outbound_traffic_is_masqueraded() {
+    let env = Env::new();
+    let n = env.network(true, false);
+    let ext = ExternalHost::new();
+    let ns = Netns::new();
+    let a = attach(&env, &n.name, &ns, &format!("c{}", unique()));
+    let server = tcp_server(Some(&ext.ns.path()), 0);
+    let seen = tcp_request(Some(&ns.path()), SocketAddr::from((ext.ip, server.port()))).unwrap();
+    assert_eq!(
+        seen,
+        ext.host_ip.to_string(),
+        "the host's address, not {}",
+        a.ip
+    );
+    assert!(ping(&ns, ext.ip));
+}
+
+#[test]
+fn networks_are_isolated_from_each_other() {
+    let env = Env::new();
+    let (a, b) = (env.network(true, false), env.network(true, false));
+    let (c, d) = (env.network(false, false), env.network(false, false));
+    let (nsa, nsb, nsc, nsd) = (Netns::new(), Netns::new(), Netns::new(), Netns::new());
+    let aa = attach(&env, &a.name, &nsa, &format!("a{}", unique()));
+    let ab = attach(&env, &b.name, &nsb, &format!("b{}", unique()));
+    let ac = attach(&env, &c.name, &nsc, &format!("c{}", unique()));
+    let ad = attach(&env, &d.name, &nsd, &format!("d{}", unique()));
+    for (ns, ip) in [(&nsa, ab.ip), (&nsb, aa.ip), (&nsc, aa.ip), (&nsa, ac.ip)] {
+        let server = tcp_server(
+            Some(
+                &[&nsa, &nsb, &nsc, &nsd][[aa.ip, ab.ip, ac.ip, ad.ip]
+                    .iter()
+                    .position(|i| *i == ip)
+                    .unwrap()]
+                .path(),
+            ),
+            0,
+        );
+        assert!(
+            tcp_request(Some(&ns.path()), SocketAddr::from((ip, server.port()))).is_err(),
+            "{} reached {ip} across an isolated network",
+            ns.name
+        );
+    }
+    // Control: two networks without isolation route to each other, so the
+    // failures above come from the isolation rules.
+    let server = tcp_server(Some(&nsd.path()), 0);
+    let seen = tcp_request(Some(&nsc.path()), SocketAddr::from((ad.ip, server.port()))).unwrap();
+    assert_eq!(seen, ac.ip.to_string());
+}
+
+/// Not a test: the resolver process of `names_resolve_through_embedded_dns`,
+/// which runs this binary with `dns_child --exact`.
+#[test]
+fn dns_child() {
+    if std::env::var_os(dns::CONFIG_ENV).is_some() {
+        let err = dns::serve_inherited().unwrap_err();
+        panic!("resolver ended: {err}");
+    }
+}
+
+#[test]
+fn names_resolve_through_embedded_dns() {
+    let upstream = upstream_dns(Ipv4Addr::new(192, 0, 2, 77));
+    let env = Env::with(|c| {
+        c.dns_command = Some(vec![
+            std::env::current_exe().unwrap().display().to_string(),
+            "dns_child".into(),
+            "--exact".into(),
+            "--nocapture".into(),
+        ]);
+        c.dns_upstreams = Some(vec![upstream]);
+    });
+    let n = env.network(true, true);
+    let other = env.network(true, true);
+    let (ns1, ns2, ns3) = (Netns::new(), Netns::new(), Netns::new());
+    let mut r1 = AttachRequest::new(&n.name, format!("c1{}", unique()), ns1.path());
+    r1.name = Some("alpha".into());
+    r1.aliases = vec!["db".into()];
+    let a1 = env.net.attach(&r1).unwrap();
+    let mut r2 = AttachRequest::new(&n.name, format!("c2{}", unique()), ns2.path());
+    r2.name = Some("beta".into());
+    let a2 = env.net.attach(&r2).unwrap();
+    let mut r3 = AttachRequest::new(&other.name, format!("c3{}", unique()), ns3.path());
+    r3.name = Some("gamma".into());
+    env.net.attach(&r3).unwrap();
+    assert_eq!(a1.dns_server, Some(n.gateway));
+    let server = SocketAddr::from((n.gateway, 53));
+
+    for tcp in [false, true] {
+        assert_eq!(
+            dns_query(&ns2.path(), server, "alpha", tcp).unwrap(),
+            (ResponseCode::NoError, vec![a1.ip])
+        );
+        assert_eq!(
+            dns_query(&ns1.path(), server, "BETA.", tcp).unwrap(),
+            (ResponseCode::NoError, vec![a2.ip])
+        );
+        assert_eq!(
+            dns_query(&ns2.path(), server, "db", tcp).unwrap().1,
+            vec![a1.ip]
+        );
+        // Other names go upstream.
+        assert_eq!(
+            dns_query(&ns1.path(), server, "upstream.test", tcp)
+                .unwrap()
+                .1,
+            vec![Ipv4Addr::new(192, 0, 2, 77)]
+        );
+    }
+    // Short id, and a container that joins later.
+    let short: String = a1.container_id.chars().take(12).collect();
+    assert_eq!(
+        dns_query(&ns2.path(), server, &short, false).unwrap().1,
+        vec![a1.ip]
+    );
+    let ns4 = Netns::new();
+    let mut r4 = AttachRequest::new(&n.name, format!("c4{}", unique()), ns4.path());
+    r4.name = Some("delta".into());
+    let a4 = env.net.attach(&r4).unwrap();
+    assert_eq!(
+        dns_query(&ns1.path(), server, "delta", false).unwrap().1,
+        vec![a4.ip]
+    );
+    // Names of another network are not visible.
+    let other_server = SocketAddr::from((other.gateway, 53));
+    assert_eq!(
+        dns_query(&ns3.path(), other_server, "alpha", false)
+            .unwrap()
+            .1,
+        vec![Ipv4Addr::new(192, 0, 2, 77)],
+        "alpha must come from upstream on the other network"
+    );
+
+    // The resolver stops with the last container.
+    let dir = env.dir.path().join("networks").join(&n.name);
+    assert!(dns::is_running(&dir).unwrap());
+    for id in [&a1.container_id, &a2.container_id, &a4.container_id] {
+        env.net.detach(&n.name, id).unwrap();
+    }
+    assert!(!dns::is_running(&dir).unwrap());
+}
+
+#[test]
+fn no_leaks_after_200_attach_detach_cycles() {
+    let env = Env::new();
+    let n = env.network(true, false);
+    let ns = Netns::new();
+    let links_before = sh(&["ip", "-o", "link"]).lines().count();
+    let port = random_port();
+    for i in 0..200 {
+        let mut req = AttachRequest::new(&n.name, format!("leak{i}"), ns.path());
+        req.ports = vec![format!("{port}:80").parse::<PortMapping>().unwrap()];
+        let a = env.net.attach(&req).unwrap();
+        assert!(n.subnet.contains(&a.ip));
+        env.net.detach(&n.name, &a.container_id).unwrap();
+    }
+    // The bridge stays (it belongs to the network); nothing else does.
+    assert!(bridge_ports(&n.bridge).is_empty());
+    assert_eq!(sh(&["ip", "-o", "link"]).lines().count(), links_before);
+    let inside = ns.ip(&["-o", "link"]);
+    assert_eq!(inside.lines().count(), 1, "only lo: {inside}");
+    assert!(!ns
+        .ip(&["-o", "-4", "addr"])
+        .contains(&n.subnet.to_string()[..6]));
+    let ipam = Ipam::new(
+        env.dir.path().join("networks").join(&n.name),
+        n.subnet,
+        n.gateway,
+    );
+    assert!(ipam.allocations().unwrap().is_empty());
+    assert!(env.net.inspect(&n.name).unwrap().attachments.is_empty());
+    let table = sh(&["nft", "list", "table", "ip", &env.table]);
+    assert!(!table.contains(&port.to_string()), "{table}");
+    let none: [&str; 0] = [];
+    assert_eq!(env.net.gc(&none).unwrap(), Default::default());
+}
+
+#[test]
+fn concurrent_attaches_get_distinct_addresses() {
+    let env = Env::new();
+    let n = env.network(true, false);
+    let namespaces: Vec<Netns> = (0..12).map(|_| Netns::new()).collect();
+    let ips: Vec<Ipv4Addr> = std::thread::scope(|s| {
+        let handles: Vec<_> = namespaces
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let env = &env;
+                let n = &n;
+                s.spawn(move || {
+                    env.net
+                        .attach(&AttachRequest::new(&n.name, format!("par{i}"), ns.path()))
+                        .unwrap()
+                        .ip
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let unique: BTreeSet<_> = ips.iter().collect();
+    assert_eq!(unique.len(), ips.len(), "{ips:?}");
+    assert_eq!(bridge_ports(&n.bridge).len(), 12);
+}
+
+/// Not a test: one process of `ipam_is_safe_across_processes`.
+#[test]
+fn ipam_child() {
+    let Ok(dir) = std::env::var("SKT_IPAM_DIR") else {
+        return;
+    };
+    let ipam = Ipam::new(
+        dir,
+        "10.0.0.0/20".parse().unwrap(),
+        Ipv4Addr::new(10, 0, 0, 1),
+    );
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let ipam = ipam.clone();
+            s.spawn(move || {
+                for i in 0..10 {
+                    ipam.allocate(&format!("p{}-t{t}-{i}", std::process::id()), None)
+                        .unwrap();
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn ipam_is_safe_across_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["ipam_child", "--exact", "--quiet"])
+                .env("SKT_IPAM_DIR", dir.path())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let ipam = Ipam::new(
+        dir.path(),
+        "10.0.0.0/20".parse().unwrap(),
+        Ipv4Addr::new(10, 0, 0, 1),
+    );
+    let allocations = ipam.allocations().unwrap();
+    // 8 processes x 4 threads x 10: every one recorded, none shared.
+    assert_eq!(allocations.len(), 320);
+    let owners: BTreeSet<_> = allocations.values().collect();
+    assert_eq!(owners.len(), 320);
+}
+
+#[test]
+fn gc_cleans_up_after_dead_containers_and_killed_setups() {
+    let env = Env::new();
+    let n = env.network(true, false);
+    let live_ns = Netns::new();
+    let live = attach(&env, &n.name, &live_ns, "live");
+    let port = random_port();
+    let dead_ns = Netns::new();
+    let mut req = AttachRequest::new(&n.name, "dead", dead_ns.path());
+    req.ports = vec![format!("{port}:80").parse().unwrap()];
+    env.net.attach(&req).unwrap();
+    // A setup killed half-way: an address and a veth on the bridge, no record.
+    let dir = env.dir.path().join("networks").join(&n.name);
+    Ipam::new(&dir, n.subnet, n.gateway)
+        .allocate("killed", None)
+        .unwrap();
+    let stray = format!("sk{}", unique());
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        &stray,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{stray}p"),
+    ]);
+    sh(&["ip", "link", "set", &stray, "master", &n.bridge]);
+    drop(dead_ns);
+
+    let report = env.net.gc(&["live"]).unwrap();
+    assert_eq!(
+        report.attachments,
+        vec![(n.name.clone(), "dead".to_string())]
+    );
+    assert_eq!(report.addresses.len(), 1);
+    assert_eq!(report.links, vec![stray.clone()]);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(bridge_ports(&n.bridge), vec![live.host_interface.clone()]);
+    let table = sh(&["nft", "list", "table", "ip", &env.table]);
+    assert!(!table.contains(&port.to_string()), "{table}");
+    env.net.check(&n.name, "live", None).unwrap();
+}
+
+#[test]
+fn check_and_reconcile_after_tampering() {
+    let env = Env::new();
+    let n = env.network(true, false);
+    let ns = Netns::new();
+    let port = random_port();
+    let mut req = AttachRequest::new(&n.name, "tampered", ns.path());
+    req.ports = vec![format!("{port}:80").parse().unwrap()];
+    env.net.attach(&req).unwrap();
+    env.net.check(&n.name, "tampered", None).unwrap();
+    ns.ip(&["route", "del", "default"]);
+    assert!(matches!(
+        env.net.check(&n.name, "tampered", None),
+        Err(Error::Check { .. })
+    ));
+    ns.ip(&["route", "add", "default", "via", &n.gateway.to_string()]);
+    sh(&["nft", "delete", "table", "ip", &env.table]);
+    assert!(env.net.check(&n.name, "tampered", None).is_err());
+    env.net.reconcile(&["tampered"]).unwrap();
+    env.net.check(&n.name, "tampered", None).unwrap();
+    tcp_server(Some(&ns.path()), 80);
+    assert!(tcp_request(None, SocketAddr::from((Ipv4Addr::LOCALHOST, port))).is_ok());
+}
+
+#[test]
+fn persistent_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("netns").join(format!("skt-{}", unique()));
+    netns::create(&path).unwrap();
+    let env = Env::new();
+    let n = env.network(true, false);
+    let a = env
+        .net
+        .attach(&AttachRequest::new(&n.name, "pod", &path))
+        .unwrap();
+    let server = tcp_server(Some(&path), 0);
+    let seen = tcp_request(None, SocketAddr::from((a.ip, server.port()))).unwrap();
+    assert_eq!(seen, n.gateway.to_string());
+    env.net.detach(&n.name, "pod").unwrap();
+    netns::remove(&path).unwrap();
+    assert!(!path.exists());
+    netns::remove(&path).unwrap();
+    let _ = Command::new("umount")
+        .arg(dir.path().join("netns"))
+        .status();
+}

@@ -1,0 +1,112 @@
+//! `skiff server` and `skiff kubeconfig` as users run them: the real binary, a temporary
+//! root, a free port, the real kubectl.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `skiff server` process, killed on drop.
+struct ServerProcess {
+    child: Child,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(root: &Path, port: u16) -> (ServerProcess, Duration) {
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--root")
+        .arg(root)
+        .args(["server", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = ServerProcess { child };
+    let ca = root.join("server/tls/ca.crt");
+    loop {
+        let out = Command::new("curl")
+            .args(["-s", "--cacert"])
+            .arg(&ca)
+            .arg(format!("https://127.0.0.1:{port}/readyz"))
+            .output()
+            .unwrap();
+        if out.stdout == b"ok" {
+            return (server, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "skiff server never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn server_writes_a_kubeconfig_kubectl_can_use_and_encrypts_secrets() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (server, cold_start) = start(root.path(), port);
+    eprintln!("cold start to /readyz: {cold_start:?}");
+
+    let kubeconfig = root.path().join("server/admin.kubeconfig");
+    let printed = Command::new(env!("CARGO_BIN_EXE_skiff"))
+        .arg("--root")
+        .arg(root.path())
+        .arg("kubeconfig")
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    assert_eq!(printed.stdout, std::fs::read(&kubeconfig).unwrap());
+
+    let kubectl = |args: &[&str]| {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ns = kubectl(&["get", "namespaces", "-o", "name"]);
+    assert!(String::from_utf8_lossy(&ns.stdout).contains("namespace/kube-system"));
+
+    let secret = "plaintext-canary-5f1e2d";
+    let created = kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "canary",
+        &format!("--from-literal=v={secret}"),
+    ]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let read = kubectl(&["get", "secret", "canary", "-o", "jsonpath={.data.v}"]);
+    assert!(!read.stdout.is_empty());
+    drop(server);
+    for entry in std::fs::read_dir(root.path().join("server/db")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(secret), "secret stored in plaintext");
+        assert!(
+            !text.contains("cGxhaW50ZXh0LWNhbmFyeS01ZjFlMmQ"),
+            "secret stored as base64"
+        );
+    }
+}
