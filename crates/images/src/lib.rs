@@ -18,14 +18,14 @@ pub mod progress;
 pub mod reference;
 
 pub use digest::{Digest, DigestError, ImageId};
-pub use layer::{extract_layer, ExtractError, ExtractedLayer};
+pub use layer::{extract_layer, write_layer_tar, DiffError, ExtractError, ExtractedLayer};
 pub use manifest::{parse_manifest, Manifest, ManifestError, Platform};
 pub use progress::{NoProgress, Progress};
 pub use reference::{Reference, ReferenceError};
 pub mod store;
 pub use store::{
-    DiskUsage, HistoryEntry, ImageRecord, ImageStore, LayerRecord, LoadedImage, PruneReport,
-    RemoveEvent, StoreError,
+    DiskUsage, HistoryEntry, ImageRecord, ImageStore, ImportGuard, LayerRecord, LoadedImage,
+    PruneReport, RemoveEvent, StoreError,
 };
 pub mod archive;
 pub use archive::{ArchiveError, ArchiveFormat};

@@ -26,6 +26,10 @@ pub enum FrameKind {
     CloseStdin = 5,
     /// Client to shim: terminal size, rows then columns as u16 big-endian.
     Resize = 6,
+    /// Client to shim: "I will do the exit command's work myself once I get
+    /// the exit frame" (a foreground `run` cleans up in-process). If that
+    /// client is gone when the container exits, the shim runs the command.
+    TakeCleanup = 7,
 }
 
 impl FrameKind {
@@ -37,6 +41,7 @@ impl FrameKind {
             3 => FrameKind::Exit,
             5 => FrameKind::CloseStdin,
             6 => FrameKind::Resize,
+            7 => FrameKind::TakeCleanup,
             _ => return None,
         })
     }

@@ -501,17 +501,49 @@ fn run(config: &ShimConfig, reporter: &mut Option<File>) -> anyhow::Result<()> {
     write_replace(&config.exit_path, &serde_json::to_vec(&status)?)?;
     let _ = std::fs::remove_file(&config.attach_socket);
 
-    if let Some((program, args)) = config.exit_command.split_first() {
-        match Command::new(program).args(args).status() {
-            Ok(s) if !s.success() => eprintln!("shim {}: exit command failed: {s}", config.id),
-            Err(e) => eprintln!("shim {}: exit command: {e}", config.id),
-            _ => {}
+    let run_exit_command = || {
+        if let Some((program, args)) = config.exit_command.split_first() {
+            match Command::new(program).args(args).status() {
+                Ok(s) if !s.success() => eprintln!("shim {}: exit command failed: {s}", config.id),
+                Err(e) => eprintln!("shim {}: exit command: {e}", config.id),
+                _ => {}
+            }
+        }
+    };
+    let frame = encode(FrameKind::Exit, &serde_json::to_vec(&status)?);
+    // Frames a client sent just before the exit (e.g. TakeCleanup right after
+    // attaching to a short-lived container) may still sit unread.
+    let mut buf = [0u8; 4096];
+    for client in clients.values_mut() {
+        while let Ok(n) = client.stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            client.decoder.push(&buf[..n]);
+        }
+        while let Ok(Some((kind, _))) = client.decoder.next_frame() {
+            if kind == FrameKind::TakeCleanup {
+                client.takes_cleanup = true;
+            }
         }
     }
-    let frame = encode(FrameKind::Exit, &serde_json::to_vec(&status)?);
-    for client in clients.values_mut() {
-        client.send(&frame);
-        client.flush_blocking();
+    if clients.values().any(|c| c.takes_cleanup) {
+        // A foreground client does the cleanup itself, saving an exec; if it
+        // cannot be told, the shim does it after all.
+        let mut delegated = false;
+        for client in clients.values_mut() {
+            let sent = client.send(&frame) && client.flush_blocking();
+            delegated |= sent && client.takes_cleanup;
+        }
+        if !delegated {
+            run_exit_command();
+        }
+    } else {
+        run_exit_command();
+        for client in clients.values_mut() {
+            client.send(&frame);
+            client.flush_blocking();
+        }
     }
     drop(clients);
     // Removing the cgroup (slow on cgroup v1) and libcontainer's state comes
@@ -583,6 +615,8 @@ struct Client {
     stream: UnixStream,
     decoder: Decoder,
     backlog: Vec<u8>,
+    /// The client will do the exit command's work (see [`FrameKind::TakeCleanup`]).
+    takes_cleanup: bool,
 }
 
 /// Output kept for a slow client before it is dropped.
@@ -594,6 +628,7 @@ impl Client {
             stream,
             decoder: Decoder::default(),
             backlog: Vec::new(),
+            takes_cleanup: false,
         }
     }
 
@@ -617,11 +652,13 @@ impl Client {
         self.backlog.len() <= MAX_BACKLOG
     }
 
-    fn flush_blocking(&mut self) {
+    /// Writes what is pending, waiting up to 5 s; false when it could not.
+    fn flush_blocking(&mut self) -> bool {
         let _ = self.stream.set_nonblocking(false);
         let _ = self.stream.set_write_timeout(Some(Duration::from_secs(5)));
-        let _ = self.stream.write_all(&self.backlog);
+        let ok = self.stream.write_all(&self.backlog).is_ok();
         self.backlog.clear();
+        ok
     }
 }
 
@@ -721,7 +758,11 @@ fn event_loop(
                         Ok(n) => {
                             client.decoder.push(&buf[..n]);
                             while let Ok(Some((kind, payload))) = client.decoder.next_frame() {
-                                handle_client_frame(kind, &payload, stdin_writer, terminal);
+                                if kind == FrameKind::TakeCleanup {
+                                    client.takes_cleanup = true;
+                                } else {
+                                    handle_client_frame(kind, &payload, stdin_writer, terminal);
+                                }
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

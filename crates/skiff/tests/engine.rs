@@ -756,3 +756,19 @@ fn runs_on_a_pure_cgroup2_hierarchy() {
     assert!(lines.clone().any(|l| l == "0::/"), "{text}");
     assert_eq!(lines.last(), Some("removed"), "{text}");
 }
+
+#[test]
+fn rm_container_is_removed_even_if_the_cli_is_killed() {
+    let s = Skiff::with_busybox();
+    let mut cli = s
+        .cmd(&["run", "--rm", "--name", "orphan", "busybox", "sleep", "1"])
+        .spawn()
+        .unwrap();
+    assert!(wait_for(|| s.ok(&["ps", "-q"]).lines().count() == 1));
+    cli.kill().unwrap(); // SIGKILL: the CLI can clean nothing up.
+    let _ = cli.wait();
+    // The container keeps running without the CLI, then its shim removes it.
+    assert_eq!(s.ok(&["inspect", "-f", "{{.State.Status}}", "orphan"]).trim(), "running");
+    assert!(wait_for(|| s.run(&["inspect", "orphan"]).status.code() == Some(1)));
+    assert_eq!(s.ok(&["ps", "-aq"]), "");
+}

@@ -81,6 +81,28 @@ impl Engine {
         Ok(())
     }
 
+    /// Removes `--rm` containers that exited but whose cleanup never ran
+    /// (the process that was to do it died): level-triggered, so any later
+    /// look at the containers converges.
+    pub fn reap_auto_removed(&self) -> Result<()> {
+        for c in self.list()? {
+            if !c.record.request.auto_remove || c.is_running() {
+                continue;
+            }
+            let files = self.files(&c.record.id);
+            let shim_gone = skiff_runtime::status::read_json::<skiff_runtime::shim::ShimState>(
+                &files.shim_state(),
+            )
+            .ok()
+            .flatten()
+            .is_none_or(|s| !skiff_runtime::kill::process_alive(s.shim_pid));
+            if c.exit().is_some() && shim_gone {
+                let _ = self.remove(&c.record.id, false, true);
+            }
+        }
+        Ok(())
+    }
+
     /// True when any container mounts the named volume.
     pub fn volume_in_use(&self, name: &str) -> Result<bool> {
         Ok(self.list()?.iter().any(|c| {

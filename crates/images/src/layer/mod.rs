@@ -1,6 +1,7 @@
 //! Layer blobs: compression detection, verified unpacking and safe tar extraction.
 
 pub mod compression;
+pub mod diff;
 pub mod extract;
 
 #[cfg(test)]
@@ -10,6 +11,7 @@ use std::io::Read;
 use std::path::Path;
 
 pub use compression::Compression;
+pub use diff::{write_layer_tar, DiffError};
 pub use extract::{unpack_tar, ExtractError, ExtractStats};
 
 use crate::digest::{Digest, HashingReader};

@@ -104,6 +104,7 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 /// `skiff ps`.
 pub fn ps(ctx: &Context, args: PsArgs) -> Result<()> {
     let engine = ctx.engine()?;
+    engine.reap_auto_removed()?;
     let mut containers: Vec<Container> = engine
         .list()?
         .into_iter()

@@ -130,7 +130,16 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<()> {
         return Ok(());
     }
     let stream = started.attach.context("no attach stream from the shim")?;
-    let code = attach_session(&engine, stream, &id, args.interactive, args.tty)?;
+    // In the foreground this process does the cleanup (unmount, and removal
+    // for --rm) itself, instead of the shim starting another skiff for it.
+    send(&Mutex::new(stream.try_clone()?), FrameKind::TakeCleanup, &[]);
+    let code = attach_session(&engine, stream, &id, args.interactive, args.tty);
+    match engine.cleanup(&id) {
+        // The shim did it, having not heard from us in time.
+        Ok(()) | Err(skiff_engine::EngineError::NoSuchContainer(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let code = code?;
     if code != 0 {
         return Err(Exit::code(code));
     }
