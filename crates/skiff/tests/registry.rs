@@ -181,3 +181,35 @@ fn save_and_load_round_trip_through_skopeo() {
     s.code(125, &["load", "-i", bad.to_str().unwrap()]);
     assert_eq!(s.ok(&["images", "-q"]), before);
 }
+
+#[test]
+fn pull_shows_progress_bars_on_a_terminal_only() {
+    let registry = Registry::start();
+    let image = format!("localhost:{}/progress/busybox:1", registry.port);
+    let publisher = Skiff::with_busybox();
+    publisher.ok(&["tag", "busybox", &image]);
+    publisher.ok(&["push", &image]);
+
+    // Through a pseudo-terminal (as a user's shell): bars are drawn.
+    let user = Skiff::new();
+    let cmd = format!(
+        "{} --root {} pull {image}",
+        common::skiff_bin().display(),
+        user.root.path().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains('[') && text.contains("Complete"), "{text}");
+
+    // Piped: no bars, no escape sequences.
+    let other = Skiff::new();
+    let out = other.run(&["pull", &image]);
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(!all.contains('\u{1b}') && !all.contains("Complete"), "{all}");
+}
