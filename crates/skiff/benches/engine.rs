@@ -170,7 +170,7 @@ fn main() {
         let p = time_n(n.min(15), |_| {
             quiet(
                 &mut b
-                    .podman(&["run", "--rm", "--network", "none", "busybox", "/bin/true"])
+                    .podman(&["run", "--rm", "--ulimit", "host", "--network", "none", "busybox", "/bin/true"])
                     .stdin(Stdio::null()),
             )
         });
@@ -204,6 +204,8 @@ fn main() {
             quiet(&mut b.podman(&[
                 "run",
                 "-d",
+                "--ulimit",
+                "host",
                 "--network",
                 "none",
                 "--name",
