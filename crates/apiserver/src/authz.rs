@@ -2,10 +2,10 @@
 //!
 //! An [`Authorizer`] sees the request's [`Attributes`] and allows, denies or has no opinion;
 //! a [`Chain`] asks each in turn, like kube-apiserver's union authorizer, and denies when
-//! none allowed. Milestone 1 chains [`PublicInfo`] (the health and version endpoints
-//! Kubernetes' `system:public-info-viewer` role opens to everyone) and [`Masters`]
-//! (`system:masters`, which kube-apiserver allows before consulting RBAC). RBAC will be one
-//! more link.
+//! none allowed. The server chains [`PublicInfo`] (the health and version endpoints
+//! Kubernetes' `system:public-info-viewer` role opens to everyone), [`Masters`]
+//! (`system:masters`, which kube-apiserver allows before consulting RBAC) and
+//! [`crate::rbac::Rbac`].
 
 use crate::authn::UserInfo;
 
@@ -56,6 +56,12 @@ pub enum Decision {
 pub trait Authorizer: Send + Sync {
     /// Decides on one request.
     fn authorize(&self, attributes: &Attributes<'_>) -> Decision;
+}
+
+impl<T: Authorizer + ?Sized> Authorizer for std::sync::Arc<T> {
+    fn authorize(&self, attributes: &Attributes<'_>) -> Decision {
+        (**self).authorize(attributes)
+    }
 }
 
 /// Asks each authorizer in turn; the first Allow or Deny wins, no opinion at all denies.

@@ -65,9 +65,120 @@ pub struct ResourceDef {
     pub schema_name: fn() -> String,
     /// Kind-specific hooks.
     pub strategy: &'static dyn Strategy,
+    /// Whether the `scale` subresource is served (`spec.replicas`, `status.replicas`).
+    pub scale_subresource: bool,
+    /// Decodes the kind's protobuf message (client-go's typed clients send protobuf).
+    pub protobuf: crate::protobuf::Decoder,
+}
+
+/// Verbs of resources that only accept a request and answer it (reviews, TokenRequest).
+pub const CREATE_ONLY: &[&str] = &["create"];
+
+/// A row of the registry for the typed kind `T` (k8s-openapi) whose protobuf message is `P`
+/// (k8s-pb), with the defaults most kinds share: namespaced, every verb, stored under its
+/// plural, no subresources, no hooks. The builder methods below adjust a row.
+pub const fn row<T, P>(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    (plural, singular): (&'static str, &'static str),
+) -> ResourceDef
+where
+    T: DeserializeOwned + Serialize + JsonSchema,
+    P: prost::Message + Default + std::fmt::Debug,
+{
+    ResourceDef {
+        group,
+        version,
+        kind,
+        plural,
+        singular,
+        short_names: &[],
+        namespaced: true,
+        verbs: ALL_VERBS,
+        categories: &[],
+        status_subresource: false,
+        storage_prefix: plural,
+        generation: false,
+        delete_returns_object: false,
+        selectable_fields: &[],
+        normalize: normalize::<T>,
+        schema: schema::<T>,
+        schema_name: schema_name::<T>,
+        strategy: &Plain,
+        scale_subresource: false,
+        protobuf: crate::protobuf::decode_as::<P, T>,
+    }
 }
 
 impl ResourceDef {
+    /// Cluster-scoped.
+    pub const fn cluster(mut self) -> Self {
+        self.namespaced = false;
+        self
+    }
+
+    /// With short names.
+    pub const fn short(mut self, names: &'static [&'static str]) -> Self {
+        self.short_names = names;
+        self
+    }
+
+    /// In the `all` category.
+    pub const fn in_all(mut self) -> Self {
+        self.categories = &["all"];
+        self
+    }
+
+    /// With a status subresource, and `metadata.generation` maintained.
+    pub const fn status(mut self) -> Self {
+        self.status_subresource = true;
+        self.generation = true;
+        self
+    }
+
+    /// With a status subresource, without generation.
+    pub const fn status_only(mut self) -> Self {
+        self.status_subresource = true;
+        self
+    }
+
+    /// With a scale subresource.
+    pub const fn scale(mut self) -> Self {
+        self.scale_subresource = true;
+        self
+    }
+
+    /// Stored under another key prefix.
+    pub const fn prefix(mut self, prefix: &'static str) -> Self {
+        self.storage_prefix = prefix;
+        self
+    }
+
+    /// Deletes answer with the deleted object.
+    pub const fn returns_object(mut self) -> Self {
+        self.delete_returns_object = true;
+        self
+    }
+
+    /// With extra field selectors.
+    pub const fn fields(mut self, fields: &'static [&'static str]) -> Self {
+        self.selectable_fields = fields;
+        self
+    }
+
+    /// With only these verbs.
+    pub const fn verbs(mut self, verbs: &'static [&'static str]) -> Self {
+        self.verbs = verbs;
+        self
+    }
+
+    /// With kind-specific hooks.
+    pub const fn strategy(mut self, strategy: &'static dyn Strategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
     /// `apiVersion` of the kind (`v1`, `apps/v1`).
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {

@@ -24,9 +24,13 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::authn::UserInfo;
 use crate::authz::{Chain, Masters, PublicInfo};
-use crate::handlers::Api;
-use crate::kinds::{INITIAL_NAMESPACES, REGISTRY};
+use crate::cache::Reflector;
+use crate::handlers::{Api, Security};
+use crate::kinds::{INITIAL_NAMESPACES, RBAC, REGISTRY, SYSTEM_PRIORITY_CLASSES};
 use crate::pki::{self, Pki, PkiError};
+use crate::rbac::{self, rbac_defs, Rbac};
+use crate::registry::ResourceDef;
+use crate::serviceaccount::{self, TokenError, TokenIssuer};
 use crate::storage::{Storage, SECRETS_PREFIX};
 
 /// Why the server could not start.
@@ -54,8 +58,11 @@ pub enum ServerError {
     #[error("{0} does not exist: start `skiff server` once to create it")]
     NoKubeconfig(PathBuf),
     /// Bootstrapping the initial objects failed.
-    #[error("creating the initial namespaces: {0}")]
+    #[error("creating the initial objects: {0}")]
     Bootstrap(String),
+    /// The service account signing key could not be loaded.
+    #[error(transparent)]
+    Token(#[from] TokenError),
 }
 
 /// How to run the server.
@@ -124,21 +131,53 @@ impl Server {
             &pki.admin_kubeconfig(&format!("https://{server_address}")),
         )?;
 
-        let authorizer = Chain(vec![Box::new(PublicInfo), Box::new(Masters)]);
+        let storage = Storage::new(store);
+        let key_path = config.data_dir.join("service-account.key");
+        let tokens = tokio::task::spawn_blocking(move || TokenIssuer::load_or_create(&key_path))
+            .await
+            .map_err(|e| ServerError::Bootstrap(e.to_string()))??;
+        bootstrap(&storage).await?;
+        let mut mirrored: Vec<&'static ResourceDef> = rbac_defs().to_vec();
+        for kind in ["Namespace", "ServiceAccount", "ConfigMap"] {
+            mirrored.extend(REGISTRY.by_kind("", "v1", kind));
+        }
+        let reflector = Reflector::start(storage.clone(), mirrored).await;
+        let rbac = Arc::new(Rbac::new(reflector.clone()));
+        let authorizer = Chain(vec![
+            Box::new(PublicInfo),
+            Box::new(Masters),
+            Box::new(rbac.clone()),
+        ]);
+        let security = Security {
+            rbac,
+            reflector: reflector.clone(),
+            tokens: Arc::new(tokens),
+        };
         let api = Arc::new(Api::new(
-            Storage::new(store),
+            storage.clone(),
             &REGISTRY,
             Box::new(authorizer),
+            security,
             server_address,
         ));
-        bootstrap(&api).await?;
+        let controllers = [
+            tokio::spawn(serviceaccount::run_controller(
+                storage.clone(),
+                reflector.clone(),
+                pki.ca.cert_pem.clone(),
+            )),
+            tokio::spawn(rbac::run_aggregation(storage, reflector)),
+        ];
 
         let acceptor = TlsAcceptor::from(Arc::new(tls_config(&pki)?));
         let (shutdown, mut stop) = oneshot::channel();
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    _ = &mut stop => break,
+                    _ = &mut stop => {
+                        controllers.iter().for_each(|c| c.abort());
+                        break;
+                    }
                     accepted = listener.accept() => {
                         let Ok((tcp, _)) = accepted else { continue };
                         let _ = tcp.set_nodelay(true);
@@ -202,33 +241,60 @@ async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerError
     )))
 }
 
-/// Creates the namespaces every cluster starts with, through the namespace strategy.
-async fn bootstrap(api: &Api) -> Result<(), ServerError> {
-    let def = REGISTRY
-        .by_kind("", "v1", "Namespace")
-        .ok_or_else(|| ServerError::Bootstrap("namespaces are not served".into()))?;
-    for name in INITIAL_NAMESPACES {
-        if api
-            .storage()
-            .get(def, "", name)
+/// Creates what every cluster starts with when missing: the initial namespaces, the
+/// default RBAC policy and the system priority classes (each through its strategy's
+/// defaults, as kube-apiserver's post-start hooks do).
+async fn bootstrap(storage: &Storage) -> Result<(), ServerError> {
+    let mut objects: Vec<(&str, &str, serde_json::Value)> = INITIAL_NAMESPACES
+        .iter()
+        .map(|name| {
+            (
+                "",
+                "Namespace",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+            )
+        })
+        .collect();
+    objects.extend(
+        rbac::bootstrap::cluster_roles()
+            .into_iter()
+            .map(|r| (RBAC, "ClusterRole", r)),
+    );
+    objects.extend(
+        rbac::bootstrap::cluster_role_bindings()
+            .into_iter()
+            .map(|b| (RBAC, "ClusterRoleBinding", b)),
+    );
+    objects.extend(
+        SYSTEM_PRIORITY_CLASSES
+            .iter()
+            .map(|(name, value, description)| {
+                (
+                    "scheduling.k8s.io",
+                    "PriorityClass",
+                    json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name}, "value": value, "description": description}),
+                )
+            }),
+    );
+    for (group, kind, mut obj) in objects {
+        let def = REGISTRY
+            .by_kind(group, "v1", kind)
+            .ok_or_else(|| ServerError::Bootstrap(format!("{kind} is not served")))?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        if storage
+            .get(def, "", &name)
             .await
             .map_err(|e| ServerError::Bootstrap(e.message))?
             .is_some()
         {
             continue;
         }
-        let mut ns = json!({
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": name,
-                "uid": uuid::Uuid::new_v4().to_string(),
-                "creationTimestamp": crate::handlers::now_rfc3339(),
-            },
-        });
-        def.strategy.prepare_for_create(&mut ns);
-        def.strategy.default(&mut ns);
-        match api.storage().create(def, "", name, &ns).await {
+        obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
+        obj["metadata"]["creationTimestamp"] = json!(crate::handlers::now_rfc3339());
+        def.strategy.prepare_for_create(&mut obj);
+        def.strategy.default(&mut obj);
+        match storage.create(def, "", &name, &obj).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(ServerError::Bootstrap(e.message)),

@@ -53,6 +53,17 @@ impl Column {
         }
     }
 
+    /// A date column shown by default (`Created At`).
+    pub const fn date(name: &'static str, description: &'static str) -> Column {
+        Column {
+            name,
+            kind: "date",
+            format: "",
+            description,
+            priority: 0,
+        }
+    }
+
     /// The Name column.
     pub const fn name() -> Column {
         Column {

@@ -93,7 +93,25 @@ fn scenario(kubectl: &Path) {
     let versions = ok(k(&["api-versions"]), "api-versions");
     assert_eq!(
         versions.lines().collect::<Vec<_>>(),
-        ["apps/v1", "v1"],
+        [
+            "admissionregistration.k8s.io/v1",
+            "apiextensions.k8s.io/v1",
+            "apps/v1",
+            "authentication.k8s.io/v1",
+            "authorization.k8s.io/v1",
+            "autoscaling/v1",
+            "autoscaling/v2",
+            "batch/v1",
+            "coordination.k8s.io/v1",
+            "discovery.k8s.io/v1",
+            "events.k8s.io/v1",
+            "networking.k8s.io/v1",
+            "policy/v1",
+            "rbac.authorization.k8s.io/v1",
+            "scheduling.k8s.io/v1",
+            "storage.k8s.io/v1",
+            "v1"
+        ],
         "{v}"
     );
 

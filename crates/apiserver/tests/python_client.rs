@@ -63,6 +63,75 @@ except ApiException as e:
 print("python client ok")
 "#;
 
+const TYPED_SCRIPT: &str = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+config.load_kube_config(config_file=sys.argv[1])
+apps = client.AppsV1Api()
+dep = client.V1Deployment(
+    metadata=client.V1ObjectMeta(name="py"),
+    spec=client.V1DeploymentSpec(
+        replicas=1,
+        selector=client.V1LabelSelector(match_labels={"app": "py"}),
+        template=client.V1PodTemplateSpec(
+            metadata=client.V1ObjectMeta(labels={"app": "py"}),
+            spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="busybox")]))))
+apps.create_namespaced_deployment("default", dep)
+
+# The scale subresource.
+scale = apps.read_namespaced_deployment_scale("py", "default")
+assert scale.spec.replicas == 1 and scale.status.selector == "app=py", scale
+apps.patch_namespaced_deployment_scale("py", "default", {"spec": {"replicas": 4}})
+assert apps.read_namespaced_deployment("py", "default").spec.replicas == 4
+
+# Other groups: batch, autoscaling/v2, networking, policy, scheduling, storage.
+client.BatchV1Api().create_namespaced_job("default", client.V1Job(
+    metadata=client.V1ObjectMeta(name="j"),
+    spec=client.V1JobSpec(template=client.V1PodTemplateSpec(spec=client.V1PodSpec(
+        restart_policy="Never", containers=[client.V1Container(name="c", image="busybox")])))))
+job = client.BatchV1Api().read_namespaced_job("j", "default")
+assert job.spec.backoff_limit == 6 and job.spec.completions == 1, job.spec
+assert job.spec.selector.match_labels["batch.kubernetes.io/controller-uid"] == job.metadata.uid
+hpa = client.AutoscalingV2Api().create_namespaced_horizontal_pod_autoscaler("default", client.V2HorizontalPodAutoscaler(
+    metadata=client.V1ObjectMeta(name="h"),
+    spec=client.V2HorizontalPodAutoscalerSpec(max_replicas=3, scale_target_ref=client.V2CrossVersionObjectReference(kind="Deployment", name="py", api_version="apps/v1"))))
+assert hpa.spec.min_replicas == 1 and hpa.spec.metrics[0].resource.name == "cpu"
+names = [p.metadata.name for p in client.SchedulingV1Api().list_priority_class().items]
+assert "system-node-critical" in names and "system-cluster-critical" in names, names
+client.StorageV1Api().create_storage_class(client.V1StorageClass(metadata=client.V1ObjectMeta(name="s"), provisioner="x"))
+assert client.StorageV1Api().read_storage_class("s").reclaim_policy == "Delete"
+try:
+    client.PolicyV1Api().create_namespaced_pod_disruption_budget("default", client.V1PodDisruptionBudget(
+        metadata=client.V1ObjectMeta(name="p"),
+        spec=client.V1PodDisruptionBudgetSpec(min_available=1, max_unavailable=1)))
+    raise SystemExit("invalid PDB accepted")
+except ApiException as e:
+    assert e.status == 422, e.status
+
+# RBAC and reviews.
+rbac = client.RbacAuthorizationV1Api()
+names = [r.metadata.name for r in rbac.list_cluster_role().items]
+assert {"cluster-admin", "admin", "edit", "view"} <= set(names), names
+review = client.AuthorizationV1Api().create_self_subject_access_review(client.V1SelfSubjectAccessReview(
+    spec=client.V1SelfSubjectAccessReviewSpec(resource_attributes=client.V1ResourceAttributes(
+        verb="delete", resource="nodes"))))
+assert review.status.allowed, review.status
+sar = client.AuthorizationV1Api().create_subject_access_review(client.V1SubjectAccessReview(
+    spec=client.V1SubjectAccessReviewSpec(user="nobody", resource_attributes=client.V1ResourceAttributes(
+        verb="get", resource="pods", namespace="default"))))
+assert not sar.status.allowed, sar.status
+
+# TokenRequest.
+core = client.CoreV1Api()
+core.create_namespaced_service_account("default", client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="bot")))
+tr = core.create_namespaced_service_account_token("bot", "default", client.AuthenticationV1TokenRequest(
+    spec=client.V1TokenRequestSpec(audiences=["api"], expiration_seconds=900)))
+assert tr.status.token.count(".") == 2 and tr.status.expiration_timestamp, tr.status
+print("python typed ok")
+"#;
+
 fn ensure_python_client() {
     let has = Command::new("python3")
         .args(["-c", "import kubernetes"])
@@ -90,4 +159,18 @@ fn python_client_crud_list_and_watch_resume() {
         .unwrap();
     let stdout = ok(out, "python client");
     assert!(stdout.contains("python client ok"), "{stdout}");
+}
+
+#[test]
+fn python_client_typed_apis_of_every_group() {
+    ensure_python_client();
+    let server = TestServer::start();
+    let script = server.write("typed.py", TYPED_SCRIPT);
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&server.kubeconfig)
+        .output()
+        .unwrap();
+    let stdout = ok(out, "python typed client");
+    assert!(stdout.contains("python typed ok"), "{stdout}");
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::lock::write_atomic;
+use crate::lock::{write_atomic, Durability};
 use crate::ports::PortMapping;
 
 /// A container's place on one network (the result of CNI ADD).
@@ -107,6 +107,7 @@ impl Records {
         write_atomic(
             &path,
             &serde_json::to_vec_pretty(attachment).expect("attachment serialises"),
+            Durability::Process,
         )
         .map_err(|source| AttachmentError::Io {
             context: format!("writing {}", path.display()),

@@ -35,13 +35,19 @@ impl Networking {
                 first_error.get_or_insert(e);
             }
         };
-        note(self.unpublish(&published(a)));
-        note(
-            self.netlink
+        // Both wait for an RCU grace period in the kernel; in parallel the
+        // waits overlap.
+        let (ports, link) = std::thread::scope(|s| {
+            let ports = s.spawn(|| self.unpublish(&published(a)));
+            let link = self
+                .netlink
                 .delete_link(&a.host_interface)
                 .map(drop)
-                .map_err(Into::into),
-        );
+                .map_err(Into::into);
+            (ports.join().expect("unpublish does not panic"), link)
+        });
+        note(ports);
+        note(link);
         first_error.map_or(Ok(()), Err)
     }
 

@@ -29,7 +29,8 @@
 //! aliases, 12-character short id, address), reloaded when the directory
 //! changes. Local names are answered only to clients inside the network's
 //! subnet, so other networks cannot enumerate its containers. Everything
-//! else is forwarded verbatim to the upstreams (UDP as UDP, TCP as TCP).
+//! else is forwarded verbatim to the upstreams over UDP (TCP when the answer
+//! was truncated).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -320,6 +321,11 @@ fn forward_tcp(query: &[u8], upstreams: &[SocketAddr], timeout: Duration) -> Opt
     None
 }
 
+/// Whether a DNS message has the TC (truncated) bit.
+fn truncated(message: &[u8]) -> bool {
+    message.get(2).is_some_and(|b| b & 0x02 != 0)
+}
+
 fn read_frame(stream: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 2];
     stream.read_exact(&mut len)?;
@@ -426,9 +432,13 @@ fn serve_tcp(mut stream: TcpStream, shared: &Shared) {
         Err(_) => return,
     };
     while let Ok(query) = read_frame(&mut stream) {
+        let (upstreams, timeout) = (&shared.config.upstreams, shared.config.timeout);
+        // Upstreams are asked over UDP first (they may not serve TCP), and
+        // over TCP when the answer did not fit.
         let answer = shared
             .answer(&query, client)
-            .or_else(|| forward_tcp(&query, &shared.config.upstreams, shared.config.timeout))
+            .or_else(|| forward_udp(&query, upstreams, timeout).filter(|a| !truncated(a)))
+            .or_else(|| forward_tcp(&query, upstreams, timeout))
             .or_else(|| servfail(&query));
         match answer {
             Some(a) if write_frame(&mut stream, &a).is_ok() => {}

@@ -3,7 +3,9 @@
 //!
 //! State is one JSON file per network (`ipam.json`) rewritten atomically under
 //! an exclusive `flock` on `ipam.lock`, so concurrent `skiff run`s serialise
-//! on the lock and a crash leaves either the old or the new file. Addresses
+//! on the lock and a crash leaves either the old or the new file. There is
+//! no fsync: the allocations describe veths and namespaces that a power loss
+//! removes too, and gc frees what a lost write leaves over. Addresses
 //! are handed out round-robin after the last one given (as the CNI
 //! `host-local` plugin does) so that a released address is not reused at once
 //! while stale ARP or conntrack entries may still point at it.
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::lock::{write_atomic, FileLock};
+use crate::lock::{write_atomic, Durability, FileLock};
 
 /// Errors of address management.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +121,7 @@ impl Ipam {
         write_atomic(
             &path,
             &serde_json::to_vec(state).expect("IPAM state serialises"),
+            Durability::Process,
         )
         .map_err(|source| IpamError::Io {
             context: format!("writing {}", path.display()),

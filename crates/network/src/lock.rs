@@ -66,9 +66,20 @@ impl FileLock {
     }
 }
 
+/// How much a write must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// A crash of the writing process: rename over the old file, no fsync.
+    /// For state that describes kernel objects (addresses, veths), which a
+    /// power loss wipes out as well; gc reconciles it after a reboot.
+    Process,
+    /// A power loss too: fsync before the rename (network definitions).
+    Power,
+}
+
 /// Writes `data` to `path` through a temporary file and a rename, so readers
 /// never see a half-written file and a crash leaves the old or the new content.
-pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8], durability: Durability) -> io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
@@ -79,6 +90,8 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     ));
     let mut file = File::create(&tmp)?;
     file.write_all(data)?;
-    file.sync_data()?;
+    if durability == Durability::Power {
+        file.sync_data()?;
+    }
     std::fs::rename(&tmp, path)
 }

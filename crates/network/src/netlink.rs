@@ -22,7 +22,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -432,6 +433,25 @@ impl Netlink for RtNetlink {
             Err(e) => return Err(request_error(op)(e)),
         }
         drop(netns);
+        // Hairpin mode, so that a container reaches its own published port:
+        // without it the kernel drops the DNATed packet that goes back out
+        // the port it came in on.
+        let mut port = LinkMessage::default();
+        port.attributes
+            .push(LinkAttribute::IfName(spec.host_name.clone()));
+        port.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+                true,
+            )])),
+        ]));
+        if let Err(e) = conn.request(RouteNetlinkMessage::NewLink(port), 0) {
+            let _ = self.delete_link(&spec.host_name);
+            return Err(request_error(format!(
+                "setting hairpin mode on {}",
+                spec.host_name
+            ))(e));
+        }
 
         let inside = netns::run_in(&spec.netns, || -> Result<(), NetlinkError> {
             let op = |what: &str| format!("{what} in {}", spec.netns.display());

@@ -11,7 +11,9 @@ use crate::attachment::{Attachment, Records};
 use crate::ipam::Ipam;
 use crate::netlink::{BridgeSpec, Netlink, RtNetlink};
 use crate::nft::{Nft, NftCli, NftError, Published, Rules, TableState};
-use crate::store::{Network, NetworkOptions, NetworkStore, DEFAULT_NETWORK, DEFAULT_SUBNET};
+use crate::store::{
+    Network, NetworkOptions, NetworkStore, StoreError, DEFAULT_NETWORK, DEFAULT_SUBNET,
+};
 use crate::sysctl::{ProcSysctl, Sysctl};
 use crate::{dns, Error, Result};
 
@@ -115,10 +117,15 @@ impl Networking {
 
     /// Network `name`; the default network is created on first use.
     pub fn network(&self, name: &str) -> Result<Network> {
-        if name == DEFAULT_NETWORK {
-            return Ok(self.store.ensure_default(self.config.default_subnet)?);
+        match self.store.get(name) {
+            Err(StoreError::NotFound(_)) if name == DEFAULT_NETWORK => {
+                let routes = self.netlink.ipv4_routes()?;
+                Ok(self
+                    .store
+                    .ensure_default(self.config.default_subnet, &routes)?)
+            }
+            other => Ok(other?),
         }
-        Ok(self.store.get(name)?)
     }
 
     /// Every network (`skiff network ls`), the default one included once created.
@@ -264,7 +271,7 @@ impl Networking {
         if self.nft.apply(table, &self.rules.unpublish(ports)).is_ok() {
             return Ok(());
         }
-        // Some key belongs to someone else now: delete only what is ours.
+        // Some key leads to another container now: delete only what is ours.
         let Some(listing) = self.nft.list_table(table)? else {
             return Ok(());
         };
@@ -400,6 +407,22 @@ mod tests {
             f.net.remove_network("bridge"),
             Err(Error::Protected(_))
         ));
+    }
+
+    #[test]
+    fn the_default_network_appears_on_first_use() {
+        let f = fake();
+        assert!(f.net.networks().unwrap().is_empty());
+        let a = f
+            .net
+            .attach(&AttachRequest::new("bridge", "c1", "/ns/c1"))
+            .unwrap();
+        let d = f.net.network("bridge").unwrap();
+        assert_eq!(d.bridge, "skiff0");
+        assert_eq!(d.subnet.to_string(), "10.88.0.0/16");
+        assert_eq!(a.ip.to_string(), "10.88.0.2");
+        assert_eq!(a.dns_server, None);
+        assert_eq!(f.net.networks().unwrap(), vec![d]);
     }
 
     #[test]

@@ -482,17 +482,16 @@ impl Rules {
     }
 
     /// Unpublishes ports; missing elements are no error, but an element that
-    /// now leads to another container fails the transaction.
+    /// now leads to another container fails the transaction. (`add` then
+    /// `delete` in one transaction: nftables 1.0.6 has no `destroy`, and a
+    /// plain `delete` would remove another container's port by key alone.)
     pub fn unpublish(&self, ports: &[Published]) -> String {
         let mut s = String::new();
         for p in ports {
             let (map, elem) = Self::port_element(p, true);
             let _ = writeln!(s, "add element ip {} {map} {{ {elem} }}", self.table);
         }
-        for p in ports {
-            let (map, key) = Self::port_element(p, false);
-            let _ = writeln!(s, "delete element ip {} {map} {{ {key} }}", self.table);
-        }
+        s.push_str(&self.delete_published(ports));
         s
     }
 
@@ -729,9 +728,11 @@ mod tests {
             "create element ip skiff ports { tcp . 8080 : 10.0.5.2 . 80 }\n\
              create element ip skiff host_ports { 127.0.0.1 . udp . 5353 : 10.0.5.2 . 53 }\n"
         );
-        let un = rules.unpublish(&p);
-        assert!(un.contains("delete element ip skiff ports { tcp . 8080 }"));
-        assert!(un.contains("delete element ip skiff host_ports { 127.0.0.1 . udp . 5353 }"));
+        assert_eq!(
+            rules.delete_published(&p),
+            "delete element ip skiff ports { tcp . 8080 }\n\
+             delete element ip skiff host_ports { 127.0.0.1 . udp . 5353 }\n"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::lock::{write_atomic, FileLock};
+use crate::lock::{write_atomic, Durability, FileLock};
 
 /// Name of the default network (`--network bridge`), as in Docker.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -70,7 +70,7 @@ pub enum StoreError {
         network: String,
     },
     /// The subnet overlaps another network's or a host route.
-    #[error("subnet {subnet} overlaps {other}; choose another with --subnet")]
+    #[error("subnet {subnet} overlaps {other}; choose another subnet (--subnet, or the default network's subnet in the configuration)")]
     Overlap {
         /// Requested subnet.
         subnet: Ipv4Net,
@@ -268,8 +268,13 @@ impl NetworkStore {
         self.create_locked(name, options, host_routes)
     }
 
-    /// The default network, created on first use with `subnet`.
-    pub fn ensure_default(&self, subnet: Ipv4Net) -> Result<Network, StoreError> {
+    /// The default network, created on first use with `subnet`, which must
+    /// not overlap `host_routes` (Podman's default network uses 10.88.0.0/16 too).
+    pub fn ensure_default(
+        &self,
+        subnet: Ipv4Net,
+        host_routes: &[(Ipv4Net, String)],
+    ) -> Result<Network, StoreError> {
         match self.get(DEFAULT_NETWORK) {
             Ok(n) => return Ok(n),
             Err(StoreError::NotFound(_)) => {}
@@ -283,7 +288,7 @@ impl NetworkStore {
             dns: false,
             gateway: None,
         };
-        match self.create_locked(DEFAULT_NETWORK, &options, &[]) {
+        match self.create_locked(DEFAULT_NETWORK, &options, host_routes) {
             Err(StoreError::Exists(_)) => self.get(DEFAULT_NETWORK),
             other => other,
         }
@@ -365,6 +370,7 @@ impl NetworkStore {
         write_atomic(
             &path,
             &serde_json::to_vec_pretty(&network).expect("network serialises"),
+            Durability::Power,
         )
         .map_err(io(format!("writing {}", path.display())))?;
         Ok(network)
@@ -499,10 +505,16 @@ mod tests {
     fn default_network_is_created_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = NetworkStore::new(dir.path());
-        let d = store.ensure_default(net(DEFAULT_SUBNET)).unwrap();
+        let d = store.ensure_default(net(DEFAULT_SUBNET), &[]).unwrap();
         assert_eq!(d.bridge, DEFAULT_BRIDGE);
         assert_eq!(d.gateway, Ipv4Addr::new(10, 88, 0, 1));
         assert!(!d.dns);
-        assert_eq!(store.ensure_default(net("10.99.0.0/16")).unwrap(), d);
+        assert_eq!(store.ensure_default(net("10.99.0.0/16"), &[]).unwrap(), d);
+        let other = NetworkStore::new(dir.path().join("other"));
+        let podman = vec![(net("10.88.0.0/16"), "podman0".to_string())];
+        assert!(matches!(
+            other.ensure_default(net(DEFAULT_SUBNET), &podman),
+            Err(StoreError::Overlap { .. })
+        ));
     }
 }

@@ -170,7 +170,16 @@ fn main() {
         let p = time_n(n.min(15), |_| {
             quiet(
                 &mut b
-                    .podman(&["run", "--rm", "--ulimit", "host", "--network", "none", "busybox", "/bin/true"])
+                    .podman(&[
+                        "run",
+                        "--rm",
+                        "--ulimit",
+                        "host",
+                        "--network",
+                        "none",
+                        "busybox",
+                        "/bin/true",
+                    ])
                     .stdin(Stdio::null()),
             )
         });

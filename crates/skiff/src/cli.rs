@@ -71,6 +71,8 @@ pub enum Command {
     Save(SaveArgs),
     /// Show the history of an image.
     History(HistoryArgs),
+    /// Build an image from a Dockerfile.
+    Build(BuildArgs),
     /// Log in to a registry.
     Login(LoginArgs),
     /// Run an OCI distribution registry (storage in DATA-ROOT/registry by default).
@@ -85,6 +87,13 @@ pub enum Command {
     Server(ServerArgs),
     /// Print the admin kubeconfig of the API server.
     Kubeconfig,
+    /// Add nodes to a cluster (simulated nodes with --simulate).
+    Agent(AgentArgs),
+    /// Run the scheduler against an API server.
+    Scheduler(ComponentArgs),
+    /// Run the controller manager against an API server.
+    #[command(name = "controller-manager")]
+    ControllerManager(ComponentArgs),
     /// Run a container's shim (internal).
     #[command(hide = true)]
     Shim {
@@ -552,4 +561,87 @@ pub struct ServerArgs {
     /// under DIR/server/db when absent.
     #[arg(long = "datastore-endpoint", value_delimiter = ',')]
     pub datastore_endpoint: Vec<String>,
+    /// Do not run the scheduler inside the server (run `skiff scheduler` instead).
+    #[arg(long = "disable-scheduler")]
+    pub disable_scheduler: bool,
+    /// Do not run the controllers inside the server (run `skiff controller-manager`).
+    #[arg(long = "disable-controller-manager")]
+    pub disable_controller_manager: bool,
+}
+
+/// `agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Register N simulated nodes that run no containers and report their pods Running.
+    #[arg(long, value_name = "N", required = true)]
+    pub simulate: usize,
+    /// API server URL (default: the local server of the same --root).
+    #[arg(long, requires = "token")]
+    pub server: Option<String>,
+    /// Bearer token for --server.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Kubeconfig to use instead of --server/--token.
+    #[arg(long, conflicts_with = "server")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Prefix of the simulated nodes' names.
+    #[arg(long = "node-name-prefix", default_value = "sim-")]
+    pub node_name_prefix: String,
+    /// Index of the first simulated node.
+    #[arg(long = "first-index", default_value_t = 0)]
+    pub first_index: usize,
+    /// CPU capacity of each simulated node.
+    #[arg(long, default_value = "32")]
+    pub cpu: String,
+    /// Memory capacity of each simulated node.
+    #[arg(long, default_value = "256Gi")]
+    pub memory: String,
+    /// Pod capacity of each simulated node.
+    #[arg(long = "max-pods", default_value = "110")]
+    pub max_pods: String,
+    /// Seconds between heartbeats of each node.
+    #[arg(long = "heartbeat-interval", default_value_t = 10)]
+    pub heartbeat_interval: u64,
+}
+
+/// `scheduler` and `controller-manager`.
+#[derive(Debug, Args)]
+pub struct ComponentArgs {
+    /// Kubeconfig of the API server (default: the local server of the same --root).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// `build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (name:tag); may be repeated.
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// Name of the Dockerfile (default CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Set a build-time variable (KEY=VALUE, or KEY to pass the caller's value).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Build up to this stage.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache.
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
+    /// Secret file for RUN --mount=type=secret: id=ID,src=PATH.
+    #[arg(long)]
+    pub secret: Vec<String>,
+    /// Network for RUN steps: none (default) or host.
+    #[arg(long, default_value = "none")]
+    pub network: String,
+    /// Progress output: plain or tty (auto picks tty on a terminal).
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// Print only the image ID.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// The build context directory.
+    pub context: PathBuf,
 }

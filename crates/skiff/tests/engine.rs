@@ -734,7 +734,7 @@ fn runs_on_a_pure_cgroup2_hierarchy() {
          cat /sys/fs/cgroup/skiff/$id/cgroup.procs; \
          {bin} --root {root} exec $id cat /proc/self/cgroup; \
          {bin} --root {root} rm -f $id >/dev/null; \
-         test ! -e /sys/fs/cgroup/skiff/$id/cgroup.procs || sleep 1; \
+         for i in $(seq 100); do test -e /sys/fs/cgroup/skiff/$id || break; sleep 0.1; done; \
          test ! -e /sys/fs/cgroup/skiff/$id && echo removed",
         bin = common::skiff_bin().display(),
         root = s.root.path().display()
@@ -768,7 +768,13 @@ fn rm_container_is_removed_even_if_the_cli_is_killed() {
     cli.kill().unwrap(); // SIGKILL: the CLI can clean nothing up.
     let _ = cli.wait();
     // The container keeps running without the CLI, then its shim removes it.
-    assert_eq!(s.ok(&["inspect", "-f", "{{.State.Status}}", "orphan"]).trim(), "running");
-    assert!(wait_for(|| s.run(&["inspect", "orphan"]).status.code() == Some(1)));
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{.State.Status}}", "orphan"])
+            .trim(),
+        "running"
+    );
+    assert!(wait_for(
+        || s.run(&["inspect", "orphan"]).status.code() == Some(1)
+    ));
     assert_eq!(s.ok(&["ps", "-aq"]), "");
 }

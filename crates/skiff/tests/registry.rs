@@ -209,7 +209,115 @@ fn pull_shows_progress_bars_on_a_terminal_only() {
     // Piped: no bars, no escape sequences.
     let other = Skiff::new();
     let out = other.run(&["pull", &image]);
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{all}");
-    assert!(!all.contains('\u{1b}') && !all.contains("Complete"), "{all}");
+    assert!(
+        !all.contains('\u{1b}') && !all.contains("Complete"),
+        "{all}"
+    );
+}
+
+/// `skiff registry` on a free loopback port, killed on drop.
+struct SkiffRegistry {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl SkiffRegistry {
+    fn start() -> SkiffRegistry {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(common::skiff_bin())
+            .arg("--root")
+            .arg(dir.path())
+            .args(["registry", "--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect(&line)
+            .to_string();
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        SkiffRegistry {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for SkiffRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn skiff_registry_serves_skiff_and_skopeo() {
+    let registry = SkiffRegistry::start();
+    let image = format!("{}/team/busybox:2", registry.addr);
+    let s = Skiff::with_busybox();
+    s.ok(&["tag", "busybox", &image]);
+    s.ok(&["push", &image]);
+    // skopeo reads what skiff pushed, and copies it to Debian's registry and back.
+    let other = Registry::start();
+    let copy = |from: &str, to: &str| {
+        let out = Command::new("skopeo")
+            .args([
+                "copy",
+                "-q",
+                "--preserve-digests",
+                "--src-tls-verify=false",
+                "--dest-tls-verify=false",
+            ])
+            .arg(from)
+            .arg(to)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    copy(
+        &format!("docker://{image}"),
+        &format!("docker://127.0.0.1:{}/copied/busybox:2", other.port),
+    );
+    copy(
+        &format!("docker://127.0.0.1:{}/copied/busybox:2", other.port),
+        &format!("docker://{}/back/busybox:2", registry.addr),
+    );
+    let fresh = Skiff::new();
+    assert_eq!(
+        fresh.ok(&[
+            "run",
+            "--rm",
+            &format!("{}/back/busybox:2", registry.addr),
+            "echo",
+            "round trip"
+        ]),
+        "round trip\n"
+    );
+    assert_eq!(
+        fresh.ok(&["images", "-q"]).trim(),
+        s.ok(&["images", "-q"]).trim(),
+        "the image id survives the round trip"
+    );
 }

@@ -5,6 +5,7 @@
 
 use serde_json::{json, Value};
 
+use super::subresources::{Subresource, EXTRA_SUBRESOURCES};
 use super::{reply_with, Api, Reply};
 use crate::registry::ResourceDef;
 use crate::request::{negotiate, Representation};
@@ -103,14 +104,19 @@ fn resource_list(
             resource["categories"] = json!(def.categories);
         }
         resources.push(resource);
-        if def.status_subresource {
-            resources.push(json!({
-                "name": format!("{}/status", def.plural),
+        for sub in subresources(def) {
+            let mut entry = json!({
+                "name": format!("{}/{}", def.plural, sub.name),
                 "singularName": "",
                 "namespaced": def.namespaced,
-                "kind": def.kind,
-                "verbs": ["get", "patch", "update"],
-            }));
+                "kind": sub.kind,
+                "verbs": sub.verbs,
+            });
+            if sub.group != def.group || sub.version != def.version {
+                entry["group"] = json!(sub.group);
+                entry["version"] = json!(sub.version);
+            }
+            resources.push(entry);
         }
     }
     reply_with(
@@ -177,12 +183,44 @@ fn discovery_resource(def: &ResourceDef) -> Value {
     if !def.categories.is_empty() {
         resource["categories"] = json!(def.categories);
     }
-    if def.status_subresource {
-        resource["subresources"] = json!([{
-            "subresource": "status",
-            "responseKind": kind,
-            "verbs": ["get", "patch", "update"],
-        }]);
+    let subs: Vec<Value> = subresources(def)
+        .into_iter()
+        .map(|sub| {
+            json!({
+                "subresource": sub.name,
+                "responseKind": {"group": sub.group, "version": sub.version, "kind": sub.kind},
+                "verbs": sub.verbs,
+            })
+        })
+        .collect();
+    if !subs.is_empty() {
+        resource["subresources"] = json!(subs);
     }
     resource
+}
+
+/// The subresources of a resource.
+fn subresources(def: &ResourceDef) -> Vec<Subresource> {
+    const GET_PATCH_UPDATE: &[&str] = &["get", "patch", "update"];
+    let mut subs = Vec::new();
+    let own = |name, group, version, kind| Subresource {
+        resource: def.plural,
+        name,
+        group,
+        version,
+        kind,
+        verbs: GET_PATCH_UPDATE,
+    };
+    if def.status_subresource {
+        subs.push(own("status", def.group, def.version, def.kind));
+    }
+    if def.scale_subresource {
+        subs.push(own("scale", "autoscaling", "v1", "Scale"));
+    }
+    subs.extend(
+        EXTRA_SUBRESOURCES
+            .iter()
+            .filter(|s| def.group.is_empty() && s.resource == def.plural),
+    );
+    subs
 }

@@ -5,6 +5,8 @@
 mod discovery;
 mod objects;
 mod openapi;
+mod reviews;
+mod subresources;
 mod watch;
 
 use std::convert::Infallible;
@@ -20,14 +22,17 @@ use serde_json::{json, Value};
 
 use crate::authn::UserInfo;
 use crate::authz::{self, Attributes, Authorizer, Decision, ResourceAttributes};
+use crate::cache::Reflector;
 use crate::protobuf;
+use crate::rbac::Rbac;
 use crate::registry::{Registry, ResourceDef};
 use crate::request::{negotiate, Query, Representation, RequestInfo};
 use crate::schema::Schemas;
+use crate::serviceaccount::TokenIssuer;
 use crate::status::{ApiError, ApiResult};
 use crate::storage::Storage;
 
-pub(crate) use objects::now_rfc3339;
+pub(crate) use objects::{now_rfc3339, random_suffix};
 
 /// The body of every response.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -44,6 +49,9 @@ pub struct Api {
     storage: Storage,
     registry: &'static Registry,
     authorizer: Box<dyn Authorizer>,
+    rbac: Arc<Rbac>,
+    reflector: Arc<Reflector>,
+    tokens: Arc<TokenIssuer>,
     schemas: OnceLock<Arc<Schemas>>,
     openapi: OnceLock<openapi::Documents>,
     /// `host:port` clients reach the server at (discovery's serverAddressByClientCIDRs).
@@ -56,6 +64,17 @@ impl std::fmt::Debug for Api {
             .field("server_address", &self.server_address)
             .finish_non_exhaustive()
     }
+}
+
+/// The security state an [`Api`] shares with the server's controllers.
+#[derive(Clone, Debug)]
+pub struct Security {
+    /// The RBAC authorizer.
+    pub rbac: Arc<Rbac>,
+    /// The mirror of RBAC objects and service accounts.
+    pub reflector: Arc<Reflector>,
+    /// The service account token issuer.
+    pub tokens: Arc<TokenIssuer>,
 }
 
 /// A handler's answer before it becomes an HTTP response.
@@ -144,17 +163,23 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 impl Api {
-    /// An API over `storage`, serving `registry`, reachable at `server_address`.
+    /// An API over `storage`, serving `registry`, reachable at `server_address`; `rbac`
+    /// (also a link of `authorizer`) answers rules reviews, `reflector` mirrors the objects
+    /// authentication needs (service accounts), `tokens` signs service account tokens.
     pub fn new(
         storage: Storage,
         registry: &'static Registry,
         authorizer: Box<dyn Authorizer>,
+        security: Security,
         server_address: String,
     ) -> Api {
         Api {
             storage,
             registry,
             authorizer,
+            rbac: security.rbac,
+            reflector: security.reflector,
+            tokens: security.tokens,
             schemas: OnceLock::new(),
             openapi: OnceLock::new(),
             server_address,
@@ -170,6 +195,15 @@ impl Api {
     /// The storage.
     pub fn storage(&self) -> &Storage {
         &self.storage
+    }
+
+    /// The service account a bearer token was issued to, if the token verifies and the
+    /// account still exists with the same uid (Kubernetes' bound-token check).
+    pub fn authenticate_token(&self, token: &str) -> Option<UserInfo> {
+        let claims = self.tokens.verify(token).ok()?;
+        let def = self.registry.by_kind("", "v1", "ServiceAccount")?;
+        let sa = self.reflector.get(def, &claims.namespace, &claims.name)?;
+        (crate::kinds::str_at(&sa, "/metadata/uid") == claims.uid).then(|| claims.user())
     }
 
     /// Serves one request from `user` (`None` when no client certificate was presented).
@@ -208,10 +242,19 @@ impl Api {
         // Anonymous requests may only reach the public health and version endpoints
         // (kube-apiserver's anonymous authenticator restricted to those paths); elsewhere
         // they are unauthenticated.
-        let user = match user {
-            Some(user) => user,
-            None if authz::is_public_path(path) => UserInfo::anonymous(),
-            None => return Err(ApiError::unauthorized()),
+        let bearer = request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let user = match (user, bearer) {
+            (Some(user), _) => user,
+            (None, Some(token)) => self
+                .authenticate_token(token)
+                .ok_or_else(ApiError::unauthorized)?,
+            (None, None) if authz::is_public_path(path) => UserInfo::anonymous(),
+            (None, None) => return Err(ApiError::unauthorized()),
         };
         let info = RequestInfo::parse(method, path, query);
         let resource_attributes = info.is_resource.then(|| ResourceAttributes {
@@ -277,21 +320,22 @@ impl Api {
         } else {
             Bytes::new()
         };
-        if content_type.split(';').next().unwrap_or("").trim() == protobuf::KUBERNETES_PROTOBUF {
-            body = match method {
-                "POST" | "PUT" => {
-                    let obj = protobuf::decode_object(&body).map_err(|e| match e {
-                        protobuf::ProtobufError::Unsupported(_) => {
-                            ApiError::unsupported_media_type(&content_type, &["application/json"])
-                        }
-                        other => ApiError::bad_request(other.to_string()),
-                    })?;
-                    Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?)
-                }
-                // DeleteOptions from typed clients: the query parameters carry what matters.
-                "DELETE" => Bytes::new(),
-                _ => body,
+        if content_type.split(';').next().unwrap_or("").trim() == protobuf::KUBERNETES_PROTOBUF
+            && matches!(method, "POST" | "PUT" | "DELETE")
+            && !body.is_empty()
+        {
+            let registry = self.registry;
+            let decoder = |api_version: &str, kind: &str| {
+                let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+                registry.by_kind(group, version, kind).map(|d| d.protobuf)
             };
+            let obj = protobuf::decode_object(&body, decoder).map_err(|e| match e {
+                protobuf::ProtobufError::Unsupported(_) => {
+                    ApiError::unsupported_media_type(&content_type, &["application/json"])
+                }
+                other => ApiError::bad_request(other.to_string()),
+            })?;
+            body = Bytes::from(serde_json::to_vec(&obj).map_err(ApiError::internal)?);
         }
         let ctx = objects::Ctx {
             api: &self,
@@ -300,6 +344,20 @@ impl Api {
             query,
             representation,
         };
+        if def.verbs == crate::registry::CREATE_ONLY {
+            return match method {
+                "POST" if info.name.is_empty() => reviews::review(&self, def, &info, &user, &body),
+                _ => Err(ApiError::method_not_supported()),
+            };
+        }
+        match (info.subresource.as_str(), method) {
+            ("scale", _) => {
+                return subresources::scale(&ctx, method, &body, &content_type).await;
+            }
+            ("eviction", "POST") => return subresources::evict(&ctx, &body).await,
+            ("token", "POST") => return subresources::token_request(&ctx, &body).await,
+            _ => {}
+        }
         match info.verb.as_str() {
             "get" => ctx.get().await,
             "list" => ctx.list().await,
@@ -356,6 +414,20 @@ fn check_scope(def: &ResourceDef, info: &RequestInfo) -> ApiResult<()> {
         "" => Ok(()),
         "status" if def.status_subresource && !info.name.is_empty() => {
             if matches!(info.verb.as_str(), "get" | "update" | "patch") {
+                Ok(())
+            } else {
+                Err(ApiError::method_not_supported())
+            }
+        }
+        "scale" if def.scale_subresource && !info.name.is_empty() => {
+            if matches!(info.verb.as_str(), "get" | "update" | "patch") {
+                Ok(())
+            } else {
+                Err(ApiError::method_not_supported())
+            }
+        }
+        sub if subresources::serves(def.group, def.plural, sub) && !info.name.is_empty() => {
+            if info.verb == "create" {
                 Ok(())
             } else {
                 Err(ApiError::method_not_supported())

@@ -177,7 +177,7 @@ impl Ctx<'_> {
         Ok(Reply::ok(self.render_one(obj)))
     }
 
-    async fn load(&self, name: &str) -> ApiResult<(Value, i64)> {
+    pub(super) async fn load(&self, name: &str) -> ApiResult<(Value, i64)> {
         self.api
             .storage
             .get(self.def, self.namespace(), name)
@@ -468,6 +468,9 @@ impl Ctx<'_> {
         }
         let name = str_at(&obj, "/metadata/name").to_owned();
         self.check_namespace(&name).await?;
+        if self.def.group.is_empty() && self.def.kind == "Pod" {
+            crate::serviceaccount::admit_pod(&self.api.storage, &mut obj).await?;
+        }
         if self.dry_run()? {
             return Ok(Reply::json(StatusCode::CREATED, obj).with_warnings(warnings));
         }
@@ -665,6 +668,21 @@ impl Ctx<'_> {
         Ok(Reply::ok(updated))
     }
 
+    /// Writes `new` over `old` as an update of the main resource would (defaulting,
+    /// validation, generation) and returns the stored object.
+    pub(super) async fn write_spec(
+        &self,
+        old: Value,
+        revision: i64,
+        new: Value,
+    ) -> ApiResult<Value> {
+        let reply = self.write_update(old, revision, new).await?;
+        match reply.body {
+            super::ReplyBody::Json(v) => Ok(v),
+            _ => Err(ApiError::internal("update returned no object")),
+        }
+    }
+
     fn delete_options(&self, body: &[u8]) -> ApiResult<Value> {
         let mut options: Value = if body.iter().all(u8::is_ascii_whitespace) {
             json!({})
@@ -706,7 +724,11 @@ impl Ctx<'_> {
     }
 
     /// Deletes (or marks for deletion) one object; returns the HTTP status and body.
-    async fn delete_one(&self, name: &str, options: &Value) -> ApiResult<(StatusCode, Value)> {
+    pub(super) async fn delete_one(
+        &self,
+        name: &str,
+        options: &Value,
+    ) -> ApiResult<(StatusCode, Value)> {
         let dry_run = self.dry_run()?;
         for _ in 0..MAX_RETRIES {
             let (obj, revision) = self.load(name).await?;
@@ -835,7 +857,7 @@ pub(crate) fn parse_resource_version(rv: &str) -> ApiResult<i64> {
 
 /// `generateName` suffixes: five characters without vowels or look-alikes, as Kubernetes'
 /// `utilrand.String`.
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::thread_rng();

@@ -60,3 +60,41 @@ impl Strategy for EventStrategy {
         ]
     }
 }
+
+/// The strategy of events.k8s.io/v1 `events` (`regarding`, `note`, `series`).
+pub struct EventV1Strategy;
+
+impl Strategy for EventV1Strategy {
+    fn columns(&self) -> Vec<Column> {
+        EventStrategy.columns()
+    }
+
+    fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        let last = obj
+            .pointer("/series/lastObservedTime")
+            .or_else(|| obj.get("deprecatedLastTimestamp").filter(|v| !v.is_null()))
+            .or_else(|| obj.get("eventTime").filter(|v| !v.is_null()))
+            .or_else(|| obj.pointer("/metadata/creationTimestamp"));
+        let first = obj
+            .get("deprecatedFirstTimestamp")
+            .filter(|v| !v.is_null())
+            .or_else(|| obj.get("eventTime"));
+        let kind = str_at(obj, "/regarding/kind").to_ascii_lowercase();
+        let count = obj
+            .pointer("/series/count")
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| int_at(obj, "/deprecatedCount"));
+        vec![
+            json!(table::age_of(last, now)),
+            json!(str_at(obj, "/type")),
+            json!(str_at(obj, "/reason")),
+            json!(format!("{kind}/{}", str_at(obj, "/regarding/name"))),
+            json!(str_at(obj, "/regarding/fieldPath")),
+            json!(str_at(obj, "/reportingController")),
+            json!(str_at(obj, "/note").trim()),
+            json!(table::age_of(first, now)),
+            json!(count.max(1)),
+            table::name_cell(obj),
+        ]
+    }
+}

@@ -2,113 +2,499 @@
 //! printer columns), following the behaviour of Kubernetes' `pkg/registry/*/strategy.go`,
 //! `pkg/apis/*/v1/defaults.go` and `pkg/printers/internalversion`.
 
+mod batch;
 mod config;
 mod event;
 mod namespace;
+mod networking;
 mod node;
 mod pod;
+mod policy;
+pub mod printers;
+mod rbac_kinds;
 mod service;
+mod storage;
 mod workloads;
 
+use k8s_openapi::api::admissionregistration::v1 as admission;
 use k8s_openapi::api::apps::v1 as apps;
+use k8s_openapi::api::authentication::v1 as authn;
+use k8s_openapi::api::authorization::v1 as authz;
+use k8s_openapi::api::autoscaling::v1 as autoscaling_v1;
+use k8s_openapi::api::autoscaling::v2 as autoscaling_v2;
+use k8s_openapi::api::batch::v1 as batch_v1;
+use k8s_openapi::api::coordination::v1 as coordination;
 use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::discovery::v1 as discovery;
+use k8s_openapi::api::events::v1 as events_v1;
+use k8s_openapi::api::networking::v1 as networking_v1;
+use k8s_openapi::api::policy::v1 as policy_v1;
+use k8s_openapi::api::rbac::v1 as rbac;
+use k8s_openapi::api::scheduling::v1 as scheduling;
+use k8s_openapi::api::storage::v1 as storage_v1;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as crd;
+use k8s_pb::api::admissionregistration::v1 as pb_admission;
+use k8s_pb::api::apps::v1 as pb_apps;
+use k8s_pb::api::authentication::v1 as pb_authn;
+use k8s_pb::api::authorization::v1 as pb_authz;
+use k8s_pb::api::autoscaling::v1 as pb_autoscaling_v1;
+use k8s_pb::api::autoscaling::v2 as pb_autoscaling_v2;
+use k8s_pb::api::batch::v1 as pb_batch;
+use k8s_pb::api::coordination::v1 as pb_coordination;
+use k8s_pb::api::core::v1 as pb_core;
+use k8s_pb::api::discovery::v1 as pb_discovery;
+use k8s_pb::api::events::v1 as pb_events;
+use k8s_pb::api::networking::v1 as pb_networking;
+use k8s_pb::api::policy::v1 as pb_policy;
+use k8s_pb::api::rbac::v1 as pb_rbac;
+use k8s_pb::api::scheduling::v1 as pb_scheduling;
+use k8s_pb::api::storage::v1 as pb_storage;
+use k8s_pb::apiextensions_apiserver::pkg::apis::apiextensions::v1 as pb_crd;
 use serde_json::{json, Map, Value};
 
-use crate::registry::{normalize, schema, schema_name, Registry, ResourceDef, ALL_VERBS};
+use crate::registry::{row, Registry, ResourceDef, CREATE_ONLY};
 use crate::validation::{self, FieldError};
 
 pub use namespace::INITIAL_NAMESPACES;
+pub use policy::SYSTEM_PRIORITY_CLASSES;
 
-/// One row of the registry table for a typed kind.
-macro_rules! resource {
-    ($ty:ty, $group:expr, $kind:expr, $plural:expr, $singular:expr, namespaced: $ns:expr,
-     short: $short:expr, categories: $cats:expr, status: $status:expr, prefix: $prefix:expr,
-     generation: $generation:expr, delete_returns_object: $dro:expr, fields: $fields:expr,
-     strategy: $strategy:expr) => {
-        ResourceDef {
-            group: $group,
-            version: "v1",
-            kind: $kind,
-            plural: $plural,
-            singular: $singular,
-            short_names: $short,
-            namespaced: $ns,
-            verbs: ALL_VERBS,
-            categories: $cats,
-            status_subresource: $status,
-            storage_prefix: $prefix,
-            generation: $generation,
-            delete_returns_object: $dro,
-            selectable_fields: $fields,
-            normalize: normalize::<$ty>,
-            schema: schema::<$ty>,
-            schema_name: schema_name::<$ty>,
-            strategy: $strategy,
-        }
-    };
-}
-
-/// Every resource skiff serves.
+/// Every resource skiff serves, group by group in discovery order.
 pub static RESOURCES: &[ResourceDef] = &[
-    resource!(core::Namespace, "", "Namespace", "namespaces", "namespace", namespaced: false,
-        short: &["ns"], categories: &[], status: true, prefix: "namespaces",
-        generation: false, delete_returns_object: true, fields: &["status.phase"],
-        strategy: &namespace::NamespaceStrategy),
-    resource!(core::Pod, "", "Pod", "pods", "pod", namespaced: true,
-        short: &["po"], categories: &["all"], status: true, prefix: "pods",
-        generation: true, delete_returns_object: true,
-        fields: &["spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
-            "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP",
-            "status.nominatedNodeName"],
-        strategy: &pod::PodStrategy),
-    resource!(core::Service, "", "Service", "services", "service", namespaced: true,
-        short: &["svc"], categories: &["all"], status: true, prefix: "services/specs",
-        generation: false, delete_returns_object: true, fields: &[],
-        strategy: &service::ServiceStrategy),
-    resource!(core::Endpoints, "", "Endpoints", "endpoints", "endpoints", namespaced: true,
-        short: &["ep"], categories: &[], status: false, prefix: "services/endpoints",
-        generation: false, delete_returns_object: false, fields: &[],
-        strategy: &service::EndpointsStrategy),
-    resource!(core::ConfigMap, "", "ConfigMap", "configmaps", "configmap", namespaced: true,
-        short: &["cm"], categories: &[], status: false, prefix: "configmaps",
-        generation: false, delete_returns_object: false, fields: &[],
-        strategy: &config::ConfigMapStrategy),
-    resource!(core::Secret, "", "Secret", "secrets", "secret", namespaced: true,
-        short: &[], categories: &[], status: false, prefix: "secrets",
-        generation: false, delete_returns_object: false, fields: &["type"],
-        strategy: &config::SecretStrategy),
-    resource!(core::ServiceAccount, "", "ServiceAccount", "serviceaccounts", "serviceaccount",
-        namespaced: true, short: &["sa"], categories: &[], status: false,
-        prefix: "serviceaccounts", generation: false, delete_returns_object: true, fields: &[],
-        strategy: &config::ServiceAccountStrategy),
-    resource!(core::Node, "", "Node", "nodes", "node", namespaced: false,
-        short: &["no"], categories: &[], status: true, prefix: "minions",
-        generation: false, delete_returns_object: false, fields: &["spec.unschedulable"],
-        strategy: &node::NodeStrategy),
-    resource!(core::Event, "", "Event", "events", "event", namespaced: true,
-        short: &["ev"], categories: &[], status: false, prefix: "events",
-        generation: false, delete_returns_object: false,
-        fields: &["involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
-            "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
-            "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"],
-        strategy: &event::EventStrategy),
-    resource!(apps::Deployment, "apps", "Deployment", "deployments", "deployment",
-        namespaced: true, short: &["deploy"], categories: &["all"], status: true,
-        prefix: "deployments", generation: true, delete_returns_object: false, fields: &[],
-        strategy: &workloads::DeploymentStrategy),
-    resource!(apps::ReplicaSet, "apps", "ReplicaSet", "replicasets", "replicaset",
-        namespaced: true, short: &["rs"], categories: &["all"], status: true,
-        prefix: "replicasets", generation: true, delete_returns_object: false,
-        fields: &["status.replicas"], strategy: &workloads::ReplicaSetStrategy),
-    resource!(apps::StatefulSet, "apps", "StatefulSet", "statefulsets", "statefulset",
-        namespaced: true, short: &["sts"], categories: &["all"], status: true,
-        prefix: "statefulsets", generation: true, delete_returns_object: false, fields: &[],
-        strategy: &workloads::StatefulSetStrategy),
-    resource!(apps::DaemonSet, "apps", "DaemonSet", "daemonsets", "daemonset",
-        namespaced: true, short: &["ds"], categories: &["all"], status: true,
-        prefix: "daemonsets", generation: true, delete_returns_object: false, fields: &[],
-        strategy: &workloads::DaemonSetStrategy),
+    // core/v1
+    row::<core::Namespace, pb_core::Namespace>("", "v1", "Namespace", ("namespaces", "namespace"))
+        .cluster()
+        .short(&["ns"])
+        .status_only()
+        .returns_object()
+        .fields(&["status.phase"])
+        .strategy(&namespace::NamespaceStrategy),
+    row::<core::Pod, pb_core::Pod>("", "v1", "Pod", ("pods", "pod"))
+        .short(&["po"])
+        .in_all()
+        .status()
+        .returns_object()
+        .fields(&[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ])
+        .strategy(&pod::PodStrategy),
+    row::<core::Service, pb_core::Service>("", "v1", "Service", ("services", "service"))
+        .short(&["svc"])
+        .in_all()
+        .status_only()
+        .returns_object()
+        .prefix("services/specs")
+        .strategy(&service::ServiceStrategy),
+    row::<core::Endpoints, pb_core::Endpoints>("", "v1", "Endpoints", ("endpoints", "endpoints"))
+        .short(&["ep"])
+        .prefix("services/endpoints")
+        .strategy(&service::EndpointsStrategy),
+    row::<core::ConfigMap, pb_core::ConfigMap>("", "v1", "ConfigMap", ("configmaps", "configmap"))
+        .short(&["cm"])
+        .strategy(&config::ConfigMapStrategy),
+    row::<core::Secret, pb_core::Secret>("", "v1", "Secret", ("secrets", "secret"))
+        .fields(&["type"])
+        .strategy(&config::SecretStrategy),
+    row::<core::ServiceAccount, pb_core::ServiceAccount>(
+        "",
+        "v1",
+        "ServiceAccount",
+        ("serviceaccounts", "serviceaccount"),
+    )
+    .short(&["sa"])
+    .returns_object()
+    .strategy(&config::ServiceAccountStrategy),
+    row::<core::Node, pb_core::Node>("", "v1", "Node", ("nodes", "node"))
+        .cluster()
+        .short(&["no"])
+        .status_only()
+        .prefix("minions")
+        .fields(&["spec.unschedulable"])
+        .strategy(&node::NodeStrategy),
+    row::<core::Event, pb_core::Event>("", "v1", "Event", ("events", "event"))
+        .short(&["ev"])
+        .fields(&[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ])
+        .strategy(&event::EventStrategy),
+    row::<core::PersistentVolume, pb_core::PersistentVolume>(
+        "",
+        "v1",
+        "PersistentVolume",
+        ("persistentvolumes", "persistentvolume"),
+    )
+    .cluster()
+    .short(&["pv"])
+    .status_only()
+    .returns_object()
+    .strategy(&storage::PersistentVolumeStrategy),
+    row::<core::PersistentVolumeClaim, pb_core::PersistentVolumeClaim>(
+        "",
+        "v1",
+        "PersistentVolumeClaim",
+        ("persistentvolumeclaims", "persistentvolumeclaim"),
+    )
+    .short(&["pvc"])
+    .status_only()
+    .returns_object()
+    .strategy(&storage::PersistentVolumeClaimStrategy),
+    row::<core::LimitRange, pb_core::LimitRange>(
+        "",
+        "v1",
+        "LimitRange",
+        ("limitranges", "limitrange"),
+    )
+    .short(&["limits"])
+    .strategy(&printers::CREATED_AT),
+    row::<core::ResourceQuota, pb_core::ResourceQuota>(
+        "",
+        "v1",
+        "ResourceQuota",
+        ("resourcequotas", "resourcequota"),
+    )
+    .short(&["quota"])
+    .status_only()
+    .returns_object()
+    .strategy(&policy::ResourceQuotaStrategy),
+    row::<core::ReplicationController, pb_core::ReplicationController>(
+        "",
+        "v1",
+        "ReplicationController",
+        ("replicationcontrollers", "replicationcontroller"),
+    )
+    .short(&["rc"])
+    .in_all()
+    .status()
+    .scale()
+    .prefix("controllers")
+    .strategy(&workloads::ReplicationControllerStrategy),
+    row::<core::PodTemplate, pb_core::PodTemplate>(
+        "",
+        "v1",
+        "PodTemplate",
+        ("podtemplates", "podtemplate"),
+    ),
+    // apps/v1
+    row::<apps::Deployment, pb_apps::Deployment>(
+        "apps",
+        "v1",
+        "Deployment",
+        ("deployments", "deployment"),
+    )
+    .short(&["deploy"])
+    .in_all()
+    .status()
+    .scale()
+    .strategy(&workloads::DeploymentStrategy),
+    row::<apps::ReplicaSet, pb_apps::ReplicaSet>(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        ("replicasets", "replicaset"),
+    )
+    .short(&["rs"])
+    .in_all()
+    .status()
+    .scale()
+    .fields(&["status.replicas"])
+    .strategy(&workloads::ReplicaSetStrategy),
+    row::<apps::StatefulSet, pb_apps::StatefulSet>(
+        "apps",
+        "v1",
+        "StatefulSet",
+        ("statefulsets", "statefulset"),
+    )
+    .short(&["sts"])
+    .in_all()
+    .status()
+    .scale()
+    .strategy(&workloads::StatefulSetStrategy),
+    row::<apps::DaemonSet, pb_apps::DaemonSet>(
+        "apps",
+        "v1",
+        "DaemonSet",
+        ("daemonsets", "daemonset"),
+    )
+    .short(&["ds"])
+    .in_all()
+    .status()
+    .strategy(&workloads::DaemonSetStrategy),
+    row::<apps::ControllerRevision, pb_apps::ControllerRevision>(
+        "apps",
+        "v1",
+        "ControllerRevision",
+        ("controllerrevisions", "controllerrevision"),
+    )
+    .strategy(&workloads::ControllerRevisionStrategy),
+    // batch/v1
+    row::<batch_v1::Job, pb_batch::Job>("batch", "v1", "Job", ("jobs", "job"))
+        .in_all()
+        .status()
+        .strategy(&batch::JobStrategy),
+    row::<batch_v1::CronJob, pb_batch::CronJob>("batch", "v1", "CronJob", ("cronjobs", "cronjob"))
+        .short(&["cj"])
+        .in_all()
+        .status()
+        .strategy(&batch::CronJobStrategy),
+    // autoscaling/v1 and v2: one resource, stored once, served in both versions.
+    row::<autoscaling_v2::HorizontalPodAutoscaler, pb_autoscaling_v2::HorizontalPodAutoscaler>(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        ("horizontalpodautoscalers", "horizontalpodautoscaler"),
+    )
+    .short(&["hpa"])
+    .in_all()
+    .status_only()
+    .strategy(&policy::HpaStrategy),
+    row::<autoscaling_v1::HorizontalPodAutoscaler, pb_autoscaling_v1::HorizontalPodAutoscaler>(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        ("horizontalpodautoscalers", "horizontalpodautoscaler"),
+    )
+    .short(&["hpa"])
+    .in_all()
+    .status_only()
+    .prefix("horizontalpodautoscalers-v1")
+    .strategy(&policy::HpaStrategy),
+    // networking.k8s.io/v1
+    row::<networking_v1::Ingress, pb_networking::Ingress>(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        ("ingresses", "ingress"),
+    )
+    .short(&["ing"])
+    .status()
+    .strategy(&networking::IngressStrategy),
+    row::<networking_v1::IngressClass, pb_networking::IngressClass>(
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        ("ingressclasses", "ingressclass"),
+    )
+    .cluster()
+    .strategy(&networking::IngressClassStrategy),
+    row::<networking_v1::NetworkPolicy, pb_networking::NetworkPolicy>(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        ("networkpolicies", "networkpolicy"),
+    )
+    .short(&["netpol"])
+    .strategy(&networking::NetworkPolicyStrategy),
+    // policy/v1
+    row::<policy_v1::PodDisruptionBudget, pb_policy::PodDisruptionBudget>(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        ("poddisruptionbudgets", "poddisruptionbudget"),
+    )
+    .short(&["pdb"])
+    .status()
+    .strategy(&policy::PdbStrategy),
+    // rbac.authorization.k8s.io/v1
+    row::<rbac::ClusterRole, pb_rbac::ClusterRole>(
+        RBAC,
+        "v1",
+        "ClusterRole",
+        ("clusterroles", "clusterrole"),
+    )
+    .cluster()
+    .strategy(&rbac_kinds::RoleStrategy),
+    row::<rbac::ClusterRoleBinding, pb_rbac::ClusterRoleBinding>(
+        RBAC,
+        "v1",
+        "ClusterRoleBinding",
+        ("clusterrolebindings", "clusterrolebinding"),
+    )
+    .cluster()
+    .strategy(&rbac_kinds::BindingStrategy),
+    row::<rbac::Role, pb_rbac::Role>(RBAC, "v1", "Role", ("roles", "role"))
+        .strategy(&rbac_kinds::RoleStrategy),
+    row::<rbac::RoleBinding, pb_rbac::RoleBinding>(
+        RBAC,
+        "v1",
+        "RoleBinding",
+        ("rolebindings", "rolebinding"),
+    )
+    .strategy(&rbac_kinds::BindingStrategy),
+    // authorization.k8s.io/v1 and authentication.k8s.io/v1: answered, never stored.
+    row::<authz::SelfSubjectAccessReview, pb_authz::SelfSubjectAccessReview>(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        ("selfsubjectaccessreviews", "selfsubjectaccessreview"),
+    )
+    .cluster()
+    .verbs(CREATE_ONLY),
+    row::<authz::SelfSubjectRulesReview, pb_authz::SelfSubjectRulesReview>(
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectRulesReview",
+        ("selfsubjectrulesreviews", "selfsubjectrulesreview"),
+    )
+    .cluster()
+    .verbs(CREATE_ONLY),
+    row::<authz::SubjectAccessReview, pb_authz::SubjectAccessReview>(
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        ("subjectaccessreviews", "subjectaccessreview"),
+    )
+    .cluster()
+    .verbs(CREATE_ONLY),
+    row::<authz::LocalSubjectAccessReview, pb_authz::LocalSubjectAccessReview>(
+        "authorization.k8s.io",
+        "v1",
+        "LocalSubjectAccessReview",
+        ("localsubjectaccessreviews", "localsubjectaccessreview"),
+    )
+    .verbs(CREATE_ONLY),
+    row::<authn::TokenReview, pb_authn::TokenReview>(
+        "authentication.k8s.io",
+        "v1",
+        "TokenReview",
+        ("tokenreviews", "tokenreview"),
+    )
+    .cluster()
+    .verbs(CREATE_ONLY),
+    row::<authn::SelfSubjectReview, pb_authn::SelfSubjectReview>(
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        ("selfsubjectreviews", "selfsubjectreview"),
+    )
+    .cluster()
+    .verbs(CREATE_ONLY),
+    // storage.k8s.io/v1
+    row::<storage_v1::StorageClass, pb_storage::StorageClass>(
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        ("storageclasses", "storageclass"),
+    )
+    .cluster()
+    .short(&["sc"])
+    .strategy(&storage::StorageClassStrategy),
+    row::<storage_v1::VolumeAttachment, pb_storage::VolumeAttachment>(
+        "storage.k8s.io",
+        "v1",
+        "VolumeAttachment",
+        ("volumeattachments", "volumeattachment"),
+    )
+    .cluster()
+    .status_only()
+    .strategy(&storage::VOLUME_ATTACHMENT),
+    row::<storage_v1::CSIDriver, pb_storage::CSIDriver>(
+        "storage.k8s.io",
+        "v1",
+        "CSIDriver",
+        ("csidrivers", "csidriver"),
+    )
+    .cluster()
+    .strategy(&storage::CsiDriverStrategy),
+    row::<storage_v1::CSINode, pb_storage::CSINode>(
+        "storage.k8s.io",
+        "v1",
+        "CSINode",
+        ("csinodes", "csinode"),
+    )
+    .cluster()
+    .strategy(&storage::CSI_NODE),
+    row::<storage_v1::CSIStorageCapacity, pb_storage::CSIStorageCapacity>(
+        "storage.k8s.io",
+        "v1",
+        "CSIStorageCapacity",
+        ("csistoragecapacities", "csistoragecapacity"),
+    ),
+    // coordination.k8s.io/v1
+    row::<coordination::Lease, pb_coordination::Lease>(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        ("leases", "lease"),
+    )
+    .strategy(&networking::LeaseStrategy),
+    // discovery.k8s.io/v1
+    row::<discovery::EndpointSlice, pb_discovery::EndpointSlice>(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        ("endpointslices", "endpointslice"),
+    )
+    .strategy(&networking::EndpointSliceStrategy),
+    // events.k8s.io/v1: the core events, seen through the newer API.
+    row::<events_v1::Event, pb_events::Event>("events.k8s.io", "v1", "Event", ("events", "event"))
+        .short(&["ev"])
+        .prefix("events-v1")
+        .strategy(&event::EventV1Strategy),
+    // scheduling.k8s.io/v1
+    row::<scheduling::PriorityClass, pb_scheduling::PriorityClass>(
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        ("priorityclasses", "priorityclass"),
+    )
+    .cluster()
+    .short(&["pc"])
+    .strategy(&policy::PriorityClassStrategy),
+    // admissionregistration.k8s.io/v1
+    row::<admission::MutatingWebhookConfiguration, pb_admission::MutatingWebhookConfiguration>(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        (
+            "mutatingwebhookconfigurations",
+            "mutatingwebhookconfiguration",
+        ),
+    )
+    .cluster()
+    .strategy(&policy::WebhookConfigurationStrategy),
+    row::<admission::ValidatingWebhookConfiguration, pb_admission::ValidatingWebhookConfiguration>(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        (
+            "validatingwebhookconfigurations",
+            "validatingwebhookconfiguration",
+        ),
+    )
+    .cluster()
+    .strategy(&policy::WebhookConfigurationStrategy),
+    // apiextensions.k8s.io/v1
+    row::<crd::CustomResourceDefinition, pb_crd::CustomResourceDefinition>(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        ("customresourcedefinitions", "customresourcedefinition"),
+    )
+    .cluster()
+    .short(&["crd", "crds"])
+    .status_only()
+    .prefix("apiextensions.k8s.io/customresourcedefinitions")
+    .strategy(&printers::CREATED_AT),
 ];
+
+/// The API group of RBAC.
+pub const RBAC: &str = "rbac.authorization.k8s.io";
 
 /// The registry of [`RESOURCES`].
 pub static REGISTRY: Registry = Registry::new(RESOURCES);

@@ -349,3 +349,118 @@ fn object_mut_value(v: &mut Value) -> &mut serde_json::Map<String, Value> {
     }
     v.as_object_mut().expect("just made an object")
 }
+
+/// The strategy of `replicationcontrollers`: a ReplicaSet with a map selector.
+pub struct ReplicationControllerStrategy;
+
+impl Strategy for ReplicationControllerStrategy {
+    fn prepare_for_create(&self, obj: &mut Value) {
+        obj["status"] = json!({"replicas": 0});
+    }
+
+    fn default(&self, obj: &mut Value) {
+        let template_labels = obj
+            .pointer("/spec/template/metadata/labels")
+            .cloned()
+            .filter(|l| l.as_object().is_some_and(|m| !m.is_empty()));
+        if let Some(labels) = template_labels {
+            set_default(object_mut(obj, "spec"), "selector", labels.clone());
+            set_default(object_mut(obj, "metadata"), "labels", labels);
+        }
+        let spec = object_mut(obj, "spec");
+        set_default(spec, "replicas", json!(1));
+        if let Some(template) = spec.get_mut("template") {
+            default_pod_spec(object_mut(template, "spec"));
+        }
+    }
+
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let selector = obj.pointer("/spec/selector").and_then(Value::as_object);
+        match selector {
+            None => errs.push(FieldError::required("spec.selector", "")),
+            Some(selector) => {
+                let labels = obj
+                    .pointer("/spec/template/metadata/labels")
+                    .and_then(Value::as_object);
+                if !selector
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+                {
+                    errs.push(FieldError::invalid(
+                        "spec.template.metadata.labels",
+                        json!(labels.cloned().unwrap_or_default()),
+                        "`selector` does not match template `labels`",
+                    ));
+                }
+            }
+        }
+        errs.extend(validate_pod_spec(
+            obj.pointer("/spec/template/spec"),
+            "spec.template.spec",
+        ));
+        errs
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        ReplicaSetStrategy.columns()
+    }
+
+    fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        let mut cells = ReplicaSetStrategy.row(obj, now);
+        if let Some(last) = cells.last_mut() {
+            let selector: Vec<String> = obj
+                .pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect();
+            *last = json!(selector.join(","));
+        }
+        cells
+    }
+}
+
+/// The strategy of `controllerrevisions`.
+pub struct ControllerRevisionStrategy;
+
+impl Strategy for ControllerRevisionStrategy {
+    fn columns(&self) -> Vec<Column> {
+        vec![
+            Column::name(),
+            Column::text("Controller", "Controller of the object"),
+            Column::integer(
+                "Revision",
+                "Revision indicates the revision of the state represented by Data.",
+            ),
+            Column::age(),
+        ]
+    }
+
+    fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+        let controller = super::array_at(obj, "/metadata/ownerReferences")
+            .iter()
+            .find(|r| r.get("controller") == Some(&json!(true)))
+            .map(|r| {
+                let group = super::str_at(r, "/apiVersion")
+                    .rsplit_once('/')
+                    .map(|(g, _)| g)
+                    .unwrap_or("");
+                let kind = super::str_at(r, "/kind").to_ascii_lowercase();
+                let kind = if group.is_empty() {
+                    kind
+                } else {
+                    format!("{kind}.{group}")
+                };
+                format!("{kind}/{}", super::str_at(r, "/name"))
+            })
+            .unwrap_or_else(|| "<none>".to_owned());
+        vec![
+            table::name_cell(obj),
+            json!(controller),
+            json!(int_at(obj, "/revision")),
+            table::age_cell(obj, now),
+        ]
+    }
+}

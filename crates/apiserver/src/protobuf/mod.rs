@@ -1,21 +1,23 @@
 //! The little protobuf skiff speaks: it never answers in protobuf for objects, but
 //!
-//! - client-go's generated clientsets (used by `kubectl create namespace|configmap|secret`)
-//!   always send request bodies as `application/vnd.kubernetes.protobuf`, with no JSON
-//!   fallback; [`decode_object`] turns those bodies into JSON for the kinds whose
-//!   protobuf-to-JSON mapping is written here (k8s-pb provides the messages);
+//! - client-go's generated clientsets (used by `kubectl create deployment|secret|role|token`,
+//!   `drain`, `auth can-i`, ...) always send request bodies as
+//!   `application/vnd.kubernetes.protobuf`, with no JSON fallback (they accept JSON
+//!   answers); [`decode_object`] turns those bodies into JSON: k8s-pb decodes the message,
+//!   [`message`] maps it to JSON generically, guided by the k8s-openapi type's schema;
 //! - client-go reads `/openapi/v2` only as a gnostic protobuf document; kubectl 1.27 needs it
 //!   to learn (from the PATCH operations' `fieldValidation` parameter) that the server
 //!   validates fields itself. [`openapi_v2_document`] encodes the paths part of the JSON
 //!   document; definitions are served by OpenAPI v3.
 
-use std::collections::BTreeMap;
+pub mod message;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
-use k8s_pb::api::core::v1 as pb_core;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as pb_meta;
 use prost::Message;
+use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
 /// The media type of Kubernetes protobuf.
@@ -40,133 +42,107 @@ pub enum ProtobufError {
     Unsupported(String),
 }
 
+/// Decodes the message of one kind into its JSON object.
+pub type Decoder = fn(&[u8]) -> Result<Value, ProtobufError>;
+
 /// Decodes a Kubernetes protobuf request body (`k8s\0` + runtime.Unknown) into the JSON
-/// object it carries.
-pub fn decode_object(body: &[u8]) -> Result<Value, ProtobufError> {
-    let decode = |e: prost::DecodeError| ProtobufError::Decode(e.to_string());
+/// object it carries; `decoder` finds the decoder of the envelope's apiVersion and kind.
+pub fn decode_object(
+    body: &[u8],
+    decoder: impl Fn(&str, &str) -> Option<Decoder>,
+) -> Result<Value, ProtobufError> {
     let envelope = body
         .strip_prefix(MAGIC)
         .ok_or_else(|| ProtobufError::Decode("missing the k8s protobuf prefix".into()))?;
-    let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown::decode(envelope).map_err(decode)?;
+    let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown::decode(envelope)
+        .map_err(|e| ProtobufError::Decode(e.to_string()))?;
     let type_meta = unknown.type_meta.unwrap_or_default();
     let api_version = type_meta.api_version.unwrap_or_default();
     let kind = type_meta.kind.unwrap_or_default();
     let raw = unknown.raw.unwrap_or_default();
-    let mut obj = match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Namespace") => {
-            let ns = pb_core::Namespace::decode(raw.as_slice()).map_err(decode)?;
-            let mut obj = json!({"metadata": object_meta(ns.metadata)});
-            if let Some(spec) = ns.spec {
-                obj["spec"] = json!({"finalizers": spec.finalizers});
-            }
-            obj
-        }
-        ("v1", "ConfigMap") => {
-            let cm = pb_core::ConfigMap::decode(raw.as_slice()).map_err(decode)?;
-            let mut obj = json!({"metadata": object_meta(cm.metadata)});
-            if !cm.data.is_empty() {
-                obj["data"] = json!(cm.data);
-            }
-            if !cm.binary_data.is_empty() {
-                obj["binaryData"] = bytes_map(&cm.binary_data);
-            }
-            if let Some(immutable) = cm.immutable {
-                obj["immutable"] = json!(immutable);
-            }
-            obj
-        }
-        ("v1", "Secret") => {
-            let secret = pb_core::Secret::decode(raw.as_slice()).map_err(decode)?;
-            let mut obj = json!({"metadata": object_meta(secret.metadata)});
-            if !secret.data.is_empty() {
-                obj["data"] = bytes_map(&secret.data);
-            }
-            if !secret.string_data.is_empty() {
-                obj["stringData"] = json!(secret.string_data);
-            }
-            if let Some(kind) = secret.r#type {
-                obj["type"] = json!(kind);
-            }
-            if let Some(immutable) = secret.immutable {
-                obj["immutable"] = json!(immutable);
-            }
-            obj
-        }
-        ("v1", "ServiceAccount") => {
-            let sa = pb_core::ServiceAccount::decode(raw.as_slice()).map_err(decode)?;
-            let mut obj = json!({"metadata": object_meta(sa.metadata)});
-            if let Some(automount) = sa.automount_service_account_token {
-                obj["automountServiceAccountToken"] = json!(automount);
-            }
-            if !sa.image_pull_secrets.is_empty() {
-                obj["imagePullSecrets"] = sa
-                    .image_pull_secrets
-                    .iter()
-                    .map(|r| json!({"name": r.name.clone().unwrap_or_default()}))
-                    .collect();
-            }
-            obj
-        }
-        _ => return Err(ProtobufError::Unsupported(format!("{api_version}/{kind}"))),
-    };
-    obj["apiVersion"] = json!(api_version);
+    let decode = decoder(&api_version, &kind)
+        .or_else(|| {
+            EXTRA_KINDS
+                .iter()
+                .find(|(v, k, _)| (*v == api_version || v.is_empty()) && *k == kind)
+                .map(|(_, _, d)| *d)
+        })
+        .ok_or_else(|| ProtobufError::Unsupported(format!("{api_version}/{kind}")))?;
+    let mut obj = decode(&raw)?;
+    if !api_version.is_empty() {
+        obj["apiVersion"] = json!(api_version);
+    }
     obj["kind"] = json!(kind);
     Ok(obj)
 }
 
-fn bytes_map(map: &BTreeMap<String, Vec<u8>>) -> Value {
-    map.iter()
-        .map(|(k, v)| (k.clone(), json!(BASE64.encode(v))))
-        .collect::<Map<String, Value>>()
-        .into()
+/// Kinds sent in request bodies that are not resources of their own: subresource bodies
+/// and options ("" matches any apiVersion: client-go sends DeleteOptions under the
+/// resource's group version).
+static EXTRA_KINDS: &[(&str, &str, Decoder)] = &[
+    (
+        "",
+        "DeleteOptions",
+        decode_as::<
+            pb_meta::DeleteOptions,
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions,
+        >,
+    ),
+    (
+        "autoscaling/v1",
+        "Scale",
+        decode_as::<k8s_pb::api::autoscaling::v1::Scale, k8s_openapi::api::autoscaling::v1::Scale>,
+    ),
+    (
+        "policy/v1",
+        "Eviction",
+        decode_as::<k8s_pb::api::policy::v1::Eviction, k8s_openapi::api::policy::v1::Eviction>,
+    ),
+    (
+        "authentication.k8s.io/v1",
+        "TokenRequest",
+        decode_as::<
+            k8s_pb::api::authentication::v1::TokenRequest,
+            k8s_openapi::api::authentication::v1::TokenRequest,
+        >,
+    ),
+];
+
+/// The [`Decoder`] of the k8s-pb message `P` whose JSON form is the k8s-openapi type `O`.
+pub fn decode_as<P, O>(raw: &[u8]) -> Result<Value, ProtobufError>
+where
+    P: Message + Default + std::fmt::Debug,
+    O: JsonSchema,
+{
+    let decoded = P::decode(raw).map_err(|e| ProtobufError::Decode(e.to_string()))?;
+    let shown = message::parse(&format!("{decoded:?}"))
+        .map_err(|e| ProtobufError::Decode(e.to_string()))?;
+    let schema = schema_of::<O>();
+    let (root, definitions) = &*schema;
+    Ok(message::to_json(&shown, root, definitions).unwrap_or_else(|| json!({})))
 }
 
-/// The JSON of an ObjectMeta: the fields a client sets on create and update.
-fn object_meta(meta: Option<pb_meta::ObjectMeta>) -> Value {
-    let meta = meta.unwrap_or_default();
-    let mut out = Map::new();
-    let mut put = |key: &str, value: Option<String>| {
-        if let Some(v) = value.filter(|v| !v.is_empty()) {
-            out.insert(key.into(), json!(v));
-        }
-    };
-    put("name", meta.name);
-    put("generateName", meta.generate_name);
-    put("namespace", meta.namespace);
-    put("uid", meta.uid);
-    put("resourceVersion", meta.resource_version);
-    if !meta.labels.is_empty() {
-        out.insert("labels".into(), json!(meta.labels));
+type SchemaCache = Mutex<HashMap<&'static str, Arc<(Value, Map<String, Value>)>>>;
+
+/// The schema of `O` with its definitions, generated once per type.
+fn schema_of<O: JsonSchema>() -> Arc<(Value, Map<String, Value>)> {
+    static CACHE: OnceLock<SchemaCache> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let name = std::any::type_name::<O>();
+    if let Some(found) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+        return found.clone();
     }
-    if !meta.annotations.is_empty() {
-        out.insert("annotations".into(), json!(meta.annotations));
-    }
-    if !meta.finalizers.is_empty() {
-        out.insert("finalizers".into(), json!(meta.finalizers));
-    }
-    if !meta.owner_references.is_empty() {
-        let refs: Vec<Value> = meta
-            .owner_references
-            .iter()
-            .map(|r| {
-                let mut o = json!({
-                    "apiVersion": r.api_version.clone().unwrap_or_default(),
-                    "kind": r.kind.clone().unwrap_or_default(),
-                    "name": r.name.clone().unwrap_or_default(),
-                    "uid": r.uid.clone().unwrap_or_default(),
-                });
-                if let Some(c) = r.controller {
-                    o["controller"] = json!(c);
-                }
-                if let Some(b) = r.block_owner_deletion {
-                    o["blockOwnerDeletion"] = json!(b);
-                }
-                o
-            })
-            .collect();
-        out.insert("ownerReferences".into(), json!(refs));
-    }
-    Value::Object(out)
+    let mut settings = schemars::generate::SchemaSettings::draft07();
+    settings.definitions_path = "/definitions".into();
+    let mut generator = settings.into_generator();
+    let root = generator.subschema_for::<O>().to_value();
+    let definitions = generator.take_definitions(true);
+    let entry = Arc::new((root, definitions));
+    cache
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name, entry.clone());
+    entry
 }
 
 /// Protobuf wire encoding of the few gnostic messages written here.
@@ -318,33 +294,98 @@ fn operation(w: &mut Writer, op: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_pb::api::apps::v1 as pb_apps;
+    use k8s_pb::api::core::v1 as pb_core;
 
-    #[test]
-    fn decodes_a_protobuf_configmap() {
-        let cm = pb_core::ConfigMap {
-            metadata: Some(pb_meta::ObjectMeta {
-                name: Some("cfg".into()),
-                labels: [("a".to_owned(), "b".to_owned())].into(),
-                ..Default::default()
-            }),
-            data: [("k".to_owned(), "v".to_owned())].into(),
-            ..Default::default()
-        };
-        let envelope = k8s_pb::apimachinery::pkg::runtime::Unknown {
+    fn envelope(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
+        let unknown = k8s_pb::apimachinery::pkg::runtime::Unknown {
             type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta {
-                api_version: Some("v1".into()),
-                kind: Some("ConfigMap".into()),
+                api_version: Some(api_version.into()),
+                kind: Some(kind.into()),
             }),
-            raw: Some(cm.encode_to_vec()),
+            raw: Some(raw),
             ..Default::default()
         };
         let mut body = MAGIC.to_vec();
-        body.extend(envelope.encode_to_vec());
-        let obj = decode_object(&body).unwrap();
+        body.extend(unknown.encode_to_vec());
+        body
+    }
+
+    #[test]
+    fn decodes_a_protobuf_secret_with_bytes_and_empty_label_values() {
+        let secret = pb_core::Secret {
+            metadata: Some(pb_meta::ObjectMeta {
+                name: Some("s".into()),
+                generate_name: Some(String::new()),
+                labels: [("a".to_owned(), String::new())].into(),
+                creation_timestamp: Some(pb_meta::Time {
+                    seconds: Some(-62_135_596_800),
+                    nanos: Some(0),
+                }),
+                ..Default::default()
+            }),
+            data: [("k".to_owned(), b"hi".to_vec())].into(),
+            r#type: Some("Opaque".into()),
+            ..Default::default()
+        };
+        let body = envelope("v1", "Secret", secret.encode_to_vec());
+        let find = |_: &str, _: &str| -> Option<Decoder> {
+            Some(decode_as::<pb_core::Secret, k8s_openapi::api::core::v1::Secret>)
+        };
+        let obj = decode_object(&body, find).unwrap();
         assert_eq!(
             obj,
-            json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "cfg", "labels": {"a": "b"}}, "data": {"k": "v"}})
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": "s", "labels": {"a": ""}}, "data": {"k": "aGk="}})
+        );
+    }
+
+    #[test]
+    fn decodes_a_deployment_with_json_names_and_int_or_string() {
+        let deployment = pb_apps::Deployment {
+            metadata: Some(pb_meta::ObjectMeta {
+                name: Some("d".into()),
+                ..Default::default()
+            }),
+            spec: Some(pb_apps::DeploymentSpec {
+                replicas: Some(0),
+                strategy: Some(pb_apps::DeploymentStrategy {
+                    rolling_update: Some(pb_apps::RollingUpdateDeployment {
+                        max_surge: Some(k8s_pb::apimachinery::pkg::util::intstr::IntOrString {
+                            r#type: Some(1),
+                            int_val: Some(0),
+                            str_val: Some("50%".into()),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                template: Some(pb_core::PodTemplateSpec {
+                    spec: Some(pb_core::PodSpec {
+                        host_ipc: Some(true),
+                        containers: vec![pb_core::Container {
+                            name: Some("c".into()),
+                            image: Some("busybox".into()),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let obj = decode_as::<pb_apps::Deployment, k8s_openapi::api::apps::v1::Deployment>(
+            &deployment.encode_to_vec(),
+        )
+        .unwrap();
+        assert_eq!(obj["spec"]["replicas"], 0);
+        assert_eq!(obj["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "50%");
+        assert_eq!(obj["spec"]["template"]["spec"]["hostIPC"], true);
+        assert_eq!(
+            obj["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "c", "image": "busybox"}])
         );
     }
 }

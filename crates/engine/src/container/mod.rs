@@ -1,13 +1,14 @@
 //! Containers as the engine keeps them: the record on disk and its life-cycle state.
 //!
 //! One file per operation, as in youki: [`create`], [`start`], [`stop`],
-//! [`remove`], [`logs`].
+//! [`remove`], [`logs`], and [`transient`] containers for image builds.
 
 pub mod create;
 pub mod logs;
 pub mod remove;
 pub mod start;
 pub mod stop;
+pub mod transient;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

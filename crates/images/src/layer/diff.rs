@@ -164,13 +164,19 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         assert!(names.contains(&"etc/.wh.gone".to_string()), "{names:?}");
-        assert!(names.contains(&"etc/opaque/.wh..wh..opq".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"etc/opaque/.wh..wh..opq".to_string()),
+            "{names:?}"
+        );
         assert_eq!(write_layer_tar(&upper, Vec::new()).unwrap(), tar_bytes);
 
         let out = tmp.path().join("out");
         unpack_tar(&tar_bytes[..], &out).unwrap();
         assert_eq!(fs::read(out.join("etc/again")).unwrap(), b"hello");
-        assert_eq!(fs::read_link(out.join("etc/link")).unwrap(), Path::new("new"));
+        assert_eq!(
+            fs::read_link(out.join("etc/link")).unwrap(),
+            Path::new("new")
+        );
         let gone = fs::symlink_metadata(out.join("etc/gone")).unwrap();
         assert!(gone.file_type().is_char_device());
         assert_eq!(

@@ -2,6 +2,7 @@
 
 mod blobs;
 mod layers;
+mod local;
 mod metadata;
 mod records;
 mod remove;
@@ -15,6 +16,7 @@ use oci_spec::image::ImageConfiguration;
 
 pub use blobs::{BlobStore, BlobWriter};
 pub(crate) use layers::StagingDir;
+pub use local::ImportGuard;
 pub use records::{
     DiskUsage, HistoryEntry, ImageRecord, LayerRecord, LoadedImage, PruneReport, RemoveEvent,
 };

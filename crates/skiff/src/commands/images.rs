@@ -96,14 +96,22 @@ impl Progress for Bars {
 }
 
 /// Plain lines when not on a terminal, as Docker prints them.
-struct Lines;
+struct Lines {
+    /// Docker prints an explicit pull's or load's lines on stdout, and the
+    /// implicit pull of `run` on stderr (stdout belongs to the container).
+    to_stderr: bool,
+}
 
 impl Progress for Lines {
     fn started(&self, _id: &str, _total: Option<u64>) {}
     fn advanced(&self, _id: &str, _n: u64) {}
     fn finished(&self, _id: &str) {}
     fn message(&self, msg: &str) {
-        println!("{msg}");
+        if self.to_stderr {
+            eprintln!("{msg}");
+        } else {
+            println!("{msg}");
+        }
     }
 }
 
@@ -115,12 +123,16 @@ fn loopback_registry(reference: &Reference) -> bool {
 }
 
 fn progress(quiet: bool) -> Box<dyn Progress> {
+    progress_to(quiet, false)
+}
+
+fn progress_to(quiet: bool, to_stderr: bool) -> Box<dyn Progress> {
     if quiet {
         Box::new(NoProgress)
     } else if std::io::stderr().is_terminal() {
         Box::new(Bars::new())
     } else {
-        Box::new(Lines)
+        Box::new(Lines { to_stderr })
     }
 }
 
@@ -145,16 +157,28 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// How a pull reports itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullOutput {
+    /// `skiff pull`: progress and the final name on stdout.
+    Explicit,
+    /// `skiff pull -q`: only the final name.
+    Quiet,
+    /// The pull `run` and `create` do: progress on stderr, stdout untouched.
+    Implicit,
+}
+
 /// Pulls `image` into the engine's store; shared by `pull` and `run`.
 pub fn pull_image(
-    _ctx: &Context,
     engine: &Engine,
     image: &str,
     insecure: bool,
     platform: Option<&str>,
     creds: Option<&str>,
-    quiet: bool,
+    output: PullOutput,
 ) -> Result<()> {
+    let quiet = output == PullOutput::Quiet;
+    let implicit = output == PullOutput::Implicit;
     let reference = Reference::parse(image)?;
     let platform = platform
         .map(|p| p.parse::<Platform>())
@@ -168,19 +192,16 @@ pub fn pull_image(
     };
     let progress = progress(quiet);
     let rt = runtime()?;
-    let record = rt.block_on(registry::pull(
+    rt.block_on(registry::pull(
         engine.images(),
         &reference,
         &opts,
         progress.as_ref(),
     ))?;
     drop(rt);
-    if !quiet {
-        eprintln!("Digest: {}", record.manifest.digest);
-        eprintln!(
-            "Status: Downloaded newer image for {}",
-            reference.familiar_string()
-        );
+    // The registry client reported the digest and status through `progress`.
+    if implicit {
+        return Ok(());
     }
     println!("{}", reference);
     Ok(())
@@ -189,14 +210,18 @@ pub fn pull_image(
 /// `skiff pull`.
 pub fn pull(ctx: &Context, args: PullArgs) -> Result<()> {
     let engine = ctx.engine()?;
+    let output = if args.quiet {
+        PullOutput::Quiet
+    } else {
+        PullOutput::Explicit
+    };
     pull_image(
-        ctx,
         &engine,
         &args.image,
         args.insecure,
         args.platform.as_deref(),
         args.creds.as_deref(),
-        args.quiet,
+        output,
     )
 }
 

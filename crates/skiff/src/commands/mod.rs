@@ -1,11 +1,15 @@
 //! One module per group of verbs; each only translates flags into library calls.
 
+mod agent;
+mod build;
 mod containers;
+mod controller_manager;
 mod exec;
 mod images;
 mod inspect;
 mod registry;
 mod run;
+mod scheduler;
 mod server;
 mod volumes;
 
@@ -116,12 +120,16 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Load(args) => images::load(&ctx, args),
         Command::Save(args) => images::save(&ctx, args),
         Command::History(args) => images::history(&ctx, args),
+        Command::Build(args) => build::build(&ctx, args),
         Command::Login(args) => images::login(&ctx, args),
         Command::Registry(args) => registry::registry(&ctx, args),
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),
         Command::System(cmd) => containers::system(&ctx, cmd),
         Command::Server(args) => server::server(&ctx, args),
         Command::Kubeconfig => server::kubeconfig(&ctx),
+        Command::Agent(args) => agent::agent(&ctx, args),
+        Command::Scheduler(args) => scheduler::scheduler(&ctx, args),
+        Command::ControllerManager(args) => controller_manager::controller_manager(&ctx, args),
         Command::ContainerCleanup { id } => ctx
             .engine()
             .and_then(|e| e.cleanup(&id).map_err(Into::into)),

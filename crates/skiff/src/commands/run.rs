@@ -84,15 +84,17 @@ fn request(args: &RunArgs) -> Result<CreateRequest> {
 }
 
 /// Creates the container, pulling the image first when it is not present.
-fn create_with_pull(
-    ctx: &Context,
-    engine: &Engine,
-    req: &CreateRequest,
-    insecure: bool,
-) -> Result<String> {
+fn create_with_pull(engine: &Engine, req: &CreateRequest, insecure: bool) -> Result<String> {
     if engine.images().resolve(&req.image).is_err() {
         eprintln!("Unable to find image '{}' locally", req.image);
-        images::pull_image(ctx, engine, &req.image, insecure, None, None, false)?;
+        images::pull_image(
+            engine,
+            &req.image,
+            insecure,
+            None,
+            None,
+            images::PullOutput::Implicit,
+        )?;
     }
     Ok(engine.create(req)?.id)
 }
@@ -101,7 +103,7 @@ fn create_with_pull(
 pub fn create(ctx: &Context, args: RunArgs) -> Result<()> {
     let engine = ctx.engine()?;
     let req = request(&args)?;
-    let id = create_with_pull(ctx, &engine, &req, args.insecure)?;
+    let id = create_with_pull(&engine, &req, args.insecure)?;
     println!("{id}");
     Ok(())
 }
@@ -110,7 +112,7 @@ pub fn create(ctx: &Context, args: RunArgs) -> Result<()> {
 pub fn run(ctx: &Context, args: RunArgs) -> Result<()> {
     let engine = ctx.engine()?;
     let req = request(&args)?;
-    let id = create_with_pull(ctx, &engine, &req, args.insecure)?;
+    let id = create_with_pull(&engine, &req, args.insecure)?;
     let started = match engine.start(
         &id,
         StartOptions {
@@ -132,7 +134,11 @@ pub fn run(ctx: &Context, args: RunArgs) -> Result<()> {
     let stream = started.attach.context("no attach stream from the shim")?;
     // In the foreground this process does the cleanup (unmount, and removal
     // for --rm) itself, instead of the shim starting another skiff for it.
-    send(&Mutex::new(stream.try_clone()?), FrameKind::TakeCleanup, &[]);
+    send(
+        &Mutex::new(stream.try_clone()?),
+        FrameKind::TakeCleanup,
+        &[],
+    );
     let code = attach_session(&engine, stream, &id, args.interactive, args.tty);
     match engine.cleanup(&id) {
         // The shim did it, having not heard from us in time.

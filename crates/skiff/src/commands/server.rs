@@ -12,6 +12,7 @@ fn data_dir(ctx: &Context) -> std::path::PathBuf {
 
 /// Runs the API server until SIGINT or SIGTERM.
 pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
+    let (scheduler, controllers) = (!args.disable_scheduler, !args.disable_controller_manager);
     let config = ServerConfig {
         data_dir: data_dir(ctx),
         bind_address: args.bind_address,
@@ -26,6 +27,20 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
             server.local_addr(),
             server.kubeconfig_path().display()
         );
+        // The scheduler and the controllers are clients like any other, over the admin
+        // kubeconfig; they stop with the runtime.
+        if scheduler || controllers {
+            let client =
+                skiff_controllers::connect::from_kubeconfig(server.kubeconfig_path()).await?;
+            if scheduler {
+                let config = skiff_scheduler::SchedulerConfig::default();
+                tokio::spawn(skiff_scheduler::run(client.clone(), config));
+            }
+            if controllers {
+                let config = skiff_controllers::ControllerManagerConfig::default();
+                tokio::spawn(skiff_controllers::run(client, config));
+            }
+        }
         let mut terminate =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -1,0 +1,154 @@
+//! A reflector: an in-memory mirror of some resources, kept current by list + watch on the
+//! store, for the server's own readers (the RBAC authorizer, the built-in controllers).
+//!
+//! Like client-go's reflector it lists each resource, then watches from the list's
+//! revision; when the watch breaks (compaction, store error) it relists. Readers never block
+//! on the store: they see the last state delivered. [`Reflector::changes`] wakes
+//! level-triggered controllers after every applied event.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use skiff_store::EventKind;
+use tokio::sync::watch;
+
+use crate::registry::ResourceDef;
+use crate::storage::Storage;
+
+/// Objects by store key.
+type Objects = BTreeMap<String, Value>;
+
+/// The mirror of a fixed set of resources.
+pub struct Reflector {
+    objects: RwLock<Objects>,
+    changed: watch::Sender<u64>,
+    defs: Vec<&'static ResourceDef>,
+}
+
+impl std::fmt::Debug for Reflector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reflector")
+            .field("defs", &self.defs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reflector {
+    /// Mirrors `defs`: lists each once before returning, then keeps watching in background
+    /// tasks until the runtime ends.
+    pub async fn start(storage: Storage, defs: Vec<&'static ResourceDef>) -> Arc<Reflector> {
+        let (changed, _) = watch::channel(0);
+        let reflector = Arc::new(Reflector {
+            objects: RwLock::new(Objects::new()),
+            changed,
+            defs: defs.clone(),
+        });
+        for def in defs {
+            let prefix = Storage::prefix(def, None);
+            let revision = reflector.relist(&storage, &prefix).await;
+            tokio::spawn(reflector.clone().follow(storage.clone(), prefix, revision));
+        }
+        reflector
+    }
+
+    /// Replaces everything under `prefix` with a fresh list; returns its revision (0 when
+    /// the store failed, so that the watch starts from now and a later relist repairs).
+    async fn relist(&self, storage: &Storage, prefix: &str) -> i64 {
+        let mut fresh = Objects::new();
+        let mut start: Option<String> = None;
+        let mut revision = None;
+        loop {
+            let page = match storage
+                .list(prefix, revision, Some(500), start.as_deref())
+                .await
+            {
+                Ok(page) => page,
+                Err(err) => {
+                    tracing::warn!(%prefix, "reflector list failed: {}", err.message);
+                    return 0;
+                }
+            };
+            revision = Some(page.revision);
+            for (key, obj) in page.items {
+                start = Some(key.clone());
+                fresh.insert(key, obj);
+            }
+            if !page.more {
+                break;
+            }
+        }
+        {
+            let mut objects = self.objects.write().unwrap_or_else(|p| p.into_inner());
+            objects.retain(|k, _| !k.starts_with(prefix));
+            objects.extend(fresh);
+        }
+        self.changed.send_modify(|n| *n += 1);
+        revision.unwrap_or(0)
+    }
+
+    async fn follow(self: Arc<Self>, storage: Storage, prefix: String, mut revision: i64) {
+        // Every watch starts right after the last list; events only ever follow it.
+        loop {
+            let from = if revision > 0 { revision + 1 } else { 0 };
+            let mut stream = match storage.watch(&prefix, from).await {
+                Ok(stream) => stream,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    revision = self.relist(&storage, &prefix).await;
+                    continue;
+                }
+            };
+            while let Some(event) = stream.next().await {
+                let Ok(event) = event else { break };
+                {
+                    let mut objects = self.objects.write().unwrap_or_else(|p| p.into_inner());
+                    match event.kind {
+                        EventKind::Put => match Storage::decode(&event.kv, event.kv.mod_revision) {
+                            Ok(obj) => {
+                                objects.insert(event.kv.key.clone(), obj);
+                            }
+                            Err(err) => tracing::warn!("reflector: {}", err.message),
+                        },
+                        EventKind::Delete => {
+                            objects.remove(&event.kv.key);
+                        }
+                    }
+                }
+                self.changed.send_modify(|n| *n += 1);
+            }
+            // The watch ended (compacted or the store failed): relist, then watch again.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            revision = self.relist(&storage, &prefix).await;
+        }
+    }
+
+    /// Every object of a resource (all namespaces).
+    pub fn list(&self, def: &ResourceDef) -> Vec<Value> {
+        self.list_in(def, None)
+    }
+
+    /// The objects of a resource in one namespace (or all, with `None`).
+    pub fn list_in(&self, def: &ResourceDef, namespace: Option<&str>) -> Vec<Value> {
+        let prefix = Storage::prefix(def, namespace);
+        let objects = self.objects.read().unwrap_or_else(|p| p.into_inner());
+        objects
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// One object.
+    pub fn get(&self, def: &ResourceDef, namespace: &str, name: &str) -> Option<Value> {
+        let objects = self.objects.read().unwrap_or_else(|p| p.into_inner());
+        objects.get(&Storage::key(def, namespace, name)).cloned()
+    }
+
+    /// A receiver that changes after every applied event (for level-triggered controllers).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}

@@ -1,0 +1,392 @@
+//! RBAC and service accounts through the real kubectl: a second user with a client
+//! certificate issued from the cluster CA, `kubectl auth can-i`, SubjectAccessReview, the
+//! default roles and their aggregation, the `default` ServiceAccount, TokenRequest
+//! (`kubectl create token`) and bearer-token authentication.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use common::{fails, kubectls, ok, TestServer};
+
+/// A kubeconfig for `user` (cert and key PEM, or a token) next to the admin's.
+fn user_kubeconfig(s: &TestServer, name: &str, credentials: &str) -> PathBuf {
+    let admin = std::fs::read_to_string(&s.kubeconfig).unwrap();
+    let server = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_owned();
+    let ca = BASE64.encode(std::fs::read(s.ca_path()).unwrap());
+    s.write(
+        &format!("{name}.kubeconfig"),
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}\n  user:\n{credentials}contexts:\n- name: {name}\n  context:\n    cluster: skiff\n    user: {name}\ncurrent-context: {name}\n"
+        ),
+    )
+}
+
+/// Issues a client certificate for `user` in `groups` from the cluster CA.
+fn client_certificate(s: &TestServer, user: &str, groups: &[&str]) -> String {
+    let tls = s.root.path().join("server/tls");
+    let ca_cert = std::fs::read_to_string(tls.join("ca.crt")).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(tls.join("ca.key")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, user);
+    for group in groups {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, *group);
+    }
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    format!(
+        "    client-certificate-data: {}\n    client-key-data: {}\n",
+        BASE64.encode(cert.pem()),
+        BASE64.encode(key.serialize_pem())
+    )
+}
+
+fn as_user(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Retries `f` until it returns true (RBAC and controllers follow the store within
+/// milliseconds, kubectl is a separate process).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn rbac_and_service_accounts(kubectl: &Path) {
+    let s = TestServer::start();
+    let k = |args: &[&str]| s.kubectl(kubectl, args);
+    let v = kubectl.display().to_string();
+
+    // The admin (system:masters) may do anything.
+    assert_eq!(
+        ok(k(&["auth", "can-i", "create", "pods"]), "can-i").trim(),
+        "yes",
+        "{v}"
+    );
+    assert_eq!(
+        ok(k(&["auth", "can-i", "*", "*"]), "can-i *").trim(),
+        "yes",
+        "{v}"
+    );
+
+    // The default roles exist, aggregated through their labels.
+    let roles = ok(
+        k(&["get", "clusterroles", "-o", "name"]),
+        "get clusterroles",
+    );
+    for role in [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:basic-user",
+        "system:discovery",
+        "system:public-info-viewer",
+        "system:node",
+        "system:kube-scheduler",
+        "system:kube-controller-manager",
+    ] {
+        assert!(
+            roles.contains(&format!("clusterrole.rbac.authorization.k8s.io/{role}\n")),
+            "{v}: {role}"
+        );
+    }
+    eventually("the view role to aggregate", || {
+        stdout(&k(&[
+            "get",
+            "clusterrole",
+            "view",
+            "-o",
+            "jsonpath={.rules[*].resources}",
+        ]))
+        .contains("pods")
+    });
+    let extra = s.write(
+        "extra.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: widget-viewer\n  labels: {rbac.authorization.k8s.io/aggregate-to-view: \"true\"}\nrules:\n- apiGroups: [example.com]\n  resources: [widgets]\n  verbs: [get]\n",
+    );
+    ok(
+        k(&["create", "-f", extra.to_str().unwrap()]),
+        "create aggregated role",
+    );
+    eventually("view, edit and admin to include the new rule", || {
+        ["view", "edit", "admin"].iter().all(|role| {
+            stdout(&k(&[
+                "get",
+                "clusterrole",
+                role,
+                "-o",
+                "jsonpath={.rules[*].resources}",
+            ]))
+            .contains("widgets")
+        })
+    });
+
+    // A second user, bob (group devs), with a certificate from the cluster CA.
+    let bob = user_kubeconfig(&s, "bob", &client_certificate(&s, "bob", &["devs"]));
+    let b = |args: &[&str]| as_user(kubectl, &bob, args);
+    let err = fails(b(&["get", "pods"]), "bob lists pods");
+    assert!(
+        err.contains(r#"Error from server (Forbidden): pods is forbidden: User "bob" cannot list resource "pods" in API group "" in the namespace "default""#),
+        "{v}: {err}"
+    );
+    let err = fails(b(&["get", "deployment", "web"]), "bob gets a deployment");
+    assert!(
+        err.contains(r#"deployments.apps "web" is forbidden: User "bob" cannot get resource "deployments" in API group "apps" in the namespace "default""#),
+        "{v}: {err}"
+    );
+    let err = fails(b(&["get", "nodes"]), "bob lists nodes");
+    assert!(
+        err.contains(r#"nodes is forbidden: User "bob" cannot list resource "nodes" in API group "" at the cluster scope"#),
+        "{v}: {err}"
+    );
+    // Everyone may discover and review themselves.
+    ok(b(&["api-versions"]), "bob discovers");
+    let no = b(&["auth", "can-i", "list", "pods"]);
+    assert_eq!(stdout(&no).trim(), "no", "{v}");
+    assert!(
+        !no.status.success(),
+        "{v}: can-i says no with a failing exit code"
+    );
+
+    ok(
+        k(&[
+            "create",
+            "role",
+            "pod-reader",
+            "--verb=get,list,watch",
+            "--resource=pods",
+        ]),
+        "create role",
+    );
+    ok(
+        k(&[
+            "create",
+            "rolebinding",
+            "bob-reads",
+            "--role=pod-reader",
+            "--user=bob",
+        ]),
+        "bind bob",
+    );
+    ok(
+        k(&[
+            "create",
+            "clusterrolebinding",
+            "devs-view",
+            "--clusterrole=view",
+            "--group=devs",
+        ]),
+        "bind devs",
+    );
+    eventually("bob to list pods", || b(&["get", "pods"]).status.success());
+    assert_eq!(
+        ok(b(&["auth", "can-i", "list", "pods"]), "bob can-i").trim(),
+        "yes",
+        "{v}"
+    );
+    assert_eq!(
+        stdout(&b(&["auth", "can-i", "delete", "pods"])).trim(),
+        "no",
+        "{v}"
+    );
+    assert_eq!(
+        stdout(&b(&["auth", "can-i", "list", "pods", "-n", "kube-system"])).trim(),
+        "yes",
+        "{v}: view is cluster-wide"
+    );
+    assert_eq!(
+        stdout(&b(&["auth", "can-i", "get", "secrets"])).trim(),
+        "no",
+        "{v}: view excludes secrets"
+    );
+    let list = ok(b(&["auth", "can-i", "--list"]), "bob can-i --list");
+    assert!(
+        list.contains("pods") && list.contains("selfsubjectaccessreviews.authorization.k8s.io"),
+        "{v}: {list}"
+    );
+    let err = fails(b(&["create", "configmap", "x"]), "bob creates");
+    assert!(
+        err.contains(r#"configmaps is forbidden: User "bob" cannot create resource "configmaps" in API group "" in the namespace "default""#),
+        "{v}: {err}"
+    );
+
+    // SubjectAccessReview, as an admin asks about bob.
+    let sar = s.write(
+        "sar.yaml",
+        "apiVersion: authorization.k8s.io/v1\nkind: SubjectAccessReview\nspec:\n  user: bob\n  groups: [devs]\n  resourceAttributes: {verb: list, resource: pods, namespace: default}\n",
+    );
+    let allowed = ok(
+        k(&[
+            "create",
+            "-f",
+            sar.to_str().unwrap(),
+            "-o",
+            "jsonpath={.status.allowed} {.status.reason}",
+        ]),
+        "create SubjectAccessReview",
+    );
+    assert!(
+        allowed.starts_with("true RBAC: allowed by "),
+        "{v}: {allowed}"
+    );
+
+    // ServiceAccounts: every namespace gets `default` and the CA ConfigMap.
+    ok(k(&["create", "namespace", "team"]), "create ns");
+    eventually("the default service account", || {
+        k(&["get", "sa", "default", "-n", "team"]).status.success()
+    });
+    eventually("kube-root-ca.crt", || {
+        stdout(&k(&[
+            "get",
+            "cm",
+            "kube-root-ca.crt",
+            "-n",
+            "team",
+            "-o",
+            "jsonpath={.data.ca\\.crt}",
+        ]))
+        .contains("BEGIN CERTIFICATE")
+    });
+    ok(
+        k(&[
+            "run",
+            "app",
+            "-n",
+            "team",
+            "--image=busybox",
+            "--restart=Never",
+        ]),
+        "run pod",
+    );
+    let pod: serde_json::Value = serde_json::from_str(&ok(
+        k(&["get", "pod", "app", "-n", "team", "-o", "json"]),
+        "get pod",
+    ))
+    .unwrap();
+    assert_eq!(pod["spec"]["serviceAccountName"], "default", "{v}");
+    let volume = &pod["spec"]["volumes"][0];
+    assert!(
+        volume["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("kube-api-access-"),
+        "{v}: {pod}"
+    );
+    assert_eq!(
+        volume["projected"]["sources"][0]["serviceAccountToken"]["path"], "token",
+        "{v}"
+    );
+    assert_eq!(
+        pod["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+        "{v}"
+    );
+    let err = fails(
+        k(&[
+            "run",
+            "orphan",
+            "-n",
+            "team",
+            "--image=busybox",
+            "--overrides={\"spec\":{\"serviceAccountName\":\"missing\"}}",
+        ]),
+        "pod with a missing service account",
+    );
+    assert!(
+        err.contains(r#"pods "orphan" is forbidden: error looking up service account team/missing: serviceaccount "missing" not found"#),
+        "{v}: {err}"
+    );
+
+    // TokenRequest and bearer tokens.
+    ok(
+        k(&["create", "serviceaccount", "robot", "-n", "team"]),
+        "create sa",
+    );
+    let token = ok(
+        k(&["create", "token", "robot", "-n", "team"]),
+        "create token",
+    );
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "{v}: a JWT: {token}");
+    let robot = user_kubeconfig(&s, "robot", &format!("    token: {token}\n"));
+    let r = |args: &[&str]| as_user(kubectl, &robot, args);
+    let err = fails(r(&["get", "pods", "-n", "team"]), "robot lists pods");
+    assert!(
+        err.contains(r#"pods is forbidden: User "system:serviceaccount:team:robot" cannot list resource "pods" in API group "" in the namespace "team""#),
+        "{v}: {err}"
+    );
+    ok(
+        k(&[
+            "create",
+            "rolebinding",
+            "robot-view",
+            "-n",
+            "team",
+            "--clusterrole=view",
+            "--serviceaccount=team:robot",
+        ]),
+        "bind robot",
+    );
+    eventually("robot to list pods", || {
+        r(&["get", "pods", "-n", "team"]).status.success()
+    });
+    let tr = s.write(
+        "tr.yaml",
+        &format!(
+            "apiVersion: authentication.k8s.io/v1\nkind: TokenReview\nspec:\n  token: {token}\n"
+        ),
+    );
+    let reviewed = ok(
+        k(&[
+            "create",
+            "-f",
+            tr.to_str().unwrap(),
+            "-o",
+            "jsonpath={.status.user.username}",
+        ]),
+        "TokenReview",
+    );
+    assert_eq!(reviewed, "system:serviceaccount:team:robot", "{v}");
+    // Deleting the account revokes its tokens.
+    ok(k(&["delete", "sa", "robot", "-n", "team"]), "delete sa");
+    eventually("the token to stop working", || {
+        let out = r(&["get", "pods", "-n", "team"]);
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized")
+    });
+}
+
+#[test]
+fn rbac_denies_a_restricted_user_and_service_account_tokens_authenticate() {
+    for kubectl in kubectls() {
+        rbac_and_service_accounts(&kubectl);
+    }
+}

@@ -1,0 +1,90 @@
+//! How components find the API server: a kubeconfig file, a URL and bearer token, or the
+//! admin kubeconfig a local `skiff server` wrote into the same `--root`.
+
+use std::path::{Path, PathBuf};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// A failure to build a client.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The kubeconfig could not be read or used.
+    #[error("reading kubeconfig {path}: {source}")]
+    Kubeconfig {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: kube::config::KubeconfigError,
+    },
+    /// The server URL is malformed.
+    #[error("invalid server URL {url:?}: {message}")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// Why it is invalid.
+        message: String,
+    },
+    /// The client could not be built.
+    #[error("building the API client: {0}")]
+    Client(#[from] kube::Error),
+    /// Nothing says where the server is.
+    #[error("no API server found: {root_kubeconfig} does not exist; start `skiff server` with the same --root, or pass --server and --token, or --kubeconfig")]
+    NoServer {
+        /// Where the local server's kubeconfig would be.
+        root_kubeconfig: PathBuf,
+    },
+}
+
+/// Where a component connects to.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// An explicit kubeconfig file.
+    pub kubeconfig: Option<PathBuf>,
+    /// An explicit server URL (with `token`).
+    pub server: Option<String>,
+    /// A bearer token for `server`.
+    pub token: Option<String>,
+    /// The local server's admin kubeconfig (`DIR/server/admin.kubeconfig`), used when
+    /// nothing explicit is given.
+    pub root_kubeconfig: PathBuf,
+}
+
+/// A client from a kubeconfig file (its current context).
+pub async fn from_kubeconfig(path: &Path) -> Result<Client, ConnectError> {
+    let err = |source| ConnectError::Kubeconfig {
+        path: path.to_owned(),
+        source,
+    };
+    let kubeconfig = Kubeconfig::read_from(path).map_err(err)?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(err)?;
+    Ok(Client::try_from(config)?)
+}
+
+/// A client for `target`: the explicit kubeconfig, else the URL and token (the server's
+/// certificate is not verified: no CA was given), else the local server's kubeconfig.
+pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
+    if let Some(path) = &target.kubeconfig {
+        return from_kubeconfig(path).await;
+    }
+    if let Some(url) = &target.server {
+        let uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ConnectError::Url {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        let mut config = Config::new(uri);
+        config.accept_invalid_certs = true;
+        config.auth_info.token = target.token.clone().map(Into::into);
+        return Ok(Client::try_from(config)?);
+    }
+    if target.root_kubeconfig.exists() {
+        return from_kubeconfig(&target.root_kubeconfig).await;
+    }
+    Err(ConnectError::NoServer {
+        root_kubeconfig: target.root_kubeconfig.clone(),
+    })
+}

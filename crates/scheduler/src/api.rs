@@ -1,0 +1,311 @@
+//! The scheduler's writes to the API server behind one trait, so the scheduling logic is
+//! tested without a server: binding, the `PodScheduled` condition and Events.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{Binding, Event, ObjectReference, Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+/// A failed API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Binding failed.
+    #[error("binding pod {pod} to node {node}: {source}")]
+    Bind {
+        /// `namespace/name` of the pod.
+        pod: String,
+        /// The node.
+        node: String,
+        /// The API error.
+        source: kube::Error,
+    },
+    /// Updating the pod's status failed.
+    #[error("updating the status of pod {pod}: {source}")]
+    Status {
+        /// `namespace/name` of the pod.
+        pod: String,
+        /// The API error.
+        source: kube::Error,
+    },
+}
+
+/// An Event about a pod, as `EventRecorder.Eventf` takes it.
+#[derive(Debug, Clone)]
+pub struct PodEvent {
+    /// The pod.
+    pub pod: Arc<Pod>,
+    /// `Normal` or `Warning`.
+    pub type_: &'static str,
+    /// `Scheduled`, `FailedScheduling`.
+    pub reason: &'static str,
+    /// The message.
+    pub message: String,
+}
+
+/// What the scheduler writes.
+pub trait ClusterApi: Send + Sync + 'static {
+    /// Binds the pod to the node.
+    fn bind(&self, pod: &Pod, node: &str) -> BoxFuture<'static, Result<(), ApiError>>;
+    /// Sets the pod's `PodScheduled` condition (and clears `nominatedNodeName`).
+    fn set_condition(
+        &self,
+        pod: &Pod,
+        condition: PodCondition,
+    ) -> BoxFuture<'static, Result<(), ApiError>>;
+    /// Records an Event; never blocks (drops when the recorder is backed up, as
+    /// client-go's broadcaster does).
+    fn record(&self, event: PodEvent);
+}
+
+fn key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// [`ClusterApi`] over a kube client.
+pub struct KubeApi {
+    client: Client,
+    events: mpsc::Sender<PodEvent>,
+    /// Set once the server answered that `pods/binding` does not exist.
+    no_binding_subresource: Arc<AtomicBool>,
+}
+
+impl KubeApi {
+    /// An API writer for `component` (the Events' source); spawns the event writer.
+    pub fn new(client: Client, component: String) -> KubeApi {
+        let (events, rx) = mpsc::channel(1024);
+        tokio::spawn(write_events(client.clone(), component, rx));
+        KubeApi {
+            client,
+            events,
+            no_binding_subresource: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl ClusterApi for KubeApi {
+    fn bind(&self, pod: &Pod, node: &str) -> BoxFuture<'static, Result<(), ApiError>> {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let binding = Binding {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                uid: pod.metadata.uid.clone(),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                kind: Some("Node".into()),
+                api_version: Some("v1".into()),
+                name: Some(node.to_owned()),
+                ..Default::default()
+            },
+        };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let pod = pod.clone();
+        let node = node.to_owned();
+        let unsupported = self.no_binding_subresource.clone();
+        Box::pin(async move {
+            let err = |source| ApiError::Bind {
+                pod: key(&pod),
+                node: node.clone(),
+                source,
+            };
+            if !unsupported.load(Ordering::Relaxed) {
+                let res: Result<serde_json::Value, _> = api
+                    .create_subresource("binding", &name, &PostParams::default(), &binding)
+                    .await;
+                match res {
+                    Ok(_) => return Ok(()),
+                    Err(kube::Error::Api(status))
+                        if status.code == 404 && status.details.is_none() =>
+                    {
+                        tracing::warn!(
+                            "the API server does not serve pods/binding; binding by recreating pods"
+                        );
+                        unsupported.store(true, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            bind_by_recreating(&api, &pod, &node).await.map_err(err)
+        })
+    }
+
+    fn set_condition(
+        &self,
+        pod: &Pod,
+        condition: PodCondition,
+    ) -> BoxFuture<'static, Result<(), ApiError>> {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let mut conditions: Vec<PodCondition> = pod
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .filter(|c| c.type_ != condition.type_)
+            .cloned()
+            .collect();
+        conditions.push(condition);
+        let mut status = json!({"conditions": conditions});
+        if pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_ref())
+            .is_some()
+        {
+            status["nominatedNodeName"] = serde_json::Value::Null;
+        }
+        let patch = json!({"status": status});
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let pod_key = key(pod);
+        Box::pin(async move {
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(drop)
+                .map_err(|source| ApiError::Status {
+                    pod: pod_key,
+                    source,
+                })
+        })
+    }
+
+    fn record(&self, event: PodEvent) {
+        if self.events.try_send(event).is_err() {
+            tracing::debug!("event recorder backed up; dropping an event");
+        }
+    }
+}
+
+/// Stand-in for `pods/binding` on servers without it: deletes the pending pod and creates
+/// it again with `spec.nodeName` set (same name, labels, annotations and owners; a new UID).
+async fn bind_by_recreating(api: &Api<Pod>, pod: &Pod, node: &str) -> Result<(), kube::Error> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let delete = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: pod.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    api.delete(&name, &delete).await?;
+    let mut bound = Pod {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: pod.metadata.namespace.clone(),
+            labels: pod.metadata.labels.clone(),
+            annotations: pod.metadata.annotations.clone(),
+            owner_references: pod.metadata.owner_references.clone(),
+            finalizers: pod.metadata.finalizers.clone(),
+            ..Default::default()
+        },
+        spec: pod.spec.clone(),
+        status: None,
+    };
+    if let Some(spec) = bound.spec.as_mut() {
+        spec.node_name = Some(node.to_owned());
+    }
+    api.create(&PostParams::default(), &bound).await.map(drop)
+}
+
+/// Writes queued Events as core/v1 Events, a few at a time.
+async fn write_events(client: Client, component: String, mut rx: mpsc::Receiver<PodEvent>) {
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    while let Some(event) = rx.recv().await {
+        let namespace = event.pod.metadata.namespace.clone().unwrap_or_default();
+        let name = event.pod.metadata.name.clone().unwrap_or_default();
+        let now = jiff::Timestamp::now();
+        let stamp = Time(now);
+        let object = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{name}.{:x}", now.as_nanosecond())),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                kind: Some("Pod".into()),
+                api_version: Some("v1".into()),
+                namespace: Some(namespace.clone()),
+                name: Some(name),
+                uid: event.pod.metadata.uid.clone(),
+                resource_version: event.pod.metadata.resource_version.clone(),
+                ..Default::default()
+            },
+            reason: Some(event.reason.into()),
+            message: Some(event.message),
+            type_: Some(event.type_.into()),
+            count: Some(1),
+            first_timestamp: Some(stamp.clone()),
+            last_timestamp: Some(stamp),
+            event_time: Some(MicroTime(now)),
+            action: Some(
+                if event.reason == "Scheduled" {
+                    "Binding"
+                } else {
+                    "Scheduling"
+                }
+                .into(),
+            ),
+            reporting_component: Some(component.clone()),
+            reporting_instance: Some(format!("{component}-{host}")),
+            source: Some(k8s_openapi::api::core::v1::EventSource {
+                component: Some(component.clone()),
+                host: None,
+            }),
+            ..Default::default()
+        };
+        let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
+        if let Err(e) = api.create(&PostParams::default(), &object).await {
+            tracing::debug!("recording event: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records what the scheduler would have written.
+    #[derive(Default)]
+    pub struct FakeApi {
+        /// `(pod key, node)` of each binding.
+        pub bindings: Mutex<Vec<(String, String)>>,
+        /// `(pod key, condition)` of each status update.
+        pub conditions: Mutex<Vec<(String, PodCondition)>>,
+        /// Recorded events.
+        pub events: Mutex<Vec<PodEvent>>,
+    }
+
+    impl ClusterApi for FakeApi {
+        fn bind(&self, pod: &Pod, node: &str) -> BoxFuture<'static, Result<(), ApiError>> {
+            self.bindings
+                .lock()
+                .unwrap()
+                .push((key(pod), node.to_owned()));
+            Box::pin(async { Ok(()) })
+        }
+        fn set_condition(
+            &self,
+            pod: &Pod,
+            condition: PodCondition,
+        ) -> BoxFuture<'static, Result<(), ApiError>> {
+            self.conditions.lock().unwrap().push((key(pod), condition));
+            Box::pin(async { Ok(()) })
+        }
+        fn record(&self, event: PodEvent) {
+            self.events.lock().unwrap().push(event);
+        }
+    }
+}

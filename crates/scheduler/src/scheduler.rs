@@ -1,0 +1,505 @@
+//! The scheduling loop (`schedule_one.go`): one task owns the cache and the queue; watch
+//! events and binding results arrive on a channel and are applied between cycles, so the
+//! cache needs no lock and each cycle sees a consistent picture.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Node, Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::watcher;
+use rand::Rng as _;
+use tokio::sync::mpsc;
+
+use crate::api::{ClusterApi, PodEvent};
+use crate::cache::{node_changed_for_scheduling, Cache};
+use crate::framework::{
+    num_feasible_nodes_to_find, CycleState, Diagnosis, FitError, Framework, NodeInfo,
+    QueuedPodInfo, Status,
+};
+use crate::queue::SchedulingQueue;
+
+/// What the loop reacts to.
+pub enum Input {
+    /// A pod watch event.
+    Pod(watcher::Event<Pod>),
+    /// A node watch event.
+    Node(watcher::Event<Node>),
+    /// A binding cycle ended.
+    Bound {
+        /// The pod's key.
+        key: String,
+        /// The pod as queued.
+        info: QueuedPodInfo,
+        /// The node.
+        node: String,
+        /// The binding's outcome.
+        status: Status,
+    },
+}
+
+/// The key of a pod: `namespace/name`.
+pub fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+fn node_name(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
+fn scheduler_name(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .unwrap_or("default-scheduler")
+}
+
+fn terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Counters the benchmark and logs read.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    /// Pods whose binding succeeded.
+    pub bound: u64,
+    /// Scheduling attempts that found no node.
+    pub unschedulable: u64,
+    /// Binding or plugin errors.
+    pub errors: u64,
+}
+
+/// The scheduler's state, owned by its loop.
+pub struct Scheduler {
+    profiles: HashMap<String, Framework>,
+    queue: SchedulingQueue,
+    cache: Cache,
+    api: Arc<dyn ClusterApi>,
+    inputs: mpsc::UnboundedSender<Input>,
+    next_start_node: usize,
+    relisting_pods: Option<HashSet<String>>,
+    relisting_nodes: Option<HashSet<String>>,
+    bindings: Arc<tokio::sync::Semaphore>,
+    /// Progress counters.
+    pub stats: Stats,
+}
+
+/// At most this many bindings in flight, so a burst cannot open thousands of requests.
+const MAX_CONCURRENT_BINDINGS: usize = 256;
+
+impl Scheduler {
+    /// A scheduler with one framework per `schedulerName`; `inputs` is the sender side of
+    /// the loop's channel (binding tasks report through it).
+    pub fn new(
+        profiles: HashMap<String, Framework>,
+        api: Arc<dyn ClusterApi>,
+        inputs: mpsc::UnboundedSender<Input>,
+    ) -> Scheduler {
+        let first = profiles
+            .values()
+            .next()
+            .expect("at least one profile")
+            .clone();
+        let sort = first
+            .queue_sort()
+            .expect("the profile has a QueueSort plugin");
+        Scheduler {
+            queue: SchedulingQueue::new(sort, first),
+            profiles,
+            cache: Cache::default(),
+            api,
+            inputs,
+            next_start_node: 0,
+            relisting_pods: None,
+            relisting_nodes: None,
+            bindings: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_BINDINGS)),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Runs until the input channel closes.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+        let mut scheduled_since_yield = 0u32;
+        loop {
+            while let Ok(input) = rx.try_recv() {
+                self.handle(input);
+            }
+            let next_backoff = self.queue.flush(Instant::now());
+            if let Some((key, info)) = self.queue.pop() {
+                self.schedule_one(key, info);
+                scheduled_since_yield += 1;
+                if scheduled_since_yield >= 16 {
+                    scheduled_since_yield = 0;
+                    tokio::task::yield_now().await;
+                }
+                continue;
+            }
+            let wait = next_backoff
+                .map(|t| t.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_secs(30))
+                .max(Duration::from_millis(10));
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => self.handle(input),
+                    None => return,
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Applies one input to the cache and queue.
+    pub fn handle(&mut self, input: Input) {
+        match input {
+            Input::Pod(event) => self.handle_pod_event(event),
+            Input::Node(event) => self.handle_node_event(event),
+            Input::Bound {
+                key,
+                info,
+                node,
+                status,
+            } => self.finish_binding(key, info, node, status),
+        }
+    }
+
+    fn handle_pod_event(&mut self, event: watcher::Event<Pod>) {
+        match event {
+            watcher::Event::Init => self.relisting_pods = Some(HashSet::new()),
+            watcher::Event::InitApply(pod) => {
+                if let Some(seen) = self.relisting_pods.as_mut() {
+                    seen.insert(pod_key(&pod));
+                }
+                self.apply_pod(Arc::new(pod));
+            }
+            watcher::Event::InitDone => {
+                if let Some(seen) = self.relisting_pods.take() {
+                    let gone: Vec<String> = self
+                        .cache
+                        .pod_keys()
+                        .into_iter()
+                        .chain(self.queue.keys().cloned())
+                        .filter(|k| !seen.contains(k) && !self.cache.is_assumed(k))
+                        .collect();
+                    for key in gone {
+                        self.delete_pod(&key);
+                    }
+                }
+            }
+            watcher::Event::Apply(pod) => self.apply_pod(Arc::new(pod)),
+            watcher::Event::Delete(pod) => {
+                let key = pod_key(&pod);
+                // A recreated pod (binding fallback) has the same key: only drop what
+                // the deleted object accounted for.
+                if !self.cache.is_assumed(&key) {
+                    self.delete_pod(&key);
+                }
+            }
+        }
+    }
+
+    fn delete_pod(&mut self, key: &str) {
+        if self.cache.remove_pod(key) {
+            self.queue.move_all_to_active_or_backoff();
+        }
+        self.queue.delete(key);
+    }
+
+    fn apply_pod(&mut self, pod: Arc<Pod>) {
+        let key = pod_key(&pod);
+        if node_name(&pod).is_some() {
+            self.queue.delete(&key);
+            if terminal(&pod) {
+                if self.cache.remove_pod(&key) {
+                    self.queue.move_all_to_active_or_backoff();
+                }
+            } else {
+                self.cache.add_pod(&key, pod);
+            }
+            return;
+        }
+        if pod.metadata.deletion_timestamp.is_some()
+            || !self.profiles.contains_key(scheduler_name(&pod))
+            || self.cache.is_assumed(&key)
+            || terminal(&pod)
+        {
+            return;
+        }
+        self.queue.add_or_update(&key, pod);
+    }
+
+    fn handle_node_event(&mut self, event: watcher::Event<Node>) {
+        match event {
+            watcher::Event::Init => self.relisting_nodes = Some(HashSet::new()),
+            watcher::Event::InitApply(node) => {
+                if let Some(seen) = self.relisting_nodes.as_mut() {
+                    seen.insert(node.metadata.name.clone().unwrap_or_default());
+                }
+                self.apply_node(node);
+            }
+            watcher::Event::InitDone => {
+                if let Some(seen) = self.relisting_nodes.take() {
+                    for name in self.cache.node_names() {
+                        if !seen.contains(&name) {
+                            self.cache.remove_node(&name);
+                        }
+                    }
+                }
+            }
+            watcher::Event::Apply(node) => self.apply_node(node),
+            watcher::Event::Delete(node) => {
+                self.cache
+                    .remove_node(node.metadata.name.as_deref().unwrap_or(""));
+            }
+        }
+    }
+
+    fn apply_node(&mut self, node: Node) {
+        let node = Arc::new(node);
+        let changed = match self.cache.set_node(node.clone()) {
+            None => true,
+            Some(old) => node_changed_for_scheduling(&old, &node),
+        };
+        if changed {
+            self.queue.move_all_to_active_or_backoff();
+        }
+    }
+
+    /// The filtering and scoring half of a cycle: the node to use, or why there is none.
+    fn find_node(
+        &mut self,
+        framework: &Framework,
+        state: &mut CycleState,
+        pod: &Pod,
+    ) -> Result<String, (Option<FitError>, String)> {
+        let nodes = self.cache.nodes();
+        if nodes.is_empty() {
+            return Err((None, "no nodes available to schedule pods".into()));
+        }
+        let mut diagnosis = Diagnosis::default();
+        let pre = framework.run_pre_filter(state, pod, &nodes);
+        if pre.code == crate::framework::Code::Error {
+            return Err((None, pre.message()));
+        }
+        if pre.is_rejected() {
+            diagnosis.pre_filter_msg = pre.message();
+            diagnosis.node_statuses = nodes
+                .iter()
+                .map(|n| (n.name().to_owned(), pre.clone()))
+                .collect();
+            let fit = self.post_filter(framework, state, pod, &nodes, diagnosis);
+            return Err((Some(fit), String::new()));
+        }
+        let want = num_feasible_nodes_to_find(nodes.len());
+        let start = self.next_start_node % nodes.len();
+        let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want);
+        let mut evaluated = 0;
+        for i in 0..nodes.len() {
+            let node = nodes[(start + i) % nodes.len()];
+            evaluated += 1;
+            let status = framework.run_filter(state, pod, node);
+            if status.is_success() {
+                feasible.push(node);
+                if feasible.len() >= want {
+                    break;
+                }
+            } else if status.code == crate::framework::Code::Error {
+                return Err((None, status.message()));
+            } else {
+                diagnosis
+                    .node_statuses
+                    .push((node.name().to_owned(), status));
+            }
+        }
+        self.next_start_node = (start + evaluated) % nodes.len();
+        if feasible.is_empty() {
+            let fit = self.post_filter(framework, state, pod, &nodes, diagnosis);
+            return Err((Some(fit), String::new()));
+        }
+        if feasible.len() == 1 {
+            return Ok(feasible[0].name().to_owned());
+        }
+        let scores = framework
+            .run_scoring(state, pod, &feasible)
+            .map_err(|s| (None, s.message()))?;
+        Ok(select_host(&feasible, &scores))
+    }
+
+    fn post_filter(
+        &self,
+        framework: &Framework,
+        state: &CycleState,
+        pod: &Pod,
+        nodes: &[&NodeInfo],
+        mut diagnosis: Diagnosis,
+    ) -> FitError {
+        let (_, message) = framework.run_post_filter(state, pod, nodes, &diagnosis);
+        diagnosis.post_filter_msg = message;
+        FitError {
+            num_all_nodes: nodes.len(),
+            diagnosis,
+        }
+    }
+
+    /// One scheduling cycle for one pod; starts its binding cycle on success.
+    pub fn schedule_one(&mut self, key: String, info: QueuedPodInfo) {
+        let pod = info.pod.clone();
+        let Some(framework) = self.profiles.get(scheduler_name(&pod)).cloned() else {
+            self.queue.delete(&key);
+            return;
+        };
+        let mut state = CycleState::default();
+        let host = match self.find_node(&framework, &mut state, &pod) {
+            Ok(host) => host,
+            Err((fit, error)) => {
+                self.fail(&key, &info, fit, error);
+                return;
+            }
+        };
+        let mut assumed = (*pod).clone();
+        assumed.spec.get_or_insert_with(Default::default).node_name = Some(host.clone());
+        let assumed = Arc::new(assumed);
+        self.cache.assume(&key, assumed.clone());
+        let reserve = framework.run_reserve(&state, &pod, &host);
+        let permit = if reserve.is_success() {
+            framework.run_permit(&state, &pod, &host)
+        } else {
+            reserve.clone()
+        };
+        if !permit.is_success() {
+            if reserve.is_success() {
+                framework.run_unreserve(&state, &pod, &host);
+            }
+            self.cache.forget(&key);
+            self.fail(&key, &info, None, permit.message());
+            return;
+        }
+        let binding = framework.run_binding(pod.clone(), host.clone());
+        let inputs = self.inputs.clone();
+        let permits = self.bindings.clone();
+        tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let status = binding.await;
+            let _ = inputs.send(Input::Bound {
+                key,
+                info,
+                node: host,
+                status,
+            });
+        });
+    }
+
+    fn finish_binding(&mut self, key: String, info: QueuedPodInfo, node: String, status: Status) {
+        let pod = info.pod.clone();
+        if status.is_success() {
+            self.stats.bound += 1;
+            self.queue.done(&key);
+            self.api.record(PodEvent {
+                message: format!("Successfully assigned {key} to {node}"),
+                pod,
+                type_: "Normal",
+                reason: "Scheduled",
+            });
+            return;
+        }
+        self.cache.forget(&key);
+        if let Some(framework) = self.profiles.get(scheduler_name(&pod)) {
+            framework.run_unreserve(&CycleState::default(), &pod, &node);
+        }
+        self.fail(&key, &info, None, status.message());
+    }
+
+    /// Records a failed attempt: requeue, the PodScheduled condition and an Event.
+    fn fail(&mut self, key: &str, info: &QueuedPodInfo, fit: Option<FitError>, error: String) {
+        let (message, plugins, is_error) = match &fit {
+            Some(fit) => (fit.to_string(), fit.unschedulable_plugins(), false),
+            None if error == "no nodes available to schedule pods" => (error, Vec::new(), false),
+            None => (error, Vec::new(), true),
+        };
+        if is_error {
+            self.stats.errors += 1;
+            tracing::warn!(pod = key, "scheduling failed: {message}");
+        } else {
+            self.stats.unschedulable += 1;
+        }
+        self.queue.requeue_failed(key, plugins, is_error);
+        let reason = if is_error {
+            "SchedulerError"
+        } else {
+            "Unschedulable"
+        };
+        let pod = info.pod.clone();
+        let current = pod
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .find(|c| c.type_ == "PodScheduled");
+        let unchanged = current.is_some_and(|c| {
+            c.status == "False"
+                && c.reason.as_deref() == Some(reason)
+                && c.message.as_deref() == Some(message.as_str())
+        });
+        if !unchanged {
+            let condition = PodCondition {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                reason: Some(reason.into()),
+                message: Some(message.clone()),
+                last_transition_time: Some(Time(jiff::Timestamp::now())),
+                ..Default::default()
+            };
+            let update = self.api.set_condition(&pod, condition);
+            tokio::spawn(async move {
+                if let Err(e) = update.await {
+                    tracing::debug!("{e}");
+                }
+            });
+        }
+        self.api.record(PodEvent {
+            pod,
+            type_: "Warning",
+            reason: "FailedScheduling",
+            message,
+        });
+    }
+
+    /// The cache (for tests and the benchmark).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The queue (for tests).
+    pub fn queue(&self) -> &SchedulingQueue {
+        &self.queue
+    }
+}
+
+/// The node with the highest score; ties broken uniformly at random (reservoir sampling,
+/// as `selectHost` does).
+fn select_host(nodes: &[&NodeInfo], scores: &[i64]) -> String {
+    let mut rng = rand::thread_rng();
+    let mut best = 0;
+    let mut ties = 0;
+    for (i, score) in scores.iter().enumerate() {
+        if *score > scores[best] {
+            best = i;
+            ties = 1;
+        } else if *score == scores[best] {
+            ties += 1;
+            if rng.gen_range(0..ties) == 0 {
+                best = i;
+            }
+        }
+    }
+    nodes[best].name().to_owned()
+}

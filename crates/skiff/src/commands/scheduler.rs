@@ -1,0 +1,25 @@
+//! `skiff scheduler`: wiring to skiff-scheduler, as a process of its own.
+
+use anyhow::{Context as _, Result};
+use skiff_controllers::connect::{connect, Target};
+
+use super::Context;
+use crate::cli::ComponentArgs;
+
+/// Runs the scheduler against the server until interrupted.
+pub fn scheduler(ctx: &Context, args: ComponentArgs) -> Result<()> {
+    let target = Target {
+        kubeconfig: args.kubeconfig,
+        root_kubeconfig: super::agent::root_kubeconfig(ctx),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let client = connect(&target).await?;
+        tokio::select! {
+            res = skiff_scheduler::run(client, skiff_scheduler::SchedulerConfig::default()) => res?,
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(())
+    })
+}
