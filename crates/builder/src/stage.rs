@@ -1098,7 +1098,10 @@ fn copy_dir_contents(
             }
         }
         fsutil::copy_entry(&s, &d, own)?;
-        if fs::symlink_metadata(&s).map(|m| m.is_dir()).unwrap_or(false) {
+        if fs::symlink_metadata(&s)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
             copy_dir_contents(&s, &d, own, excluded)?;
             if let Ok(m) = fs::metadata(&s) {
                 use std::os::unix::fs::MetadataExt;

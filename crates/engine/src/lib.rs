@@ -8,6 +8,7 @@
 pub mod container;
 pub mod lock;
 pub mod names;
+pub mod networks;
 pub mod rootfs;
 pub mod roots;
 pub mod users;
@@ -68,6 +69,9 @@ pub enum EngineError {
     /// Runtime errors.
     #[error(transparent)]
     Spec(#[from] skiff_runtime::spec::SpecError),
+    /// Networking errors.
+    #[error("{0}")]
+    Network(String),
     /// Local I/O, with what was being done.
     #[error("{context}: {source}")]
     Io {
@@ -102,6 +106,7 @@ pub struct Engine {
     roots: Roots,
     images: ImageStore,
     volumes: Volumes,
+    networking: skiff_network::Networking,
     mounter: Box<dyn rootfs::Mounter>,
     skiff_exe: PathBuf,
     global_args: Vec<String>,
@@ -117,10 +122,15 @@ impl Engine {
         }
         let images = ImageStore::open(&roots.images())?;
         let volumes = Volumes::new(&roots.volumes());
+        let mut dns_command = vec![skiff_exe.display().to_string()];
+        dns_command.extend(global_args.iter().cloned());
+        dns_command.extend(["network".to_string(), "dns-serve".to_string()]);
+        let networking = networks::networking(&roots, dns_command)?;
         Ok(Engine {
             roots,
             images,
             volumes,
+            networking,
             mounter: Box::new(rootfs::KernelMounter),
             skiff_exe,
             global_args,
@@ -135,6 +145,11 @@ impl Engine {
     /// The volumes.
     pub fn volumes(&self) -> &Volumes {
         &self.volumes
+    }
+
+    /// The networking layer.
+    pub fn networking(&self) -> &skiff_network::Networking {
+        &self.networking
     }
 
     /// The state roots.

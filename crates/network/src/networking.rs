@@ -26,6 +26,9 @@ pub struct NetworkingConfig {
     pub table: String,
     /// Subnet of the default network, used when it is first created.
     pub default_subnet: Ipv4Net,
+    /// Bridge device of the default network (`skiff0`); several skiff roots
+    /// on one host each need their own.
+    pub default_bridge: String,
     /// Program and arguments that run the DNS resolver (they must end up in
     /// [`dns::serve_inherited`]), e.g. `["/usr/bin/skiff", "--root", R,
     /// "network", "dns-serve"]`. `None`: no resolver is started.
@@ -42,6 +45,7 @@ impl NetworkingConfig {
             state_root: state_root.into(),
             table: "skiff".to_string(),
             default_subnet: DEFAULT_SUBNET.parse().expect("valid default subnet"),
+            default_bridge: crate::store::DEFAULT_BRIDGE.to_string(),
             dns_command: None,
             dns_upstreams: None,
         }
@@ -120,9 +124,11 @@ impl Networking {
         match self.store.get(name) {
             Err(StoreError::NotFound(_)) if name == DEFAULT_NETWORK => {
                 let routes = self.netlink.ipv4_routes()?;
-                Ok(self
-                    .store
-                    .ensure_default(self.config.default_subnet, &routes)?)
+                Ok(self.store.ensure_default(
+                    self.config.default_subnet,
+                    &self.config.default_bridge,
+                    &routes,
+                )?)
             }
             other => Ok(other?),
         }
@@ -169,6 +175,20 @@ impl Networking {
         }
         self.network_down(&network)?;
         Ok(self.store.remove(name)?)
+    }
+
+    /// Removes every network's host side (bridges, resolvers) and skiff's
+    /// nftables table, and forgets the networks (`skiff system reset`).
+    /// Containers must be gone first.
+    pub fn teardown_all(&self) -> Result<()> {
+        for network in self.store.list()? {
+            self.network_down(&network)?;
+            self.store.remove(&network.name)?;
+        }
+        if self.nft.list_table(self.rules.table())?.is_some() {
+            self.remove_rules()?;
+        }
+        Ok(())
     }
 
     /// Tears down a network's host side: resolver, set elements, bridge.

@@ -273,6 +273,7 @@ impl NetworkStore {
     pub fn ensure_default(
         &self,
         subnet: Ipv4Net,
+        bridge: &str,
         host_routes: &[(Ipv4Net, String)],
     ) -> Result<Network, StoreError> {
         match self.get(DEFAULT_NETWORK) {
@@ -282,7 +283,7 @@ impl NetworkStore {
         }
         let options = NetworkOptions {
             subnet: Some(subnet),
-            bridge: Some(DEFAULT_BRIDGE.to_string()),
+            bridge: Some(bridge.to_string()),
             // Docker's default bridge: no embedded DNS, isolated from user networks.
             isolated: true,
             dns: false,
@@ -505,15 +506,22 @@ mod tests {
     fn default_network_is_created_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = NetworkStore::new(dir.path());
-        let d = store.ensure_default(net(DEFAULT_SUBNET), &[]).unwrap();
+        let d = store
+            .ensure_default(net(DEFAULT_SUBNET), DEFAULT_BRIDGE, &[])
+            .unwrap();
         assert_eq!(d.bridge, DEFAULT_BRIDGE);
         assert_eq!(d.gateway, Ipv4Addr::new(10, 88, 0, 1));
         assert!(!d.dns);
-        assert_eq!(store.ensure_default(net("10.99.0.0/16"), &[]).unwrap(), d);
+        assert_eq!(
+            store
+                .ensure_default(net("10.99.0.0/16"), DEFAULT_BRIDGE, &[])
+                .unwrap(),
+            d
+        );
         let other = NetworkStore::new(dir.path().join("other"));
         let podman = vec![(net("10.88.0.0/16"), "podman0".to_string())];
         assert!(matches!(
-            other.ensure_default(net(DEFAULT_SUBNET), &podman),
+            other.ensure_default(net(DEFAULT_SUBNET), DEFAULT_BRIDGE, &podman),
             Err(StoreError::Overlap { .. })
         ));
     }

@@ -30,6 +30,10 @@ pub enum FrameKind {
     /// the exit frame" (a foreground `run` cleans up in-process). If that
     /// client is gone when the container exits, the shim runs the command.
     TakeCleanup = 7,
+    /// Client to shim: start the container now. A shim started with
+    /// `wait_for_attach` holds the created container until its first client
+    /// sends this (after the engine set up networking, for instance).
+    Start = 8,
 }
 
 impl FrameKind {
@@ -42,6 +46,7 @@ impl FrameKind {
             5 => FrameKind::CloseStdin,
             6 => FrameKind::Resize,
             7 => FrameKind::TakeCleanup,
+            8 => FrameKind::Start,
             _ => return None,
         })
     }

@@ -429,25 +429,45 @@ fn run(config: &ShimConfig, reporter: &mut Option<File>) -> anyhow::Result<()> {
     let mut clients: HashMap<RawFd, Client> = HashMap::new();
     report(reporter, &ShimReport::Created { pid: pid.as_raw() });
     if config.wait_for_attach {
-        listener.set_nonblocking(false)?;
-        // The engine connects right after `Created`; do not wait forever if it died.
+        // The engine connects right after `Created`, prepares what the
+        // container needs (networking), then sends `Start`. Do not wait
+        // forever if it died meanwhile: start anyway after 30 s.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        listener.set_nonblocking(true)?;
-        loop {
+        let mut first: Option<Client> = None;
+        while first.is_none() && std::time::Instant::now() < deadline {
             match listener.accept() {
-                Ok((stream, _)) => {
-                    stream.set_nonblocking(true)?;
-                    clients.insert(stream.as_raw_fd(), Client::new(stream));
-                    break;
-                }
+                Ok((stream, _)) => first = Some(Client::new(stream)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if std::time::Instant::now() > deadline {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(1));
+                    std::thread::sleep(Duration::from_millis(1))
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+        if let Some(mut client) = first {
+            client.stream.set_nonblocking(false)?;
+            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+            client
+                .stream
+                .set_read_timeout(Some(remaining.max(Duration::from_millis(1))))?;
+            let mut buf = [0u8; 4096];
+            'wait: loop {
+                while let Ok(Some((kind, payload))) = client.decoder.next_frame() {
+                    match kind {
+                        FrameKind::Start => break 'wait,
+                        FrameKind::TakeCleanup => client.takes_cleanup = true,
+                        other => {
+                            handle_client_frame(other, &payload, &mut stdin_writer, config.terminal)
+                        }
+                    }
+                }
+                match client.stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => client.decoder.push(&buf[..n]),
+                }
+            }
+            client.stream.set_read_timeout(None)?;
+            client.stream.set_nonblocking(true)?;
+            clients.insert(client.stream.as_raw_fd(), client);
         }
     }
 

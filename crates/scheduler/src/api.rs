@@ -126,8 +126,10 @@ impl ClusterApi for KubeApi {
                     .await;
                 match res {
                     Ok(_) => return Ok(()),
+                    // A missing pod names the pod; a missing subresource names nothing.
                     Err(kube::Error::Api(status))
-                        if status.code == 404 && status.details.is_none() =>
+                        if status.code == 404
+                            && status.details.as_ref().is_none_or(|d| d.name.is_empty()) =>
                     {
                         tracing::warn!(
                             "the API server does not serve pods/binding; binding by recreating pods"

@@ -15,8 +15,13 @@ use crate::framework::NodeInfo;
 /// How the cache knows a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PodState {
-    /// The scheduler chose the node; the binding is not confirmed by a watch event yet.
-    Assumed { node: String },
+    /// The scheduler chose the node; no watch event confirmed the binding yet.
+    Assumed {
+        /// The node.
+        node: String,
+        /// Whether the binding call returned.
+        binding_finished: bool,
+    },
     /// A watch event showed the pod bound to the node.
     Bound { node: String },
 }
@@ -24,7 +29,7 @@ enum PodState {
 impl PodState {
     fn node(&self) -> &str {
         match self {
-            PodState::Assumed { node } | PodState::Bound { node } => node,
+            PodState::Assumed { node, .. } | PodState::Bound { node } => node,
         }
     }
 }
@@ -136,7 +141,34 @@ impl Cache {
             .unwrap_or_default();
         self.remove_pod(key);
         self.info_mut(&node).add_pod(key, pod);
-        self.pods.insert(key.to_owned(), PodState::Assumed { node });
+        self.pods.insert(
+            key.to_owned(),
+            PodState::Assumed {
+                node,
+                binding_finished: false,
+            },
+        );
+    }
+
+    /// Notes that the binding call for an assumed pod returned successfully.
+    pub fn finish_binding(&mut self, key: &str) {
+        if let Some(PodState::Assumed {
+            binding_finished, ..
+        }) = self.pods.get_mut(key)
+        {
+            *binding_finished = true;
+        }
+    }
+
+    /// Whether the pod is assumed and its binding call has not returned yet.
+    pub fn is_binding(&self, key: &str) -> bool {
+        matches!(
+            self.pods.get(key),
+            Some(PodState::Assumed {
+                binding_finished: false,
+                ..
+            })
+        )
     }
 
     /// Drops an assumed pod whose binding failed.

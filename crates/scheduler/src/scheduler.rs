@@ -199,9 +199,9 @@ impl Scheduler {
             watcher::Event::Apply(pod) => self.apply_pod(Arc::new(pod)),
             watcher::Event::Delete(pod) => {
                 let key = pod_key(&pod);
-                // A recreated pod (binding fallback) has the same key: only drop what
-                // the deleted object accounted for.
-                if !self.cache.is_assumed(&key) {
+                // While a binding is in flight the fallback binder deletes and recreates
+                // the pod under the same key; the binding's outcome decides then.
+                if !self.cache.is_binding(&key) {
                     self.delete_pod(&key);
                 }
             }
@@ -403,6 +403,7 @@ impl Scheduler {
         let pod = info.pod.clone();
         if status.is_success() {
             self.stats.bound += 1;
+            self.cache.finish_binding(&key);
             self.queue.done(&key);
             self.api.record(PodEvent {
                 message: format!("Successfully assigned {key} to {node}"),
@@ -502,4 +503,104 @@ fn select_host(nodes: &[&NodeInfo], scores: &[i64]) -> String {
         }
     }
     nodes[best].name().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::tests::FakeApi;
+    use crate::plugins::{default_framework, Handle, ScoringStrategy};
+    use serde_json::json;
+
+    fn scheduler(api: Arc<FakeApi>) -> (Scheduler, mpsc::UnboundedReceiver<Input>) {
+        let fw = default_framework(&Handle {
+            api: api.clone(),
+            scoring: ScoringStrategy::LeastAllocated,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let profiles = HashMap::from([("default-scheduler".to_owned(), fw)]);
+        (Scheduler::new(profiles, api, tx), rx)
+    }
+
+    fn node(name: &str, cpu: &str, taint: bool) -> Node {
+        let mut v = json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"}}});
+        if taint {
+            v["spec"] = json!({"taints": [{"key": "k", "value": "v", "effect": "NoSchedule"}]});
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn pod(name: &str, cpu: &str, scheduler: &str) -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": "d", "uid": name},
+            "spec": {"schedulerName": scheduler, "containers": [
+                {"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}),
+        )
+        .unwrap()
+    }
+
+    async fn drain(s: &mut Scheduler, rx: &mut mpsc::UnboundedReceiver<Input>) {
+        while let Some((key, info)) = s.queue.pop() {
+            s.schedule_one(key, info);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Ok(input) = rx.try_recv() {
+            s.handle(input);
+        }
+    }
+
+    #[tokio::test]
+    async fn binds_fitting_pods_and_counts_assumed_resources() {
+        let api = Arc::new(FakeApi::default());
+        let (mut s, mut rx) = scheduler(api.clone());
+        s.handle(Input::Node(watcher::Event::Apply(node("a", "2", false))));
+        s.handle(Input::Node(watcher::Event::Apply(node("b", "2", true))));
+        for name in ["p1", "p2", "p3"] {
+            s.handle(Input::Pod(watcher::Event::Apply(pod(
+                name,
+                "1",
+                "default-scheduler",
+            ))));
+        }
+        s.handle(Input::Pod(watcher::Event::Apply(pod(
+            "other",
+            "1",
+            "my-scheduler",
+        ))));
+        drain(&mut s, &mut rx).await;
+        let bindings = api.bindings.lock().unwrap().clone();
+        // Two 1-cpu pods fill node a; node b is tainted; "other" is not ours.
+        assert_eq!(bindings.len(), 2, "{bindings:?}");
+        assert!(bindings.iter().all(|(_, n)| n == "a"));
+        assert_eq!(s.stats.bound, 2);
+        let conditions = api.conditions.lock().unwrap().clone();
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].0, "d/p3");
+        assert_eq!(
+            conditions[0].1.message.as_deref(),
+            Some("0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {k: v}. preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, 1 Preemption is not helpful for scheduling.")
+        );
+        assert_eq!(conditions[0].1.reason.as_deref(), Some("Unschedulable"));
+        assert!(api
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e.reason == "FailedScheduling"));
+        assert_eq!(
+            s.queue().place("d/p3"),
+            Some(crate::queue::Place::Unschedulable)
+        );
+        assert!(!s.queue().contains("d/other"));
+
+        // Deleting a bound pod frees room and moves the unschedulable pod back.
+        let mut bound = pod(&bindings[0].0[2..], "1", "default-scheduler");
+        bound.spec.as_mut().unwrap().node_name = Some("a".into());
+        s.handle(Input::Pod(watcher::Event::Delete(bound)));
+        assert_ne!(
+            s.queue().place("d/p3"),
+            Some(crate::queue::Place::Unschedulable)
+        );
+    }
 }

@@ -80,6 +80,9 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Manage skiff itself.
     #[command(subcommand)]
     System(SystemCommand),
@@ -187,9 +190,15 @@ pub struct RunArgs {
     /// Container host name.
     #[arg(short = 'h', long)]
     pub hostname: Option<String>,
-    /// Network: none, host or bridge.
+    /// Network: bridge (default), host, none, or a network's name.
     #[arg(long = "network", alias = "net")]
     pub network: Option<String>,
+    /// Publish a container's port to the host: [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Another name for the container on a user network's DNS.
+    #[arg(long = "network-alias")]
+    pub network_alias: Vec<String>,
     /// Set metadata (KEY=VALUE).
     #[arg(short = 'l', long = "label")]
     pub label: Vec<String>,
@@ -529,6 +538,45 @@ pub enum VolumeCommand {
     },
 }
 
+/// `network ...`.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network (isolated, with DNS between its containers).
+    Create {
+        /// Subnet in CIDR form (a free /24 from 10.89.0.0/16 when absent).
+        #[arg(long)]
+        subnet: Option<String>,
+        /// Gateway address (the subnet's first address when absent).
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Network name.
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        /// Only display network names.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Remove one or more networks.
+    #[command(alias = "remove")]
+    Rm {
+        /// Networks.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Display detailed information on networks.
+    Inspect {
+        /// Networks.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Serve a network's embedded DNS on inherited sockets (internal).
+    #[command(hide = true, name = "dns-serve")]
+    DnsServe,
+}
+
 /// `system ...`.
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
@@ -546,6 +594,13 @@ pub enum SystemCommand {
     },
     /// Show disk usage.
     Df,
+    /// Remove all containers, volumes and networks (with their bridges and
+    /// firewall rules) of this root; images stay.
+    Reset {
+        /// Do not prompt for confirmation.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
 }
 
 /// `server`.

@@ -10,6 +10,7 @@ use skiff_runtime::{ContainerSpec, Mount, NamespaceMode, Resources, SeccompMode}
 
 use super::{ContainerRecord, CreateRequest, MountPoint};
 use crate::lock::FileLock;
+use crate::networks::{self, NetworkMode};
 use crate::rootfs::Overlay;
 use crate::{names, users, Engine, EngineError, Result};
 
@@ -247,6 +248,28 @@ impl Engine {
         // Docker creates a missing working directory.
         let _ = std::fs::create_dir_all(rootfs.join(cwd.trim_start_matches('/')));
 
+        let network = NetworkMode::parse(req.network.as_deref());
+        let ports = networks::parse_ports(&req.publish)?;
+        if !ports.is_empty() && network.network().is_none() {
+            return Err(EngineError::InvalidArgument(
+                "conflicting options: port publishing and the container type network mode".into(),
+            ));
+        }
+        let dns_server = match network.network() {
+            Some(name) => self
+                .networking
+                .network(name)
+                .map_err(networks::network_error)?
+                .dns_server(),
+            None => None,
+        };
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = match (&network, dns_server) {
+            (_, Some(server)) => skiff_network::dns::resolv_conf(server, &host_resolv),
+            (NetworkMode::Host, None) => host_resolv,
+            _ => resolv_conf(&host_resolv),
+        };
+
         let (mut mounts, mount_points) = self.prepare_volumes(req, &config, &rootfs)?;
         std::fs::write(files.hostname(), format!("{hostname}\n"))
             .map_err(EngineError::io("writing hostname"))?;
@@ -255,7 +278,7 @@ impl Engine {
             format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
         )
         .map_err(EngineError::io("writing hosts"))?;
-        std::fs::write(files.resolv_conf(), resolv_conf())
+        std::fs::write(files.resolv_conf(), resolv)
             .map_err(EngineError::io("writing resolv.conf"))?;
         for (file, dest) in [
             (files.hostname(), "/etc/hostname"),
@@ -279,14 +302,9 @@ impl Engine {
         }
 
         let (seccomp, allow_privilege_escalation) = parse_security_opts(&req.security_opt)?;
-        let network = match req.network.as_deref() {
-            None | Some("bridge") | Some("none") | Some("default") => NamespaceMode::Private,
-            Some("host") => NamespaceMode::Host,
-            Some(other) => {
-                return Err(EngineError::InvalidArgument(format!(
-                    "network {other} not found"
-                )))
-            }
+        let network_namespace = match network {
+            NetworkMode::Host => NamespaceMode::Host,
+            _ => NamespaceMode::Private,
         };
         if let Some(cpus) = req.cpus {
             if cpus <= 0.0 {
@@ -336,7 +354,7 @@ impl Engine {
             seccomp,
             allow_privilege_escalation,
             resources,
-            network,
+            network: network_namespace,
             pid: NamespaceMode::Private,
             ipc: NamespaceMode::Private,
             uts: NamespaceMode::Private,
@@ -366,6 +384,8 @@ impl Engine {
             stop_signal,
             mounts: mount_points,
             spec,
+            network,
+            ports,
         };
         // A `--rm` container is gone at its exit: no need to make its record durable.
         let write = if req.auto_remove {
@@ -481,8 +501,7 @@ impl Engine {
 }
 
 /// The host's resolv.conf without loopback resolvers, which a container cannot reach.
-fn resolv_conf() -> String {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+fn resolv_conf(host: &str) -> String {
     let kept: Vec<&str> = host
         .lines()
         .filter(|l| {

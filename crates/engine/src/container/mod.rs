@@ -69,8 +69,14 @@ pub struct CreateRequest {
     pub init: bool,
     /// `--rm`.
     pub auto_remove: bool,
-    /// `--network` (`none`, `host`; bridge networks arrive with the networking layer).
+    /// `--network`: `bridge` (default), `host`, `none` or a network's name.
     pub network: Option<String>,
+    /// `-p` values: `[hostip:]hostport:containerport[/tcp|udp]`.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// `--network-alias`: more names on a user network's DNS.
+    #[serde(default)]
+    pub network_aliases: Vec<String>,
     /// `--label`.
     pub labels: BTreeMap<String, String>,
     /// `--stop-signal`.
@@ -119,6 +125,12 @@ pub struct ContainerRecord {
     pub mounts: Vec<MountPoint>,
     /// What the runtime runs (rootfs path, argv, env, limits ...).
     pub spec: ContainerSpec,
+    /// The network it joins.
+    #[serde(default)]
+    pub network: crate::networks::NetworkMode,
+    /// Published ports.
+    #[serde(default)]
+    pub ports: Vec<skiff_network::PortMapping>,
 }
 
 impl ContainerRecord {
@@ -130,6 +142,23 @@ impl ContainerRecord {
     /// The command line as `docker ps` shows it.
     pub fn command_line(&self) -> String {
         self.spec.args.join(" ")
+    }
+
+    /// Published ports as `docker ps` shows them (`0.0.0.0:8080->80/tcp`).
+    pub fn ports_text(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}:{}->{}/{}",
+                    p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                    p.host_port,
+                    p.container_port,
+                    p.protocol
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

@@ -21,6 +21,7 @@ impl Engine {
             signal_process(pid, Signal::SIGKILL).map_err(EngineError::io("killing container"))?;
             self.wait_exited(&id, Duration::from_secs(10));
         }
+        self.leave_network(&container.record);
         self.release(&id)?;
         let files = self.files(&id);
         std::fs::remove_dir_all(&files.dir)
@@ -72,6 +73,7 @@ impl Engine {
             self.remove(id, false, true)?;
             return Ok(());
         }
+        self.leave_network(&container.record);
         let overlay = Overlay {
             base: self.roots.overlay(id),
         };
@@ -101,6 +103,20 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Removes every container, volume and network of this root, with their
+    /// bridges and nftables rules (`skiff system reset`). Images stay.
+    pub fn reset(&self) -> Result<()> {
+        for c in self.list()? {
+            self.remove(&c.record.id, true, true)?;
+        }
+        for v in self.volumes.list() {
+            self.volumes.remove(&v.name)?;
+        }
+        self.networking
+            .teardown_all()
+            .map_err(crate::networks::network_error)
     }
 
     /// True when any container mounts the named volume.

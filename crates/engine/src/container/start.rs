@@ -2,6 +2,9 @@
 
 use std::os::unix::net::UnixStream;
 
+use std::io::Write;
+
+use skiff_runtime::attach::{encode, FrameKind};
 use skiff_runtime::shim::{self, ShimConfig, ShimReport, SpawnError};
 
 use super::Container;
@@ -24,6 +27,46 @@ pub struct Started {
 }
 
 impl Engine {
+    /// Joins the container's network (CNI ADD) through its init's namespace,
+    /// and writes its address into its /etc/hosts.
+    fn join_network(&self, container: &Container, pid: i32) -> Result<()> {
+        let Some(network) = container.record.network.network() else {
+            return Ok(());
+        };
+        let record = &container.record;
+        let request = skiff_network::AttachRequest {
+            network: network.to_string(),
+            container_id: record.id.clone(),
+            netns: std::path::PathBuf::from(format!("/proc/{pid}/ns/net")),
+            interface: "eth0".into(),
+            name: Some(record.name.clone()),
+            aliases: record.request.network_aliases.clone(),
+            ports: record.ports.clone(),
+            ip: None,
+        };
+        let attachment = self
+            .networking
+            .attach(&request)
+            .map_err(crate::networks::network_error)?;
+        // Rewrite in place: the file is bind-mounted, a rename would not show.
+        let hosts = format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{}\n",
+            attachment.ip, record.spec.hostname
+        );
+        std::fs::write(self.files(&record.id).hosts(), hosts)
+            .map_err(EngineError::io("writing hosts"))?;
+        Ok(())
+    }
+
+    /// Leaves the container's network (CNI DEL); idempotent.
+    pub(crate) fn leave_network(&self, record: &super::ContainerRecord) {
+        if let Some(network) = record.network.network() {
+            if let Err(e) = self.networking.detach(network, &record.id) {
+                tracing::warn!(container = %record.id, "leaving network {network}: {e}");
+            }
+        }
+    }
+
     /// Starts a created or exited container; a running one is left alone.
     pub fn start(&self, name_or_id: &str, opts: StartOptions) -> Result<Started> {
         let container = self.find(name_or_id)?;
@@ -84,7 +127,8 @@ impl Engine {
             attach_socket: attach_socket.clone(),
             stdin: container.record.request.interactive,
             terminal: container.record.request.tty,
-            wait_for_attach: opts.attach,
+            // Networking is set up between create and start: hold the container.
+            wait_for_attach: opts.attach || container.record.network.network().is_some(),
             init: container.record.spec.init,
             cgroup_path: container.record.spec.cgroup_path.clone(),
             exit_command,
@@ -106,12 +150,25 @@ impl Engine {
         .map_err(start_failed)?;
         let report = handle.next_report().map_err(start_failed)?;
         let mut attach = None;
-        if matches!(report, ShimReport::Created { .. }) {
-            if opts.attach {
-                attach = Some(
-                    UnixStream::connect(&attach_socket)
-                        .map_err(EngineError::io("attaching to the container"))?,
-                );
+        if let ShimReport::Created { pid } = report {
+            if config.wait_for_attach {
+                let mut stream = UnixStream::connect(&attach_socket)
+                    .map_err(EngineError::io("attaching to the container"))?;
+                let joined = self.join_network(&container, pid);
+                if joined.is_err() {
+                    // Never start a container whose network is half set up.
+                    let _ =
+                        skiff_runtime::kill::signal_process(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+                let _ = stream.write_all(&encode(FrameKind::Start, &[]));
+                if let Err(e) = joined {
+                    let _ = handle.next_report();
+                    self.leave_network(&container.record);
+                    return Err(e);
+                }
+                if opts.attach {
+                    attach = Some(stream);
+                }
             }
             handle.next_report().map_err(start_failed)?;
         }

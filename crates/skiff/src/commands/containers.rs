@@ -67,11 +67,11 @@ fn ps_row(c: &Container, no_trunc: bool) -> serde_json::Value {
         "RunningFor": format!("{} ago", skiff_engine::container::human_duration(now - c.record.created)),
         "Status": c.status_text(now),
         "State": c.status.docker_state(),
-        "Ports": "",
+        "Ports": c.record.ports_text(),
         "Names": c.record.name,
         "Labels": c.record.request.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
         "Mounts": c.record.mounts.iter().map(|m| if m.name.is_empty() { m.source.display().to_string() } else { m.name.clone() }).collect::<Vec<_>>().join(","),
-        "Networks": c.record.request.network.clone().unwrap_or_else(|| "bridge".into()),
+        "Networks": c.record.network.docker_name(),
     })
 }
 
@@ -288,6 +288,15 @@ pub fn system(ctx: &Context, cmd: SystemCommand) -> Result<()> {
                 "\nTotal reclaimed space: {}",
                 super::images::human_size(report.reclaimed)
             );
+            Ok(())
+        }
+        SystemCommand::Reset { force } => {
+            if !force {
+                anyhow::bail!(
+                    "this removes every container, volume and network: pass -f to confirm"
+                );
+            }
+            engine.reset()?;
             Ok(())
         }
         SystemCommand::Df => {

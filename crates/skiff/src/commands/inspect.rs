@@ -53,7 +53,8 @@ pub fn container_json(engine: &Engine, c: &Container) -> Value {
         "Platform": "linux",
         "HostConfig": {
             "Binds": r.request.volumes,
-            "NetworkMode": r.request.network.clone().unwrap_or_else(|| "bridge".into()),
+            "NetworkMode": r.network.docker_name(),
+            "PortBindings": r.ports.iter().map(|p| (format!("{}/{}", p.container_port, p.protocol), json!([{"HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(), "HostPort": p.host_port.to_string()}]))).collect::<serde_json::Map<_, _>>(),
             "AutoRemove": r.request.auto_remove,
             "CapAdd": r.request.cap_add,
             "CapDrop": r.request.cap_drop,
@@ -71,6 +72,7 @@ pub fn container_json(engine: &Engine, c: &Container) -> Value {
             "Tmpfs": r.request.tmpfs,
         },
         "Mounts": r.mounts,
+        "NetworkSettings": network_settings(engine, c),
         "Config": {
             "Hostname": r.spec.hostname,
             "User": r.request.user.clone().unwrap_or_default(),
@@ -94,6 +96,46 @@ pub fn container_json(engine: &Engine, c: &Container) -> Value {
             }
         },
     })
+}
+
+/// Docker's `NetworkSettings` from the container's attachment, if any.
+fn network_settings(engine: &Engine, c: &Container) -> Value {
+    let r = &c.record;
+    let attachment = r
+        .network
+        .network()
+        .and_then(|n| engine.networking().attachment(n, &r.id).ok().flatten());
+    let ports: serde_json::Map<String, Value> = r
+        .ports
+        .iter()
+        .map(|p| {
+            (
+                format!("{}/{}", p.container_port, p.protocol),
+                json!([{"HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into()), "HostPort": p.host_port.to_string()}]),
+            )
+        })
+        .collect();
+    match attachment {
+        Some(a) => json!({
+            "IPAddress": a.ip.to_string(),
+            "IPPrefixLen": a.prefix_len,
+            "Gateway": a.gateway.to_string(),
+            "MacAddress": a.mac,
+            "Ports": ports,
+            "Networks": {
+                a.network.clone(): {
+                    "IPAddress": a.ip.to_string(),
+                    "IPPrefixLen": a.prefix_len,
+                    "Gateway": a.gateway.to_string(),
+                    "MacAddress": a.mac,
+                    "Aliases": a.aliases,
+                }
+            }
+        }),
+        None => {
+            json!({"IPAddress": "", "Gateway": "", "MacAddress": "", "Ports": ports, "Networks": {}})
+        }
+    }
 }
 
 fn image_json(engine: &Engine, name: &str) -> Result<Value> {

@@ -7,6 +7,7 @@ mod controller_manager;
 mod exec;
 mod images;
 mod inspect;
+mod networks;
 mod registry;
 mod run;
 mod scheduler;
@@ -124,6 +125,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Login(args) => images::login(&ctx, args),
         Command::Registry(args) => registry::registry(&ctx, args),
         Command::Volume(cmd) => volumes::volume(&ctx, cmd),
+        Command::Network(cmd) => networks::network(&ctx, cmd),
         Command::System(cmd) => containers::system(&ctx, cmd),
         Command::Server(args) => server::server(&ctx, args),
         Command::Kubeconfig => server::kubeconfig(&ctx),

@@ -77,6 +77,8 @@ fn request(args: &RunArgs) -> Result<CreateRequest> {
         init: args.init,
         auto_remove: args.rm,
         network: args.network.clone(),
+        publish: args.publish.clone(),
+        network_aliases: args.network_alias.clone(),
         labels,
         stop_signal: args.stop_signal.clone(),
         stop_timeout: args.stop_timeout,

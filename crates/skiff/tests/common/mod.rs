@@ -74,9 +74,27 @@ impl Skiff {
         s
     }
 
+    /// The default network's subnet for this root: unique among the tests
+    /// of this process (and, by pid, likely among processes).
+    pub fn subnet(&self) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        static SUBNETS: std::sync::Mutex<Vec<(PathBuf, String)>> =
+            std::sync::Mutex::new(Vec::new());
+        let mut known = SUBNETS.lock().unwrap();
+        if let Some((_, s)) = known.iter().find(|(p, _)| p == self.root.path()) {
+            return s.clone();
+        }
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let s = format!("10.{}.{}.0/24", 120 + std::process::id() % 100, n % 256);
+        known.push((self.root.path().to_path_buf(), s.clone()));
+        s
+    }
+
     /// A command with `--root` set.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(skiff_bin());
+        c.env("SKIFF_DEFAULT_SUBNET", self.subnet());
         c.arg("--root").arg(self.root.path()).args(args);
         c.stdin(Stdio::null());
         c
@@ -119,12 +137,8 @@ impl Skiff {
 
 impl Drop for Skiff {
     fn drop(&mut self) {
-        // Kill and remove whatever the test left, so no mount or cgroup outlives it.
-        let _ = self.cmd(&["system", "prune", "-f"]).output();
-        if let Ok(out) = self.cmd(&["ps", "-aq", "--no-trunc"]).output() {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = self.cmd(&["rm", "-f", id]).output();
-            }
-        }
+        // Remove whatever the test left: containers (mounts, cgroups), and the
+        // bridges and nftables table of this root's networks.
+        let _ = self.cmd(&["system", "reset", "-f"]).output();
     }
 }
