@@ -43,7 +43,7 @@ struct Node {
 }
 
 enum Input {
-    Event(usize, watcher::Event<DynamicObject>),
+    Event(usize, Box<watcher::Event<DynamicObject>>),
     Checked(String),
 }
 
@@ -86,7 +86,7 @@ pub async fn run(client: Client) -> Result<(), Error> {
             while let Some(event) = events.next().await {
                 match event {
                     Ok(e) => {
-                        if tx.send(Input::Event(i, e)).is_err() {
+                        if tx.send(Input::Event(i, Box::new(e))).is_err() {
                             return;
                         }
                     }
@@ -113,7 +113,7 @@ pub async fn run(client: Client) -> Result<(), Error> {
 impl Collector {
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Event(res, event) => match event {
+            Input::Event(res, event) => match *event {
                 watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => {
                     self.upsert(res, obj)
                 }

@@ -20,19 +20,11 @@ pub mod simulated_agent;
 use kube::Client;
 
 /// Which controllers [`run`] starts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ControllerManagerConfig {
     /// Controller names to run (`replicaset`, `deployment`, `garbagecollector`); empty
     /// means all.
     pub controllers: Vec<String>,
-}
-
-impl Default for ControllerManagerConfig {
-    fn default() -> Self {
-        ControllerManagerConfig {
-            controllers: Vec::new(),
-        }
-    }
 }
 
 /// Why the controller manager stopped.

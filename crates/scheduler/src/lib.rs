@@ -89,12 +89,12 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
         .collect();
     let (tx, rx) = mpsc::unbounded_channel();
     let scheduler = scheduler::Scheduler::new(profiles, api, tx.clone());
-    let pods = watch(
-        Api::<Pod>::all(client.clone()),
-        tx.clone(),
-        scheduler::Input::Pod,
-    );
-    let nodes = watch(Api::<Node>::all(client), tx, scheduler::Input::Node);
+    let pods = watch(Api::<Pod>::all(client.clone()), tx.clone(), |e| {
+        scheduler::Input::Pod(Box::new(e))
+    });
+    let nodes = watch(Api::<Node>::all(client), tx, |e| {
+        scheduler::Input::Node(Box::new(e))
+    });
     tokio::select! {
         _ = scheduler.run(rx) => {}
         _ = pods => {}

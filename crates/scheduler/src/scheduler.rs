@@ -23,9 +23,9 @@ use crate::queue::SchedulingQueue;
 /// What the loop reacts to.
 pub enum Input {
     /// A pod watch event.
-    Pod(watcher::Event<Pod>),
+    Pod(Box<watcher::Event<Pod>>),
     /// A node watch event.
-    Node(watcher::Event<Node>),
+    Node(Box<watcher::Event<Node>>),
     /// A binding cycle ended.
     Bound {
         /// The pod's key.
@@ -162,8 +162,8 @@ impl Scheduler {
     /// Applies one input to the cache and queue.
     pub fn handle(&mut self, input: Input) {
         match input {
-            Input::Pod(event) => self.handle_pod_event(event),
-            Input::Node(event) => self.handle_node_event(event),
+            Input::Pod(event) => self.handle_pod_event(*event),
+            Input::Node(event) => self.handle_node_event(*event),
             Input::Bound {
                 key,
                 info,
@@ -554,20 +554,18 @@ mod tests {
     async fn binds_fitting_pods_and_counts_assumed_resources() {
         let api = Arc::new(FakeApi::default());
         let (mut s, mut rx) = scheduler(api.clone());
-        s.handle(Input::Node(watcher::Event::Apply(node("a", "2", false))));
-        s.handle(Input::Node(watcher::Event::Apply(node("b", "2", true))));
+        s.handle(Input::Node(Box::new(watcher::Event::Apply(node(
+            "a", "2", false,
+        )))));
+        s.handle(Input::Node(Box::new(watcher::Event::Apply(node(
+            "b", "2", true,
+        )))));
         for name in ["p1", "p2", "p3"] {
-            s.handle(Input::Pod(watcher::Event::Apply(pod(
-                name,
-                "1",
-                "default-scheduler",
-            ))));
+            let event = watcher::Event::Apply(pod(name, "1", "default-scheduler"));
+            s.handle(Input::Pod(Box::new(event)));
         }
-        s.handle(Input::Pod(watcher::Event::Apply(pod(
-            "other",
-            "1",
-            "my-scheduler",
-        ))));
+        let event = watcher::Event::Apply(pod("other", "1", "my-scheduler"));
+        s.handle(Input::Pod(Box::new(event)));
         drain(&mut s, &mut rx).await;
         let bindings = api.bindings.lock().unwrap().clone();
         // Two 1-cpu pods fill node a; node b is tainted; "other" is not ours.
@@ -597,7 +595,7 @@ mod tests {
         // Deleting a bound pod frees room and moves the unschedulable pod back.
         let mut bound = pod(&bindings[0].0[2..], "1", "default-scheduler");
         bound.spec.as_mut().unwrap().node_name = Some("a".into());
-        s.handle(Input::Pod(watcher::Event::Delete(bound)));
+        s.handle(Input::Pod(Box::new(watcher::Event::Delete(bound))));
         assert_ne!(
             s.queue().place("d/p3"),
             Some(crate::queue::Place::Unschedulable)

@@ -177,6 +177,9 @@ fn containers_on_a_user_network_talk_by_name_and_are_isolated() {
     ]);
     assert_eq!(out, "hello from skiff\nhello from skiff\n");
     // Names of another network do not resolve, and its addresses do not answer.
+    // (`timeout` must not be PID 1, which ignores the SIGTERM it sends: the
+    // trailing `exit` keeps sh from exec'ing it.)
+    let fetch = |url: &str| format!("timeout 2 wget -qO- {url}; exit $?");
     s.code(
         1,
         &[
@@ -185,26 +188,23 @@ fn containers_on_a_user_network_talk_by_name_and_are_isolated() {
             "--network",
             "front",
             "busybox",
-            "timeout",
-            "2",
-            "wget",
-            "-qO-",
-            "http://db/",
+            "sh",
+            "-c",
+            &fetch("http://db/"),
         ],
     );
     let db_ip = s.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "db"]);
     assert!(db_ip.starts_with("10.253."), "{db_ip}");
+    let db_url = format!("http://{}/", db_ip.trim());
     let out = s.run(&[
         "run",
         "--rm",
         "--network",
         "front",
         "busybox",
-        "timeout",
-        "2",
-        "wget",
-        "-qO-",
-        &format!("http://{}/", db_ip.trim()),
+        "sh",
+        "-c",
+        &fetch(&db_url),
     ]);
     assert!(
         !out.status.success(),

@@ -111,7 +111,7 @@ impl Status {
         self.reasons.join(", ")
     }
 
-    fn from_plugin(mut self, plugin: &'static str) -> Status {
+    fn with_plugin(mut self, plugin: &'static str) -> Status {
         self.plugin = plugin;
         self
     }
@@ -373,7 +373,7 @@ impl Framework {
             match status.code {
                 Code::Success => {}
                 Code::Skip => state.skip_filter.push(e.plugin.name()),
-                _ => return status.from_plugin(e.plugin.name()),
+                _ => return status.with_plugin(e.plugin.name()),
             }
         }
         Status::success()
@@ -387,7 +387,7 @@ impl Framework {
             }
             let status = p.filter(state, pod, node);
             if !status.is_success() {
-                return status.from_plugin(e.plugin.name());
+                return status.with_plugin(e.plugin.name());
             }
         }
         Status::success()
@@ -427,7 +427,7 @@ impl Framework {
             match status.code {
                 Code::Success => {}
                 Code::Skip => state.skip_score.push(e.plugin.name()),
-                _ => return Err(status.from_plugin(e.plugin.name())),
+                _ => return Err(status.with_plugin(e.plugin.name())),
             }
         }
         let mut totals = vec![0i64; nodes.len()];
@@ -442,7 +442,7 @@ impl Framework {
             if let Some(n) = e.plugin.as_normalize_score() {
                 let status = n.normalize_score(state, pod, &mut scores);
                 if !status.is_success() {
-                    return Err(status.from_plugin(e.plugin.name()));
+                    return Err(status.with_plugin(e.plugin.name()));
                 }
             }
             for (total, score) in totals.iter_mut().zip(scores) {
@@ -458,7 +458,7 @@ impl Framework {
             let status = p.reserve(state, pod, node);
             if !status.is_success() {
                 self.run_unreserve(state, pod, node);
-                return status.from_plugin(e.plugin.name());
+                return status.with_plugin(e.plugin.name());
             }
         }
         Status::success()
@@ -477,7 +477,7 @@ impl Framework {
         for (e, p) in self.each(|p| p.as_permit()) {
             let status = p.permit(state, pod, node);
             if !status.is_success() {
-                return status.from_plugin(e.plugin.name());
+                return status.with_plugin(e.plugin.name());
             }
         }
         Status::success()
@@ -491,7 +491,7 @@ impl Framework {
                 if let Some(p) = e.plugin.as_pre_bind() {
                     let status = p.pre_bind(pod.clone(), node.clone()).await;
                     if !status.is_success() {
-                        return status.from_plugin(e.plugin.name());
+                        return status.with_plugin(e.plugin.name());
                     }
                 }
             }
@@ -499,7 +499,7 @@ impl Framework {
                 if let Some(p) = e.plugin.as_bind() {
                     let status = p.bind(pod.clone(), node.clone()).await;
                     if status.code != Code::Skip {
-                        return status.from_plugin(e.plugin.name());
+                        return status.with_plugin(e.plugin.name());
                     }
                 }
             }
