@@ -121,7 +121,7 @@ fn main() {
 
     // 1. `run --rm IMAGE /bin/true`, end to end.
     let skiff_run = time_n(n, |_| {
-        quiet(&mut b.skiff(&["run", "--rm", "busybox", "/bin/true"]))
+        quiet(&mut b.skiff(&["run", "--rm", "--network", "none", "busybox", "/bin/true"]))
     });
     let bundle = b.dir.path().join("runc-bundle");
     quiet(Command::new("umoci").args([
