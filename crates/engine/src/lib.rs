@@ -192,7 +192,7 @@ impl Engine {
                 out.push(c);
             }
         }
-        out.sort_by(|a, b| b.record.created.cmp(&a.record.created));
+        out.sort_by_key(|c| std::cmp::Reverse(c.record.created));
         Ok(out)
     }
 

@@ -20,6 +20,17 @@ pub const NOT_FOUND: &str = "executable file not found in $PATH";
 /// Message used when the command exists but cannot be executed (exit 126).
 pub const NOT_EXECUTABLE: &str = "permission denied";
 
+/// OCI annotation that makes the container's first process skiff's pause: the
+/// shim's clone sleeping until SIGTERM/SIGINT, holding the pod sandbox's namespaces
+/// without any file from the image (the kubelet's pause container, built in).
+pub const PAUSE_ANNOTATION: &str = "dev.skiff.pause";
+
+fn is_pause(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .is_some_and(|a| a.get(PAUSE_ANNOTATION).is_some_and(|v| v == "true"))
+}
+
 /// The executor the shim hands to libcontainer.
 #[derive(Clone)]
 pub struct Workload {
@@ -68,6 +79,9 @@ fn is_executable(path: &Path) -> bool {
 
 impl Executor for Workload {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        if is_pause(spec) {
+            run_pause();
+        }
         let args = args_of(spec)?;
         if !self.init {
             return Err(exec_workload(&args));
@@ -76,6 +90,9 @@ impl Executor for Workload {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        if is_pause(spec) {
+            return Ok(());
+        }
         let process = spec.process().as_ref().ok_or_else(|| {
             ExecutorValidationError::ArgValidationError("spec has no process".into())
         })?;
@@ -112,6 +129,29 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
         WaitStatus::Exited(_, code) => Some(code),
         WaitStatus::Signaled(_, sig, _) => Some(128 + sig as i32),
         _ => None,
+    }
+}
+
+/// The pause process: waits for SIGTERM or SIGINT (exit 0), reaping any child.
+fn run_pause() -> ! {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string we own.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"pause".as_ptr(), 0, 0, 0);
+    }
+    let all = SigSet::all();
+    let _ = all.thread_block();
+    loop {
+        match all.wait() {
+            Ok(Signal::SIGTERM | Signal::SIGINT) => std::process::exit(0),
+            Ok(Signal::SIGCHLD) => {
+                while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    if status == WaitStatus::StillAlive {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 

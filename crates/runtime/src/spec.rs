@@ -414,7 +414,7 @@ mod tests {
         assert!(linux.seccomp().is_some());
         assert_eq!(
             oci.process().as_ref().unwrap().no_new_privileges(),
-            &Some(true)
+            Some(true)
         );
     }
 

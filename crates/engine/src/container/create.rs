@@ -75,7 +75,7 @@ pub fn parse_volume(spec: &str) -> Result<VolumeSpec> {
             destination: dest.to_string(),
             readonly,
         },
-        Some(s) if s.is_empty() => return Err(invalid()),
+        Some("") => return Err(invalid()),
         Some(s) => VolumeSpec::Named {
             name: s.to_string(),
             destination: dest.to_string(),
