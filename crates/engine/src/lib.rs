@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use skiff_images::ImageStore;
 
 pub use container::transient::TransientRequest;
+pub use container::create::CreateOptions;
 pub use container::{Container, ContainerRecord, CreateRequest, MountPoint};
 pub use roots::Roots;
 pub use volumes::{Volume, VolumeError, Volumes};

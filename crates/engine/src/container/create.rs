@@ -130,9 +130,25 @@ fn random_id() -> String {
     hex::encode(bytes)
 }
 
+/// What a pod needs beyond `docker create`: the kubelet's sandbox and its members.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateOptions {
+    /// Id of a container whose network, IPC and UTS namespaces this one joins when it
+    /// starts (that container must be running then); its own network is `none`.
+    pub namespaces_of: Option<String>,
+    /// Run skiff's built-in pause process instead of a command (a pod sandbox): it
+    /// needs no file in the image.
+    pub pause: bool,
+}
+
 impl Engine {
     /// Creates a container from `req`; it is not started.
     pub fn create(&self, req: &CreateRequest) -> Result<ContainerRecord> {
+        self.create_with(req, &CreateOptions::default())
+    }
+
+    /// Creates a container from `req` with pod options; it is not started.
+    pub fn create_with(&self, req: &CreateRequest, opts: &CreateOptions) -> Result<ContainerRecord> {
         let _lock = FileLock::acquire(&self.roots.containers_lock())
             .map_err(EngineError::io("locking containers"))?;
         let image = self.images.resolve(&req.image)?;
@@ -174,7 +190,10 @@ impl Engine {
         } else {
             config.cmd().clone().unwrap_or_default()
         };
-        let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+        let mut args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+        if opts.pause {
+            args = vec!["pause".to_string()];
+        }
         if args.is_empty() {
             return Err(EngineError::InvalidArgument(
                 "no command specified: the image has no Cmd or Entrypoint; give a command after the image"
@@ -186,7 +205,7 @@ impl Engine {
         let files = self.files(&id);
         std::fs::create_dir_all(&files.dir)
             .map_err(EngineError::io(format!("creating {}", files.dir.display())))?;
-        let result = self.create_files(&id, &name, req, &image, &image_config, args);
+        let result = self.create_files(&id, &name, req, opts, &image, &image_config, args);
         if result.is_err() {
             let overlay = Overlay {
                 base: self.roots.overlay(&id),
@@ -203,6 +222,7 @@ impl Engine {
         id: &str,
         name: &str,
         req: &CreateRequest,
+        opts: &CreateOptions,
         image: &skiff_images::ImageRecord,
         image_config: &oci_spec::image::ImageConfiguration,
         args: Vec<String>,
@@ -248,7 +268,11 @@ impl Engine {
         // Docker creates a missing working directory.
         let _ = std::fs::create_dir_all(rootfs.join(cwd.trim_start_matches('/')));
 
-        let network = NetworkMode::parse(req.network.as_deref());
+        let network = if opts.namespaces_of.is_some() {
+            NetworkMode::None
+        } else {
+            NetworkMode::parse(req.network.as_deref())
+        };
         let ports = networks::parse_ports(&req.publish)?;
         if !ports.is_empty() && network.network().is_none() {
             return Err(EngineError::InvalidArgument(
@@ -361,7 +385,11 @@ impl Engine {
             cgroup_path: format!("/skiff/{id}"),
             init: req.init,
             sysctls: Vec::new(),
-            annotations: Vec::new(),
+            annotations: if opts.pause {
+                vec![(skiff_runtime::init::PAUSE_ANNOTATION.to_string(), "true".to_string())]
+            } else {
+                Vec::new()
+            },
         };
         // Validate capabilities and the whole spec now, so `create` fails, not `start`.
         spec.to_oci()?;
@@ -386,6 +414,7 @@ impl Engine {
             spec,
             network,
             ports,
+            namespaces_of: opts.namespaces_of.clone(),
         };
         // A `--rm` container is gone at its exit: no need to make its record durable.
         let write = if req.auto_remove {

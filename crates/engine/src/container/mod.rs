@@ -131,6 +131,10 @@ pub struct ContainerRecord {
     /// Published ports.
     #[serde(default)]
     pub ports: Vec<skiff_network::PortMapping>,
+    /// The container whose network, IPC and UTS namespaces this one joins at each start
+    /// (a pod's sandbox; see [`create::CreateOptions`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces_of: Option<String>,
 }
 
 impl ContainerRecord {

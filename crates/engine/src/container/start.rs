@@ -67,6 +67,28 @@ impl Engine {
         }
     }
 
+    /// The spec to run, with the namespaces of `namespaces_of` joined (their
+    /// holder's pid changes when it restarts, so this is resolved at each start).
+    fn joined_spec(&self, record: &super::ContainerRecord) -> Result<skiff_runtime::ContainerSpec> {
+        let mut spec = record.spec.clone();
+        if let Some(holder) = &record.namespaces_of {
+            let holder = self.find(holder)?;
+            let skiff_runtime::ContainerStatus::Running { pid } = holder.status else {
+                return Err(EngineError::InvalidArgument(format!(
+                    "cannot join the namespaces of container {}: it is not running",
+                    holder.record.name
+                )));
+            };
+            let ns = |kind: &str| {
+                skiff_runtime::NamespaceMode::Path(format!("/proc/{pid}/ns/{kind}").into())
+            };
+            spec.network = ns("net");
+            spec.ipc = ns("ipc");
+            spec.uts = ns("uts");
+        }
+        Ok(spec)
+    }
+
     /// Starts a created or exited container; a running one is left alone.
     pub fn start(&self, name_or_id: &str, opts: StartOptions) -> Result<Started> {
         let container = self.find(name_or_id)?;
@@ -103,7 +125,8 @@ impl Engine {
         overlay
             .mount(self.mounter.as_ref(), &image_layers)
             .map_err(EngineError::io("mounting the container's root filesystem"))?;
-        container.record.spec.write_bundle(&files.bundle())?;
+        self.joined_spec(&container.record)?
+            .write_bundle(&files.bundle())?;
 
         let run_dir = self.roots.container_run(&id);
         std::fs::create_dir_all(&run_dir)

@@ -1,0 +1,223 @@
+//! The kubelet's runtime interface, shaped like CRI's `RuntimeService` and
+//! `ImageService` (k8s.io/cri-api), so pod workers never reach into the engine.
+//!
+//! Calls are synchronous (the engine is); the kubelet runs them on blocking threads.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+/// Label naming the pod's UID on every sandbox and container (as the kubelet sets it).
+pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
+/// Label naming the pod.
+pub const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+/// Label naming the pod's namespace.
+pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+/// Label naming the container in the pod spec.
+pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
+/// Label holding the container's attempt (its restart count when it was created).
+pub const ATTEMPT_LABEL: &str = "io.kubernetes.container.attempt";
+/// Label telling sandboxes (`podsandbox`) from containers (`container`), as dockershim did.
+pub const TYPE_LABEL: &str = "io.kubernetes.docker.type";
+
+/// A runtime failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CriError {
+    /// The sandbox or container does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The image is not present and may not be pulled.
+    #[error("image {0:?} not present")]
+    ImageNotPresent(String),
+    /// Pulling an image failed.
+    #[error("pulling image {image:?}: {message}")]
+    Pull {
+        /// The image.
+        image: String,
+        /// Why.
+        message: String,
+    },
+    /// Any other runtime failure.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// Result of runtime calls.
+pub type Result<T, E = CriError> = std::result::Result<T, E>;
+
+/// What `RunPodSandbox` needs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodSandboxConfig {
+    /// Pod name.
+    pub name: String,
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod UID.
+    pub uid: String,
+    /// How many sandboxes this pod had before.
+    pub attempt: u32,
+    /// Hostname inside the pod (the pod's name, as Kubernetes sets it).
+    pub hostname: String,
+    /// An image present on the node whose filesystem is the pause process's root; the
+    /// pause process itself is built into skiff and reads nothing from it.
+    pub image: String,
+    /// Labels (the pod-identifying ones are added by the runtime).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Whether a sandbox's namespaces are held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxState {
+    /// The pause process runs; containers can join it.
+    Ready,
+    /// The pause process is gone.
+    NotReady,
+}
+
+/// `PodSandboxStatus`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodSandboxStatus {
+    /// Sandbox id.
+    pub id: String,
+    /// Its state.
+    pub state: SandboxState,
+    /// The pod IP from the node's pod network.
+    pub ip: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What `CreateContainer` needs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerConfig {
+    /// Container name in the pod spec.
+    pub name: String,
+    /// Restart count this instance stands for.
+    pub attempt: u32,
+    /// Image reference.
+    pub image: String,
+    /// Replaces the image's ENTRYPOINT when not empty (`command`).
+    pub command: Vec<String>,
+    /// Replaces the image's CMD when not empty (`args`).
+    pub args: Vec<String>,
+    /// Working directory.
+    pub working_dir: Option<String>,
+    /// Environment, in order.
+    pub envs: Vec<(String, String)>,
+    /// Hostname (the pod's).
+    pub hostname: String,
+    /// Allocate a terminal.
+    pub tty: bool,
+    /// Keep stdin open.
+    pub stdin: bool,
+    /// Labels (the pod-identifying ones are added by the caller).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// CRI's `ContainerState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created, never started.
+    Created,
+    /// Its process runs.
+    Running,
+    /// Its process ended (or never could start).
+    Exited,
+    /// The runtime lost track of it.
+    Unknown,
+}
+
+/// `ContainerStatus`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerStatus {
+    /// Container id.
+    pub id: String,
+    /// State.
+    pub state: ContainerState,
+    /// Image as named.
+    pub image: String,
+    /// Image id (`sha256:...`).
+    pub image_ref: String,
+    /// When created.
+    pub created_at: DateTime<Utc>,
+    /// When its process started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When its process ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Exit code, once exited.
+    pub exit_code: i32,
+    /// Why it exited: `Completed`, `Error`, `OOMKilled`, `ContainerCannotRun`.
+    pub reason: String,
+    /// Details (why it could not run).
+    pub message: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ContainerStatus {
+    /// The container's name in the pod spec.
+    pub fn name(&self) -> &str {
+        self.labels
+            .get(CONTAINER_NAME_LABEL)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    /// The attempt this instance stands for.
+    pub fn attempt(&self) -> u32 {
+        self.labels
+            .get(ATTEMPT_LABEL)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// CRI's `RuntimeService`: sandboxes and containers.
+pub trait RuntimeService: Send + Sync {
+    /// Creates and starts a sandbox holding the pod's namespaces; returns its id.
+    fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String>;
+    /// Stops the sandbox's pause process (its containers must be stopped first).
+    fn stop_pod_sandbox(&self, id: &str) -> Result<()>;
+    /// Removes a stopped sandbox and releases its IP.
+    fn remove_pod_sandbox(&self, id: &str) -> Result<()>;
+    /// The sandbox's state and IP.
+    fn pod_sandbox_status(&self, id: &str) -> Result<PodSandboxStatus>;
+    /// Sandboxes whose labels include all of `labels`.
+    fn list_pod_sandboxes(&self, labels: &BTreeMap<String, String>) -> Result<Vec<PodSandboxStatus>>;
+    /// Creates a container joining the sandbox's namespaces; returns its id.
+    fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String>;
+    /// Starts a created container.
+    fn start_container(&self, id: &str) -> Result<()>;
+    /// Stops a container: SIGTERM (its stop signal), `timeout` seconds, then SIGKILL.
+    fn stop_container(&self, id: &str, timeout: u32) -> Result<()>;
+    /// Removes a container.
+    fn remove_container(&self, id: &str) -> Result<()>;
+    /// The container's state.
+    fn container_status(&self, id: &str) -> Result<ContainerStatus>;
+    /// Containers (not sandboxes) whose labels include all of `labels`.
+    fn list_containers(&self, labels: &BTreeMap<String, String>) -> Result<Vec<ContainerStatus>>;
+}
+
+/// CRI's `ImageService`.
+pub trait ImageService: Send + Sync {
+    /// The image's id when present on the node.
+    fn image_status(&self, image: &str) -> Result<Option<String>>;
+    /// Pulls the image; returns its id.
+    fn pull_image(&self, image: &str) -> Result<String>;
+}
+
+/// Labels naming one pod.
+pub fn pod_labels(name: &str, namespace: &str, uid: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (POD_NAME_LABEL.to_string(), name.to_string()),
+        (POD_NAMESPACE_LABEL.to_string(), namespace.to_string()),
+        (POD_UID_LABEL.to_string(), uid.to_string()),
+    ])
+}
+
+/// Whether `labels` include every pair of `wanted`.
+pub fn matches(labels: &BTreeMap<String, String>, wanted: &BTreeMap<String, String>) -> bool {
+    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
