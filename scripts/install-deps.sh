@@ -17,5 +17,9 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq $missing >/dev/null
 fi
 if [ "${1:-}" = "--test" ]; then
-  python3 -c 'import kubernetes' 2>/dev/null || pip install -q kubernetes
+  # The official Python client. Debian's python refuses pip installs into the
+  # system (PEP 668), so fall back accordingly.
+  python3 -c 'import kubernetes' 2>/dev/null \
+    || python3 -m pip install -q kubernetes 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages kubernetes
 fi
