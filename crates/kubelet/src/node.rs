@@ -1,0 +1,216 @@
+//! Node registration and heartbeats (pkg/kubelet/kubelet_node_status.go and the
+//! node lease controller): the Node object with the host's capacity, conditions
+//! and addresses, and a Lease in `kube-node-lease` renewed every 10 seconds.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+/// How long a Lease stays valid (the kubelet's default `nodeLeaseDurationSeconds`).
+pub const LEASE_DURATION_SECONDS: i32 = 40;
+/// How often the Lease is renewed (a quarter of its duration, as the kubelet does).
+pub const LEASE_RENEW_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the full node status is posted (`nodeStatusReportFrequency`).
+pub const STATUS_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the host offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capacity {
+    /// Logical CPUs.
+    pub cpu: u64,
+    /// Memory in KiB.
+    pub memory_kib: u64,
+    /// Disk of the state root in KiB.
+    pub ephemeral_storage_kib: u64,
+    /// Pods this node runs at most.
+    pub pods: u32,
+}
+
+impl Capacity {
+    /// Reads the host: CPUs, `/proc/meminfo`'s MemTotal, the filesystem of `root`.
+    pub fn of_host(root: &std::path::Path) -> Capacity {
+        let cpu = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+        let memory_kib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| parse_mem_total(&m))
+            .unwrap_or(0);
+        let ephemeral_storage_kib = nix_statvfs_kib(root).unwrap_or(0);
+        Capacity {
+            cpu,
+            memory_kib,
+            ephemeral_storage_kib,
+            pods: 110,
+        }
+    }
+}
+
+fn nix_statvfs_kib(path: &std::path::Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_blocks as u64 * st.f_frsize as u64 / 1024)
+}
+
+/// `MemTotal` of /proc/meminfo, in KiB.
+pub fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The host's address toward the outside (the source of its default route), else loopback.
+pub fn host_ip() -> String {
+    std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| {
+            s.connect("192.0.2.1:9")?;
+            s.local_addr()
+        })
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The Node's status as the kubelet posts it.
+pub fn node_status(name: &str, ip: &str, cap: &Capacity) -> serde_json::Value {
+    let now = now();
+    let resources = json!({
+        "cpu": cap.cpu.to_string(),
+        "memory": format!("{}Ki", cap.memory_kib),
+        "ephemeral-storage": format!("{}Ki", cap.ephemeral_storage_kib),
+        "pods": cap.pods.to_string(),
+    });
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| {
+        json!({"type": type_, "status": status, "reason": reason, "message": message,
+            "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    let uname = nix_uname();
+    json!({"status": {
+        "capacity": resources,
+        "allocatable": resources,
+        "conditions": [
+            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        ],
+        "addresses": [
+            {"type": "InternalIP", "address": ip},
+            {"type": "Hostname", "address": name},
+        ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "nodeInfo": {
+            "machineID": std::fs::read_to_string("/etc/machine-id").unwrap_or_default().trim(),
+            "systemUUID": "",
+            "bootID": std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim(),
+            "kernelVersion": uname,
+            "osImage": os_image(),
+            "containerRuntimeVersion": format!("skiff://{}", env!("CARGO_PKG_VERSION")),
+            "kubeletVersion": "v1.33.0-skiff",
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a },
+        },
+    }})
+}
+
+fn nix_uname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn os_image() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "Linux".into())
+}
+
+/// Creates the Node (or takes over an existing one) and posts its status.
+pub async fn register(client: &Client, name: &str, ip: &str, cap: &Capacity) -> Result<(), kube::Error> {
+    let api: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a },
+            },
+        },
+    }))
+    .expect("a valid node");
+    match api.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(e),
+    }
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(node_status(name, ip, cap)))
+        .await?;
+    Ok(())
+}
+
+/// Renews (or creates) the node's Lease, owned by its Node.
+pub async fn renew_lease(client: &Client, name: &str) -> Result<(), kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let renew_time = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    let spec = json!({"holderIdentity": name, "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+        "renewTime": renew_time});
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            let nodes: Api<Node> = Api::all(client.clone());
+            let owner = nodes.get(name).await.ok().and_then(|n| n.metadata.uid);
+            let mut lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-node-lease"}, "spec": spec});
+            if let Some(uid) = owner {
+                lease["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Node",
+                    "name": name, "uid": uid}]);
+            }
+            let lease: Lease = serde_json::from_value(lease).expect("a valid lease");
+            api.create(&PostParams::default(), &lease).await.map(drop)
+        }
+        other => other.map(drop),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_total_in_kib() {
+        assert_eq!(parse_mem_total("MemTotal:       16318012 kB\nMemFree: 1 kB\n"), Some(16318012));
+    }
+
+    #[test]
+    fn status_has_capacity_and_ready() {
+        let cap = Capacity { cpu: 2, memory_kib: 1024, ephemeral_storage_kib: 2048, pods: 110 };
+        let s = node_status("n1", "10.0.0.1", &cap);
+        assert_eq!(s["status"]["capacity"]["memory"], "1024Ki");
+        assert_eq!(s["status"]["conditions"][3]["type"], "Ready");
+        assert_eq!(s["status"]["addresses"][0]["address"], "10.0.0.1");
+    }
+}
