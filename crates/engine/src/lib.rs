@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use skiff_images::ImageStore;
 
-pub use container::transient::TransientRequest;
 pub use container::create::CreateOptions;
+pub use container::transient::TransientRequest;
 pub use container::{Container, ContainerRecord, CreateRequest, MountPoint};
 pub use roots::Roots;
 pub use volumes::{Volume, VolumeError, Volumes};
@@ -171,11 +171,21 @@ impl Engine {
             .map_err(EngineError::io(format!("reading container {id}")))?
             .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
         let (status, started_at) = container::derive_status(&files);
+        let health = match (&record.health, &status) {
+            (Some(_), skiff_runtime::ContainerStatus::Running { .. }) => {
+                skiff_runtime::status::read_json(&files.health())
+                    .ok()
+                    .flatten()
+                    .or_else(|| Some(Default::default()))
+            }
+            _ => None,
+        };
         Ok(Container {
             record,
             status,
             started_at,
             dir: files.dir,
+            health,
         })
     }
 

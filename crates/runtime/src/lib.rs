@@ -12,6 +12,7 @@ pub mod capabilities;
 pub mod cgroups;
 pub mod crilog;
 pub mod exec;
+pub mod health;
 pub mod init;
 pub mod kill;
 pub mod seccomp;

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::attach::{encode, Decoder, FrameKind};
 use crate::cgroups::CgroupReader;
 use crate::crilog::{self, Stream};
+use crate::health::{HealthConfig, HealthResult, HealthState};
 use crate::init::{self, Workload};
 use crate::status::{write_replace, ExitStatus};
 
@@ -70,6 +71,15 @@ pub struct ShimConfig {
     pub exit_command: Vec<String>,
     /// Shim's own diagnostics.
     pub shim_log: PathBuf,
+    /// The container's health check, if any.
+    #[serde(default)]
+    pub health: Option<HealthConfig>,
+    /// Where the health state is written.
+    #[serde(default)]
+    pub health_path: PathBuf,
+    /// Command prefix that runs a process in this container (`skiff exec ID`).
+    #[serde(default)]
+    pub health_exec: Vec<String>,
 }
 
 /// What the shim records about the running container.
@@ -493,6 +503,7 @@ fn run(config: &ShimConfig, reporter: &mut Option<File>) -> anyhow::Result<()> {
         .open(&config.log_path)?;
     let mut log = crilog::Writer::new(io::BufWriter::with_capacity(16 * 1024, log_file));
 
+    let mut health = config.health.clone().map(|h| HealthChecker::new(h, config));
     let wait_status = event_loop(
         pid,
         &mut outputs,
@@ -502,7 +513,11 @@ fn run(config: &ShimConfig, reporter: &mut Option<File>) -> anyhow::Result<()> {
         &mut clients,
         &mut log,
         config.terminal,
+        &mut health,
     )?;
+    if let Some(h) = health.as_mut() {
+        h.stop();
+    }
     let _ = log.flush_partial();
 
     let oom_killed = CgroupReader::new(&config.cgroup_path).oom_kills() > 0;
@@ -692,10 +707,15 @@ fn event_loop(
     clients: &mut HashMap<RawFd, Client>,
     log: &mut crilog::Writer<io::BufWriter<File>>,
     terminal: bool,
+    health: &mut Option<HealthChecker>,
 ) -> anyhow::Result<WaitStatus> {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut exited: Option<WaitStatus> = reap(pid);
+    let mut exited: Option<WaitStatus> = reap(pid, health);
     loop {
+        let timeout_ms = match health.as_mut() {
+            Some(h) => h.tick(),
+            None => -1,
+        };
         if let Some(status) = exited {
             // Drain what the container wrote before it exited.
             for o in outputs.iter() {
@@ -729,7 +749,7 @@ fn event_loop(
             fds.push(pfd(*fd, events));
         }
         // SAFETY: fds is a valid, exclusively borrowed array of pollfd.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -741,7 +761,7 @@ fn event_loop(
             if p.fd == sigfd.as_raw_fd() {
                 while let Ok(Some(info)) = sigfd.read_signal() {
                     if info.ssi_signo == Signal::SIGCHLD as u32 {
-                        if let Some(status) = reap(pid) {
+                        if let Some(status) = reap(pid, health) {
                             exited = Some(status);
                         }
                     }
@@ -866,7 +886,8 @@ fn forward(
 }
 
 /// Reaps every exited child; returns the container's status once it exited.
-fn reap(pid: Pid) -> Option<WaitStatus> {
+/// A finished health check goes to its checker.
+fn reap(pid: Pid, health: &mut Option<HealthChecker>) -> Option<WaitStatus> {
     let mut result = None;
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
@@ -874,11 +895,143 @@ fn reap(pid: Pid) -> Option<WaitStatus> {
             Ok(status) => {
                 if status.pid() == Some(pid) {
                     result = Some(status);
+                } else if let (Some(h), Some(child)) = (health.as_mut(), status.pid()) {
+                    h.exited(child, status);
                 }
             }
         }
     }
     result
+}
+
+/// Runs a container's health check on schedule, from the shim's event loop.
+struct HealthChecker {
+    config: HealthConfig,
+    exec: Vec<String>,
+    path: PathBuf,
+    output: PathBuf,
+    state: HealthState,
+    started: std::time::Instant,
+    next_due: std::time::Instant,
+    running: Option<(i32, std::time::Instant, chrono::DateTime<Utc>)>,
+}
+
+impl HealthChecker {
+    fn new(config: HealthConfig, shim: &ShimConfig) -> Self {
+        let now = std::time::Instant::now();
+        let checker = HealthChecker {
+            next_due: now + config.interval,
+            config,
+            exec: shim.health_exec.clone(),
+            path: shim.health_path.clone(),
+            output: shim.health_path.with_extension("out"),
+            state: HealthState::default(),
+            started: now,
+            running: None,
+        };
+        checker.save();
+        checker
+    }
+
+    fn save(&self) {
+        if let Ok(data) = serde_json::to_vec(&self.state) {
+            let _ = write_replace(&self.path, &data);
+        }
+    }
+
+    /// Starts or times out a check as due; returns the poll timeout in ms.
+    fn tick(&mut self) -> i32 {
+        let now = std::time::Instant::now();
+        if let Some((child, since, _)) = self.running {
+            if now >= since + self.config.timeout {
+                let _ =
+                    nix::sys::signal::kill(Pid::from_raw(child), nix::sys::signal::Signal::SIGKILL);
+                self.finish(
+                    -1,
+                    format!("Health check exceeded timeout ({:?})", self.config.timeout),
+                );
+            }
+        } else if now >= self.next_due {
+            self.spawn();
+        }
+        let wake = match self.running {
+            Some((_, since, _)) => since + self.config.timeout,
+            None => self.next_due,
+        };
+        wake.saturating_duration_since(std::time::Instant::now())
+            .as_millis()
+            .clamp(1, i32::MAX as u128) as i32
+    }
+
+    fn spawn(&mut self) {
+        let Some((program, prefix)) = self.exec.split_first() else {
+            return;
+        };
+        let out = File::create(&self.output).ok();
+        let err = out.as_ref().and_then(|f| f.try_clone().ok());
+        let mut cmd = Command::new(program);
+        cmd.args(prefix)
+            .args(&self.config.test)
+            .stdin(std::process::Stdio::null());
+        match (out, err) {
+            (Some(o), Some(e)) => {
+                cmd.stdout(o).stderr(e);
+            }
+            _ => {
+                cmd.stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+            }
+        }
+        match cmd.spawn() {
+            // Reaped by the event loop's waitpid, not through `Child`.
+            Ok(child) => {
+                self.running = Some((child.id() as i32, std::time::Instant::now(), Utc::now()))
+            }
+            Err(e) => self.finish(-1, format!("cannot run health check: {e}")),
+        }
+    }
+
+    fn exited(&mut self, pid: Pid, status: WaitStatus) {
+        if self.running.map(|(p, _, _)| p) != Some(pid.as_raw()) {
+            return;
+        }
+        let code = match status {
+            WaitStatus::Exited(_, c) => c,
+            _ => -1,
+        };
+        let mut output = std::fs::read(&self.output).unwrap_or_default();
+        output.truncate(crate::health::MAX_OUTPUT);
+        self.finish(code, String::from_utf8_lossy(&output).to_string());
+    }
+
+    fn finish(&mut self, exit_code: i32, output: String) {
+        let start = self
+            .running
+            .take()
+            .map(|(_, _, t)| t)
+            .unwrap_or_else(Utc::now);
+        let in_start_period = self.started.elapsed() < self.config.start_period;
+        self.state.record(
+            HealthResult {
+                start,
+                end: Utc::now(),
+                exit_code,
+                output,
+            },
+            self.config.retries,
+            in_start_period,
+        );
+        self.save();
+        self.next_due = std::time::Instant::now() + self.config.interval;
+    }
+
+    /// Kills a check still running when the container exits.
+    fn stop(&mut self) {
+        if let Some((child, _, _)) = self.running.take() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(child), nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_file(&self.output);
+    }
 }
 
 /// Receives the pty master libcontainer sends over the console socket.

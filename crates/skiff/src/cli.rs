@@ -90,7 +90,7 @@ pub enum Command {
     Server(ServerArgs),
     /// Print the admin kubeconfig of the API server.
     Kubeconfig,
-    /// Add nodes to a cluster (simulated nodes with --simulate).
+    /// Run a kubelet for this host against a server (simulated nodes with --simulate).
     Agent(AgentArgs),
     /// Run the scheduler against an API server.
     Scheduler(ComponentArgs),
@@ -208,6 +208,24 @@ pub struct RunArgs {
     /// Seconds to wait before killing the container on stop.
     #[arg(long = "stop-timeout")]
     pub stop_timeout: Option<u32>,
+    /// Command to run to check health (replaces the image's HEALTHCHECK).
+    #[arg(long = "health-cmd")]
+    pub health_cmd: Option<String>,
+    /// Time between health checks (e.g. 30s, 1m30s).
+    #[arg(long = "health-interval")]
+    pub health_interval: Option<String>,
+    /// Maximum time a health check may take.
+    #[arg(long = "health-timeout")]
+    pub health_timeout: Option<String>,
+    /// Start period during which failures do not count.
+    #[arg(long = "health-start-period")]
+    pub health_start_period: Option<String>,
+    /// Consecutive failures needed to report unhealthy.
+    #[arg(long = "health-retries")]
+    pub health_retries: Option<u32>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
     /// Allow plain HTTP when the image must be pulled.
     #[arg(long)]
     pub insecure: bool,
@@ -622,14 +640,24 @@ pub struct ServerArgs {
     /// Do not run the controllers inside the server (run `skiff controller-manager`).
     #[arg(long = "disable-controller-manager")]
     pub disable_controller_manager: bool,
+    /// Do not run a kubelet for this host inside the server (its node runs no pods).
+    #[arg(long = "disable-kubelet")]
+    pub disable_kubelet: bool,
+    /// Name of this host's node (default: the host name).
+    #[arg(long = "node-name")]
+    pub node_name: Option<String>,
 }
 
 /// `agent`.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// Register N simulated nodes that run no containers and report their pods Running.
-    #[arg(long, value_name = "N", required = true)]
-    pub simulate: usize,
+    /// Register N simulated nodes that run no containers and report their pods Running
+    /// (without it, run a kubelet for this host on the engine of --root).
+    #[arg(long, value_name = "N")]
+    pub simulate: Option<usize>,
+    /// Name of this host's node when not simulating (default: the host name).
+    #[arg(long = "node-name", conflicts_with = "simulate")]
+    pub node_name: Option<String>,
     /// API server URL (default: the local server of the same --root).
     #[arg(long, requires = "token")]
     pub server: Option<String>,

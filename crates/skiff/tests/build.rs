@@ -465,3 +465,25 @@ fn failing_run_reports_the_exit_code_and_output() {
     );
     assert_eq!(s.ok(&["ps", "-aq"]).trim(), "");
 }
+
+#[test]
+fn image_healthcheck_drives_run_and_ps() {
+    let s = Skiff::with_busybox();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nHEALTHCHECK --interval=200ms --retries=1 CMD test -f /tmp/ready\nCMD [\"sleep\", \"60\"]\n",
+    )]);
+    build_ok(&s, ctx.path(), &["-t", "checked"]);
+    s.ok(&["run", "-d", "--name", "svc", "checked"]);
+    let status = || s.ok(&["ps", "--format", "{{.Status}}"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !status().contains("(unhealthy)") {
+        assert!(std::time::Instant::now() < deadline, "{}", status());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    s.ok(&["exec", "svc", "touch", "/tmp/ready"]);
+    while !status().contains("(healthy)") {
+        assert!(std::time::Instant::now() < deadline, "{}", status());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -778,3 +778,70 @@ fn rm_container_is_removed_even_if_the_cli_is_killed() {
     ));
     assert_eq!(s.ok(&["ps", "-aq"]), "");
 }
+
+#[test]
+fn health_checks_show_in_ps_and_inspect() {
+    let s = Skiff::with_busybox();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "doc",
+        "--health-cmd",
+        "test -f /tmp/ok",
+        "--health-interval",
+        "200ms",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let status = |s: &Skiff| s.ok(&["ps", "--format", "{{.Status}}"]);
+    assert!(status(&s).contains("(health: starting)"), "{}", status(&s));
+    assert!(
+        wait_for(|| status(&s).contains("(unhealthy)")),
+        "{}",
+        status(&s)
+    );
+    let streak = s.ok(&["inspect", "-f", "{{.State.Health.FailingStreak}}", "doc"]);
+    assert!(streak.trim().parse::<u32>().unwrap() >= 2, "{streak}");
+    s.ok(&["exec", "doc", "touch", "/tmp/ok"]);
+    assert!(
+        wait_for(|| status(&s).contains("(healthy)")),
+        "{}",
+        status(&s)
+    );
+    assert_eq!(
+        s.ok(&["inspect", "-f", "{{.State.Health.Status}}", "doc"])
+            .trim(),
+        "healthy"
+    );
+    // --no-healthcheck turns it off; a bad duration is refused.
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "plain",
+        "--no-healthcheck",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    assert!(!s
+        .ok(&["ps", "--format", "{{.Names}} {{.Status}}"])
+        .lines()
+        .any(|l| l.starts_with("plain") && l.contains('(')));
+    let (_, err) = s.code(
+        125,
+        &[
+            "run",
+            "--rm",
+            "--health-interval",
+            "soon",
+            "busybox",
+            "true",
+        ],
+    );
+    assert!(err.contains("--health-interval"), "{err}");
+}

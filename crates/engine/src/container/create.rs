@@ -148,7 +148,11 @@ impl Engine {
     }
 
     /// Creates a container from `req` with pod options; it is not started.
-    pub fn create_with(&self, req: &CreateRequest, opts: &CreateOptions) -> Result<ContainerRecord> {
+    pub fn create_with(
+        &self,
+        req: &CreateRequest,
+        opts: &CreateOptions,
+    ) -> Result<ContainerRecord> {
         let _lock = FileLock::acquire(&self.roots.containers_lock())
             .map_err(EngineError::io("locking containers"))?;
         let image = self.images.resolve(&req.image)?;
@@ -386,7 +390,10 @@ impl Engine {
             init: req.init,
             sysctls: Vec::new(),
             annotations: if opts.pause {
-                vec![(skiff_runtime::init::PAUSE_ANNOTATION.to_string(), "true".to_string())]
+                vec![(
+                    skiff_runtime::init::PAUSE_ANNOTATION.to_string(),
+                    "true".to_string(),
+                )]
             } else {
                 Vec::new()
             },
@@ -415,6 +422,7 @@ impl Engine {
             network,
             ports,
             namespaces_of: opts.namespaces_of.clone(),
+            health: self.health_check(req, image)?,
         };
         // A `--rm` container is gone at its exit: no need to make its record durable.
         let write = if req.auto_remove {
@@ -428,6 +436,58 @@ impl Engine {
         )
         .map_err(EngineError::io("writing container record"))?;
         Ok(record)
+    }
+
+    /// The image's HEALTHCHECK with the `--health-*` flags applied.
+    fn health_check(
+        &self,
+        req: &CreateRequest,
+        image: &skiff_images::ImageRecord,
+    ) -> Result<Option<skiff_runtime::health::HealthConfig>> {
+        use skiff_runtime::health::{
+            HealthConfig, DEFAULT_INTERVAL, DEFAULT_RETRIES, DEFAULT_TIMEOUT,
+        };
+        if req.no_healthcheck {
+            return Ok(None);
+        }
+        // OCI's config type has no Healthcheck: read Docker's field from the raw config.
+        let raw: serde_json::Value = self
+            .images
+            .blobs()
+            .read(&image.config.digest)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let from_image = HealthConfig::from_docker(&raw["config"]["Healthcheck"]);
+        let mut health = match (&req.health_cmd, from_image) {
+            (Some(cmd), _) => HealthConfig {
+                test: vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
+                interval: DEFAULT_INTERVAL,
+                timeout: DEFAULT_TIMEOUT,
+                start_period: std::time::Duration::ZERO,
+                retries: DEFAULT_RETRIES,
+            },
+            (None, Some(h)) => h,
+            (None, None) => return Ok(None),
+        };
+        if let Some(v) = req.health_interval {
+            health.interval = v;
+        }
+        if let Some(v) = req.health_timeout {
+            health.timeout = v;
+        }
+        if let Some(v) = req.health_start_period {
+            health.start_period = v;
+        }
+        if let Some(v) = req.health_retries {
+            health.retries = v;
+        }
+        if health.interval.is_zero() || health.timeout.is_zero() {
+            return Err(EngineError::InvalidArgument(
+                "health interval and timeout must be greater than 0".into(),
+            ));
+        }
+        Ok(Some(health))
     }
 
     /// Resolves `-v` flags and the image's VOLUMEs into runtime mounts.

@@ -83,6 +83,24 @@ pub struct CreateRequest {
     pub stop_signal: Option<String>,
     /// `--stop-timeout` seconds.
     pub stop_timeout: Option<u32>,
+    /// `--health-cmd` (run with /bin/sh -c).
+    #[serde(default)]
+    pub health_cmd: Option<String>,
+    /// `--health-interval`.
+    #[serde(default)]
+    pub health_interval: Option<std::time::Duration>,
+    /// `--health-timeout`.
+    #[serde(default)]
+    pub health_timeout: Option<std::time::Duration>,
+    /// `--health-start-period`.
+    #[serde(default)]
+    pub health_start_period: Option<std::time::Duration>,
+    /// `--health-retries`.
+    #[serde(default)]
+    pub health_retries: Option<u32>,
+    /// `--no-healthcheck`.
+    #[serde(default)]
+    pub no_healthcheck: bool,
 }
 
 /// A volume or bind mounted into a container, as `docker inspect` lists it.
@@ -135,6 +153,9 @@ pub struct ContainerRecord {
     /// (a pod's sandbox; see [`create::CreateOptions`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces_of: Option<String>,
+    /// The health check (the image's HEALTHCHECK or `--health-*`).
+    #[serde(default)]
+    pub health: Option<skiff_runtime::health::HealthConfig>,
 }
 
 impl ContainerRecord {
@@ -177,6 +198,8 @@ pub struct Container {
     pub started_at: Option<DateTime<Utc>>,
     /// Files of the container.
     pub dir: PathBuf,
+    /// Health as the shim last recorded it, for containers with a check.
+    pub health: Option<skiff_runtime::health::HealthState>,
 }
 
 impl Container {
@@ -184,10 +207,19 @@ impl Container {
     pub fn status_text(&self, now: DateTime<Utc>) -> String {
         match &self.status {
             ContainerStatus::Created => "Created".into(),
-            ContainerStatus::Running { .. } => format!(
-                "Up {}",
-                human_duration(now - self.started_at.unwrap_or(self.record.created))
-            ),
+            ContainerStatus::Running { .. } => {
+                let up = format!(
+                    "Up {}",
+                    human_duration(now - self.started_at.unwrap_or(self.record.created))
+                );
+                match &self.health {
+                    Some(h) if h.status == skiff_runtime::health::HealthStatus::Starting => {
+                        format!("{up} (health: starting)")
+                    }
+                    Some(h) => format!("{up} ({})", h.status.as_str()),
+                    None => up,
+                }
+            }
             ContainerStatus::Exited(e) if e.error.is_some() => "Created".into(),
             ContainerStatus::Exited(e) => format!(
                 "Exited ({}) {} ago",
@@ -262,6 +294,9 @@ impl Files {
     }
     pub fn resolv_conf(&self) -> PathBuf {
         self.dir.join("resolv.conf")
+    }
+    pub fn health(&self) -> PathBuf {
+        self.dir.join("health.json")
     }
 }
 

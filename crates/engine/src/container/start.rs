@@ -156,7 +156,16 @@ impl Engine {
             cgroup_path: container.record.spec.cgroup_path.clone(),
             exit_command,
             shim_log: files.shim_log(),
+            health: container.record.health.clone(),
+            health_path: files.health(),
+            health_exec: {
+                let mut exec = vec![self.skiff_exe.display().to_string()];
+                exec.extend(self.global_args.iter().cloned());
+                exec.extend(["exec".to_string(), id.clone()]);
+                exec
+            },
         };
+        let _ = std::fs::remove_file(files.health());
         let start_failed = |e: SpawnError| {
             let message = e.to_string();
             EngineError::StartFailed {

@@ -126,6 +126,9 @@ impl Engine {
             cgroup_path: spec.cgroup_path.clone(),
             exit_command: Vec::new(),
             shim_log: dir.join("shim.log"),
+            health: None,
+            health_path: PathBuf::new(),
+            health_exec: Vec::new(),
         };
         let start_failed = |e: SpawnError| {
             let message = e.to_string();

@@ -41,6 +41,7 @@ pub fn container_json(engine: &Engine, c: &Container) -> Value {
             "ExitCode": exit_code,
             "Error": error,
             "StartedAt": c.started_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| zero.clone()),
+            "Health": c.health,
             "FinishedAt": finished.map(|t| t.to_rfc3339()).unwrap_or(zero),
         },
         "Image": r.image_id,
@@ -86,6 +87,13 @@ pub fn container_json(engine: &Engine, c: &Container) -> Value {
             "Labels": r.request.labels,
             "StopSignal": r.stop_signal,
             "StopTimeout": r.request.stop_timeout,
+            "Healthcheck": r.health.as_ref().map(|h| json!({
+                "Test": std::iter::once("CMD".to_string()).chain(h.test.iter().cloned()).collect::<Vec<_>>(),
+                "Interval": h.interval.as_nanos() as u64,
+                "Timeout": h.timeout.as_nanos() as u64,
+                "StartPeriod": h.start_period.as_nanos() as u64,
+                "Retries": h.retries,
+            })),
         },
         "GraphDriver": {
             "Name": "overlay",

@@ -27,6 +27,16 @@ fn parse_env_file(path: &std::path::Path) -> Result<Vec<String>> {
         .collect())
 }
 
+fn duration(flag: &str, value: &Option<String>) -> Result<Option<std::time::Duration>> {
+    value
+        .as_deref()
+        .map(|v| {
+            skiff_runtime::health::parse_duration(v)
+                .map_err(|e| anyhow::anyhow!("invalid argument {v:?} for \"{flag}\" flag: {e}"))
+        })
+        .transpose()
+}
+
 fn request(args: &RunArgs) -> Result<CreateRequest> {
     let (image, command) = args
         .args
@@ -82,6 +92,12 @@ fn request(args: &RunArgs) -> Result<CreateRequest> {
         labels,
         stop_signal: args.stop_signal.clone(),
         stop_timeout: args.stop_timeout,
+        health_cmd: args.health_cmd.clone(),
+        health_interval: duration("--health-interval", &args.health_interval)?,
+        health_timeout: duration("--health-timeout", &args.health_timeout)?,
+        health_start_period: duration("--health-start-period", &args.health_start_period)?,
+        health_retries: args.health_retries,
+        no_healthcheck: args.no_healthcheck,
     })
 }
 
