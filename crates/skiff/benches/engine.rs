@@ -169,20 +169,19 @@ fn main() {
     if podman_ok {
         let p = time_n(n.min(15), |_| {
             quiet(
-                &mut b
-                    .podman(&[
-                        "run",
-                        "--rm",
-                        "--ulimit",
-                        "nofile=1024:1024",
-                        "--ulimit",
-                        "nproc=1024:1024",
-                        "--network",
-                        "none",
-                        "busybox",
-                        "/bin/true",
-                    ])
-                    .stdin(Stdio::null()),
+                b.podman(&[
+                    "run",
+                    "--rm",
+                    "--ulimit",
+                    "nofile=1024:1024",
+                    "--ulimit",
+                    "nproc=1024:1024",
+                    "--network",
+                    "none",
+                    "busybox",
+                    "/bin/true",
+                ])
+                .stdin(Stdio::null()),
             )
         });
         println!(

@@ -44,6 +44,15 @@ pub enum VolumeSpec {
     },
 }
 
+/// What `create` has resolved before it writes anything.
+struct NewContainer<'a> {
+    id: &'a str,
+    name: &'a str,
+    image: &'a skiff_images::ImageRecord,
+    image_config: &'a oci_spec::image::ImageConfiguration,
+    args: Vec<String>,
+}
+
 /// Parses `-v` the way Docker does: `[SRC:]DEST[:ro|rw]`.
 pub fn parse_volume(spec: &str) -> Result<VolumeSpec> {
     let invalid =
@@ -209,7 +218,14 @@ impl Engine {
         let files = self.files(&id);
         std::fs::create_dir_all(&files.dir)
             .map_err(EngineError::io(format!("creating {}", files.dir.display())))?;
-        let result = self.create_files(&id, &name, req, opts, &image, &image_config, args);
+        let new = NewContainer {
+            id: &id,
+            name: &name,
+            image: &image,
+            image_config: &image_config,
+            args,
+        };
+        let result = self.create_files(&new, req, opts);
         if result.is_err() {
             let overlay = Overlay {
                 base: self.roots.overlay(&id),
@@ -223,14 +239,18 @@ impl Engine {
 
     fn create_files(
         &self,
-        id: &str,
-        name: &str,
+        new: &NewContainer<'_>,
         req: &CreateRequest,
         opts: &CreateOptions,
-        image: &skiff_images::ImageRecord,
-        image_config: &oci_spec::image::ImageConfiguration,
-        args: Vec<String>,
     ) -> Result<ContainerRecord> {
+        let NewContainer {
+            id,
+            name,
+            image,
+            image_config,
+            ..
+        } = *new;
+        let args = new.args.clone();
         let files = self.files(id);
         let config = image_config.config().clone().unwrap_or_default();
         let overlay = Overlay {
