@@ -4,13 +4,14 @@
 //! - [`pki`], [`authn`], [`authz`], [`rbac`], [`serviceaccount`]: who may talk to the server
 //!   and what they may do (x509 and service account tokens, RBAC with the default policy);
 //! - [`registry`] and [`kinds`]: the table of served resources and their strategies;
-//! - [`schema`], [`validation`], [`selector`], [`patch`], [`table`]: the API machinery the
+//! - [`schema`], [`validation`], [`selector`], [`patch`], [`apply`], [`table`]: the API machinery the
 //!   generic handlers use (OpenAPI definitions, field errors, selectors, patch formats,
 //!   server-side printing);
 //! - [`storage`]: objects in a [`skiff_store::Store`] under Kubernetes' key layout;
 //!   [`cache`]: the reflector mirroring some of them for the server's own controllers;
 //! - [`handlers`]: the HTTP layer; [`server`]: TLS, listener and startup.
 
+pub mod apply;
 pub mod authn;
 pub mod authz;
 pub mod cache;

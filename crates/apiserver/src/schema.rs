@@ -206,6 +206,7 @@ impl Schemas {
         generator.subschema_for::<meta::ListMeta>();
         generator.subschema_for::<meta::Patch>();
         generator.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
+        generator.subschema_for::<k8s_openapi::api::core::v1::Binding>();
         generator.subschema_for::<k8s_openapi::api::policy::v1::Eviction>();
         generator.subschema_for::<k8s_openapi::api::authentication::v1::TokenRequest>();
         let mut definitions: BTreeMap<String, Value> =

@@ -17,6 +17,9 @@ pub const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 pub const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
 /// Label holding the container's attempt (its restart count when it was created).
 pub const ATTEMPT_LABEL: &str = "io.kubernetes.container.attempt";
+/// Label naming the node whose kubelet made the sandbox (kubelets of several nodes
+/// may share one engine).
+pub const NODE_LABEL: &str = "dev.skiff.node";
 /// Label telling sandboxes (`podsandbox`) from containers (`container`), as dockershim did.
 pub const TYPE_LABEL: &str = "io.kubernetes.docker.type";
 
@@ -185,7 +188,10 @@ pub trait RuntimeService: Send + Sync {
     /// The sandbox's state and IP.
     fn pod_sandbox_status(&self, id: &str) -> Result<PodSandboxStatus>;
     /// Sandboxes whose labels include all of `labels`.
-    fn list_pod_sandboxes(&self, labels: &BTreeMap<String, String>) -> Result<Vec<PodSandboxStatus>>;
+    fn list_pod_sandboxes(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<PodSandboxStatus>>;
     /// Creates a container joining the sandbox's namespaces; returns its id.
     fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String>;
     /// Starts a created container.

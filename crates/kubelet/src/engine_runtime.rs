@@ -32,6 +32,23 @@ impl EngineRuntime {
         EngineRuntime { engine, network }
     }
 
+    /// The pod network's subnet, the node's pod CIDR (created on first use).
+    pub fn pod_cidr(&self) -> Option<String> {
+        let name = match &self.network {
+            Some(n) => n.clone(),
+            None => skiff_engine::networks::NetworkMode::parse(None)
+                .network()?
+                .to_string(),
+        };
+        match self.engine.networking().network(&name) {
+            Ok(n) => Some(n.subnet.to_string()),
+            Err(e) => {
+                tracing::warn!("pod network {name}: {e}");
+                None
+            }
+        }
+    }
+
     fn list_typed(&self, kind: &str, wanted: &BTreeMap<String, String>) -> Result<Vec<Container>> {
         Ok(self
             .engine
@@ -92,10 +109,20 @@ struct PodSandboxConfigRef<'a> {
 
 fn container_status(c: &Container) -> ContainerStatus {
     let (state, exit_code, finished_at, reason, message) = match &c.status {
-        EngineStatus::Created => (ContainerState::Created, 0, None, String::new(), String::new()),
-        EngineStatus::Running { .. } => {
-            (ContainerState::Running, 0, None, String::new(), String::new())
-        }
+        EngineStatus::Created => (
+            ContainerState::Created,
+            0,
+            None,
+            String::new(),
+            String::new(),
+        ),
+        EngineStatus::Running { .. } => (
+            ContainerState::Running,
+            0,
+            None,
+            String::new(),
+            String::new(),
+        ),
         EngineStatus::Exited(e) => (
             ContainerState::Exited,
             e.exit_code,
@@ -129,7 +156,11 @@ fn container_status(c: &Container) -> ContainerStatus {
 impl RuntimeService for EngineRuntime {
     fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String> {
         let mut labels = config.labels.clone();
-        labels.extend(cri::pod_labels(&config.name, &config.namespace, &config.uid));
+        labels.extend(cri::pod_labels(
+            &config.name,
+            &config.namespace,
+            &config.uid,
+        ));
         labels.insert(cri::TYPE_LABEL.into(), SANDBOX_TYPE.into());
         labels.insert(cri::ATTEMPT_LABEL.into(), config.attempt.to_string());
         let pod = PodSandboxConfigRef {
@@ -172,7 +203,10 @@ impl RuntimeService for EngineRuntime {
         Ok(self.sandbox_status(&c))
     }
 
-    fn list_pod_sandboxes(&self, labels: &BTreeMap<String, String>) -> Result<Vec<PodSandboxStatus>> {
+    fn list_pod_sandboxes(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<PodSandboxStatus>> {
         Ok(self
             .list_typed(SANDBOX_TYPE, labels)?
             .iter()
@@ -213,7 +247,11 @@ impl RuntimeService for EngineRuntime {
             name: Some(engine_name(&config.name, &pod, config.attempt)),
             entrypoint,
             command,
-            env: config.envs.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            env: config
+                .envs
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
             workdir: config.working_dir.clone(),
             hostname: Some(config.hostname.clone()),
             tty: config.tty,
@@ -229,7 +267,10 @@ impl RuntimeService for EngineRuntime {
     }
 
     fn start_container(&self, id: &str) -> Result<()> {
-        self.engine.start(id, Default::default()).map(drop).map_err(err)
+        self.engine
+            .start(id, Default::default())
+            .map(drop)
+            .map_err(err)
     }
 
     fn stop_container(&self, id: &str, timeout: u32) -> Result<()> {
@@ -255,7 +296,12 @@ impl RuntimeService for EngineRuntime {
 
 impl ImageService for EngineRuntime {
     fn image_status(&self, image: &str) -> Result<Option<String>> {
-        Ok(self.engine.images().resolve(image).ok().map(|r| r.id.to_string()))
+        Ok(self
+            .engine
+            .images()
+            .resolve(image)
+            .ok()
+            .map(|r| r.id.to_string()))
     }
 
     fn pull_image(&self, image: &str) -> Result<String> {

@@ -7,6 +7,7 @@
 
 pub mod cri;
 pub mod engine_runtime;
+pub mod fake;
 pub mod node;
 pub mod pod_worker;
 pub mod status;
@@ -25,6 +26,10 @@ pub use engine_runtime::EngineRuntime;
 /// Both halves of the runtime interface.
 pub trait Runtime: cri::RuntimeService + cri::ImageService {}
 impl<T: cri::RuntimeService + cri::ImageService> Runtime for T {}
+
+/// How often containers of pods gone from the API are looked for (the kubelet's
+/// housekeeping period is 2s; orphans are rare here, so less often).
+pub const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A kubelet failure.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +54,8 @@ pub struct KubeletConfig {
     pub node_name: String,
     /// Where the node's state lives (its disk is the ephemeral-storage capacity).
     pub root: std::path::PathBuf,
+    /// The subnet pod IPs come from (`spec.podCIDR`).
+    pub pod_cidr: Option<String>,
 }
 
 /// The host's name, as the kubelet names its node by default.
@@ -59,14 +66,18 @@ pub fn hostname() -> String {
 }
 
 /// Registers the node, then heartbeats and runs its pods until the watch ends.
-pub async fn run(client: Client, runtime: Arc<dyn Runtime>, config: KubeletConfig) -> Result<(), Error> {
+pub async fn run(
+    client: Client,
+    runtime: Arc<dyn Runtime>,
+    config: KubeletConfig,
+) -> Result<(), Error> {
     let name = config.node_name.clone();
     let ip = node::host_ip();
     let cap = node::Capacity::of_host(&config.root);
     // The server may still be starting: retry registration for a while.
     let mut attempt = 0;
     loop {
-        match node::register(&client, &name, &ip, &cap).await {
+        match node::register(&client, &name, &ip, &cap, config.pod_cidr.as_deref()).await {
             Ok(()) => break,
             Err(e) if attempt < 30 => {
                 tracing::debug!("registering node {name}: {e}");
@@ -78,6 +89,7 @@ pub async fn run(client: Client, runtime: Arc<dyn Runtime>, config: KubeletConfi
     }
     tokio::spawn({
         let (client, name, ip, cap) = (client.clone(), name.clone(), ip.clone(), cap.clone());
+        let pod_cidr = config.pod_cidr.clone();
         async move {
             let mut lease = tokio::time::interval(node::LEASE_RENEW_INTERVAL);
             let mut status = tokio::time::interval(node::STATUS_REPORT_INTERVAL);
@@ -89,7 +101,7 @@ pub async fn run(client: Client, runtime: Arc<dyn Runtime>, config: KubeletConfi
                         }
                     }
                     _ = status.tick() => {
-                        if let Err(e) = node::register(&client, &name, &ip, &cap).await {
+                        if let Err(e) = node::register(&client, &name, &ip, &cap, pod_cidr.as_deref()).await {
                             tracing::warn!("posting the status of node {name}: {e}");
                         }
                     }
@@ -100,7 +112,22 @@ pub async fn run(client: Client, runtime: Arc<dyn Runtime>, config: KubeletConfi
     let ctx = Arc::new(pod_worker::Ctx {
         runtime,
         client: client.clone(),
-        host_ip: Some(ip),
+        node: pod_worker::NodeRef {
+            name: name.clone(),
+            ip: Some(ip),
+        },
+    });
+    tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            let mut tick = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+            loop {
+                tick.tick().await;
+                if let Err(e) = pod_worker::remove_orphans(&ctx).await {
+                    tracing::warn!("removing containers of deleted pods: {e}");
+                }
+            }
+        }
     });
     let pods: Api<Pod> = Api::all(client);
     Controller::new(

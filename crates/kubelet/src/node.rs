@@ -33,12 +33,14 @@ pub struct Capacity {
 impl Capacity {
     /// Reads the host: CPUs, `/proc/meminfo`'s MemTotal, the filesystem of `root`.
     pub fn of_host(root: &std::path::Path) -> Capacity {
-        let cpu = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+        let cpu = std::thread::available_parallelism()
+            .map(|n| n.get() as u64)
+            .unwrap_or(1);
         let memory_kib = std::fs::read_to_string("/proc/meminfo")
             .ok()
             .and_then(|m| parse_mem_total(&m))
             .unwrap_or(0);
-        let ephemeral_storage_kib = nix_statvfs_kib(root).unwrap_or(0);
+        let ephemeral_storage_kib = filesystem_kib(root).unwrap_or(0);
         Capacity {
             cpu,
             memory_kib,
@@ -48,8 +50,10 @@ impl Capacity {
     }
 }
 
-fn nix_statvfs_kib(path: &std::path::Path) -> Option<u64> {
+/// Size of the filesystem holding `path`, in KiB.
+fn filesystem_kib(path: &std::path::Path) -> Option<u64> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs is plain old data; all-zero bytes are a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
@@ -78,7 +82,9 @@ pub fn host_ip() -> String {
 }
 
 fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 /// The Node's status as the kubelet posts it.
@@ -94,7 +100,7 @@ pub fn node_status(name: &str, ip: &str, cap: &Capacity) -> serde_json::Value {
         json!({"type": type_, "status": status, "reason": reason, "message": message,
             "lastHeartbeatTime": now, "lastTransitionTime": now})
     };
-    let uname = nix_uname();
+    let kernel = kernel_release();
     json!({"status": {
         "capacity": resources,
         "allocatable": resources,
@@ -113,7 +119,7 @@ pub fn node_status(name: &str, ip: &str, cap: &Capacity) -> serde_json::Value {
             "machineID": std::fs::read_to_string("/etc/machine-id").unwrap_or_default().trim(),
             "systemUUID": "",
             "bootID": std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim(),
-            "kernelVersion": uname,
+            "kernelVersion": kernel,
             "osImage": os_image(),
             "containerRuntimeVersion": format!("skiff://{}", env!("CARGO_PKG_VERSION")),
             "kubeletVersion": "v1.33.0-skiff",
@@ -124,13 +130,15 @@ pub fn node_status(name: &str, ip: &str, cap: &Capacity) -> serde_json::Value {
     }})
 }
 
-fn nix_uname() -> String {
+/// The running kernel's release (`uname -r`).
+fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
         .trim()
         .to_string()
 }
 
+/// The distribution's PRETTY_NAME, as the kubelet reports `osImage`.
 fn os_image() -> String {
     std::fs::read_to_string("/etc/os-release")
         .ok()
@@ -143,7 +151,13 @@ fn os_image() -> String {
 }
 
 /// Creates the Node (or takes over an existing one) and posts its status.
-pub async fn register(client: &Client, name: &str, ip: &str, cap: &Capacity) -> Result<(), kube::Error> {
+pub async fn register(
+    client: &Client,
+    name: &str,
+    ip: &str,
+    cap: &Capacity,
+    pod_cidr: Option<&str>,
+) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1",
@@ -156,6 +170,7 @@ pub async fn register(client: &Client, name: &str, ip: &str, cap: &Capacity) -> 
                 "kubernetes.io/arch": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a },
             },
         },
+        "spec": pod_cidr.map(|c| json!({"podCIDR": c, "podCIDRs": [c]})).unwrap_or(json!({})),
     }))
     .expect("a valid node");
     match api.create(&PostParams::default(), &node).await {
@@ -163,8 +178,12 @@ pub async fn register(client: &Client, name: &str, ip: &str, cap: &Capacity) -> 
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => return Err(e),
     }
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(node_status(name, ip, cap)))
-        .await?;
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(node_status(name, ip, cap)),
+    )
+    .await?;
     Ok(())
 }
 
@@ -177,7 +196,11 @@ pub async fn renew_lease(client: &Client, name: &str) -> Result<(), kube::Error>
     let spec = json!({"holderIdentity": name, "leaseDurationSeconds": LEASE_DURATION_SECONDS,
         "renewTime": renew_time});
     match api
-        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
         .await
     {
         Err(kube::Error::Api(s)) if s.code == 404 => {
@@ -202,12 +225,20 @@ mod tests {
 
     #[test]
     fn mem_total_in_kib() {
-        assert_eq!(parse_mem_total("MemTotal:       16318012 kB\nMemFree: 1 kB\n"), Some(16318012));
+        assert_eq!(
+            parse_mem_total("MemTotal:       16318012 kB\nMemFree: 1 kB\n"),
+            Some(16318012)
+        );
     }
 
     #[test]
     fn status_has_capacity_and_ready() {
-        let cap = Capacity { cpu: 2, memory_kib: 1024, ephemeral_storage_kib: 2048, pods: 110 };
+        let cap = Capacity {
+            cpu: 2,
+            memory_kib: 1024,
+            ephemeral_storage_kib: 2048,
+            pods: 110,
+        };
         let s = node_status("n1", "10.0.0.1", &cap);
         assert_eq!(s["status"]["capacity"]["memory"], "1024Ki");
         assert_eq!(s["status"]["conditions"][3]["type"], "Ready");

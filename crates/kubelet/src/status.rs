@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIP, PodStatus, HostIP,
+    ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -75,9 +75,15 @@ pub struct Observed {
 
 impl Observed {
     /// The newest instance of the named container, and the one before it.
-    pub fn instances(&self, name: &str) -> (Option<&cri::ContainerStatus>, Option<&cri::ContainerStatus>) {
-        let mut all: Vec<&cri::ContainerStatus> =
-            self.containers.iter().filter(|c| c.name() == name).collect();
+    pub fn instances(
+        &self,
+        name: &str,
+    ) -> (Option<&cri::ContainerStatus>, Option<&cri::ContainerStatus>) {
+        let mut all: Vec<&cri::ContainerStatus> = self
+            .containers
+            .iter()
+            .filter(|c| c.name() == name)
+            .collect();
         all.sort_by_key(|c| (c.attempt(), c.created_at));
         let latest = all.pop();
         (latest, all.pop())
@@ -111,7 +117,11 @@ fn waiting(reason: &str, message: Option<String>) -> ContainerState {
 }
 
 /// One container's status; `default_waiting` is the reason shown before it has run.
-fn container_status(spec: &Container, observed: &Observed, default_waiting: &str) -> ContainerStatus {
+fn container_status(
+    spec: &Container,
+    observed: &Observed,
+    default_waiting: &str,
+) -> ContainerStatus {
     let (latest, previous) = observed.instances(&spec.name);
     let decided = observed.waiting.get(&spec.name);
     let state = match (decided, latest) {
@@ -189,7 +199,11 @@ pub fn phase(restart_policy: &str, init: &[ContainerStatus], app: &[ContainerSta
             if t.exit_code == 0 {
                 succeeded += 1;
             }
-        } else if s.last_state.as_ref().is_some_and(|l| l.terminated.is_some()) {
+        } else if s
+            .last_state
+            .as_ref()
+            .is_some_and(|l| l.terminated.is_some())
+        {
             stopped += 1;
         } else {
             waiting += 1;
@@ -237,7 +251,11 @@ fn condition(
 }
 
 fn names_where(statuses: &[ContainerStatus], f: impl Fn(&ContainerStatus) -> bool) -> Vec<String> {
-    statuses.iter().filter(|s| f(s)).map(|s| s.name.clone()).collect()
+    statuses
+        .iter()
+        .filter(|s| f(s))
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 /// The pod's status from its spec, its previous status and what the runtime shows.
@@ -251,9 +269,8 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
         .map(|c| container_status(c, observed, "PodInitializing"))
         .collect();
     let initialized = init.iter().all(exited_ok);
-    let app_default = if !observed.sandbox_ready && init.is_empty() {
-        "ContainerCreating"
-    } else if initialized {
+    // App containers wait for the init containers first.
+    let app_default = if initialized {
         "ContainerCreating"
     } else {
         "PodInitializing"
@@ -288,14 +305,24 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
             "Initialized",
             false,
             Some("ContainersNotInitialized"),
-            Some(format!("containers with incomplete status: [{}]", incomplete.join(" "))),
+            Some(format!(
+                "containers with incomplete status: [{}]",
+                incomplete.join(" ")
+            )),
             now,
         )
     });
     let unready = names_where(&app, |s| !s.ready);
     for type_ in ["ContainersReady", "Ready"] {
         conditions.push(if phase.is_terminal() {
-            condition(&old_conditions, type_, false, Some("PodCompleted"), None, now)
+            condition(
+                &old_conditions,
+                type_,
+                false,
+                Some("PodCompleted"),
+                None,
+                now,
+            )
         } else if unready.is_empty() {
             condition(&old_conditions, type_, true, None, None, now)
         } else {
@@ -304,7 +331,10 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
                 type_,
                 false,
                 Some("ContainersNotReady"),
-                Some(format!("containers with unready status: [{}]", unready.join(" "))),
+                Some(format!(
+                    "containers with unready status: [{}]",
+                    unready.join(" ")
+                )),
                 now,
             )
         });
@@ -314,10 +344,7 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
         phase: Some(phase.as_str().to_string()),
         conditions: Some(conditions),
         host_ip: observed.host_ip.clone(),
-        host_ips: observed
-            .host_ip
-            .clone()
-            .map(|ip| vec![HostIP { ip }]),
+        host_ips: observed.host_ip.clone().map(|ip| vec![HostIP { ip }]),
         pod_ips: pod_ip.clone().map(|ip| vec![PodIP { ip }]),
         pod_ip,
         start_time: old.start_time.clone().or(Some(time(now))),
@@ -404,7 +431,12 @@ mod tests {
     }
 
     fn condition_of<'a>(s: &'a PodStatus, type_: &str) -> &'a PodCondition {
-        s.conditions.as_ref().unwrap().iter().find(|c| c.type_ == type_).unwrap()
+        s.conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap()
     }
 
     #[test]
@@ -413,19 +445,32 @@ mod tests {
         assert_eq!(s.phase.as_deref(), Some("Pending"));
         let cs = &s.container_statuses.as_ref().unwrap()[0];
         assert_eq!(
-            cs.state.as_ref().unwrap().waiting.as_ref().unwrap().reason.as_deref(),
+            cs.state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
             Some("ContainerCreating")
         );
         let ready = condition_of(&s, "Ready");
         assert_eq!(ready.reason.as_deref(), Some("ContainersNotReady"));
-        assert_eq!(ready.message.as_deref(), Some("containers with unready status: [a]"));
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("containers with unready status: [a]")
+        );
     }
 
     #[test]
     fn running_containers_make_a_ready_running_pod() {
         let s = pod_status(
             &pod("Always", &["a", "b"]),
-            &observed(vec![instance("a", 0, CriState::Running, 0), instance("b", 0, CriState::Running, 0)]),
+            &observed(vec![
+                instance("a", 0, CriState::Running, 0),
+                instance("b", 0, CriState::Running, 0),
+            ]),
         );
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(condition_of(&s, "Ready").status, "True");
@@ -435,29 +480,61 @@ mod tests {
 
     #[test]
     fn exit_zero_with_never_is_succeeded_completed() {
-        let s = pod_status(&pod("Never", &["a"]), &observed(vec![instance("a", 0, CriState::Exited, 0)]));
+        let s = pod_status(
+            &pod("Never", &["a"]),
+            &observed(vec![instance("a", 0, CriState::Exited, 0)]),
+        );
         assert_eq!(s.phase.as_deref(), Some("Succeeded"));
-        let t = s.container_statuses.as_ref().unwrap()[0].state.clone().unwrap().terminated.unwrap();
+        let t = s.container_statuses.as_ref().unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .terminated
+            .unwrap();
         assert_eq!(t.reason.as_deref(), Some("Completed"));
-        assert_eq!(condition_of(&s, "Ready").reason.as_deref(), Some("PodCompleted"));
+        assert_eq!(
+            condition_of(&s, "Ready").reason.as_deref(),
+            Some("PodCompleted")
+        );
     }
 
     #[test]
     fn failure_with_never_is_failed_and_with_always_running() {
         let c = vec![instance("a", 0, CriState::Exited, 1)];
-        assert_eq!(pod_status(&pod("Never", &["a"]), &observed(c.clone())).phase.as_deref(), Some("Failed"));
-        assert_eq!(pod_status(&pod("OnFailure", &["a"]), &observed(c.clone())).phase.as_deref(), Some("Running"));
-        assert_eq!(pod_status(&pod("Always", &["a"]), &observed(c)).phase.as_deref(), Some("Running"));
+        assert_eq!(
+            pod_status(&pod("Never", &["a"]), &observed(c.clone()))
+                .phase
+                .as_deref(),
+            Some("Failed")
+        );
+        assert_eq!(
+            pod_status(&pod("OnFailure", &["a"]), &observed(c.clone()))
+                .phase
+                .as_deref(),
+            Some("Running")
+        );
+        assert_eq!(
+            pod_status(&pod("Always", &["a"]), &observed(c))
+                .phase
+                .as_deref(),
+            Some("Running")
+        );
     }
 
     #[test]
     fn restarted_container_reports_last_state_and_count() {
         let s = pod_status(
             &pod("Always", &["a"]),
-            &observed(vec![instance("a", 0, CriState::Exited, 2), instance("a", 1, CriState::Running, 0)]),
+            &observed(vec![
+                instance("a", 0, CriState::Exited, 2),
+                instance("a", 1, CriState::Running, 0),
+            ]),
         );
         let cs = &s.container_statuses.as_ref().unwrap()[0];
         assert_eq!(cs.restart_count, 1);
-        assert_eq!(cs.last_state.clone().unwrap().terminated.unwrap().exit_code, 2);
+        assert_eq!(
+            cs.last_state.clone().unwrap().terminated.unwrap().exit_code,
+            2
+        );
     }
 }

@@ -1,13 +1,12 @@
 //! The scheduler's writes to the API server behind one trait, so the scheduling logic is
 //! tested without a server: binding, the `PodScheduled` condition and Events.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Binding, Event, ObjectReference, Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -75,8 +74,6 @@ fn key(pod: &Pod) -> String {
 pub struct KubeApi {
     client: Client,
     events: mpsc::Sender<PodEvent>,
-    /// Set once the server answered that `pods/binding` does not exist.
-    no_binding_subresource: Arc<AtomicBool>,
 }
 
 impl KubeApi {
@@ -84,11 +81,7 @@ impl KubeApi {
     pub fn new(client: Client, component: String) -> KubeApi {
         let (events, rx) = mpsc::channel(1024);
         tokio::spawn(write_events(client.clone(), component, rx));
-        KubeApi {
-            client,
-            events,
-            no_binding_subresource: Arc::new(AtomicBool::new(false)),
-        }
+        KubeApi { client, events }
     }
 }
 
@@ -111,35 +104,17 @@ impl ClusterApi for KubeApi {
             },
         };
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-        let pod = pod.clone();
+        let pod_key = key(pod);
         let node = node.to_owned();
-        let unsupported = self.no_binding_subresource.clone();
         Box::pin(async move {
-            let err = |source| ApiError::Bind {
-                pod: key(&pod),
-                node: node.clone(),
+            let bound: Result<serde_json::Value, _> = api
+                .create_subresource("binding", &name, &PostParams::default(), &binding)
+                .await;
+            bound.map(drop).map_err(|source| ApiError::Bind {
+                pod: pod_key,
+                node,
                 source,
-            };
-            if !unsupported.load(Ordering::Relaxed) {
-                let res: Result<serde_json::Value, _> = api
-                    .create_subresource("binding", &name, &PostParams::default(), &binding)
-                    .await;
-                match res {
-                    Ok(_) => return Ok(()),
-                    // A missing pod names the pod; a missing subresource names nothing.
-                    Err(kube::Error::Api(status))
-                        if status.code == 404
-                            && status.details.as_ref().is_none_or(|d| d.name.is_empty()) =>
-                    {
-                        tracing::warn!(
-                            "the API server does not serve pods/binding; binding by recreating pods"
-                        );
-                        unsupported.store(true, Ordering::Relaxed);
-                    }
-                    Err(e) => return Err(err(e)),
-                }
-            }
-            bind_by_recreating(&api, &pod, &node).await.map_err(err)
+            })
         })
     }
 
@@ -186,38 +161,6 @@ impl ClusterApi for KubeApi {
             tracing::debug!("event recorder backed up; dropping an event");
         }
     }
-}
-
-/// Stand-in for `pods/binding` on servers without it: deletes the pending pod and creates
-/// it again with `spec.nodeName` set (same name, labels, annotations and owners; a new UID).
-async fn bind_by_recreating(api: &Api<Pod>, pod: &Pod, node: &str) -> Result<(), kube::Error> {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    let delete = DeleteParams {
-        grace_period_seconds: Some(0),
-        preconditions: Some(Preconditions {
-            uid: pod.metadata.uid.clone(),
-            resource_version: None,
-        }),
-        ..Default::default()
-    };
-    api.delete(&name, &delete).await?;
-    let mut bound = Pod {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: pod.metadata.namespace.clone(),
-            labels: pod.metadata.labels.clone(),
-            annotations: pod.metadata.annotations.clone(),
-            owner_references: pod.metadata.owner_references.clone(),
-            finalizers: pod.metadata.finalizers.clone(),
-            ..Default::default()
-        },
-        spec: pod.spec.clone(),
-        status: None,
-    };
-    if let Some(spec) = bound.spec.as_mut() {
-        spec.node_name = Some(node.to_owned());
-    }
-    api.create(&PostParams::default(), &bound).await.map(drop)
 }
 
 /// Writes queued Events as core/v1 Events, a few at a time.

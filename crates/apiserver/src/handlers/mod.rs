@@ -309,6 +309,19 @@ impl Api {
         check_scope(def, &info)?;
         let representation =
             negotiate(accept.as_deref(), false).ok_or_else(ApiError::not_acceptable)?;
+        // Kubernetes' default field manager: the User-Agent up to its first '/'.
+        let manager: String = match query.non_empty("fieldManager") {
+            Some(m) => m.to_owned(),
+            None => request
+                .headers()
+                .get(hyper::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .unwrap_or("")
+                .chars()
+                .take(128)
+                .collect(),
+        };
         let content_type = request
             .headers()
             .get(CONTENT_TYPE)
@@ -343,6 +356,7 @@ impl Api {
             info: &info,
             query,
             representation,
+            manager,
         };
         if def.verbs == crate::registry::CREATE_ONLY {
             return match method {
@@ -354,6 +368,7 @@ impl Api {
             ("scale", _) => {
                 return subresources::scale(&ctx, method, &body, &content_type).await;
             }
+            ("binding", "POST") => return subresources::bind(&ctx, &body).await,
             ("eviction", "POST") => return subresources::evict(&ctx, &body).await,
             ("token", "POST") => return subresources::token_request(&ctx, &body).await,
             _ => {}

@@ -18,6 +18,9 @@ use crate::storage::{Storage, REGISTRY_ROOT};
 use crate::table::{self, IncludeObject};
 use crate::validation::{self, FieldError};
 
+/// The media type of server-side apply patches.
+const APPLY_PATCH_YAML: &str = "application/apply-patch+yaml";
+
 /// How many times a write without a resourceVersion precondition retries a lost
 /// compare-and-swap before reporting a conflict.
 const MAX_RETRIES: usize = 8;
@@ -29,6 +32,8 @@ pub(crate) struct Ctx<'a> {
     pub info: &'a RequestInfo,
     pub query: &'a Query,
     pub representation: Representation,
+    /// Who writes: `fieldManager`, else the client's User-Agent up to its first `/`.
+    pub manager: String,
 }
 
 /// The `fieldValidation` directive.
@@ -87,13 +92,20 @@ impl Ctx<'_> {
     /// Checks unknown fields of `obj` per fieldValidation, then decodes it into the typed
     /// kind and back (pruning unknown fields). Returns the object and any warnings.
     fn decode_checked(&self, obj: Value) -> ApiResult<(Value, Vec<String>)> {
+        let warnings = self.check_unknown_fields(&obj)?;
+        let obj = (self.def.normalize)(obj).map_err(|e| self.cannot_handle(e))?;
+        Ok((obj, warnings))
+    }
+
+    /// Fails (Strict) or warns (Warn) about fields of `obj` the kind's schema does not know.
+    fn check_unknown_fields(&self, obj: &Value) -> ApiResult<Vec<String>> {
         let mode = self.field_validation()?;
         let mut warnings = Vec::new();
         if mode != FieldValidation::Ignore {
             let unknown = self
                 .api
                 .schemas()
-                .unknown_fields(&(self.def.schema_name)(), &obj);
+                .unknown_fields(&(self.def.schema_name)(), obj);
             let messages: Vec<String> = unknown
                 .iter()
                 .map(|f| format!("unknown field \"{f}\""))
@@ -106,12 +118,16 @@ impl Ctx<'_> {
                 warnings = messages;
             }
         }
-        let obj = (self.def.normalize)(obj).map_err(|e| self.cannot_handle(e))?;
-        Ok((obj, warnings))
+        Ok(warnings)
     }
 
     /// Parses a request body into an object of this resource's kind.
     fn decode_body(&self, body: &[u8]) -> ApiResult<(Value, Vec<String>)> {
+        self.decode_checked(self.parse_body(body)?)
+    }
+
+    /// Parses a request body as JSON, checking (or filling in) apiVersion and kind.
+    fn parse_body(&self, body: &[u8]) -> ApiResult<Value> {
         let obj: Value = serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?;
@@ -144,7 +160,7 @@ impl Ctx<'_> {
                 )))
             }
         }
-        self.decode_checked(Value::Object(map))
+        Ok(Value::Object(map))
     }
 
     /// Renders one object in the negotiated representation.
@@ -401,7 +417,18 @@ impl Ctx<'_> {
         if !self.info.name.is_empty() || !self.info.subresource.is_empty() {
             return Err(ApiError::method_not_supported());
         }
-        let (mut obj, warnings) = self.decode_body(body)?;
+        let (obj, warnings) = self.decode_body(body)?;
+        self.create_decoded(obj, warnings, None).await
+    }
+
+    /// Creates a decoded object; `applied` carries the managedFields of a server-side apply,
+    /// otherwise the creator owns every field it set.
+    async fn create_decoded(
+        &self,
+        mut obj: Value,
+        warnings: Vec<String>,
+        applied: Option<Value>,
+    ) -> ApiResult<Reply> {
         let meta = crate::kinds::object_mut(&mut obj, "metadata");
         if self.def.namespaced {
             match meta.get("namespace").and_then(Value::as_str) {
@@ -460,6 +487,12 @@ impl Ctx<'_> {
             meta.remove("generation");
         }
         self.def.strategy.prepare_for_create(&mut obj);
+        match applied {
+            Some(managed) => {
+                obj["metadata"]["managedFields"] = managed;
+            }
+            None => self.track_update(&json!({}), &mut obj),
+        }
         self.def.strategy.default(&mut obj);
         let mut errs = self.validate_meta(&obj);
         errs.extend(self.def.strategy.validate(&obj));
@@ -505,7 +538,7 @@ impl Ctx<'_> {
             if !precondition.is_empty() && precondition != revision.to_string() {
                 return Err(ApiError::stale(self.def, &self.info.name));
             }
-            match self.write_update(old, revision, obj.clone()).await {
+            match self.write_update(old, revision, obj.clone(), false).await {
                 Err(err)
                     if err.code == 409 && err.reason == "Conflict" && precondition.is_empty() =>
                 {
@@ -518,6 +551,9 @@ impl Ctx<'_> {
     }
 
     pub(crate) async fn patch(&self, body: &[u8], content_type: &str) -> ApiResult<Reply> {
+        if content_type.split(';').next().unwrap_or("").trim() == APPLY_PATCH_YAML {
+            return self.apply_patch(body).await;
+        }
         let Some(kind) = PatchType::from_content_type(content_type) else {
             return Err(ApiError::unsupported_media_type(
                 content_type,
@@ -557,7 +593,7 @@ impl Ctx<'_> {
                     )],
                 ));
             }
-            match self.write_update(old, revision, patched).await {
+            match self.write_update(old, revision, patched, false).await {
                 Err(err)
                     if err.code == 409 && err.reason == "Conflict" && precondition.is_empty() =>
                 {
@@ -569,9 +605,127 @@ impl Ctx<'_> {
         Err(ApiError::stale(self.def, &self.info.name))
     }
 
+    /// Records the fields this request's manager changed in `new`'s managedFields.
+    fn track_update(&self, old: &Value, new: &mut Value) {
+        crate::apply::track_update(
+            old,
+            new,
+            &crate::apply::UpdateRequest {
+                manager: &self.manager,
+                api_version: &self.def.api_version(),
+                subresource: &self.info.subresource,
+                root: &(self.def.schema_name)(),
+                without_status: self.def.status_subresource,
+                now: &now_rfc3339(),
+            },
+            self.api.schemas(),
+        );
+    }
+
+    /// PATCH with `application/apply-patch+yaml`: server-side apply, creating the object
+    /// when it does not exist.
+    async fn apply_patch(&self, body: &[u8]) -> ApiResult<Reply> {
+        let Some(manager) = self.query.non_empty("fieldManager") else {
+            return Err(ApiError::invalid(
+                "PatchOptions",
+                "meta.k8s.io",
+                "",
+                &[FieldError::required(
+                    "fieldManager",
+                    "is required for apply patch",
+                )],
+            ));
+        };
+        let force = match self.query.non_empty("force") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => return Err(ApiError::bad_request(format!("invalid force {other:?}"))),
+        };
+        let applied: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "error decoding YAML: skiff reads apply configurations as JSON: {e}"
+            ))
+        })?;
+        if !applied.is_object() {
+            return Err(ApiError::bad_request(
+                "error decoding YAML: the apply configuration must be an object",
+            ));
+        }
+        let applied = self.parse_body(&serde_json::to_vec(&applied).unwrap_or_default())?;
+        // Not normalized: defaults of the typed kind would claim fields the applier never set.
+        let warnings = self.check_unknown_fields(&applied)?;
+        if str_at(&applied, "/metadata/name") != self.info.name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({})",
+                str_at(&applied, "/metadata/name"),
+                self.info.name
+            )));
+        }
+        let api_version = self.def.api_version();
+        let root = (self.def.schema_name)();
+        let now = now_rfc3339();
+        let request = crate::apply::ApplyRequest {
+            manager,
+            force,
+            api_version: &api_version,
+            root: &root,
+            without_status: self.def.status_subresource,
+            now: &now,
+        };
+        let conflict = |c: crate::apply::Conflicts| {
+            let causes: Vec<Value> = c
+                .0
+                .iter()
+                .map(|(m, path)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m}"), "field": path}))
+                .collect();
+            ApiError::new(409, "Conflict", c.message()).with_details(json!({"causes": causes}))
+        };
+        for _ in 0..MAX_RETRIES {
+            let (live, revision) = match self.load(&self.info.name).await {
+                Ok(found) => found,
+                Err(err) if err.code == 404 => {
+                    let created =
+                        crate::apply::apply(&json!({}), &applied, &request, self.api.schemas())
+                            .map_err(conflict)?;
+                    let managed = created.pointer("/metadata/managedFields").cloned();
+                    let (created, _) = self.decode_checked(created)?;
+                    return match self
+                        .create_decoded(created, warnings.clone(), managed)
+                        .await
+                    {
+                        Err(err) if err.reason == "AlreadyExists" => continue,
+                        result => result,
+                    };
+                }
+                Err(err) => return Err(err),
+            };
+            let merged = crate::apply::apply(&live, &applied, &request, self.api.schemas())
+                .map_err(conflict)?;
+            let (merged, _) = self.decode_checked(merged)?;
+            match self.write_update(live, revision, merged, true).await {
+                Err(err)
+                    if err.code == 409
+                        && err.reason == "Conflict"
+                        && err.details.as_ref().and_then(|d| d.get("causes")).is_none() =>
+                {
+                    continue
+                }
+                result => return result.map(|r| r.with_warnings(warnings)),
+            }
+        }
+        Err(ApiError::stale(self.def, &self.info.name))
+    }
+
     /// The shared tail of update and patch: merges what the endpoint may change into the
     /// stored object, defaults, validates, bumps generation and writes with CAS.
-    async fn write_update(&self, old: Value, revision: i64, new: Value) -> ApiResult<Reply> {
+    /// `tracked`: `new` carries the managedFields of a server-side apply.
+    async fn write_update(
+        &self,
+        old: Value,
+        revision: i64,
+        new: Value,
+        tracked: bool,
+    ) -> ApiResult<Reply> {
         let status_endpoint = self.info.subresource == "status";
         let mut obj = if status_endpoint {
             // The status endpoint changes only status (ResetObjectMetaForStatus and friends).
@@ -614,7 +768,17 @@ impl Ctx<'_> {
             }
         }
         meta.insert("resourceVersion".into(), json!(revision.to_string()));
-        meta.remove("managedFields");
+        // An apply brings its own managedFields; so does a client that changed them (as
+        // kubectl does migrating client-side apply ownership), an empty list keeps the old
+        // ones. The update itself is recorded below.
+        let incoming = meta.remove("managedFields").filter(|m| {
+            tracked
+                || (m.as_array().is_some_and(|a| !a.is_empty())
+                    && Some(m) != old_meta.get("managedFields"))
+        });
+        if let Some(managed) = incoming.as_ref().or(old_meta.get("managedFields")) {
+            meta.insert("managedFields".into(), managed.clone());
+        }
         self.def.strategy.default(&mut obj);
 
         let mut errs = self.validate_meta(&obj);
@@ -636,6 +800,14 @@ impl Ctx<'_> {
         if obj == old {
             // Nothing changed: no write, no watch event (as Kubernetes' GuaranteedUpdate).
             return Ok(Reply::ok(self.render_one(obj)));
+        }
+        if !tracked {
+            let mut base = old.clone();
+            base["metadata"]["managedFields"] = obj
+                .pointer("/metadata/managedFields")
+                .cloned()
+                .unwrap_or(Value::Null);
+            self.track_update(&base, &mut obj);
         }
         if self.dry_run()? {
             return Ok(Reply::ok(obj));
@@ -676,7 +848,7 @@ impl Ctx<'_> {
         revision: i64,
         new: Value,
     ) -> ApiResult<Value> {
-        let reply = self.write_update(old, revision, new).await?;
+        let reply = self.write_update(old, revision, new, false).await?;
         match reply.body {
             super::ReplyBody::Json(v) => Ok(v),
             _ => Err(ApiError::internal("update returned no object")),
@@ -699,19 +871,36 @@ impl Ctx<'_> {
         if let Some(policy) = self.query.non_empty("propagationPolicy") {
             options["propagationPolicy"] = json!(policy);
         }
-        if let Some(policy) = options.get("propagationPolicy").and_then(Value::as_str) {
-            if !["Orphan", "Background", "Foreground"].contains(&policy) {
-                return Err(ApiError::invalid(
-                    "DeleteOptions",
-                    "",
-                    "",
-                    &[FieldError::not_supported(
-                        "propagationPolicy",
-                        json!(policy),
-                        &["Foreground", "Background", "Orphan", "nil"],
-                    )],
+        if let Some(orphan) = self.query.non_empty("orphanDependents") {
+            let orphan: bool = orphan.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid orphanDependents {orphan:?}"))
+            })?;
+            options["orphanDependents"] = json!(orphan);
+        }
+        // ValidateDeleteOptions.
+        let mut errs = Vec::new();
+        let policy = options.get("propagationPolicy").and_then(Value::as_str);
+        if let Some(policy) = policy {
+            if options
+                .get("orphanDependents")
+                .is_some_and(Value::is_boolean)
+            {
+                errs.push(FieldError::invalid(
+                    "propagationPolicy",
+                    json!(policy),
+                    "orphanDependents and deletionPropagation cannot be both set",
                 ));
             }
+            if !["Orphan", "Background", "Foreground"].contains(&policy) {
+                errs.push(FieldError::not_supported(
+                    "propagationPolicy",
+                    json!(policy),
+                    &["Foreground", "Background", "Orphan", "nil"],
+                ));
+            }
+        }
+        if !errs.is_empty() {
+            return Err(ApiError::invalid("DeleteOptions", "meta.k8s.io", "", &errs));
         }
         Ok(options)
     }
@@ -754,20 +943,30 @@ impl Ctx<'_> {
                 }
             }
             let grace = options.get("gracePeriodSeconds").and_then(Value::as_i64);
-            let has_finalizers = !crate::kinds::array_at(&obj, "/metadata/finalizers").is_empty();
+            let finalizers = gc_finalizers(&obj, options);
             let graceful = self.def.strategy.graceful_delete(&obj, grace);
-            if has_finalizers || graceful.is_some() {
+            let finalizing = finalizers.as_ref().map_or_else(
+                || !crate::kinds::array_at(&obj, "/metadata/finalizers").is_empty(),
+                |f| !f.is_empty(),
+            );
+            if finalizing || graceful.is_some() {
                 // Only mark: finalizers (or the kubelet) complete the deletion later.
-                if obj.pointer("/metadata/deletionTimestamp").is_some() {
+                let marking = obj.pointer("/metadata/deletionTimestamp").is_none();
+                if !marking && finalizers.is_none() {
                     return Ok((StatusCode::ACCEPTED, obj));
                 }
                 let mut marked = obj.clone();
-                let grace = graceful.unwrap_or(0);
-                let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-                marked["metadata"]["deletionTimestamp"] =
-                    json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
-                marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-                self.def.strategy.on_mark_deleted(&mut marked);
+                if let Some(finalizers) = finalizers {
+                    marked["metadata"]["finalizers"] = json!(finalizers);
+                }
+                if marking {
+                    let grace = graceful.unwrap_or(0);
+                    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+                    marked["metadata"]["deletionTimestamp"] =
+                        json!(at.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
+                    marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                    self.def.strategy.on_mark_deleted(&mut marked);
+                }
                 if dry_run {
                     return Ok((StatusCode::ACCEPTED, marked));
                 }
@@ -821,6 +1020,7 @@ impl Ctx<'_> {
                 },
                 query: self.query,
                 representation: Representation::Object,
+                manager: self.manager.clone(),
             };
             match ctx.delete_one(&name, &options).await {
                 Ok((_, obj)) => deleted.push(obj),
@@ -835,6 +1035,46 @@ impl Ctx<'_> {
             "items": deleted,
         })))
     }
+}
+
+/// The finalizer the garbage collector removes once it has deleted an object's dependents.
+const FOREGROUND_DELETION: &str = "foregroundDeletion";
+/// The finalizer the garbage collector removes once it has orphaned an object's dependents.
+const ORPHAN: &str = "orphan";
+
+/// The finalizers an object gets when deleted with `options`, or `None` when they stay as
+/// they are: the delete's propagation policy (or the deprecated `orphanDependents`), else
+/// the policy an earlier delete left in the finalizers, picks `orphan`, `foregroundDeletion`
+/// or neither (Kubernetes' `deletionFinalizersForGarbageCollection`).
+fn gc_finalizers(obj: &Value, options: &Value) -> Option<Vec<Value>> {
+    let current = crate::kinds::array_at(obj, "/metadata/finalizers");
+    let requested = match (
+        options.get("orphanDependents").and_then(Value::as_bool),
+        options.get("propagationPolicy").and_then(Value::as_str),
+    ) {
+        (Some(true), _) => Some(ORPHAN),
+        (Some(false), _) => Some(""),
+        (None, Some("Orphan")) => Some(ORPHAN),
+        (None, Some("Foreground")) => Some(FOREGROUND_DELETION),
+        (None, Some(_)) => Some(""),
+        (None, None) => None,
+    };
+    let policy = requested.or_else(|| {
+        current
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|f| [ORPHAN, FOREGROUND_DELETION].contains(f))
+    })?;
+    let mut wanted: Vec<Value> = current
+        .iter()
+        .filter(|f| ![ORPHAN, FOREGROUND_DELETION].contains(&f.as_str().unwrap_or("")))
+        .cloned()
+        .collect();
+    if !policy.is_empty() {
+        wanted.push(json!(policy));
+    }
+    let same = wanted.len() == current.len() && wanted.iter().all(|f| current.contains(f));
+    (!same).then_some(wanted)
 }
 
 /// Everything but metadata and status: what bumps generation when it changes.

@@ -1,6 +1,7 @@
 //! Subresources that are not the object itself: `scale` (autoscaling/v1 Scale over
-//! `spec.replicas`), `pods/eviction` (policy/v1 Eviction, honouring PodDisruptionBudgets)
-//! and `serviceaccounts/token` (TokenRequest).
+//! `spec.replicas`), `pods/binding` (the scheduler's Binding of a pod to a node),
+//! `pods/eviction` (policy/v1 Eviction, honouring PodDisruptionBudgets) and
+//! `serviceaccounts/token` (TokenRequest).
 
 use hyper::StatusCode;
 use serde_json::{json, Value};
@@ -12,6 +13,7 @@ use crate::patch::{self, PatchType, PATCH_MEDIA_TYPES};
 use crate::selector::LabelSelector;
 use crate::serviceaccount::ISSUER;
 use crate::status::{ApiError, ApiResult};
+use crate::validation::FieldError;
 
 /// The Scale of an object with replicas.
 fn scale_of(ctx: &Ctx<'_>, obj: &Value) -> Value {
@@ -108,6 +110,158 @@ pub(super) async fn scale(
         }
     }
     Err(ApiError::stale(ctx.def, &ctx.info.name))
+}
+
+/// POST `pods/<name>/binding`: assigns a pending pod to a node, setting `spec.nodeName`
+/// and the `PodScheduled=True` condition in one write (Kubernetes' `BindingREST`).
+pub(super) async fn bind(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Reply> {
+    let binding: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("couldn't decode Binding: {e}")))?;
+    let name = &ctx.info.name;
+    let given = str_at(&binding, "/metadata/name");
+    if !given.is_empty() && given != name {
+        return Err(ApiError::bad_request(
+            "name in URL does not match name in Binding object",
+        ));
+    }
+    let namespace = str_at(&binding, "/metadata/namespace");
+    if !namespace.is_empty() && namespace != ctx.info.namespace {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    // ValidatePodBinding's errors reach the client as a plain error: 500, no reason.
+    let mut errs = Vec::new();
+    let kind = str_at(&binding, "/target/kind");
+    if !kind.is_empty() && kind != "Node" {
+        errs.push(FieldError::not_supported(
+            "target.kind",
+            json!(kind),
+            &["Node", "<empty>"],
+        ));
+    }
+    let node = str_at(&binding, "/target/name");
+    if node.is_empty() {
+        errs.push(FieldError::required("target.name", ""));
+    }
+    if !errs.is_empty() {
+        let all: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let message = match all.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        return Err(ApiError::new(500, "", message));
+    }
+    let uid = str_at(&binding, "/metadata/uid");
+    let resource_version = str_at(&binding, "/metadata/resourceVersion");
+    let annotations = binding
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object);
+    let dry_run = ctx.query.get("dryRun") == Some("All");
+    // Failures of the update itself are conflicts on pods/binding.
+    let refused = |why: String| {
+        ApiError::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on pods/binding \"{name}\": {why}"),
+        )
+        .with_details(json!({"name": name, "kind": "pods/binding"}))
+    };
+    for _ in 0..8 {
+        let (pod, revision) = ctx.load(name).await?;
+        let actual_uid = str_at(&pod, "/metadata/uid");
+        if !uid.is_empty() && uid != actual_uid {
+            return Err(ApiError::conflict(
+                ctx.def,
+                name,
+                &format!(
+                "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual_uid}"
+            ),
+            ));
+        }
+        if !resource_version.is_empty() && resource_version != revision.to_string() {
+            return Err(ApiError::conflict(ctx.def, name, &format!(
+                "Precondition failed: ResourceVersion in precondition: {resource_version}, ResourceVersion in object meta: {revision}"
+            )));
+        }
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(refused(format!(
+                "pod {name} is being deleted, cannot be assigned to a host"
+            )));
+        }
+        let assigned = str_at(&pod, "/spec/nodeName");
+        if !assigned.is_empty() {
+            return Err(refused(format!(
+                "pod {name} is already assigned to node \"{assigned}\""
+            )));
+        }
+        if !crate::kinds::array_at(&pod, "/spec/schedulingGates").is_empty() {
+            return Err(refused(format!(
+                "pod {name} has non-empty .spec.schedulingGates"
+            )));
+        }
+        let mut bound = pod.clone();
+        bound["spec"]["nodeName"] = json!(node);
+        if let Some(annotations) = annotations {
+            let own = crate::kinds::object_mut(&mut bound["metadata"], "annotations");
+            for (k, v) in annotations {
+                own.insert(k.clone(), v.clone());
+            }
+        }
+        set_pod_scheduled(&mut bound);
+        if dry_run {
+            break;
+        }
+        match ctx
+            .api
+            .storage()
+            .update(ctx.def, &ctx.info.namespace, name, &bound, revision)
+            .await
+        {
+            Ok(_) => break,
+            Err(err) if err.reason == "Conflict" && resource_version.is_empty() => continue,
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(Reply::json(
+        StatusCode::CREATED,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+/// Sets the pod's `PodScheduled` condition to True, keeping its transition time when it
+/// already was (podutil's `UpdatePodCondition`).
+fn set_pod_scheduled(pod: &mut Value) {
+    let status = crate::kinds::object_mut(pod, "status");
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let Some(conditions) = conditions.as_array_mut() else {
+        return;
+    };
+    let existing = conditions
+        .iter()
+        .position(|c| c.get("type").and_then(Value::as_str) == Some("PodScheduled"));
+    let mut since = json!(super::now_rfc3339());
+    if let Some(i) = existing {
+        if conditions[i].get("status").and_then(Value::as_str) == Some("True") {
+            since = conditions[i]
+                .get("lastTransitionTime")
+                .cloned()
+                .unwrap_or(since);
+        }
+    }
+    let condition = json!({
+        "type": "PodScheduled",
+        "status": "True",
+        "lastProbeTime": null,
+        "lastTransitionTime": since,
+    });
+    match existing {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
 }
 
 /// POST `pods/<name>/eviction`: deletes the pod unless a PodDisruptionBudget forbids it.
@@ -249,6 +403,14 @@ pub(super) struct Subresource {
 
 /// The subresources of core resources besides status and scale.
 pub(super) const EXTRA_SUBRESOURCES: &[Subresource] = &[
+    Subresource {
+        resource: "pods",
+        name: "binding",
+        group: "",
+        version: "v1",
+        kind: "Binding",
+        verbs: &["create"],
+    },
     Subresource {
         resource: "pods",
         name: "eviction",

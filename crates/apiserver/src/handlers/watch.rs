@@ -87,6 +87,7 @@ pub(crate) async fn watch(
                 info: &info_for_list(&info),
                 query: &list_query,
                 representation: Representation::Object,
+                manager: String::new(),
             };
             let (items, revision, _) = ctx.list_objects().await?;
             (items, revision)
@@ -111,6 +112,7 @@ pub(crate) async fn watch(
                         info: &render_info,
                         query: &Query::default(),
                         representation: Representation::Table,
+                        manager: String::new(),
                     };
                     ctx.table(&[obj], include, json!({}))
                 }

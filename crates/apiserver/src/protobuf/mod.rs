@@ -94,6 +94,11 @@ static EXTRA_KINDS: &[(&str, &str, Decoder)] = &[
         decode_as::<k8s_pb::api::autoscaling::v1::Scale, k8s_openapi::api::autoscaling::v1::Scale>,
     ),
     (
+        "v1",
+        "Binding",
+        decode_as::<k8s_pb::api::core::v1::Binding, k8s_openapi::api::core::v1::Binding>,
+    ),
+    (
         "policy/v1",
         "Eviction",
         decode_as::<k8s_pb::api::policy::v1::Eviction, k8s_openapi::api::policy::v1::Eviction>,

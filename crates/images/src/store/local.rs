@@ -137,7 +137,11 @@ mod tests {
         });
         let tag = Reference::parse("built:1").unwrap();
         let rec = store
-            .add_image(config.clone(), vec![layer.clone()], std::slice::from_ref(&tag))
+            .add_image(
+                config.clone(),
+                vec![layer.clone()],
+                std::slice::from_ref(&tag),
+            )
             .unwrap();
         let again = store.add_image(config, vec![layer], &[]).unwrap();
         assert_eq!(rec.id, again.id);

@@ -1,4 +1,5 @@
-//! `skiff agent --simulate N`: wiring to skiff-controllers' simulated agent.
+//! `skiff agent`: a kubelet for this host (wiring to skiff-kubelet), or with
+//! `--simulate N` skiff-controllers' simulated agent.
 
 use std::time::Duration;
 
@@ -22,8 +23,11 @@ pub fn agent(ctx: &Context, args: AgentArgs) -> Result<()> {
         token: args.token,
         root_kubeconfig: root_kubeconfig(ctx),
     };
+    let Some(nodes) = args.simulate else {
+        return kubelet(ctx, &target, args.node_name);
+    };
     let config = SimulatedAgentConfig {
-        nodes: args.simulate,
+        nodes,
         name_prefix: args.node_name_prefix,
         first_index: args.first_index,
         cpu: args.cpu,
@@ -38,6 +42,27 @@ pub fn agent(ctx: &Context, args: AgentArgs) -> Result<()> {
         eprintln!("skiff agent: simulating {} node(s)", config.nodes);
         tokio::select! {
             res = simulated_agent::run(client, config) => res?,
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(())
+    })
+}
+
+/// Runs a kubelet for this host against the target server until interrupted.
+fn kubelet(ctx: &Context, target: &Target, node_name: Option<String>) -> Result<()> {
+    let cri = skiff_kubelet::EngineRuntime::new(std::sync::Arc::new(ctx.engine()?), None);
+    let config = skiff_kubelet::KubeletConfig {
+        node_name: node_name.unwrap_or_else(skiff_kubelet::hostname),
+        root: absolute(&ctx.roots().data),
+        pod_cidr: cri.pod_cidr(),
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let client = connect(target).await?;
+        let cri = std::sync::Arc::new(cri);
+        eprintln!("skiff agent: kubelet of node {}", config.node_name);
+        tokio::select! {
+            res = skiff_kubelet::run(client, cri, config) => res?,
             _ = tokio::signal::ctrl_c() => {}
         }
         Ok(())

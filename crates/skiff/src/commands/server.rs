@@ -13,6 +13,21 @@ fn data_dir(ctx: &Context) -> std::path::PathBuf {
 /// Runs the API server until SIGINT or SIGTERM.
 pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
     let (scheduler, controllers) = (!args.disable_scheduler, !args.disable_controller_manager);
+    // The kubelet of this host runs pods on the engine of the same root.
+    let kubelet = if args.disable_kubelet {
+        None
+    } else {
+        let cri = skiff_kubelet::EngineRuntime::new(std::sync::Arc::new(ctx.engine()?), None);
+        let config = skiff_kubelet::KubeletConfig {
+            node_name: args
+                .node_name
+                .clone()
+                .unwrap_or_else(skiff_kubelet::hostname),
+            root: absolute(&ctx.roots().data),
+            pod_cidr: cri.pod_cidr(),
+        };
+        Some((std::sync::Arc::new(cri), config))
+    };
     let config = ServerConfig {
         data_dir: data_dir(ctx),
         bind_address: args.bind_address,
@@ -29,6 +44,15 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
         );
         // The scheduler and the controllers are clients like any other, over the admin
         // kubeconfig; they stop with the runtime.
+        if let Some((cri, config)) = kubelet {
+            let client =
+                skiff_controllers::connect::from_kubeconfig(server.kubeconfig_path()).await?;
+            tokio::spawn(async move {
+                if let Err(e) = skiff_kubelet::run(client, cri, config).await {
+                    tracing::error!("kubelet: {e}");
+                }
+            });
+        }
         if scheduler || controllers {
             let client =
                 skiff_controllers::connect::from_kubeconfig(server.kubeconfig_path()).await?;

@@ -1,0 +1,617 @@
+//! Server-side apply and field ownership (`metadata.managedFields`), after Kubernetes'
+//! structured-merge-diff: every leaf field of an object is owned by the managers that set
+//! it; an apply merges the applier's configuration into the object, removes the fields the
+//! applier stopped setting (unless someone else owns them) and refuses to change fields other
+//! managers own unless forced.
+//!
+//! Field paths use the FieldsV1 segments: `f:<field>`, `k:<merge key object>` for items of
+//! lists merged by key (the strategic merge patch key of the schema), `v:<value>` for items
+//! of merged primitive lists; other lists are atomic leaves.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Map, Value};
+
+use crate::schema::{patch_meta, Schemas};
+
+/// One field path, as FieldsV1 segments.
+pub type FieldPath = Vec<String>;
+/// A set of leaf field paths.
+pub type FieldSet = BTreeSet<FieldPath>;
+
+/// Metadata fields the system owns, never tracked.
+const UNTRACKED_METADATA: &[&str] = &[
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+];
+
+/// The leaf field paths of `obj`, an object of definition `root`; `status` is skipped when
+/// `without_status` (kinds with a status subresource).
+pub fn leaves(obj: &Value, schemas: &Schemas, root: &str, without_status: bool) -> FieldSet {
+    let schema = schemas.definition(root).unwrap_or(&NULL);
+    let mut out = FieldSet::new();
+    let Some(map) = obj.as_object() else {
+        return out;
+    };
+    for (key, value) in map {
+        if matches!(key.as_str(), "apiVersion" | "kind") || (without_status && key == "status") {
+            continue;
+        }
+        let property = child_schema(schemas, schema, key);
+        let mut path = vec![format!("f:{key}")];
+        if key == "metadata" {
+            let Some(meta) = value.as_object() else {
+                continue;
+            };
+            for (field, v) in meta {
+                if UNTRACKED_METADATA.contains(&field.as_str()) {
+                    continue;
+                }
+                path.push(format!("f:{field}"));
+                walk(
+                    v,
+                    child_schema(schemas, property, field),
+                    schemas,
+                    &mut path,
+                    &mut out,
+                );
+                path.pop();
+            }
+            continue;
+        }
+        walk(value, property, schemas, &mut path, &mut out);
+    }
+    out
+}
+
+static NULL: Value = Value::Null;
+
+/// The schema of `key` in an object of `schema`: a property, or the map's values.
+fn child_schema<'a>(schemas: &'a Schemas, schema: &'a Value, key: &str) -> &'a Value {
+    schemas
+        .property(schema, key)
+        .or_else(|| schemas.resolve(schema).get("additionalProperties"))
+        .unwrap_or(&NULL)
+}
+
+/// The schema of the items of a list of `schema`.
+fn items_schema<'a>(schemas: &'a Schemas, schema: &'a Value) -> &'a Value {
+    schemas.resolve(schema).get("items").unwrap_or(&NULL)
+}
+
+fn walk(
+    value: &Value,
+    property: &Value,
+    schemas: &Schemas,
+    path: &mut FieldPath,
+    out: &mut FieldSet,
+) {
+    match value {
+        Value::Null => {}
+        Value::Object(map) if !map.is_empty() => {
+            for (key, v) in map {
+                path.push(format!("f:{key}"));
+                walk(v, child_schema(schemas, property, key), schemas, path, out);
+                path.pop();
+            }
+        }
+        Value::Array(items) if !items.is_empty() => {
+            let (strategies, merge_key) = patch_meta(property);
+            match (strategies.contains(&"merge"), merge_key) {
+                (true, Some(key)) if items.iter().all(Value::is_object) => {
+                    let item_schema = items_schema(schemas, property);
+                    for item in items {
+                        path.push(key_segment(item, key));
+                        out.insert(with(path, "."));
+                        walk(item, item_schema, schemas, path, out);
+                        path.pop();
+                    }
+                }
+                (true, None) => {
+                    for item in items {
+                        path.push(format!("v:{item}"));
+                        out.insert(path.clone());
+                        path.pop();
+                    }
+                }
+                _ => {
+                    out.insert(path.clone());
+                }
+            }
+        }
+        _ => {
+            out.insert(path.clone());
+        }
+    }
+}
+
+fn with(path: &FieldPath, last: &str) -> FieldPath {
+    let mut p = path.clone();
+    p.push(last.to_owned());
+    p
+}
+
+fn key_segment(item: &Value, key: &str) -> String {
+    let mut k = Map::new();
+    k.insert(
+        key.to_owned(),
+        item.get(key).cloned().unwrap_or(Value::Null),
+    );
+    format!("k:{}", Value::Object(k))
+}
+
+/// The value at `path` in `obj` (a `.` segment names the item itself).
+pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut current = obj;
+    for segment in path {
+        if segment == "." {
+            continue;
+        }
+        current = if let Some(field) = segment.strip_prefix("f:") {
+            current.get(field)?
+        } else if let Some(key) = segment.strip_prefix("k:") {
+            let key: Map<String, Value> = serde_json::from_str(key).ok()?;
+            current
+                .as_array()?
+                .iter()
+                .find(|item| key.iter().all(|(k, v)| item.get(k) == Some(v)))?
+        } else if let Some(v) = segment.strip_prefix("v:") {
+            let v: Value = serde_json::from_str(v).ok()?;
+            current.as_array()?.iter().find(|item| **item == v)?
+        } else {
+            return None;
+        };
+    }
+    Some(current)
+}
+
+/// Removes the field at `path` from `obj`.
+fn remove_at(obj: &mut Value, path: &[String]) {
+    let (last, parent) = match path.split_last() {
+        Some((last, parent)) if last == "." => match parent.split_last() {
+            Some((item, grand)) => (item, grand),
+            None => return,
+        },
+        Some(split) => split,
+        None => return,
+    };
+    let mut current = obj;
+    for segment in parent {
+        if segment == "." {
+            continue;
+        }
+        let next = if let Some(field) = segment.strip_prefix("f:") {
+            current.get_mut(field)
+        } else {
+            let index = find_index(current, segment);
+            match (index, current.as_array_mut()) {
+                (Some(i), Some(items)) => items.get_mut(i),
+                _ => None,
+            }
+        };
+        match next {
+            Some(next) => current = next,
+            None => return,
+        }
+    }
+    if let Some(field) = last.strip_prefix("f:") {
+        if let Some(map) = current.as_object_mut() {
+            map.remove(field);
+        }
+    } else if let Some(i) = find_index(current, last) {
+        if let Some(items) = current.as_array_mut() {
+            items.remove(i);
+        }
+    }
+}
+
+fn find_index(list: &Value, segment: &str) -> Option<usize> {
+    let items = list.as_array()?;
+    if let Some(key) = segment.strip_prefix("k:") {
+        let key: Map<String, Value> = serde_json::from_str(key).ok()?;
+        items
+            .iter()
+            .position(|item| key.iter().all(|(k, v)| item.get(k) == Some(v)))
+    } else {
+        let v: Value = serde_json::from_str(segment.strip_prefix("v:")?).ok()?;
+        items.iter().position(|item| *item == v)
+    }
+}
+
+/// Merges an applied configuration into `live`: maps field by field, keyed lists item by
+/// item, merged primitive lists as sets, everything else replaced.
+fn merge(live: &mut Value, applied: &Value, property: &Value, schemas: &Schemas) {
+    match (live, applied) {
+        (Value::Object(live), Value::Object(applied)) => {
+            for (key, value) in applied {
+                if value.is_null() {
+                    continue;
+                }
+                match live.get_mut(key) {
+                    Some(existing) => merge(
+                        existing,
+                        value,
+                        child_schema(schemas, property, key),
+                        schemas,
+                    ),
+                    None => {
+                        live.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (Value::Array(live), Value::Array(applied)) => {
+            let (strategies, merge_key) = patch_meta(property);
+            match (strategies.contains(&"merge"), merge_key) {
+                (true, Some(key)) => {
+                    let item_schema = items_schema(schemas, property);
+                    for item in applied {
+                        match live.iter_mut().find(|l| l.get(key) == item.get(key)) {
+                            Some(existing) => merge(existing, item, item_schema, schemas),
+                            None => live.push(item.clone()),
+                        }
+                    }
+                }
+                (true, None) => {
+                    for item in applied {
+                        if !live.contains(item) {
+                            live.push(item.clone());
+                        }
+                    }
+                }
+                _ => *live = applied.clone(),
+            }
+        }
+        (live, applied) => *live = applied.clone(),
+    }
+}
+
+/// One entry of `metadata.managedFields`.
+#[derive(Clone, Debug)]
+pub struct Manager {
+    /// The manager's name (`fieldManager`).
+    pub name: String,
+    /// `Apply` or `Update`.
+    pub operation: String,
+    /// The apiVersion it wrote with.
+    pub api_version: String,
+    /// The subresource it wrote through, if any.
+    pub subresource: String,
+    /// When it last changed its fields.
+    pub time: Value,
+    /// Its fields.
+    pub fields: FieldSet,
+}
+
+impl Manager {
+    /// How conflict messages name the manager (Kubernetes' `printManager`).
+    fn describe(&self) -> String {
+        let mut s = format!("{:?}", self.name);
+        if !self.subresource.is_empty() {
+            s.push_str(&format!(" with subresource {:?}", self.subresource));
+        }
+        if self.operation == "Update" {
+            s.push_str(&format!(" using {}", self.api_version));
+        }
+        s
+    }
+}
+
+/// Reads `metadata.managedFields`.
+pub fn managers(obj: &Value) -> Vec<Manager> {
+    crate::kinds::array_at(obj, "/metadata/managedFields")
+        .iter()
+        .map(|entry| {
+            let text = |k: &str| {
+                entry
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let mut fields = FieldSet::new();
+            if let Some(f) = entry.get("fieldsV1") {
+                flatten(f, &mut Vec::new(), &mut fields);
+            }
+            Manager {
+                name: text("manager"),
+                operation: text("operation"),
+                api_version: text("apiVersion"),
+                subresource: text("subresource"),
+                time: entry.get("time").cloned().unwrap_or(Value::Null),
+                fields,
+            }
+        })
+        .collect()
+}
+
+fn flatten(fields: &Value, path: &mut FieldPath, out: &mut FieldSet) {
+    match fields.as_object() {
+        Some(map) if !map.is_empty() => {
+            for (k, v) in map {
+                path.push(k.clone());
+                flatten(v, path, out);
+                path.pop();
+            }
+        }
+        _ => {
+            if !path.is_empty() {
+                out.insert(path.clone());
+            }
+        }
+    }
+}
+
+/// Writes the managers back as `metadata.managedFields` (dropping those owning nothing).
+pub fn set_managers(obj: &mut Value, managers: &[Manager]) {
+    let entries: Vec<Value> = managers
+        .iter()
+        .filter(|m| !m.fields.is_empty())
+        .map(|m| {
+            let mut fields = json!({});
+            for path in &m.fields {
+                let mut node = &mut fields;
+                for segment in path {
+                    node = node
+                        .as_object_mut()
+                        .expect("fields are objects")
+                        .entry(segment.clone())
+                        .or_insert_with(|| json!({}));
+                }
+            }
+            let mut entry = json!({
+                "manager": m.name,
+                "operation": m.operation,
+                "apiVersion": m.api_version,
+                "time": m.time,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": fields,
+            });
+            if !m.subresource.is_empty() {
+                entry["subresource"] = json!(m.subresource);
+            }
+            entry
+        })
+        .collect();
+    let meta = crate::kinds::object_mut(obj, "metadata");
+    if entries.is_empty() {
+        meta.remove("managedFields");
+    } else {
+        meta.insert("managedFields".into(), Value::Array(entries));
+    }
+}
+
+/// Whether `a` and `b` overlap: equal, or one inside the other.
+fn overlaps(a: &[String], b: &[String]) -> bool {
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
+}
+
+/// The fields an apply would change that other managers own, with their managers.
+#[derive(Debug)]
+pub struct Conflicts(pub Vec<(String, String)>);
+
+impl Conflicts {
+    /// Kubernetes' apply conflict message (`getConflictMessage`).
+    pub fn message(&self) -> String {
+        if let [(manager, path)] = self.0.as_slice() {
+            return format!("Apply failed with 1 conflict: conflict with {manager}: {path}");
+        }
+        let mut by_manager: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for (manager, path) in &self.0 {
+            by_manager.entry(manager).or_default().push(path);
+        }
+        let mut lines = Vec::new();
+        for (manager, paths) in by_manager {
+            lines.push(format!("conflicts with {manager}:"));
+            lines.extend(paths.into_iter().map(|p| format!("- {p}")));
+        }
+        format!(
+            "Apply failed with {} conflicts: {}",
+            self.0.len(),
+            lines.join("\n")
+        )
+    }
+}
+
+/// A field path as conflict messages print it: `.spec.containers[name="c"].image`.
+pub fn display_path(path: &[String]) -> String {
+    let mut s = String::new();
+    for segment in path {
+        if let Some(field) = segment.strip_prefix("f:") {
+            s.push('.');
+            s.push_str(field);
+        } else if let Some(key) = segment.strip_prefix("k:") {
+            let key: Map<String, Value> = serde_json::from_str(key).unwrap_or_default();
+            let parts: Vec<String> = key.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            s.push_str(&format!("[{}]", parts.join(",")));
+        } else if let Some(v) = segment.strip_prefix("v:") {
+            s.push_str(&format!("[={v}]"));
+        }
+    }
+    s
+}
+
+/// What an apply needs besides the objects.
+pub struct ApplyRequest<'a> {
+    /// The applier (`fieldManager`).
+    pub manager: &'a str,
+    /// `force=true`: take the conflicting fields over.
+    pub force: bool,
+    /// The apiVersion applied.
+    pub api_version: &'a str,
+    /// The OpenAPI definition of the kind.
+    pub root: &'a str,
+    /// Whether the kind has a status subresource (status is not the applier's).
+    pub without_status: bool,
+    /// Now, as managedFields times are written.
+    pub now: &'a str,
+}
+
+/// Applies `applied` to `live` (an empty object when creating): checks conflicts, merges,
+/// removes fields the applier dropped, and records ownership.
+pub fn apply(
+    live: &Value,
+    applied: &Value,
+    request: &ApplyRequest<'_>,
+    schemas: &Schemas,
+) -> Result<Value, Conflicts> {
+    let mut managers = managers(live);
+    let fields = leaves(applied, schemas, request.root, request.without_status);
+    let mine = managers.iter().position(|m| {
+        m.name == request.manager && m.operation == "Apply" && m.subresource.is_empty()
+    });
+    // A keyed item's own marker (`.`) changes only by appearing.
+    let changed: Vec<&FieldPath> = fields
+        .iter()
+        .filter(|p| match p.last().map(String::as_str) {
+            Some(".") => value_at(live, p).is_none(),
+            _ => value_at(live, p) != value_at(applied, p),
+        })
+        .collect();
+    if !request.force {
+        let mut conflicts = Vec::new();
+        for (i, m) in managers.iter().enumerate() {
+            if Some(i) == mine {
+                continue;
+            }
+            for path in &changed {
+                if let Some(owned) = m.fields.iter().find(|o| overlaps(o, path)) {
+                    let shown = if owned.len() > path.len() {
+                        owned
+                    } else {
+                        *path
+                    };
+                    conflicts.push((m.describe(), display_path(shown)));
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            return Err(Conflicts(conflicts));
+        }
+    }
+    let mut result = live.clone();
+    // Fields the applier owned and no longer sets go, unless another manager owns them.
+    if let Some(i) = mine {
+        for dropped in managers[i].fields.difference(&fields) {
+            let shared = managers
+                .iter()
+                .enumerate()
+                .any(|(j, m)| j != i && m.fields.iter().any(|o| overlaps(o, dropped)));
+            if !shared {
+                remove_at(&mut result, dropped);
+                // Maps left empty by the removal go with it.
+                for end in (1..dropped.len()).rev() {
+                    let parent = &dropped[..end];
+                    if value_at(&result, parent)
+                        .is_some_and(|v| v.as_object().is_some_and(Map::is_empty))
+                    {
+                        remove_at(&mut result, parent);
+                    }
+                }
+            }
+        }
+    }
+    let schema = schemas.definition(request.root).unwrap_or(&NULL);
+    let mut body = applied.clone();
+    if let Some(map) = body.as_object_mut().filter(|_| request.without_status) {
+        map.remove("status");
+    }
+    merge(&mut result, &body, schema, schemas);
+    // Forced: the other managers lose what the applier changed.
+    for (i, m) in managers.iter_mut().enumerate() {
+        if Some(i) != mine {
+            m.fields.retain(|o| !changed.iter().any(|c| overlaps(o, c)));
+        }
+    }
+    // The time moves only when the applier's fields do.
+    let time = match mine {
+        Some(i) if managers[i].fields == fields => managers[i].time.clone(),
+        _ => json!(request.now),
+    };
+    let entry = Manager {
+        name: request.manager.to_owned(),
+        operation: "Apply".into(),
+        api_version: request.api_version.to_owned(),
+        subresource: String::new(),
+        time,
+        fields,
+    };
+    match mine {
+        Some(i) => managers[i] = entry,
+        None => managers.push(entry),
+    }
+    set_managers(&mut result, &managers);
+    Ok(result)
+}
+
+/// What an update needs to record its manager.
+pub struct UpdateRequest<'a> {
+    /// The writer.
+    pub manager: &'a str,
+    /// The apiVersion written with.
+    pub api_version: &'a str,
+    /// The subresource written through (`status`), or empty.
+    pub subresource: &'a str,
+    /// The OpenAPI definition of the kind.
+    pub root: &'a str,
+    /// Whether the kind has a status subresource.
+    pub without_status: bool,
+    /// Now, as managedFields times are written.
+    pub now: &'a str,
+}
+
+/// Records an update: its manager owns every field it changed, which other managers lose;
+/// fields gone from the object are nobody's.
+pub fn track_update(old: &Value, new: &mut Value, request: &UpdateRequest<'_>, schemas: &Schemas) {
+    let mut managers = managers(old);
+    let status_only = request.subresource == "status";
+    let after = leaves(
+        new,
+        schemas,
+        request.root,
+        request.without_status && !status_only,
+    );
+    let changed: FieldSet = after
+        .iter()
+        .filter(|p| !status_only || p.first().map(String::as_str) == Some("f:status"))
+        .filter(|p| match p.last().map(String::as_str) {
+            Some(".") => value_at(old, p).is_none(),
+            _ => value_at(old, p) != value_at(new, p),
+        })
+        .cloned()
+        .collect();
+    for m in &mut managers {
+        m.fields
+            .retain(|o| !changed.contains(o) && value_at(new, o).is_some());
+    }
+    if !changed.is_empty() {
+        let subresource = request.subresource;
+        match managers.iter_mut().find(|m| {
+            m.name == request.manager && m.operation == "Update" && m.subresource == subresource
+        }) {
+            Some(m) => {
+                m.fields.extend(changed);
+                m.time = json!(request.now);
+                request.api_version.clone_into(&mut m.api_version);
+            }
+            None => managers.push(Manager {
+                name: request.manager.to_owned(),
+                operation: "Update".into(),
+                api_version: request.api_version.to_owned(),
+                subresource: subresource.to_owned(),
+                time: json!(request.now),
+                fields: changed,
+            }),
+        }
+    }
+    set_managers(new, &managers);
+}

@@ -1,0 +1,408 @@
+//! The kubelet inside `skiff server`, driven by the real kubectl 1.33: pods run on
+//! skiff's engine in a sandbox holding their namespaces, report Kubernetes' status,
+//! and are stopped and removed when deleted. Needs root.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Skiff;
+
+/// A `skiff server` process, killed on drop.
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// kubectl 1.33, installed beside the default kubectl.
+fn kubectl_133() -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
+        .output()
+        .unwrap();
+    let default = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    default.parent().unwrap().join("kubectl.1.33")
+}
+
+struct Cluster {
+    skiff: Skiff,
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn apply(&self, yaml: &str) {
+        let mut child = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn jsonpath(&self, object: &str, path: &str) -> String {
+        let out = self.kubectl(&["get", object, "-o", &format!("jsonpath={path}")]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Polls `path` of `object` until it equals `want`.
+    fn wait_for(&self, object: &str, path: &str, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.jsonpath(object, path);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{object} {path}: {got:?}, want {want:?}\n{}",
+                self.kubectl_ok(&["get", object, "-o", "yaml"])
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The engine's log of one container of a pod (the first instance).
+    fn container_log(&self, pod: &str, container: &str) -> String {
+        let uid = self.jsonpath(&format!("pod/{pod}"), "{.metadata.uid}");
+        let name = format!("k8s_{container}_{pod}_default_{uid}_0");
+        let out = self.skiff.run(&["logs", &name]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn engine_containers(&self) -> String {
+        self.skiff.ok(&["ps", "-a", "--format", "{{.Names}}"])
+    }
+}
+
+fn start() -> (Cluster, ServerProcess) {
+    let skiff = Skiff::with_busybox();
+    let port = free_port();
+    let child = skiff
+        .cmd(&[
+            "server",
+            "--port",
+            &port.to_string(),
+            "--node-name",
+            "node-a",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = ServerProcess(child);
+    let kubeconfig = skiff.root.path().join("server/admin.kubeconfig");
+    let cluster = Cluster {
+        skiff,
+        kubectl: kubectl_133(),
+        kubeconfig,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster.kubeconfig.exists()
+        || cluster.jsonpath(
+            "node/node-a",
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) != "True"
+    {
+        assert!(Instant::now() < deadline, "node-a never became Ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (cluster, server)
+}
+
+#[test]
+fn kubelet_runs_pods_on_the_engine() {
+    let (c, _server) = start();
+
+    // The node: capacity from the host, addresses, a Lease heartbeat.
+    assert!(!c
+        .jsonpath("node/node-a", "{.status.capacity.cpu}")
+        .is_empty());
+    assert!(c
+        .jsonpath("node/node-a", "{.status.allocatable.memory}")
+        .ends_with("Ki"));
+    assert!(!c
+        .jsonpath(
+            "node/node-a",
+            "{.status.addresses[?(@.type==\"InternalIP\")].address}"
+        )
+        .is_empty());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c
+        .jsonpath("lease/node-a", "{.spec.holderIdentity}")
+        .is_empty()
+    {
+        let out = c.kubectl(&[
+            "get",
+            "lease",
+            "node-a",
+            "-n",
+            "kube-node-lease",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]);
+        if String::from_utf8_lossy(&out.stdout) == "node-a" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Lease for node-a");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    assert_eq!(
+        c.jsonpath("node/node-a", "{.spec.podCIDR}"),
+        c.skiff.subnet()
+    );
+
+    // A container that fails is restarted after a back-off (checked at the end).
+    c.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: crash
+spec:
+  containers:
+  - name: crash
+    image: busybox
+    imagePullPolicy: Never
+    command: ["sh", "-c", "exit 3"]
+"#,
+    );
+
+    // A pod reaches Running and Ready with an IP from the node's pod network.
+    c.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: busybox
+spec:
+  containers:
+  - name: busybox
+    image: busybox
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo hi; sleep 3600"]
+"#,
+    );
+    c.wait_for("pod/busybox", "{.status.phase}", "Running");
+    c.wait_for(
+        "pod/busybox",
+        "{.status.conditions[?(@.type==\"Ready\")].status}",
+        "True",
+    );
+    let ip = c.jsonpath("pod/busybox", "{.status.podIP}");
+    let subnet = c.skiff.subnet();
+    let prefix = subnet.trim_end_matches("0/24");
+    assert!(ip.starts_with(prefix), "pod IP {ip:?} not in {subnet}");
+    assert_eq!(c.jsonpath("pod/busybox", "{.status.podIPs[0].ip}"), ip);
+    assert!(!c.jsonpath("pod/busybox", "{.status.hostIP}").is_empty());
+    assert!(!c.jsonpath("pod/busybox", "{.status.startTime}").is_empty());
+    assert_eq!(
+        c.jsonpath("pod/busybox", "{.status.qosClass}"),
+        "BestEffort"
+    );
+    assert_eq!(
+        c.jsonpath("pod/busybox", "{.status.containerStatuses[0].ready}"),
+        "true"
+    );
+    assert_eq!(
+        c.jsonpath("pod/busybox", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
+    assert!(c
+        .jsonpath("pod/busybox", "{.status.containerStatuses[0].containerID}")
+        .starts_with("skiff://"));
+    assert!(!c
+        .jsonpath(
+            "pod/busybox",
+            "{.status.containerStatuses[0].state.running.startedAt}"
+        )
+        .is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.container_log("busybox", "busybox").contains("hi") {
+        assert!(Instant::now() < deadline, "busybox never printed hi");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Two containers of a pod share the sandbox's network namespace: localhost.
+    c.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: pair
+spec:
+  containers:
+  - name: server
+    image: busybox
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo from-server > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
+  - name: client
+    image: busybox
+    imagePullPolicy: Never
+    command: ["sh", "-c", "until wget -q -O /tmp/got http://127.0.0.1:8080/index.html; do sleep 0.2; done; cat /tmp/got; sleep 3600"]
+"#,
+    );
+    c.wait_for("pod/pair", "{.status.phase}", "Running");
+    c.wait_for(
+        "pod/pair",
+        "{.status.conditions[?(@.type==\"ContainersReady\")].status}",
+        "True",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c.container_log("pair", "client").contains("from-server") {
+        assert!(
+            Instant::now() < deadline,
+            "the client never reached the server on localhost"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A pod whose container exits 0 with restartPolicy Never: Succeeded, Completed.
+    c.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: done
+spec:
+  restartPolicy: Never
+  containers:
+  - name: once
+    image: busybox
+    imagePullPolicy: Never
+    command: ["true"]
+"#,
+    );
+    c.wait_for("pod/done", "{.status.phase}", "Succeeded");
+    assert_eq!(
+        c.jsonpath(
+            "pod/done",
+            "{.status.containerStatuses[0].state.terminated.reason}"
+        ),
+        "Completed"
+    );
+    assert_eq!(
+        c.jsonpath(
+            "pod/done",
+            "{.status.containerStatuses[0].state.terminated.exitCode}"
+        ),
+        "0"
+    );
+    assert_eq!(
+        c.jsonpath(
+            "pod/done",
+            "{.status.conditions[?(@.type==\"Ready\")].reason}"
+        ),
+        "PodCompleted"
+    );
+
+    // Deleting a pod stops its containers (SIGTERM, the grace period, SIGKILL: this
+    // shell ignores SIGTERM as PID 1) and then removes the object.
+    let uid = c.jsonpath("pod/busybox", "{.metadata.uid}");
+    assert!(c.engine_containers().contains(&uid));
+    let started = Instant::now();
+    c.kubectl_ok(&[
+        "delete",
+        "pod",
+        "busybox",
+        "--grace-period=2",
+        "--timeout=60s",
+    ]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "deleted before the grace period"
+    );
+    let gone = c.kubectl(&["get", "pod", "busybox"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"));
+    assert!(
+        !c.engine_containers().contains(&uid),
+        "containers of the deleted pod remain"
+    );
+    // The other pods are untouched.
+    assert_eq!(c.jsonpath("pod/pair", "{.status.phase}"), "Running");
+
+    // CrashLoopBackOff between runs, then a restart 10s after the first exit.
+    let crash = "{.status.containerStatuses[0]";
+    c.wait_for(
+        "pod/crash",
+        &format!("{crash}.lastState.terminated.exitCode}}"),
+        "3",
+    );
+    assert_eq!(
+        c.jsonpath(
+            "pod/crash",
+            &format!("{crash}.lastState.terminated.reason}}")
+        ),
+        "Error"
+    );
+    c.wait_for("pod/crash", &format!("{crash}.restartCount}}"), "1");
+    c.wait_for(
+        "pod/crash",
+        &format!("{crash}.state.waiting.reason}}"),
+        "CrashLoopBackOff",
+    );
+    assert!(c
+        .jsonpath("pod/crash", &format!("{crash}.state.waiting.message}}"))
+        .starts_with("back-off 20s restarting failed container=crash pod=crash_default("));
+    assert_eq!(c.jsonpath("pod/crash", "{.status.phase}"), "Running");
+
+    // A pod removed without the kubelet (force deletion) has its containers cleaned up.
+    let uid = c.jsonpath("pod/pair", "{.metadata.uid}");
+    c.kubectl_ok(&["delete", "pod", "pair", "--grace-period=0", "--force"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.engine_containers().contains(&uid) {
+        assert!(
+            Instant::now() < deadline,
+            "containers of a force-deleted pod remain"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
