@@ -190,7 +190,7 @@ pub fn pull_image(
         credentials: credentials(creds)?,
         auth_file: Some(engine.images().auth_file()),
     };
-    let progress = progress(quiet);
+    let progress = progress_to(quiet, implicit);
     let rt = runtime()?;
     rt.block_on(registry::pull(
         engine.images(),
