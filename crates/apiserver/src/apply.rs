@@ -110,7 +110,7 @@ fn walk(
                     let item_schema = items_schema(schemas, property);
                     for item in items {
                         path.push(key_segment(item, key));
-                        out.insert(with(path, "."));
+                        out.insert(item_marker(path));
                         walk(item, item_schema, schemas, path, out);
                         path.pop();
                     }
@@ -133,9 +133,10 @@ fn walk(
     }
 }
 
-fn with(path: &FieldPath, last: &str) -> FieldPath {
-    let mut p = path.clone();
-    p.push(last.to_owned());
+/// The path naming a keyed list item itself (FieldsV1's `.`), not one of its fields.
+fn item_marker(item: &FieldPath) -> FieldPath {
+    let mut p = item.clone();
+    p.push(".".to_owned());
     p
 }
 
@@ -397,17 +398,23 @@ fn overlaps(a: &[String], b: &[String]) -> bool {
 
 /// The fields an apply would change that other managers own, with their managers.
 #[derive(Debug)]
-pub struct Conflicts(pub Vec<(String, String)>);
+pub struct Conflicts(pub Vec<(String, FieldPath)>);
 
 impl Conflicts {
     /// Kubernetes' apply conflict message (`getConflictMessage`).
     pub fn message(&self) -> String {
         if let [(manager, path)] = self.0.as_slice() {
-            return format!("Apply failed with 1 conflict: conflict with {manager}: {path}");
+            return format!(
+                "Apply failed with 1 conflict: conflict with {manager}: {}",
+                display_path(path)
+            );
         }
-        let mut by_manager: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        let mut by_manager: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
         for (manager, path) in &self.0 {
-            by_manager.entry(manager).or_default().push(path);
+            by_manager
+                .entry(manager)
+                .or_default()
+                .push(display_path(path));
         }
         let mut lines = Vec::new();
         for (manager, paths) in by_manager {
@@ -438,6 +445,19 @@ pub fn display_path(path: &[String]) -> String {
         }
     }
     s
+}
+
+/// The annotation `kubectl apply` (client-side) keeps its last applied configuration in.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The fields of the object's last client-side applied configuration.
+fn last_applied_fields(live: &Value, schemas: &Schemas, request: &ApplyRequest<'_>) -> FieldSet {
+    live.pointer("/metadata/annotations")
+        .and_then(|a| a.get(LAST_APPLIED))
+        .and_then(Value::as_str)
+        .and_then(|text| serde_json::from_str::<Value>(text).ok())
+        .map(|config| leaves(&config, schemas, request.root, request.without_status))
+        .unwrap_or_default()
 }
 
 /// What an apply needs besides the objects.
@@ -490,11 +510,17 @@ pub fn apply(
                     } else {
                         *path
                     };
-                    conflicts.push((m.describe(), display_path(shown)));
+                    conflicts.push((m.describe(), shown.clone()));
                 }
             }
         }
-        if !conflicts.is_empty() {
+        // kubectl moving from client-side apply takes over what its last client-side apply
+        // set (kube-apiserver's lastAppliedManager).
+        let allowed = match request.manager {
+            "kubectl" => last_applied_fields(live, schemas, request),
+            _ => FieldSet::new(),
+        };
+        if !conflicts.iter().all(|(_, path)| allowed.contains(path)) {
             return Err(Conflicts(conflicts));
         }
     }
@@ -526,6 +552,23 @@ pub fn apply(
         map.remove("status");
     }
     merge(&mut result, &body, schema, schemas);
+    // kubectl's server-side applies keep an existing client-side annotation current, so a
+    // later client-side apply diffs against what was applied last (lastAppliedUpdater).
+    if request.manager == "kubectl" {
+        if let Some(annotation) = result
+            .pointer_mut("/metadata/annotations")
+            .and_then(|a| a.get_mut(LAST_APPLIED))
+        {
+            let mut config = applied.clone();
+            if let Some(annotations) = config
+                .pointer_mut("/metadata/annotations")
+                .and_then(Value::as_object_mut)
+            {
+                annotations.remove(LAST_APPLIED);
+            }
+            *annotation = json!(config.to_string());
+        }
+    }
     // Forced: the other managers lose what the applier changed.
     for (i, m) in managers.iter_mut().enumerate() {
         if Some(i) != mine {
@@ -614,4 +657,44 @@ pub fn track_update(old: &Value, new: &mut Value, request: &UpdateRequest<'_>, s
         }
     }
     set_managers(new, &managers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(segments: &[&str]) -> FieldPath {
+        segments.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn paths_print_as_kubernetes_does() {
+        let image = path(&["f:spec", "f:containers", r#"k:{"name":"c"}"#, "f:image"]);
+        assert_eq!(display_path(&image), r#".spec.containers[name="c"].image"#);
+        let finalizer = path(&["f:metadata", "f:finalizers", r#"v:"x""#]);
+        assert_eq!(display_path(&finalizer), r#".metadata.finalizers[="x"]"#);
+    }
+
+    #[test]
+    fn conflicts_group_by_manager() {
+        let conflicts = Conflicts(vec![
+            (r#""b""#.into(), path(&["f:data", "f:x"])),
+            (r#""a" using v1"#.into(), path(&["f:data", "f:y"])),
+            (r#""a" using v1"#.into(), path(&["f:data", "f:z"])),
+        ]);
+        assert_eq!(
+            conflicts.message(),
+            "Apply failed with 3 conflicts: conflicts with \"a\" using v1:\n- .data.y\n- .data.z\nconflicts with \"b\":\n- .data.x"
+        );
+    }
+
+    #[test]
+    fn dropped_keyed_items_are_removed() {
+        let mut obj = json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
+        remove_at(
+            &mut obj,
+            &path(&["f:spec", "f:containers", r#"k:{"name":"a"}"#, "."]),
+        );
+        assert_eq!(obj, json!({"spec": {"containers": [{"name": "b"}]}}));
+    }
 }

@@ -185,6 +185,48 @@ fn scenario(kubectl: &Path) {
         "get deployment",
     );
     assert_eq!(out, "1 busybox:2");
+
+    // An object kubectl applied client-side moves to server-side apply: kubectl hands the
+    // client-side applier's fields to its applier by patching managedFields, so changing
+    // them server-side is no conflict.
+    let client_side = s.write(
+        "client-side.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: moved}\ndata: {k: '1'}\n",
+    );
+    ok(
+        s.kubectl(kubectl, &["apply", "-f", client_side.to_str().unwrap()]),
+        "client-side apply",
+    );
+    let server_side = s.write(
+        "server-side.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: moved}\ndata: {k: '2'}\n",
+    );
+    ok(
+        apply(&server_side, &[]),
+        "server-side apply after client-side",
+    );
+    let out = ok(
+        s.kubectl(
+            kubectl,
+            &["get", "configmap", "moved", "-o", "jsonpath={.data.k}"],
+        ),
+        "get moved",
+    );
+    assert_eq!(out, "2");
+    let annotation = ok(
+        s.kubectl(
+            kubectl,
+            &[
+                "get",
+                "configmap",
+                "moved",
+                "-o",
+                r#"jsonpath={.metadata.annotations.kubectl\.kubernetes\.io/last-applied-configuration}"#,
+            ],
+        ),
+        "get moved",
+    );
+    assert!(annotation.contains(r#""k":"2""#), "{annotation}");
 }
 
 #[test]

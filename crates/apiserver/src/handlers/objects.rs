@@ -641,17 +641,8 @@ impl Ctx<'_> {
             Some("true") => true,
             Some(other) => return Err(ApiError::bad_request(format!("invalid force {other:?}"))),
         };
-        let applied: Value = serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "error decoding YAML: skiff reads apply configurations as JSON: {e}"
-            ))
-        })?;
-        if !applied.is_object() {
-            return Err(ApiError::bad_request(
-                "error decoding YAML: the apply configuration must be an object",
-            ));
-        }
-        let applied = self.parse_body(&serde_json::to_vec(&applied).unwrap_or_default())?;
+        // kubectl sends apply configurations as JSON, which is YAML too.
+        let applied = self.parse_body(body)?;
         // Not normalized: defaults of the typed kind would claim fields the applier never set.
         let warnings = self.check_unknown_fields(&applied)?;
         if str_at(&applied, "/metadata/name") != self.info.name {
@@ -676,7 +667,7 @@ impl Ctx<'_> {
             let causes: Vec<Value> = c
                 .0
                 .iter()
-                .map(|(m, path)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m}"), "field": path}))
+                .map(|(m, path)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m}"), "field": crate::apply::display_path(path)}))
                 .collect();
             ApiError::new(409, "Conflict", c.message()).with_details(json!({"causes": causes}))
         };
