@@ -5,6 +5,11 @@
 //!
 //! An owner missing from the graph may just not have been listed yet, so absence is
 //! confirmed with a live GET before anything is deleted, as `attemptToDeleteItem` does.
+//!
+//! Owners being deleted with the `orphan` finalizer get their dependents' references to
+//! them removed, then the finalizer; with `foregroundDeletion`, their dependents are
+//! deleted first and the finalizer goes once none is left. Both are level-triggered:
+//! every event about the owner or one of its dependents re-runs the step.
 
 use std::collections::{HashMap, HashSet};
 
@@ -40,7 +45,15 @@ struct Node {
     namespace: Option<String>,
     name: String,
     owners: Vec<OwnerReference>,
+    /// The deletion finalizer the garbage collector must act on, if the object is being
+    /// deleted with one.
+    finalizing: Option<&'static str>,
 }
+
+/// The finalizer of orphan propagation.
+const ORPHAN: &str = "orphan";
+/// The finalizer of foreground propagation.
+const FOREGROUND: &str = "foregroundDeletion";
 
 enum Input {
     Event(usize, Box<watcher::Event<DynamicObject>>),
@@ -119,7 +132,16 @@ impl Collector {
                 }
                 watcher::Event::Delete(obj) => {
                     if let Some(uid) = obj.metadata.uid.clone() {
+                        // An owner waiting for its dependents may now be done.
+                        let owners: Vec<String> = self
+                            .nodes
+                            .get(&uid)
+                            .map(|n| n.owners.iter().map(|o| o.uid.clone()).collect())
+                            .unwrap_or_default();
                         self.remove(&uid);
+                        for owner in owners {
+                            self.finalize(&owner);
+                        }
                         let dependents: Vec<String> = self
                             .dependents
                             .get(&uid)
@@ -154,6 +176,17 @@ impl Collector {
                 .insert(uid.clone());
         }
         let dangling = owners.iter().any(|o| !self.nodes.contains_key(&o.uid));
+        let finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
+        let finalizing = if obj.metadata.deletion_timestamp.is_none() {
+            None
+        } else if finalizers.iter().any(|f| f == ORPHAN) {
+            Some(ORPHAN)
+        } else if finalizers.iter().any(|f| f == FOREGROUND) {
+            Some(FOREGROUND)
+        } else {
+            None
+        };
+        let owner_uids: Vec<String> = owners.iter().map(|o| o.uid.clone()).collect();
         self.nodes.insert(
             uid.clone(),
             Node {
@@ -161,11 +194,52 @@ impl Collector {
                 namespace: obj.metadata.namespace.clone(),
                 name: obj.metadata.name.clone().unwrap_or_default(),
                 owners,
+                finalizing,
             },
         );
         if dangling && obj.metadata.deletion_timestamp.is_none() {
             self.check(&uid);
         }
+        if finalizing.is_some() {
+            self.finalize(&uid);
+        }
+        // A dependent that changed (e.g. lost its reference) may release its owner.
+        for owner in owner_uids {
+            if self
+                .nodes
+                .get(&owner)
+                .is_some_and(|n| n.finalizing.is_some())
+            {
+                self.finalize(&owner);
+            }
+        }
+    }
+
+    /// Runs one step of orphan or foreground propagation for an owner being deleted.
+    fn finalize(&mut self, uid: &str) {
+        let Some(owner) = self.nodes.get(uid).cloned() else {
+            return;
+        };
+        let Some(finalizer) = owner.finalizing else {
+            return;
+        };
+        let dependents: Vec<Node> = self
+            .dependents
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| self.nodes.get(d).cloned())
+            .collect();
+        let client = self.client.clone();
+        let resources = self.resources.clone();
+        let uid = uid.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) =
+                propagate(&client, &resources, &uid, &owner, finalizer, &dependents).await
+            {
+                tracing::debug!("{finalizer} deletion of {}: {e}", owner.name);
+            }
+        });
     }
 
     fn remove(&mut self, uid: &str) {
@@ -208,6 +282,89 @@ impl Collector {
             }
             let _ = tx.send(Input::Checked(uid));
         });
+    }
+}
+
+fn api_for(client: &Client, resources: &[Resource], node: &Node) -> Api<DynamicObject> {
+    let r = &resources[node.resource];
+    match &node.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &r.api),
+        None => Api::all_with(client.clone(), &r.api),
+    }
+}
+
+/// Orphan: drop the references to the owner, then the finalizer. Foreground: delete the
+/// dependents, and drop the finalizer once there are none.
+async fn propagate(
+    client: &Client,
+    resources: &[Resource],
+    owner_uid: &str,
+    owner: &Node,
+    finalizer: &str,
+    dependents: &[Node],
+) -> Result<(), kube::Error> {
+    for dependent in dependents {
+        let api = api_for(client, resources, dependent);
+        if finalizer == ORPHAN {
+            let remaining: Vec<&OwnerReference> = dependent
+                .owners
+                .iter()
+                .filter(|o| o.uid != owner_uid)
+                .collect();
+            let patch = json!({"metadata": {"ownerReferences": remaining}});
+            match api
+                .patch(
+                    &dependent.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            match api
+                .delete(&dependent.name, &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if finalizer == FOREGROUND && !dependents.is_empty() {
+        // Done when the last dependent's deletion event arrives.
+        return Ok(());
+    }
+    let api = api_for(client, resources, owner);
+    let Some(current) = api.get_opt(&owner.name).await? else {
+        return Ok(());
+    };
+    if current.metadata.uid.as_deref() != Some(owner_uid) {
+        return Ok(());
+    }
+    let finalizers: Vec<String> = current
+        .metadata
+        .finalizers
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| f != finalizer)
+        .collect();
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": current.metadata.resource_version,
+    }});
+    match api
+        .patch(&owner.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Changed meanwhile (409) or gone (404): the next event re-runs this step.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -308,3 +308,53 @@ fn deleting_a_deployment_collects_its_replicasets_and_pods() {
             .is_empty()
     });
 }
+
+#[test]
+fn cascade_foreground_and_orphan_deletion() {
+    let c = Cluster::start(2);
+    create_deployment(&c, "fg", "busybox", 2);
+    c.ok(&["rollout", "status", "deployment/fg", "--timeout=60s"]);
+    // Foreground: kubectl waits until the dependents are gone, then the owner.
+    c.ok(&[
+        "delete",
+        "deployment",
+        "fg",
+        "--cascade=foreground",
+        "--timeout=60s",
+    ]);
+    assert!(c
+        .ok(&["get", "rs", "-l", "app=fg", "-o", "name"])
+        .trim()
+        .is_empty());
+    c.wait_for("pods collected", TIMEOUT, || {
+        c.ok(&["get", "pods", "-l", "app=fg", "-o", "name"])
+            .trim()
+            .is_empty()
+    });
+
+    create_deployment(&c, "orph", "busybox", 2);
+    c.ok(&["rollout", "status", "deployment/orph", "--timeout=60s"]);
+    // Orphan: the ReplicaSet and its pods stay, without the reference to the deployment.
+    c.ok(&[
+        "delete",
+        "deployment",
+        "orph",
+        "--cascade=orphan",
+        "--timeout=60s",
+    ]);
+    let owners = c.ok(&[
+        "get",
+        "rs",
+        "-l",
+        "app=orph",
+        "-o",
+        "jsonpath={.items[*].metadata.ownerReferences}",
+    ]);
+    assert!(!owners.contains("Deployment"), "{owners}");
+    assert_eq!(
+        c.ok(&["get", "rs", "-l", "app=orph", "-o", "name"])
+            .lines()
+            .count(),
+        1
+    );
+}
