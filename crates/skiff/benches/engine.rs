@@ -135,6 +135,13 @@ fn main() {
         serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     spec["process"]["args"] = serde_json::json!(["/bin/true"]);
     spec["process"]["terminal"] = serde_json::json!(false);
+    // The same seccomp profile skiff applies, so both runtimes do the same work
+    // (`runc spec` and umoci's bundles come without one).
+    let caps: Vec<String> = skiff_runtime::capabilities::DEFAULT_CAPABILITIES
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    spec["linux"]["seccomp"] = skiff_runtime::seccomp::default_profile(&caps);
     std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
     let runc_root = b.dir.path().join("runc-state");
     let runc = if have("runc") {
