@@ -147,6 +147,12 @@ impl Engine {
         handle.next_report().map_err(start_failed)?;
         let mut stream = std::os::unix::net::UnixStream::connect(&attach_socket)
             .map_err(EngineError::io("attaching to the container"))?;
+        // The shim holds the container until its first client says `Start`.
+        std::io::Write::write_all(
+            &mut stream,
+            &skiff_runtime::attach::encode(skiff_runtime::attach::FrameKind::Start, &[]),
+        )
+        .map_err(EngineError::io("starting the container"))?;
         handle.next_report().map_err(start_failed)?;
         let status = pump_output(&mut stream, sink)
             .map_err(EngineError::io("reading the container's output"))?;
