@@ -67,6 +67,13 @@ struct Bench {
     dir: tempfile::TempDir,
 }
 
+impl Drop for Bench {
+    fn drop(&mut self) {
+        // Bridges and nftables tables live outside the temp dir: remove them.
+        let _ = self.skiff(&["system", "reset", "-f"]).output();
+    }
+}
+
 impl Bench {
     fn root(&self) -> PathBuf {
         self.dir.path().join("skiff")
