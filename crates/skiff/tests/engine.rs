@@ -178,32 +178,12 @@ fn run_with_stdin_and_tty() {
     child.stdin.take().unwrap().write_all(b"hi\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got hi\n");
-    // A terminal: `script` gives skiff a pty, as a user's shell would.
-    let cmd = format!(
-        "{} --root {} run --rm -it busybox tty",
-        common::skiff_bin().display(),
-        s.root.path().display()
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::piped())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    // A terminal, as from a user's shell.
+    let (_, text) = s.in_terminal("run --rm -it busybox tty");
     assert!(text.contains("/dev/pts/0"), "{text}");
     // exec -it gets its own terminal in the container.
     s.ok(&["run", "-d", "--name", "term", "busybox", "sleep", "30"]);
-    let cmd = format!(
-        "{} --root {} exec -it term sh -c 'tty; stty size'",
-        common::skiff_bin().display(),
-        s.root.path().display()
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::piped())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, text) = s.in_terminal("exec -it term sh -c 'tty; stty size'");
     assert!(text.contains("/dev/pts/"), "{text}");
 }
 

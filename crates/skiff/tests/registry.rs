@@ -192,18 +192,8 @@ fn pull_shows_progress_bars_on_a_terminal_only() {
 
     // Through a pseudo-terminal (as a user's shell): bars are drawn.
     let user = Skiff::new();
-    let cmd = format!(
-        "{} --root {} pull {image}",
-        common::skiff_bin().display(),
-        user.root.path().display()
-    );
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::piped())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = user.in_terminal(&format!("pull {image}"));
+    assert!(ok, "{text}");
     assert!(text.contains('[') && text.contains("Complete"), "{text}");
 
     // Piped: no bars, no escape sequences.

@@ -118,6 +118,26 @@ impl Skiff {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// Runs `skiff ARGS` (a shell word list) on a pseudo-terminal, as from a
+    /// user's shell (`script` provides the pty); returns success and output.
+    pub fn in_terminal(&self, args: &str) -> (bool, String) {
+        let cmd = format!(
+            "{} --root {} {args}",
+            skiff_bin().display(),
+            self.root.path().display()
+        );
+        let out = Command::new("script")
+            .env("SKIFF_DEFAULT_SUBNET", self.subnet())
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::piped())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    }
+
     /// Runs skiff, expecting exit `code`; returns (stdout, stderr).
     pub fn code(&self, code: i32, args: &[&str]) -> (String, String) {
         let out = self.run(args);
