@@ -11,6 +11,7 @@
 //!   [`cache`]: the reflector mirroring some of them for the server's own controllers;
 //! - [`handlers`]: the HTTP layer; [`server`]: TLS, listener and startup.
 
+pub mod admission;
 pub mod apply;
 pub mod authn;
 pub mod authz;

@@ -355,6 +355,7 @@ impl Api {
             def,
             info: &info,
             query,
+            user: &user,
             representation,
             manager,
         };

@@ -8,6 +8,8 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 
 use super::{Api, Reply};
+use crate::admission::{self, Attributes, Operation};
+use crate::authn::UserInfo;
 use crate::kinds::str_at;
 use crate::patch::{self, PatchType, PATCH_MEDIA_TYPES};
 use crate::registry::ResourceDef;
@@ -31,6 +33,8 @@ pub(crate) struct Ctx<'a> {
     pub def: &'static ResourceDef,
     pub info: &'a RequestInfo,
     pub query: &'a Query,
+    /// Who makes the request (admission plugins and webhooks see it).
+    pub user: &'a UserInfo,
     pub representation: Representation,
     /// Who writes: `fieldManager`, else the client's User-Agent up to its first `/`.
     pub manager: String,
@@ -413,6 +417,25 @@ impl Ctx<'_> {
         }
     }
 
+    /// What admission plugins know of this request, writing the object `name`.
+    fn admission_attributes<'b>(
+        &'b self,
+        operation: Operation,
+        name: &'b str,
+        old: Option<&'b Value>,
+    ) -> ApiResult<Attributes<'b>> {
+        Ok(Attributes {
+            operation,
+            def: self.def,
+            namespace: self.namespace(),
+            name,
+            subresource: &self.info.subresource,
+            user: self.user,
+            dry_run: self.dry_run()?,
+            old,
+        })
+    }
+
     pub(crate) async fn create(&self, body: &[u8]) -> ApiResult<Reply> {
         if !self.info.name.is_empty() || !self.info.subresource.is_empty() {
             return Err(ApiError::method_not_supported());
@@ -501,9 +524,17 @@ impl Ctx<'_> {
         }
         let name = str_at(&obj, "/metadata/name").to_owned();
         self.check_namespace(&name).await?;
-        if self.def.group.is_empty() && self.def.kind == "Pod" {
-            crate::serviceaccount::admit_pod(&self.api.storage, &mut obj).await?;
+        let mut warnings = warnings;
+        let attrs = self.admission_attributes(Operation::Create, &name, None)?;
+        admission::mutate(self.api, &attrs, &mut obj, &mut warnings).await?;
+        // Mutating plugins may have changed anything: default and validate again.
+        self.def.strategy.default(&mut obj);
+        let mut errs = self.validate_meta(&obj);
+        errs.extend(self.def.strategy.validate(&obj));
+        if !errs.is_empty() {
+            return Err(self.invalid(&obj, &errs));
         }
+        admission::validate(self.api, &attrs, &obj, &mut warnings).await?;
         if self.dry_run()? {
             return Ok(Reply::json(StatusCode::CREATED, obj).with_warnings(warnings));
         }
@@ -771,6 +802,11 @@ impl Ctx<'_> {
             meta.insert("managedFields".into(), managed.clone());
         }
         self.def.strategy.default(&mut obj);
+        let mut warnings = Vec::new();
+        let name = self.info.name.clone();
+        let attrs = self.admission_attributes(Operation::Update, &name, Some(&old))?;
+        admission::mutate(self.api, &attrs, &mut obj, &mut warnings).await?;
+        self.def.strategy.default(&mut obj);
 
         let mut errs = self.validate_meta(&obj);
         errs.extend(self.def.strategy.validate(&obj));
@@ -790,8 +826,9 @@ impl Ctx<'_> {
         }
         if obj == old {
             // Nothing changed: no write, no watch event (as Kubernetes' GuaranteedUpdate).
-            return Ok(Reply::ok(self.render_one(obj)));
+            return Ok(Reply::ok(self.render_one(obj)).with_warnings(warnings));
         }
+        admission::validate(self.api, &attrs, &obj, &mut warnings).await?;
         if !tracked {
             let mut base = old.clone();
             base["metadata"]["managedFields"] = obj
@@ -801,9 +838,8 @@ impl Ctx<'_> {
             self.track_update(&base, &mut obj);
         }
         if self.dry_run()? {
-            return Ok(Reply::ok(obj));
+            return Ok(Reply::ok(obj).with_warnings(warnings));
         }
-        let name = self.info.name.clone();
         // Removing the last finalizer of an object being deleted completes the deletion.
         if obj.pointer("/metadata/deletionTimestamp").is_some()
             && crate::kinds::array_at(&obj, "/metadata/finalizers").is_empty()
@@ -821,14 +857,14 @@ impl Ctx<'_> {
                 .storage
                 .delete(self.def, self.namespace(), &name, revision)
                 .await?;
-            return Ok(Reply::ok(updated));
+            return Ok(Reply::ok(updated).with_warnings(warnings));
         }
         let updated = self
             .api
             .storage
             .update(self.def, self.namespace(), &name, &obj, revision)
             .await?;
-        Ok(Reply::ok(updated))
+        Ok(Reply::ok(updated).with_warnings(warnings))
     }
 
     /// Writes `new` over `old` as an update of the main resource would (defaulting,
@@ -933,6 +969,10 @@ impl Ctx<'_> {
                     )));
                 }
             }
+            if obj.pointer("/metadata/deletionTimestamp").is_none() {
+                let attrs = self.admission_attributes(Operation::Delete, name, Some(&obj))?;
+                admission::validate(self.api, &attrs, &obj, &mut Vec::new()).await?;
+            }
             let grace = options.get("gracePeriodSeconds").and_then(Value::as_i64);
             let finalizers = gc_finalizers(&obj, options);
             let graceful = self.def.strategy.graceful_delete(&obj, grace);
@@ -1010,6 +1050,7 @@ impl Ctx<'_> {
                     ..self.info.clone()
                 },
                 query: self.query,
+                user: self.user,
                 representation: Representation::Object,
                 manager: self.manager.clone(),
             };

@@ -73,6 +73,8 @@ pub(crate) async fn watch(
     let include = IncludeObject::parse(query.get("includeObject"));
 
     // Where to start, and the objects to replay first.
+    // Reads need no user: the request was authorized before it got here.
+    let nobody = crate::authn::UserInfo::anonymous();
     let requested = query.non_empty("resourceVersion").filter(|rv| *rv != "0");
     let (initial, start) = match requested {
         Some(rv) => (Vec::new(), parse_resource_version(rv)?),
@@ -86,6 +88,7 @@ pub(crate) async fn watch(
                 def,
                 info: &info_for_list(&info),
                 query: &list_query,
+                user: &nobody,
                 representation: Representation::Object,
                 manager: String::new(),
             };
@@ -103,6 +106,7 @@ pub(crate) async fn watch(
     let render_info = info_for_list(&info);
     let api_task = api.clone();
     tokio::spawn(async move {
+        let nobody = crate::authn::UserInfo::anonymous();
         let render = |kind: &str, obj: Value| -> Bytes {
             let object = match representation {
                 Representation::Table if kind != "BOOKMARK" && kind != "ERROR" => {
@@ -111,6 +115,7 @@ pub(crate) async fn watch(
                         def,
                         info: &render_info,
                         query: &Query::default(),
+                        user: &nobody,
                         representation: Representation::Table,
                         manager: String::new(),
                     };
