@@ -77,8 +77,49 @@ fn is_executable(path: &Path) -> bool {
     nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
 }
 
+/// Gives the container's first process default signal dispositions and an empty signal
+/// mask, as a fresh process would have: the shim, a Rust program, ignores SIGPIPE, and
+/// ignored signals survive exec (a workload writing to a closed pipe must die of SIGPIPE,
+/// not see EPIPE).
+fn reset_signals() {
+    for signum in 1..=64 {
+        if signum == libc::SIGKILL || signum == libc::SIGSTOP {
+            continue;
+        }
+        // The raw system call: the C library's wrapper refuses the signals it reserves
+        // (32 and 33), which must be reset too.
+        let action = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: a valid kernel sigaction struct of the size passed; no old action read.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signum,
+                &action as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            );
+        }
+    }
+    let _ = signal::SigSet::empty().thread_set_mask();
+}
+
+/// The kernel's `struct sigaction` (x86_64 and aarch64 layout).
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
 impl Executor for Workload {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        reset_signals();
         if is_pause(spec) {
             run_pause();
         }
