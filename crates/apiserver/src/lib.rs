@@ -4,9 +4,10 @@
 //! - [`pki`], [`authn`], [`authz`], [`rbac`], [`serviceaccount`]: who may talk to the server
 //!   and what they may do (x509 and service account tokens, RBAC with the default policy);
 //! - [`registry`] and [`kinds`]: the table of served resources and their strategies;
-//! - [`schema`], [`validation`], [`selector`], [`patch`], [`apply`], [`table`]: the API machinery the
-//!   generic handlers use (OpenAPI definitions, field errors, selectors, patch formats,
-//!   server-side printing);
+//!   [`crd`]: the rows CustomResourceDefinitions add to it at run time;
+//! - [`schema`], [`validation`], [`selector`], [`patch`], [`apply`], [`table`], [`quantity`]:
+//!   the API machinery the generic handlers use (OpenAPI definitions, field errors,
+//!   selectors, patch formats, server-side printing, resource quantities);
 //! - [`storage`]: objects in a [`skiff_store::Store`] under Kubernetes' key layout;
 //!   [`cache`]: the reflector mirroring some of them for the server's own controllers;
 //! - [`handlers`]: the HTTP layer; [`server`]: TLS, listener and startup.
@@ -16,11 +17,14 @@ pub mod apply;
 pub mod authn;
 pub mod authz;
 pub mod cache;
+pub mod crd;
 pub mod handlers;
 pub mod kinds;
+pub mod metrics;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
+pub mod quantity;
 pub mod rbac;
 pub mod registry;
 pub mod request;

@@ -5,6 +5,9 @@
 //! [`Strategy`] with its defaulting, validation and table columns (Kubernetes' `rest.Strategy`
 //! and `TableConvertor`, reduced to what skiff serves).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -69,6 +72,8 @@ pub struct ResourceDef {
     pub scale_subresource: bool,
     /// Decodes the kind's protobuf message (client-go's typed clients send protobuf).
     pub protobuf: crate::protobuf::Decoder,
+    /// The CustomResourceDefinition version this row serves; `None` for built-in kinds.
+    pub custom: Option<&'static crate::crd::CustomResource>,
 }
 
 /// Verbs of resources that only accept a request and answer it (reviews, TokenRequest).
@@ -108,6 +113,7 @@ where
         strategy: &Plain,
         scale_subresource: false,
         protobuf: crate::protobuf::decode_as::<P, T>,
+        custom: None,
     }
 }
 
@@ -206,6 +212,33 @@ impl ResourceDef {
     pub fn supports(&self, verb: &str) -> bool {
         self.verbs.contains(&verb)
     }
+
+    /// The name of the kind's OpenAPI definition (`io.k8s.api.core.v1.Pod`,
+    /// `com.example.v1.Widget` for custom resources).
+    pub fn definition_name(&self) -> String {
+        match self.custom {
+            Some(custom) => custom.definition.clone(),
+            None => (self.schema_name)(),
+        }
+    }
+
+    /// Converts a stored object to this row's version: custom resources are stored in their
+    /// storage version and served in any served one (conversion strategy `None` only
+    /// rewrites `apiVersion`). Built-in kinds are stored as served.
+    pub fn to_served(&self, obj: &mut Value) {
+        if self.custom.is_some() && obj.get("apiVersion").is_some() {
+            obj["apiVersion"] = Value::String(self.api_version());
+        }
+    }
+
+    /// Converts an object of this row's version to the version it is stored in.
+    pub fn to_stored(&self, obj: &mut Value) {
+        if let Some(custom) = self.custom {
+            if obj.get("apiVersion").is_some() {
+                obj["apiVersion"] = Value::String(custom.storage_api_version.clone());
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for ResourceDef {
@@ -287,41 +320,77 @@ pub fn schema_name<T: JsonSchema>() -> String {
     T::schema_name().into_owned()
 }
 
-/// The served resources, looked up by group, version and plural or kind.
+/// The served resources, looked up by group, version and plural or kind: the built-in
+/// table plus the custom resources of the CustomResourceDefinitions currently established.
 #[derive(Debug)]
 pub struct Registry {
     resources: &'static [ResourceDef],
+    /// The rows of custom resources; replaced as a whole when the CRDs change.
+    custom: RwLock<Vec<&'static ResourceDef>>,
+    /// Bumped on every change of `custom`, so caches derived from the registry (OpenAPI
+    /// documents, schemas) know to rebuild.
+    generation: AtomicU64,
 }
 
 impl Registry {
     /// A registry over a static table.
     pub const fn new(resources: &'static [ResourceDef]) -> Registry {
-        Registry { resources }
+        Registry {
+            resources,
+            custom: RwLock::new(Vec::new()),
+            generation: AtomicU64::new(0),
+        }
     }
 
-    /// Every resource.
-    pub fn all(&self) -> &'static [ResourceDef] {
-        self.resources
+    /// Every resource: built-in first, then custom ones.
+    pub fn all(&self) -> Vec<&'static ResourceDef> {
+        let mut all: Vec<&'static ResourceDef> = self.resources.iter().collect();
+        all.extend(self.custom().iter().copied());
+        all
+    }
+
+    /// The rows of custom resources.
+    pub fn custom(&self) -> std::sync::RwLockReadGuard<'_, Vec<&'static ResourceDef>> {
+        self.custom.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the rows of custom resources (what the established CRDs serve).
+    pub fn set_custom(&self, defs: Vec<&'static ResourceDef>) {
+        let mut custom = self.custom.write().unwrap_or_else(|e| e.into_inner());
+        let same = custom.len() == defs.len()
+            && custom.iter().zip(&defs).all(|(a, b)| std::ptr::eq(*a, *b));
+        if !same {
+            *custom = defs;
+            self.generation.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// How many times the custom resources changed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// The resource served at `group/version/plural`.
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
-        self.resources
-            .iter()
-            .find(|d| d.group == group && d.version == version && d.plural == plural)
+        self.find(|d| d.group == group && d.version == version && d.plural == plural)
     }
 
     /// The resource of a kind.
     pub fn by_kind(&self, group: &str, version: &str, kind: &str) -> Option<&'static ResourceDef> {
+        self.find(|d| d.group == group && d.version == version && d.kind == kind)
+    }
+
+    fn find(&self, matches: impl Fn(&ResourceDef) -> bool) -> Option<&'static ResourceDef> {
         self.resources
             .iter()
-            .find(|d| d.group == group && d.version == version && d.kind == kind)
+            .find(|d| matches(d))
+            .or_else(|| self.custom().iter().copied().find(|d| matches(d)))
     }
 
     /// The groups (core first as ""), each with its versions, in registration order.
     pub fn groups(&self) -> Vec<(&'static str, Vec<&'static str>)> {
         let mut groups: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
-        for def in self.resources {
+        for def in self.all() {
             match groups.iter_mut().find(|(g, _)| *g == def.group) {
                 Some((_, versions)) => {
                     if !versions.contains(&def.version) {
@@ -335,13 +404,15 @@ impl Registry {
     }
 
     /// The resources of one group version.
-    pub fn in_group_version<'a>(
-        &'a self,
-        group: &'a str,
-        version: &'a str,
-    ) -> impl Iterator<Item = &'static ResourceDef> + 'a {
-        self.resources
-            .iter()
-            .filter(move |d| d.group == group && d.version == version)
+    pub fn in_group_version(
+        &self,
+        group: &str,
+        version: &str,
+    ) -> impl Iterator<Item = &'static ResourceDef> {
+        self.all()
+            .into_iter()
+            .filter(|d| d.group == group && d.version == version)
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 }

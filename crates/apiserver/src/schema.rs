@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 
-use crate::registry::Registry;
+use crate::registry::{Registry, ResourceDef};
 
 /// Prefix of every `$ref` in the definitions.
 pub const REF_PREFIX: &str = "#/definitions/";
@@ -197,7 +197,12 @@ impl Schemas {
         settings.definitions_path = "/definitions".into();
         settings.meta_schema = None;
         let mut generator = settings.into_generator();
-        for def in registry.all() {
+        let builtin: Vec<_> = registry
+            .all()
+            .into_iter()
+            .filter(|d| d.custom.is_none())
+            .collect();
+        for def in &builtin {
             (def.schema)(&mut generator);
         }
         generator.subschema_for::<meta::Status>();
@@ -212,30 +217,13 @@ impl Schemas {
         let mut definitions: BTreeMap<String, Value> =
             generator.take_definitions(true).into_iter().collect();
 
-        for def in registry.all() {
+        for def in &builtin {
             let name = (def.schema_name)();
             let gvk = json!([{"group": def.group, "kind": def.kind, "version": def.version}]);
             if let Some(Value::Object(schema)) = definitions.get_mut(&name) {
                 schema.insert("x-kubernetes-group-version-kind".into(), gvk);
             }
-            let list_name = format!("{name}List");
-            let list_gvk =
-                json!([{"group": def.group, "kind": def.list_kind(), "version": def.version}]);
-            definitions.insert(
-                list_name,
-                json!({
-                    "description": format!("{}List is a list of {}.", def.kind, def.kind),
-                    "type": "object",
-                    "required": ["items"],
-                    "properties": {
-                        "apiVersion": {"description": "APIVersion defines the versioned schema of this representation of an object.", "type": "string"},
-                        "kind": {"description": "Kind is a string value representing the REST resource this object represents.", "type": "string"},
-                        "items": {"description": format!("List of {}.", def.plural), "type": "array", "items": {"$ref": format!("{REF_PREFIX}{name}")}},
-                        "metadata": {"$ref": format!("{REF_PREFIX}io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"), "description": "Standard list metadata."},
-                    },
-                    "x-kubernetes-group-version-kind": list_gvk,
-                }),
-            );
+            definitions.insert(format!("{name}List"), list_definition(def, &name));
         }
         if let Some(Value::Object(status)) =
             definitions.get_mut("io.k8s.apimachinery.pkg.apis.meta.v1.Status")
@@ -261,6 +249,18 @@ impl Schemas {
                 property.insert("x-kubernetes-list-type".into(), json!("map"));
                 property.insert("x-kubernetes-list-map-keys".into(), json!([key]));
             }
+        }
+        Schemas { definitions }
+    }
+
+    /// These definitions plus those of the custom resources `defs` (their kinds and lists).
+    pub fn with_custom(&self, defs: &[&ResourceDef]) -> Schemas {
+        let mut definitions = self.definitions.clone();
+        for def in defs {
+            let Some(custom) = def.custom else { continue };
+            let name = def.definition_name();
+            definitions.insert(name.clone(), custom.openapi_definition(def));
+            definitions.insert(format!("{name}List"), list_definition(def, &name));
         }
         Schemas { definitions }
     }
@@ -352,6 +352,22 @@ impl Schemas {
             _ => {}
         }
     }
+}
+
+/// The definition of the list kind of `def`, whose items are definition `name`.
+fn list_definition(def: &ResourceDef, name: &str) -> Value {
+    json!({
+        "description": format!("{}List is a list of {}.", def.kind, def.kind),
+        "type": "object",
+        "required": ["items"],
+        "properties": {
+            "apiVersion": {"description": "APIVersion defines the versioned schema of this representation of an object.", "type": "string"},
+            "kind": {"description": "Kind is a string value representing the REST resource this object represents.", "type": "string"},
+            "items": {"description": format!("List of {}.", def.plural), "type": "array", "items": {"$ref": format!("{REF_PREFIX}{name}")}},
+            "metadata": {"$ref": format!("{REF_PREFIX}io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta"), "description": "Standard list metadata."},
+        },
+        "x-kubernetes-group-version-kind": [{"group": def.group, "kind": def.list_kind(), "version": def.version}],
+    })
 }
 
 /// The patch strategy of a property schema: (strategies, merge key).

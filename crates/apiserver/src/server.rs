@@ -25,11 +25,12 @@ use tokio_rustls::TlsAcceptor;
 use crate::authn::UserInfo;
 use crate::authz::{Chain, Masters, PublicInfo};
 use crate::cache::Reflector;
+use crate::crd;
 use crate::handlers::{Api, Security};
-use crate::kinds::{INITIAL_NAMESPACES, RBAC, REGISTRY, SYSTEM_PRIORITY_CLASSES};
+use crate::kinds::{INITIAL_NAMESPACES, RBAC, REGISTRY, RESOURCES, SYSTEM_PRIORITY_CLASSES};
 use crate::pki::{self, Pki, PkiError};
 use crate::rbac::{self, rbac_defs, Rbac};
-use crate::registry::ResourceDef;
+use crate::registry::{Registry, ResourceDef};
 use crate::serviceaccount::{self, TokenError, TokenIssuer};
 use crate::storage::{Storage, SECRETS_PREFIX};
 
@@ -141,7 +142,12 @@ impl Server {
         for kind in ["Namespace", "ServiceAccount", "ConfigMap"] {
             mirrored.extend(REGISTRY.by_kind("", "v1", kind));
         }
+        mirrored.push(crd::crd_def());
         let reflector = Reflector::start(storage.clone(), mirrored).await;
+        // Each server has its own registry: the custom rows depend on its store.
+        let registry: &'static Registry = Box::leak(Box::new(Registry::new(RESOURCES)));
+        let mut crd_rows = crd::controller::RowCache::new();
+        crd::controller::reconcile(&storage, &reflector, registry, &mut crd_rows).await;
         let rbac = Arc::new(Rbac::new(reflector.clone()));
         let authorizer = Chain(vec![
             Box::new(PublicInfo),
@@ -155,7 +161,7 @@ impl Server {
         };
         let api = Arc::new(Api::new(
             storage.clone(),
-            &REGISTRY,
+            registry,
             Box::new(authorizer),
             security,
             server_address,
@@ -166,7 +172,14 @@ impl Server {
                 reflector.clone(),
                 pki.ca.cert_pem.clone(),
             )),
-            tokio::spawn(rbac::run_aggregation(storage, reflector)),
+            tokio::spawn(crd::controller::run(
+                storage.clone(),
+                reflector.clone(),
+                registry,
+                crd_rows,
+            )),
+            tokio::spawn(rbac::run_aggregation(storage.clone(), reflector)),
+            tokio::spawn(crate::admission::run_quota_controller(storage)),
         ];
 
         let acceptor = TlsAcceptor::from(Arc::new(tls_config(&pki)?));

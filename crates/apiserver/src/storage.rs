@@ -76,8 +76,10 @@ impl Storage {
         Ok(obj)
     }
 
-    fn encode(obj: &Value) -> ApiResult<Vec<u8>> {
+    /// Encodes an object for the store, in the version its resource is stored in.
+    fn encode(def: &ResourceDef, obj: &Value) -> ApiResult<Vec<u8>> {
         let mut obj = obj.clone();
+        def.to_stored(&mut obj);
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
             meta.remove("selfLink");
@@ -111,7 +113,7 @@ impl Storage {
         obj: &Value,
     ) -> ApiResult<Value> {
         let key = Storage::key(def, namespace, name);
-        match self.store.create(&key, Storage::encode(obj)?).await {
+        match self.store.create(&key, Storage::encode(def, obj)?).await {
             Ok(revision) => {
                 let mut out = obj.clone();
                 set_resource_version(&mut out, revision);
@@ -134,7 +136,7 @@ impl Storage {
         let key = Storage::key(def, namespace, name);
         match self
             .store
-            .update(&key, Storage::encode(obj)?, expected)
+            .update(&key, Storage::encode(def, obj)?, expected)
             .await
         {
             Ok(revision) => {

@@ -20,6 +20,7 @@ use crate::registry::ResourceDef;
 use crate::status::ApiResult;
 
 pub use podsecurity::Level;
+pub use quota::run_controller as run_quota_controller;
 
 /// The operation being admitted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,4 +100,49 @@ pub(crate) async fn validate(
     // Quota last: it charges usage, so only writes every other plugin accepted count.
     quota::admit(api, attrs, obj).await?;
     Ok(())
+}
+
+/// The 403 a plugin refuses a write with, as `admission.NewForbidden`:
+/// `pods "p" is forbidden: <why>`.
+pub(crate) fn forbidden(attrs: &Attributes<'_>, obj: &Value, why: &str) -> crate::status::ApiError {
+    let meta = |field: &str| {
+        obj.pointer(&format!("/metadata/{field}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    };
+    let name = [attrs.name, meta("name"), meta("generateName")]
+        .into_iter()
+        .find(|n| !n.is_empty())
+        .unwrap_or("Unknown");
+    crate::status::ApiError::forbidden(format!(
+        "{} \"{name}\" is forbidden: {why}",
+        attrs.def.qualified()
+    ))
+    .with_details(
+        serde_json::json!({"name": name, "group": attrs.def.group, "kind": attrs.def.plural}),
+    )
+}
+
+/// Every stored object of `def` in `namespace` (in all namespaces when "").
+pub(crate) async fn list_all(
+    storage: &crate::storage::Storage,
+    def: &ResourceDef,
+    namespace: &str,
+) -> ApiResult<Vec<Value>> {
+    let namespace = Some(namespace).filter(|ns| !ns.is_empty());
+    let prefix = crate::storage::Storage::prefix(def, namespace);
+    let mut items = Vec::new();
+    let mut after: Option<String> = None;
+    let mut revision = None;
+    loop {
+        let page = storage
+            .list(&prefix, revision, Some(500), after.as_deref())
+            .await?;
+        revision = Some(page.revision);
+        after = page.items.last().map(|(key, _)| key.clone());
+        items.extend(page.items.into_iter().map(|(_, obj)| obj));
+        if !page.more || after.is_none() {
+            return Ok(items);
+        }
+    }
 }

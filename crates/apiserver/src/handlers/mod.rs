@@ -10,7 +10,7 @@ mod subresources;
 mod watch;
 
 use std::convert::Infallible;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -52,10 +52,16 @@ pub struct Api {
     rbac: Arc<Rbac>,
     reflector: Arc<Reflector>,
     tokens: Arc<TokenIssuer>,
-    schemas: OnceLock<Arc<Schemas>>,
-    openapi: OnceLock<openapi::Documents>,
+    /// The definitions of the built-in kinds, generated on first use.
+    builtin_schemas: OnceLock<Arc<Schemas>>,
+    /// The definitions with those of custom resources, for one registry generation.
+    schemas: Mutex<Option<(u64, Arc<Schemas>)>>,
+    /// The OpenAPI documents, for one registry generation.
+    openapi: Mutex<Option<(u64, Arc<openapi::Documents>)>>,
     /// `host:port` clients reach the server at (discovery's serverAddressByClientCIDRs).
     server_address: String,
+    /// Request and storage metrics (`/metrics`).
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Api {
@@ -119,8 +125,9 @@ impl Reply {
         self
     }
 
+    /// Adds warnings (decoding's come after admission's of an update: both are kept).
     fn with_warnings(mut self, warnings: Vec<String>) -> Reply {
-        self.warnings = warnings;
+        self.warnings.extend(warnings);
         self
     }
 
@@ -180,16 +187,49 @@ impl Api {
             rbac: security.rbac,
             reflector: security.reflector,
             tokens: security.tokens,
-            schemas: OnceLock::new(),
-            openapi: OnceLock::new(),
+            builtin_schemas: OnceLock::new(),
+            schemas: Mutex::new(None),
+            openapi: Mutex::new(None),
             server_address,
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 
-    /// The schemas, generated on first use (they are not needed to become ready).
-    pub(crate) fn schemas(&self) -> &Arc<Schemas> {
-        self.schemas
-            .get_or_init(|| Arc::new(Schemas::generate(self.registry)))
+    /// The schemas, generated on first use (they are not needed to become ready) and again
+    /// whenever the custom resources served change.
+    pub(crate) fn schemas(&self) -> Arc<Schemas> {
+        let builtin = self
+            .builtin_schemas
+            .get_or_init(|| Arc::new(Schemas::generate(self.registry)));
+        let generation = self.registry.generation();
+        let mut cached = self.schemas.lock().unwrap_or_else(|e| e.into_inner());
+        match cached.as_ref() {
+            Some((g, schemas)) if *g == generation => schemas.clone(),
+            _ => {
+                let custom = self.registry.custom().clone();
+                let schemas = if custom.is_empty() {
+                    builtin.clone()
+                } else {
+                    Arc::new(builtin.with_custom(&custom))
+                };
+                *cached = Some((generation, schemas.clone()));
+                schemas
+            }
+        }
+    }
+
+    /// The `/metrics` document, with stored object counts refreshed.
+    async fn metrics_text(&self) -> Reply {
+        for def in self.registry.all() {
+            if def.verbs == crate::registry::CREATE_ONLY {
+                continue;
+            }
+            if let Ok(count) = self.storage.count(&Storage::prefix(def, None)).await {
+                self.metrics.set_stored_objects(&def.qualified(), count);
+            }
+        }
+        Reply::text(self.metrics.render())
+            .with_content_type("text/plain; version=0.0.4; charset=utf-8")
     }
 
     /// The storage.
@@ -215,6 +255,10 @@ impl Api {
         let method = request.method().as_str().to_owned();
         let path = request.uri().path().to_owned();
         let query = Query::parse(request.uri().query());
+        let started = std::time::Instant::now();
+        let inflight = self
+            .metrics
+            .start(!matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS"));
         let reply = match self
             .clone()
             .route(request, &method, &path, &query, user)
@@ -223,6 +267,12 @@ impl Api {
             Ok(reply) => reply,
             Err(err) => Reply::from(err),
         };
+        drop(inflight);
+        self.metrics.observe(
+            &RequestInfo::parse(&method, &path, &query),
+            reply.status.as_u16(),
+            started.elapsed(),
+        );
         tracing::debug!(%method, %path, status = reply.status.as_u16(), "request");
         let mut response = reply.into_response();
         if method == "HEAD" {
@@ -299,6 +349,9 @@ impl Api {
         if !info.is_resource {
             if method != "GET" && method != "HEAD" {
                 return Err(ApiError::method_not_supported());
+            }
+            if path == "/metrics" {
+                return Ok(self.metrics_text().await);
             }
             return self.non_resource(path, query, accept.as_deref());
         }

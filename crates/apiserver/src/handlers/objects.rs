@@ -20,6 +20,9 @@ use crate::storage::{Storage, REGISTRY_ROOT};
 use crate::table::{self, IncludeObject};
 use crate::validation::{self, FieldError};
 
+/// The OpenAPI definition of every object's metadata.
+const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+
 /// The media type of server-side apply patches.
 const APPLY_PATCH_YAML: &str = "application/apply-patch+yaml";
 
@@ -106,10 +109,26 @@ impl Ctx<'_> {
         let mode = self.field_validation()?;
         let mut warnings = Vec::new();
         if mode != FieldValidation::Ignore {
-            let unknown = self
-                .api
-                .schemas()
-                .unknown_fields(&(self.def.schema_name)(), obj);
+            let unknown = match self.def.custom {
+                // What pruning would drop, and metadata as ObjectMeta.
+                Some(custom) => {
+                    let mut unknown = custom.unknown_fields(obj);
+                    if let Some(meta) = obj.get("metadata") {
+                        unknown.extend(
+                            self.api
+                                .schemas()
+                                .unknown_fields(OBJECT_META, meta)
+                                .into_iter()
+                                .map(|f| format!("metadata.{f}")),
+                        );
+                    }
+                    unknown
+                }
+                None => self
+                    .api
+                    .schemas()
+                    .unknown_fields(&self.def.definition_name(), obj),
+            };
             let messages: Vec<String> = unknown
                 .iter()
                 .map(|f| format!("unknown field \"{f}\""))
@@ -198,11 +217,14 @@ impl Ctx<'_> {
     }
 
     pub(super) async fn load(&self, name: &str) -> ApiResult<(Value, i64)> {
-        self.api
+        let (mut obj, revision) = self
+            .api
             .storage
             .get(self.def, self.namespace(), name)
             .await?
-            .ok_or_else(|| ApiError::not_found(self.def, name))
+            .ok_or_else(|| ApiError::not_found(self.def, name))?;
+        self.def.to_served(&mut obj);
+        Ok((obj, revision))
     }
 
     fn selectors(&self) -> ApiResult<(LabelSelector, FieldSelector)> {
@@ -263,8 +285,9 @@ impl Ctx<'_> {
             };
             revision = Some(page.revision);
             let more = page.more;
-            for (key, obj) in page.items {
+            for (key, mut obj) in page.items {
                 start = Some(key);
+                self.def.to_served(&mut obj);
                 if labels.matches(&obj) && fields.matches(&obj) {
                     items.push(obj);
                     if limit.is_some_and(|l| items.len() >= l) {
@@ -585,20 +608,29 @@ impl Ctx<'_> {
         if content_type.split(';').next().unwrap_or("").trim() == APPLY_PATCH_YAML {
             return self.apply_patch(body).await;
         }
-        let Some(kind) = PatchType::from_content_type(content_type) else {
-            return Err(ApiError::unsupported_media_type(
-                content_type,
-                PATCH_MEDIA_TYPES,
-            ));
-        };
+        let kind = PatchType::from_content_type(content_type)
+            // Custom resources have no patch strategies to merge lists by.
+            .filter(|k| self.def.custom.is_none() || *k != PatchType::StrategicMerge)
+            .ok_or_else(|| {
+                let accepted: &[&str] = if self.def.custom.is_some() {
+                    &[
+                        "application/json-patch+json",
+                        "application/merge-patch+json",
+                        APPLY_PATCH_YAML,
+                    ]
+                } else {
+                    PATCH_MEDIA_TYPES
+                };
+                ApiError::unsupported_media_type(content_type, accepted)
+            })?;
         for _ in 0..MAX_RETRIES {
             let (old, revision) = self.load(&self.info.name).await?;
             let patched = patch::apply(
                 kind,
                 &old,
                 body,
-                self.api.schemas(),
-                &(self.def.schema_name)(),
+                &self.api.schemas(),
+                &self.def.definition_name(),
             )
             .map_err(|e| match e {
                 patch::PatchError::Malformed(m) => ApiError::bad_request(m),
@@ -645,11 +677,11 @@ impl Ctx<'_> {
                 manager: &self.manager,
                 api_version: &self.def.api_version(),
                 subresource: &self.info.subresource,
-                root: &(self.def.schema_name)(),
+                root: &self.def.definition_name(),
                 without_status: self.def.status_subresource,
                 now: &now_rfc3339(),
             },
-            self.api.schemas(),
+            &self.api.schemas(),
         );
     }
 
@@ -684,7 +716,7 @@ impl Ctx<'_> {
             )));
         }
         let api_version = self.def.api_version();
-        let root = (self.def.schema_name)();
+        let root = self.def.definition_name();
         let now = now_rfc3339();
         let request = crate::apply::ApplyRequest {
             manager,
@@ -707,7 +739,7 @@ impl Ctx<'_> {
                 Ok(found) => found,
                 Err(err) if err.code == 404 => {
                     let created =
-                        crate::apply::apply(&json!({}), &applied, &request, self.api.schemas())
+                        crate::apply::apply(&json!({}), &applied, &request, &self.api.schemas())
                             .map_err(conflict)?;
                     let managed = created.pointer("/metadata/managedFields").cloned();
                     let (created, _) = self.decode_checked(created)?;
@@ -721,7 +753,7 @@ impl Ctx<'_> {
                 }
                 Err(err) => return Err(err),
             };
-            let merged = crate::apply::apply(&live, &applied, &request, self.api.schemas())
+            let merged = crate::apply::apply(&live, &applied, &request, &self.api.schemas())
                 .map_err(conflict)?;
             let (merged, _) = self.decode_checked(merged)?;
             match self.write_update(live, revision, merged, true).await {

@@ -7,6 +7,7 @@
 //! and `kubectl apply` read.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -24,8 +25,18 @@ pub(super) struct Documents {
     v3: BTreeMap<String, (Vec<u8>, String)>,
 }
 
-fn documents(api: &Api) -> &Documents {
-    api.openapi.get_or_init(|| build(api))
+/// The documents of the registry's current generation, built again when CRDs change.
+fn documents(api: &Api) -> Arc<Documents> {
+    let generation = api.registry.generation();
+    let mut cached = api.openapi.lock().unwrap_or_else(|e| e.into_inner());
+    match cached.as_ref() {
+        Some((g, documents)) if *g == generation => documents.clone(),
+        _ => {
+            let documents = Arc::new(build(api));
+            *cached = Some((generation, documents.clone()));
+            documents
+        }
+    }
 }
 
 /// `/openapi/v2`.
@@ -73,7 +84,8 @@ pub(super) fn v3_index(api: &Api) -> Reply {
 
 /// `/openapi/v3/<api/v1 | apis/group/version>`.
 pub(super) fn v3_group_version(api: &Api, path: &str) -> ApiResult<Reply> {
-    let (doc, _) = documents(api)
+    let documents = documents(api);
+    let (doc, _) = documents
         .v3
         .get(path)
         .ok_or_else(ApiError::path_not_found)?;
@@ -82,7 +94,7 @@ pub(super) fn v3_group_version(api: &Api, path: &str) -> ApiResult<Reply> {
 }
 
 fn build(api: &Api) -> Documents {
-    let schemas = api.schemas();
+    let schemas = &*api.schemas();
     let info = json!({"title": "Kubernetes", "version": format!("v1.{KUBERNETES_MINOR}.0")});
 
     let mut v2_paths = Map::new();
@@ -119,8 +131,8 @@ fn build(api: &Api) -> Documents {
                 for (path, item) in paths_for(def, true) {
                     paths.insert(path, item);
                 }
-                roots.push((def.schema_name)());
-                roots.push(format!("{}List", (def.schema_name)()));
+                roots.push(def.definition_name());
+                roots.push(format!("{}List", def.definition_name()));
             }
             let mut components = Value::Object(closure(schemas, roots));
             rewrite_refs(&mut components, "#/components/schemas/");
@@ -162,7 +174,7 @@ fn paths_for(def: &ResourceDef, v3: bool) -> Vec<(String, Value)> {
     } else {
         format!("{root}/{}", def.plural)
     };
-    let schema = (def.schema_name)();
+    let schema = def.definition_name();
     let list_schema = format!("{schema}List");
     let op = OperationBuilder { def, v3 };
     let namespaced = if def.namespaced { "Namespaced" } else { "" };

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::objects::Ctx;
 use super::Reply;
+use crate::crd::ScalePaths;
 use crate::kinds::{str_at, REGISTRY};
 use crate::patch::{self, PatchType, PATCH_MEDIA_TYPES};
 use crate::selector::LabelSelector;
@@ -15,19 +16,33 @@ use crate::serviceaccount::ISSUER;
 use crate::status::{ApiError, ApiResult};
 use crate::validation::FieldError;
 
+/// Where the scale subresource of `ctx`'s resource reads and writes: a custom resource's
+/// declared paths, else `.spec.replicas`, `.status.replicas` and `.spec.selector`.
+fn scale_paths(ctx: &Ctx<'_>) -> Option<&'static ScalePaths> {
+    ctx.def.custom.and_then(|c| c.scale.as_ref())
+}
+
+/// The JSON pointer of a simple `.a.b` path.
+fn pointer_of(path: &str) -> String {
+    path.replace('.', "/")
+}
+
 /// The Scale of an object with replicas.
 fn scale_of(ctx: &Ctx<'_>, obj: &Value) -> Value {
-    let selector = match obj.pointer("/spec/selector") {
-        // ReplicationControllers select with a plain map.
-        Some(Value::Object(m))
-            if !m.contains_key("matchLabels") && !m.contains_key("matchExpressions") =>
-        {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect::<Vec<_>>()
-                .join(",")
-        }
-        other => crate::kinds::selector_string(other),
+    let (spec_replicas, status_replicas) = match scale_paths(ctx) {
+        Some(paths) => (
+            pointer_of(&paths.spec_replicas),
+            pointer_of(&paths.status_replicas),
+        ),
+        None => ("/spec/replicas".to_owned(), "/status/replicas".to_owned()),
+    };
+    let selector = match scale_paths(ctx) {
+        Some(paths) => paths
+            .label_selector
+            .as_deref()
+            .map(|p| str_at(obj, &pointer_of(p)).to_owned())
+            .unwrap_or_default(),
+        None => builtin_selector(obj),
     };
     let mut metadata = json!({
         "name": str_at(obj, "/metadata/name"),
@@ -39,7 +54,7 @@ fn scale_of(ctx: &Ctx<'_>, obj: &Value) -> Value {
         metadata["namespace"] = json!(str_at(obj, "/metadata/namespace"));
     }
     let mut status =
-        json!({"replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0)});
+        json!({"replicas": obj.pointer(&status_replicas).and_then(Value::as_i64).unwrap_or(0)});
     if !selector.is_empty() {
         status["selector"] = json!(selector);
     }
@@ -47,9 +62,25 @@ fn scale_of(ctx: &Ctx<'_>, obj: &Value) -> Value {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": metadata,
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
+        "spec": {"replicas": obj.pointer(&spec_replicas).and_then(Value::as_i64).unwrap_or(0)},
         "status": status,
     })
+}
+
+/// The label selector of a built-in workload as a string.
+fn builtin_selector(obj: &Value) -> String {
+    match obj.pointer("/spec/selector") {
+        // ReplicationControllers select with a plain map.
+        Some(Value::Object(m))
+            if !m.contains_key("matchLabels") && !m.contains_key("matchExpressions") =>
+        {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+        other => crate::kinds::selector_string(other),
+    }
 }
 
 /// GET, PUT and PATCH of `<resource>/<name>/scale`.
@@ -74,7 +105,7 @@ pub(super) async fn scale(
                     kind,
                     &current,
                     body,
-                    ctx.api.schemas(),
+                    &ctx.api.schemas(),
                     "io.k8s.api.autoscaling.v1.Scale",
                 )
                 .map_err(|e| ApiError::bad_request(e.to_string()))?
@@ -102,7 +133,10 @@ pub(super) async fn scale(
             ));
         }
         let mut updated = obj.clone();
-        updated["spec"]["replicas"] = json!(replicas);
+        match scale_paths(ctx) {
+            Some(paths) => set_at(&mut updated, &paths.spec_replicas, json!(replicas)),
+            None => updated["spec"]["replicas"] = json!(replicas),
+        }
         match ctx.write_spec(obj, revision, updated).await {
             Ok(stored) => return Ok(Reply::ok(scale_of(ctx, &stored))),
             Err(err) if err.reason == "Conflict" && precondition.is_empty() => continue,
@@ -110,6 +144,29 @@ pub(super) async fn scale(
         }
     }
     Err(ApiError::stale(ctx.def, &ctx.info.name))
+}
+
+/// Sets the value at a simple `.a.b` path, creating the objects on the way.
+fn set_at(obj: &mut Value, path: &str, value: Value) {
+    let mut current = obj;
+    let keys: Vec<&str> = path.split('.').filter(|k| !k.is_empty()).collect();
+    let Some((last, parents)) = keys.split_last() else {
+        return;
+    };
+    for key in parents {
+        if !current.is_object() {
+            *current = json!({});
+        }
+        current = current
+            .as_object_mut()
+            .expect("just made an object")
+            .entry(*key)
+            .or_insert_with(|| json!({}));
+    }
+    if !current.is_object() {
+        *current = json!({});
+    }
+    current[*last] = value;
 }
 
 /// POST `pods/<name>/binding`: assigns a pending pod to a node, setting `spec.nodeName`

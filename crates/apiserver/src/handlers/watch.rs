@@ -107,7 +107,10 @@ pub(crate) async fn watch(
     let api_task = api.clone();
     tokio::spawn(async move {
         let nobody = crate::authn::UserInfo::anonymous();
-        let render = |kind: &str, obj: Value| -> Bytes {
+        let render = |kind: &str, mut obj: Value| -> Bytes {
+            if kind != "ERROR" {
+                def.to_served(&mut obj);
+            }
             let object = match representation {
                 Representation::Table if kind != "BOOKMARK" && kind != "ERROR" => {
                     let ctx = Ctx {

@@ -11,6 +11,7 @@ mod node;
 mod pod;
 mod policy;
 pub mod printers;
+pub(crate) use pod::qos_class;
 mod rbac_kinds;
 mod service;
 mod storage;
@@ -488,9 +489,9 @@ pub static RESOURCES: &[ResourceDef] = &[
     )
     .cluster()
     .short(&["crd", "crds"])
-    .status_only()
+    .status()
     .prefix("apiextensions.k8s.io/customresourcedefinitions")
-    .strategy(&printers::CREATED_AT),
+    .strategy(&crate::crd::CrdStrategy),
 ];
 
 /// The API group of RBAC.

@@ -26,6 +26,7 @@ impl Strategy for PodStrategy {
 
     fn default(&self, obj: &mut Value) {
         default_pod_spec(object_mut(obj, "spec"));
+        default_requests_to_limits(object_mut(obj, "spec"));
         // The DefaultTolerationSeconds admission plugin: tolerate a not-ready or unreachable
         // node for five minutes before eviction.
         let spec = object_mut(obj, "spec");
@@ -220,7 +221,7 @@ fn pod_status(obj: &Value) -> String {
 
 /// The QoS class of a pod spec: Guaranteed when every container's requests equal its limits
 /// for cpu and memory, BestEffort without any, Burstable otherwise.
-fn qos_class(spec: Option<&Value>) -> &'static str {
+pub(crate) fn qos_class(spec: Option<&Value>) -> &'static str {
     let containers = spec
         .and_then(|s| s.get("containers"))
         .and_then(Value::as_array)
@@ -254,6 +255,30 @@ fn qos_class(spec: Option<&Value>) -> &'static str {
         "Guaranteed"
     } else {
         "Burstable"
+    }
+}
+
+/// Requests default to limits where only limits are set (`SetDefaults_Pod`; pods only, not
+/// pod templates, as in Kubernetes).
+fn default_requests_to_limits(spec: &mut serde_json::Map<String, Value>) {
+    for list in ["containers", "initContainers"] {
+        let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for container in containers {
+            let Some(limits) = container
+                .pointer("/resources/limits")
+                .and_then(Value::as_object)
+                .filter(|l| !l.is_empty())
+                .cloned()
+            else {
+                continue;
+            };
+            let requests = object_mut(&mut container["resources"], "requests");
+            for (name, value) in limits {
+                requests.entry(name).or_insert(value);
+            }
+        }
     }
 }
 
