@@ -56,10 +56,11 @@ pub(super) async fn admit(api: &Api, attrs: &Attributes<'_>, obj: &Value) -> Api
     }
     let evaluated = match attrs.operation {
         Operation::Create => true,
-        // Only these change usage after creation (pod resources, service types, claim sizes).
+        // Only these change usage after creation (service types, claim sizes); a pod's
+        // resources change only through its `resize` subresource, which skiff lacks.
         Operation::Update => matches!(
             (attrs.def.group, attrs.def.kind),
-            ("", "Pod" | "Service" | "PersistentVolumeClaim")
+            ("", "Service" | "PersistentVolumeClaim")
         ),
         Operation::Delete => false,
     };
@@ -83,6 +84,7 @@ pub(super) async fn admit(api: &Api, attrs: &Attributes<'_>, obj: &Value) -> Api
         return Ok(());
     }
     let mut delta = usage(attrs.def, obj, now);
+    // Charge only the growth of an update (SubtractWithNonNegativeResult).
     if let Some(old) = attrs.old {
         let before = usage(attrs.def, old, now);
         for (k, v) in delta.iter_mut() {
@@ -868,6 +870,86 @@ mod tests {
         assert_eq!(missing_requirements(&full, &hard), None);
         let counts_only = resource_list(Some(&json!({"pods": "1"})));
         assert_eq!(missing_requirements(&p, &counts_only), None);
+    }
+
+    #[tokio::test]
+    async fn pending_writes_count_until_the_store_shows_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = skiff_store::EmbeddedStore::open(dir.path().join("db")).unwrap();
+        let storage = Storage::new(Arc::new(store));
+        let pods = def("Pod");
+        let named = |name: &str| {
+            let mut p = pod(json!({"requests": {"cpu": "100m"}}));
+            p["metadata"]["name"] = json!(name);
+            p
+        };
+        storage.create(pods, "ns", "a", &named("a")).await.unwrap();
+        let quota = json!({"spec": {"hard": {"pods": "5", "requests.cpu": "1"}}});
+        let mut pending = vec![Pending {
+            prefix: pods.storage_prefix,
+            name: "b".into(),
+            replaces: None,
+            obj: named("b"),
+            until: Instant::now() + PENDING_FOR,
+        }];
+        async fn used_of(
+            storage: &Storage,
+            quota: &Value,
+            pending: &mut Vec<Pending>,
+        ) -> (String, String) {
+            let mut snapshot = Snapshot::new(storage, "ns", pending, jiff::Timestamp::now());
+            let used = snapshot.used(quota).await.unwrap();
+            (used["pods"].canonical(), used["requests.cpu"].canonical())
+        }
+        assert_eq!(
+            used_of(&storage, &quota, &mut pending).await,
+            ("2".into(), "200m".into())
+        );
+        assert_eq!(pending.len(), 1);
+        // Stored: counted once, and the pending write is done.
+        storage.create(pods, "ns", "b", &named("b")).await.unwrap();
+        assert_eq!(
+            used_of(&storage, &quota, &mut pending).await,
+            ("2".into(), "200m".into())
+        );
+        assert!(pending.is_empty());
+        // A pending update replaces the stored version it was admitted against.
+        let (stored, revision) = storage.get(pods, "ns", "a").await.unwrap().unwrap();
+        let mut bigger = stored.clone();
+        bigger["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("500m");
+        pending.push(Pending {
+            prefix: pods.storage_prefix,
+            name: "a".into(),
+            replaces: Some(revision.to_string()),
+            obj: bigger.clone(),
+            until: Instant::now() + PENDING_FOR,
+        });
+        assert_eq!(
+            used_of(&storage, &quota, &mut pending).await,
+            ("2".into(), "600m".into())
+        );
+        storage
+            .update(pods, "ns", "a", &bigger, revision)
+            .await
+            .unwrap();
+        assert_eq!(
+            used_of(&storage, &quota, &mut pending).await,
+            ("2".into(), "600m".into())
+        );
+        assert!(pending.is_empty());
+        // A write that never reached the store stops counting after a while.
+        pending.push(Pending {
+            prefix: pods.storage_prefix,
+            name: "lost".into(),
+            replaces: None,
+            obj: named("lost"),
+            until: Instant::now(),
+        });
+        assert_eq!(
+            used_of(&storage, &quota, &mut pending).await,
+            ("2".into(), "600m".into())
+        );
+        assert!(pending.is_empty());
     }
 
     #[test]
