@@ -67,7 +67,10 @@ spec:
 ";
 
 fn scenario(kubectl: &Path) {
-    let s = TestServer::start();
+    scenario_on(TestServer::start(), kubectl);
+}
+
+fn scenario_on(s: TestServer, kubectl: &Path) {
     let k = |args: &[&str]| s.kubectl(kubectl, args);
     let v = kubectl.display().to_string();
 
@@ -403,6 +406,17 @@ fn oldest_kubectl() {
 fn newest_kubectl() {
     let all = kubectls();
     scenario(all.last().unwrap());
+}
+
+#[test]
+fn oldest_kubectl_on_etcd() {
+    scenario_on(TestServer::start_on_etcd(), &kubectls()[0]);
+}
+
+#[test]
+fn newest_kubectl_on_etcd() {
+    let all = kubectls();
+    scenario_on(TestServer::start_on_etcd(), all.last().unwrap());
 }
 
 #[test]

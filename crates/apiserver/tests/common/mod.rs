@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 
 use skiff_apiserver::{Server, ServerConfig};
 
+#[path = "../../../store/tests/support/etcd.rs"]
+mod etcd;
+
+pub use etcd::EtcdServer;
+
 /// A running server; dropping it shuts the server (and its runtime) down.
 pub struct TestServer {
     pub root: tempfile::TempDir,
@@ -17,23 +22,40 @@ pub struct TestServer {
     pub port: u16,
     server: Option<Server>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// The etcd the server stores in, when not the embedded store.
+    etcd: Option<EtcdServer>,
 }
 
 impl TestServer {
     /// Starts a server with the embedded store under a fresh temporary root, on a free port,
     /// and waits until /readyz answers.
     pub fn start() -> TestServer {
+        TestServer::start_with(None)
+    }
+
+    /// Starts a server storing in a fresh etcd (Debian's etcd-server) on loopback.
+    pub fn start_on_etcd() -> TestServer {
+        TestServer::start_with(Some(EtcdServer::start()))
+    }
+
+    fn start_with(etcd: Option<EtcdServer>) -> TestServer {
         let root = tempfile::tempdir().expect("temporary root");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("tokio runtime");
+        if let Some(etcd) = &etcd {
+            runtime.block_on(etcd.store());
+        }
         let config = ServerConfig {
             data_dir: root.path().join("server"),
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
-            datastore_endpoints: Vec::new(),
+            datastore_endpoints: etcd
+                .iter()
+                .map(|e| e.endpoint().to_owned())
+                .collect(),
         };
         let server = runtime
             .block_on(Server::start(config))
@@ -46,6 +68,7 @@ impl TestServer {
             port,
             server: Some(server),
             runtime: Some(runtime),
+            etcd,
         };
         test.wait_ready();
         test
