@@ -7,10 +7,11 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use skiff_network::{Networking, NetworkingConfig, PortMapping};
+use skiff_network::ports::parse_exposed;
+use skiff_network::{Networking, NetworkingConfig, PortSpec, Protocol};
 
 use crate::roots::{Roots, DEFAULT_DATA_ROOT};
-use crate::{EngineError, Result};
+use crate::{Container, Engine, EngineError, Result};
 
 /// skiff's default bridge subnet: Docker's 172.17/16 and Podman's 10.88/16 stay free.
 pub const DEFAULT_SUBNET: &str = "10.86.0.0/16";
@@ -103,21 +104,68 @@ pub fn networking(roots: &Roots, dns_command: Vec<String>) -> Result<Networking>
     Networking::new(config).map_err(network_error)
 }
 
+impl Engine {
+    /// The ports `container` publishes now, host ports as chosen: those of
+    /// its network attachment, so none unless it runs (as `docker ps` and
+    /// `docker port` show them).
+    pub fn published_ports(&self, container: &Container) -> Vec<skiff_network::PortMapping> {
+        let Some(network) = container.record.network.network() else {
+            return Vec::new();
+        };
+        if !container.is_running() {
+            return Vec::new();
+        }
+        match self.networking.attachment(network, &container.record.id) {
+            Ok(Some(a)) => a.ports,
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// Wraps a networking error for the engine.
 pub fn network_error(e: skiff_network::Error) -> EngineError {
     EngineError::Network(e.to_string())
 }
 
-/// Parses `-p` values.
-pub fn parse_ports(values: &[String]) -> Result<Vec<PortMapping>> {
-    values
-        .iter()
-        .map(|v| {
-            v.parse::<PortMapping>().map_err(|e| {
-                EngineError::InvalidArgument(format!("invalid publish spec {v:?}: {e}"))
-            })
-        })
-        .collect()
+/// Parses `-p` values (a range gives one spec per container port).
+pub fn parse_ports(values: &[String]) -> Result<Vec<PortSpec>> {
+    let mut out = Vec::new();
+    for v in values {
+        out.extend(PortSpec::parse_publish(v).map_err(|e| {
+            EngineError::InvalidArgument(format!("invalid publish spec {v:?}: {e}"))
+        })?);
+    }
+    Ok(out)
+}
+
+/// The ports to publish: `-p` values, and with `-P` every exposed port
+/// (`exposed`: the image's EXPOSE keys and `--expose` values) that `-p` does
+/// not already publish, on a free host port, as Docker does.
+pub fn ports_to_publish(
+    publish: &[String],
+    publish_all: bool,
+    exposed: &[String],
+) -> Result<Vec<PortSpec>> {
+    let mut ports = parse_ports(publish)?;
+    let mut open: Vec<(u16, Protocol)> = Vec::new();
+    for e in exposed {
+        open.extend(parse_exposed(e).map_err(|err| {
+            EngineError::InvalidArgument(format!("invalid range format for --expose: {e}: {err}"))
+        })?);
+    }
+    if publish_all {
+        open.sort();
+        open.dedup();
+        for (port, protocol) in open {
+            let published = ports
+                .iter()
+                .any(|p| p.container_port == port && p.protocol == protocol);
+            if !published {
+                ports.push(PortSpec::any(port, protocol));
+            }
+        }
+    }
+    Ok(ports)
 }
 
 #[cfg(test)]
@@ -148,5 +196,28 @@ mod tests {
     fn bad_ports_are_rejected() {
         assert!(parse_ports(&["8080:80".into()]).is_ok());
         assert!(parse_ports(&["x:80".into()]).is_err());
+        assert_eq!(parse_ports(&["8000-8001:80-81".into()]).unwrap().len(), 2);
+        assert!(parse_ports(&["8000-8001:80-82".into()]).is_err());
+    }
+
+    #[test]
+    fn publish_all_adds_exposed_ports_not_published_yet() {
+        let exposed = ["80/tcp".to_string(), "53/udp".into(), "8080".into()];
+        let ports = ports_to_publish(&["9090:80".into()], true, &exposed).unwrap();
+        let shown: Vec<(u16, u16, Protocol)> = ports
+            .iter()
+            .map(|p| (p.host_port, p.container_port, p.protocol))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (9090, 80, Protocol::Tcp),
+                (0, 53, Protocol::Udp),
+                (0, 8080, Protocol::Tcp)
+            ]
+        );
+        // Without -P, exposing publishes nothing.
+        assert!(ports_to_publish(&[], false, &exposed).unwrap().is_empty());
+        assert!(ports_to_publish(&[], true, &["x".into()]).is_err());
     }
 }

@@ -52,11 +52,14 @@ fn skiff_setup(n: usize, ports: usize) -> (f64, f64, f64) {
     for (i, ns) in namespaces.iter().enumerate() {
         let mut req = AttachRequest::new(&net.name, format!("bench{i}"), ns.path());
         req.ports = (0..ports)
-            .map(|p| PortMapping {
-                host_ip: None,
-                host_port: base + p as u16,
-                container_port: 80,
-                protocol: skiff_network::Protocol::Tcp,
+            .map(|p| {
+                PortMapping {
+                    host_ip: None,
+                    host_port: base + p as u16,
+                    container_port: 80,
+                    protocol: skiff_network::Protocol::Tcp,
+                }
+                .into()
             })
             .collect();
         let t0 = Instant::now();
@@ -291,11 +294,14 @@ fn main() {
     for count in [10usize, 5000] {
         let mut req = AttachRequest::new(&net.name, "latency", container.path());
         req.ports = (0..count as u16)
-            .map(|p| PortMapping {
-                host_ip: None,
-                host_port: ours + p,
-                container_port: 80,
-                protocol: skiff_network::Protocol::Tcp,
+            .map(|p| {
+                PortMapping {
+                    host_ip: None,
+                    host_port: ours + p,
+                    container_port: 80,
+                    protocol: skiff_network::Protocol::Tcp,
+                }
+                .into()
             })
             .collect();
         let a = env.net.attach(&req).unwrap();

@@ -78,8 +78,12 @@ impl Networking {
                 a.interface
             )));
         }
-        if inside.default_gateway != Some(a.gateway) {
-            return Err(problem(format!("default route is not via {}", a.gateway)));
+        let gateway = (!network.internal).then_some(a.gateway);
+        if inside.default_gateway != gateway {
+            return Err(problem(match gateway {
+                Some(g) => format!("default route is not via {g}"),
+                None => "an internal network's container has a default route".to_string(),
+            }));
         }
         let table = self.rules.table();
         let listing = self

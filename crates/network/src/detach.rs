@@ -2,7 +2,6 @@
 
 use crate::attach::validate_container_id;
 use crate::attachment::Attachment;
-use crate::networking::published;
 use crate::store::Network;
 use crate::{dns, Networking, Result};
 
@@ -10,10 +9,13 @@ impl Networking {
     /// CNI DEL: unpublishes the container's ports, deletes its veth pair,
     /// frees its address and record, and stops the network's resolver when
     /// the last container left. Detaching what is not attached, or what is
-    /// half torn down, succeeds (DEL must be idempotent).
+    /// half torn down, succeeds (DEL must be idempotent). Like every
+    /// operation that changes rules, it first repairs skiff's nftables table
+    /// ([`Networking::sync_rules`]).
     pub fn detach(&self, network: &str, container_id: &str) -> Result<()> {
         validate_container_id(container_id)?;
         let network = self.network(network)?;
+        self.sync_rules()?;
         match self.records(&network).get(container_id)? {
             Some(a) => self.teardown(&network, &a),
             None => {
@@ -38,7 +40,7 @@ impl Networking {
         // Both wait for an RCU grace period in the kernel; in parallel the
         // waits overlap.
         let (ports, link) = std::thread::scope(|s| {
-            let ports = s.spawn(|| self.unpublish(&published(a)));
+            let ports = s.spawn(|| self.release_ports(a));
             let link = self
                 .netlink
                 .delete_link(&a.host_interface)

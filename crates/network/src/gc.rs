@@ -99,6 +99,7 @@ impl Networking {
 
         // nftables elements that no network or kept attachment accounts for.
         let table = self.rules.table();
+        let _lock = self.rules_lock()?;
         if let Some(listing) = self.nft.list_table(table)? {
             let actual = TableState::from_listing(table, &listing)?;
             let wanted: BTreeSet<Published> = kept.iter().flat_map(published).collect();
@@ -115,6 +116,12 @@ impl Networking {
                     .filter(|b| !networks.iter().any(|n| n.isolated && &n.bridge == *b))
                     .cloned()
                     .collect(),
+                internal: actual
+                    .internal
+                    .iter()
+                    .filter(|b| !networks.iter().any(|n| n.internal && &n.bridge == *b))
+                    .cloned()
+                    .collect(),
                 same_bridge: actual
                     .same_bridge
                     .iter()
@@ -128,9 +135,11 @@ impl Networking {
                     .copied()
                     .collect(),
                 published: actual.published.difference(&wanted).copied().collect(),
+                chains: Default::default(),
             };
             let count = stale.bridges.len()
                 + stale.isolated.len()
+                + stale.internal.len()
                 + stale.same_bridge.len()
                 + stale.subnets.len()
                 + stale.published.len();
@@ -145,35 +154,21 @@ impl Networking {
     }
 
     /// [`Networking::gc`], then makes the host match the records of the live
-    /// containers again: rules, bridges, published ports and resolvers (e.g.
-    /// after `nft flush ruleset` or a reboot with persistent namespaces).
+    /// containers again: rules (rebuilt from the records, see
+    /// [`Networking::sync_rules`]), bridges and resolvers (e.g. after
+    /// `nft flush ruleset` or a reboot with persistent namespaces).
     pub fn reconcile<S: AsRef<str>>(&self, live: &[S]) -> Result<GcReport> {
         let report = self.gc(live)?;
-        let table = self.rules.table();
-        self.nft.apply(table, &self.rules.base())?;
+        self.sync_rules()?;
         for network in self.store.list()? {
             let attachments = self.records(&network).list()?;
-            let bridge_exists = self.netlink.link(&network.bridge)?.is_some();
-            if attachments.is_empty() && !bridge_exists {
+            if attachments.is_empty() && self.netlink.link(&network.bridge)?.is_none() {
                 continue;
             }
-            self.nft.apply(table, &self.rules.network_up(&network))?;
             self.network_up(&network)?;
-            if attachments.is_empty() {
-                continue;
+            if !attachments.is_empty() {
+                self.ensure_dns(&network)?;
             }
-            let listing = self.nft.list_table(table)?;
-            let actual = match listing {
-                Some(l) => TableState::from_listing(table, &l)?,
-                None => TableState::default(),
-            };
-            let missing: Vec<Published> = attachments
-                .iter()
-                .flat_map(published)
-                .filter(|p| !actual.published.contains(p))
-                .collect();
-            self.publish(&missing)?;
-            self.ensure_dns(&network)?;
         }
         Ok(report)
     }
@@ -183,7 +178,7 @@ impl Networking {
 mod tests {
     use crate::networking::fakes::fake;
     use crate::nft::{Nft, Published};
-    use crate::{AttachRequest, NetworkOptions};
+    use crate::{AttachRequest, NetworkOptions, PortMapping};
 
     #[test]
     fn gc_removes_what_dead_containers_left() {
@@ -194,7 +189,7 @@ mod tests {
             .unwrap();
         for (id, port) in [("live", "8080:80"), ("dead", "8081:80")] {
             let mut r = AttachRequest::new("web", id, format!("/ns/{id}"));
-            r.ports = vec![port.parse().unwrap()];
+            r.ports = vec![port.parse::<PortMapping>().unwrap().into()];
             f.net.attach(&r).unwrap();
         }
         // A process killed after allocating, and a stray element and veth.
@@ -229,7 +224,7 @@ mod tests {
             .create_network("web", &NetworkOptions::user())
             .unwrap();
         let mut r = AttachRequest::new("web", "c1", "/ns/c1");
-        r.ports = vec!["8080:80".parse().unwrap()];
+        r.ports = vec!["8080:80".parse::<PortMapping>().unwrap().into()];
         f.net.attach(&r).unwrap();
         f.net.remove_rules().unwrap();
         assert!(f.net.check("web", "c1", None).is_err());

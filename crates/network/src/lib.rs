@@ -19,11 +19,16 @@
 //!   ├── netlink     bridge, veth, addresses, routes   (trait Netlink: RtNetlink | FakeNetlink)
 //!   ├── nft         skiff's nftables table           (trait Nft: NftCli | FakeNft)
 //!   ├── sysctl      ip_forward, route_localnet        (trait Sysctl: ProcSysctl | FakeSysctl)
+//!   ├── hostports   free host ports for -p 80, -P     (trait HostPorts: SocketHostPorts | FakeHostPorts)
 //!   ├── dns         per-network resolver on the gateway address
 //!   └── netns       run code in a namespace; persistent namespaces
 //! ```
 //!
-//! Side effects sit behind the three traits so the logic runs in unit tests
+//! skiff's nftables table is level-triggered: each operation that changes
+//! rules first compares it with what the persisted state says and rebuilds
+//! it in one transaction if it differs ([`Networking::sync_rules`]).
+//!
+//! Side effects sit behind the four traits so the logic runs in unit tests
 //! without root; the integration tests (`tests/`) run the real thing.
 //!
 //! IPv4 only for now.
@@ -34,6 +39,7 @@ mod check;
 mod detach;
 pub mod dns;
 mod gc;
+pub mod hostports;
 pub mod ipam;
 mod lock;
 pub mod netlink;
@@ -48,7 +54,7 @@ pub use attach::AttachRequest;
 pub use attachment::Attachment;
 pub use gc::GcReport;
 pub use networking::{NetworkInspect, Networking, NetworkingConfig};
-pub use ports::{PortMapping, Protocol};
+pub use ports::{PortMapping, PortSpec, Protocol};
 pub use store::{Network, NetworkOptions, DEFAULT_BRIDGE, DEFAULT_NETWORK, DEFAULT_SUBNET};
 
 /// Errors of the networking layer.
@@ -81,6 +87,9 @@ pub enum Error {
     /// A `-p` value.
     #[error(transparent)]
     Port(#[from] ports::PortError),
+    /// A host port that cannot be published.
+    #[error(transparent)]
+    HostPort(#[from] hostports::HostPortError),
     /// A request field is not acceptable.
     #[error("{0}")]
     InvalidArgument(String),

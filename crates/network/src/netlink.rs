@@ -101,8 +101,8 @@ pub struct VethSpec {
     pub address: Ipv4Addr,
     /// Prefix length of the subnet.
     pub prefix_len: u8,
-    /// Default route.
-    pub gateway: Ipv4Addr,
+    /// Default route; `None` for none (internal networks).
+    pub gateway: Option<Ipv4Addr>,
 }
 
 /// What an interface inside a container looks like, for CNI CHECK.
@@ -473,6 +473,9 @@ impl Netlink for RtNetlink {
                         "adding {} to {name}",
                         spec.address
                     ))))?;
+                let Some(gateway) = spec.gateway else {
+                    continue;
+                };
                 let mut route = RouteMessage::default();
                 route.header.address_family = AddressFamily::Inet;
                 route.header.table = RouteHeader::RT_TABLE_MAIN;
@@ -481,7 +484,7 @@ impl Netlink for RtNetlink {
                 route.header.kind = RouteType::Unicast;
                 route
                     .attributes
-                    .push(RouteAttribute::Gateway(RouteAddress::Inet(spec.gateway)));
+                    .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
                 route
                     .attributes
                     .push(RouteAttribute::Oif(link.header.index));
@@ -491,7 +494,7 @@ impl Netlink for RtNetlink {
                 )
                 .map_err(request_error(op(&format!(
                     "adding default route via {}",
-                    spec.gateway
+                    gateway
                 ))))?;
             }
             Ok(())
@@ -697,7 +700,7 @@ impl Netlink for FakeNetlink {
                     up: true,
                     mac: spec.mac.to_vec(),
                     addresses: vec![(spec.address, spec.prefix_len)],
-                    default_gateway: Some(spec.gateway),
+                    default_gateway: spec.gateway,
                 },
             ),
         );

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use ipnet::Ipv4Net;
 
 use crate::attachment::{Attachment, Records};
+use crate::hostports::{HostPorts, SocketHostPorts};
 use crate::ipam::Ipam;
+use crate::lock::FileLock;
 use crate::netlink::{BridgeSpec, Netlink, RtNetlink};
-use crate::nft::{Nft, NftCli, NftError, Published, Rules, TableState};
+use crate::nft::{Nft, NftCli, Published, Rules, TableState};
 use crate::store::{
     Network, NetworkOptions, NetworkStore, StoreError, DEFAULT_NETWORK, DEFAULT_SUBNET,
 };
@@ -69,6 +71,7 @@ pub struct Networking {
     pub(crate) netlink: Arc<dyn Netlink>,
     pub(crate) nft: Arc<dyn Nft>,
     pub(crate) sysctl: Arc<dyn Sysctl>,
+    pub(crate) host_ports: Arc<dyn HostPorts>,
 }
 
 impl std::fmt::Debug for Networking {
@@ -104,7 +107,15 @@ impl Networking {
             netlink,
             nft,
             sysctl,
+            host_ports: Arc::new(SocketHostPorts),
         })
+    }
+
+    /// Uses `host_ports` to learn which host ports host processes have bound
+    /// (a fake in tests; the kernel by default).
+    pub fn with_host_ports(mut self, host_ports: Arc<dyn HostPorts>) -> Networking {
+        self.host_ports = host_ports;
+        self
     }
 
     /// The configuration.
@@ -116,7 +127,9 @@ impl Networking {
     /// host until the first container joins.
     pub fn create_network(&self, name: &str, options: &NetworkOptions) -> Result<Network> {
         let routes = self.netlink.ipv4_routes()?;
-        Ok(self.store.create(name, options, &routes)?)
+        let network = self.store.create(name, options, &routes)?;
+        self.sync_rules()?;
+        Ok(network)
     }
 
     /// Network `name`; the default network is created on first use.
@@ -162,6 +175,7 @@ impl Networking {
             return Err(Error::Protected(name.to_string()));
         }
         let network = self.store.get(name)?;
+        self.sync_rules()?;
         let attachments = self.records(&network).list()?;
         if !attachments.is_empty() {
             return Err(Error::InUse {
@@ -194,6 +208,7 @@ impl Networking {
     /// Tears down a network's host side: resolver, set elements, bridge.
     pub(crate) fn network_down(&self, network: &Network) -> Result<()> {
         dns::stop(&self.store.dir(&network.name))?;
+        let _lock = self.rules_lock()?;
         if self.nft.list_table(self.rules.table())?.is_some() {
             self.nft
                 .apply(self.rules.table(), &self.rules.network_down(network))?;
@@ -237,10 +252,7 @@ impl Networking {
     /// rules go in before the bridge, so a bridge always has its rules even
     /// if this process dies half-way.
     pub(crate) fn network_up(&self, network: &Network) -> Result<()> {
-        if self.netlink.link(&network.bridge)?.is_none() {
-            self.nft
-                .apply(self.rules.table(), &self.rules.network_up(network))?;
-        }
+        self.sync_rules()?;
         self.netlink.ensure_bridge(&BridgeSpec {
             name: network.bridge.clone(),
             mac: mac_for(network.gateway),
@@ -264,6 +276,8 @@ impl Networking {
         };
         let dir = self.store.dir(&network.name);
         let upstreams = match &self.config.dns_upstreams {
+            // Docker's resolver answers only its own names on internal networks.
+            _ if network.internal => Vec::new(),
             Some(u) => u.clone(),
             None => dns::upstreams_from_resolv_conf(
                 &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
@@ -279,6 +293,87 @@ impl Networking {
             tracing::debug!(network = %network.name, "started the DNS resolver");
         }
         Ok(())
+    }
+
+    /// Holds skiff's nftables table still against the other skiff processes
+    /// of this root: every change of the table, and every change of the
+    /// records it is computed from that must agree with it, happens under
+    /// this lock (taken after, never while holding, the store's lock).
+    pub(crate) fn rules_lock(&self) -> Result<FileLock> {
+        let path = self.config.state_root.join(".rules.lock");
+        FileLock::exclusive(&path).map_err(|source| {
+            StoreError::Io {
+                context: format!("locking {}", path.display()),
+                source,
+            }
+            .into()
+        })
+    }
+
+    /// What skiff's table must hold: every network's elements and every
+    /// recorded published port.
+    fn desired_rules(&self) -> Result<TableState> {
+        let networks = self.store.list()?;
+        let mut published_ports = Vec::new();
+        for network in &networks {
+            for a in self.records(network).list()? {
+                published_ports.extend(published(&a));
+            }
+        }
+        Ok(TableState::desired(&self.rules, &networks, published_ports))
+    }
+
+    /// [`Networking::sync_rules`] with the rules lock held by the caller;
+    /// returns the table as it now is.
+    pub(crate) fn sync_rules_locked(&self, _lock: &FileLock) -> Result<TableState> {
+        let table = self.rules.table();
+        let desired = self.desired_rules()?;
+        let actual = match self.nft.list_table(table)? {
+            Some(listing) => Some(TableState::from_listing(table, &listing)?),
+            None => None,
+        };
+        match actual {
+            Some(actual) if actual == desired => {}
+            // Nothing to program, and nothing there: leave the host alone.
+            None if desired.bridges.is_empty() && desired.published.is_empty() => {}
+            actual => {
+                if actual.is_some() {
+                    tracing::warn!(
+                        table,
+                        "skiff's nftables table differs from its state; rebuilding it"
+                    );
+                }
+                self.nft.apply(table, &self.rules.replace(&desired))?;
+            }
+        }
+        Ok(desired)
+    }
+
+    /// Level-triggered repair of skiff's nftables table: computes what it
+    /// must hold from the persisted networks and attachments and, when the
+    /// kernel's table differs (deleted, flushed, elements lost), rebuilds it
+    /// in one transaction. Only skiff's own table is read or written.
+    pub fn sync_rules(&self) -> Result<TableState> {
+        let lock = self.rules_lock()?;
+        self.sync_rules_locked(&lock)
+    }
+
+    /// Unpublishes an attachment's ports: first the record forgets them,
+    /// then the table (both under the rules lock, so that a concurrent
+    /// [`Networking::sync_rules`] never puts them back).
+    pub(crate) fn release_ports(&self, a: &Attachment) -> Result<()> {
+        if a.ports.is_empty() {
+            return Ok(());
+        }
+        let _lock = self.rules_lock()?;
+        let records = Records::new(&self.store.dir(&a.network));
+        if let Some(mut record) = records.get(&a.container_id)? {
+            if record.ports == a.ports {
+                record.ports.clear();
+                records.put(&record)?;
+            }
+        }
+        self.unpublish(&published(a))
     }
 
     /// Removes published ports whether or not they are still programmed, but
@@ -307,27 +402,13 @@ impl Networking {
         Ok(())
     }
 
-    /// Publishes ports, turning a clash into a readable error.
-    pub(crate) fn publish(&self, ports: &[Published]) -> Result<()> {
-        if ports.is_empty() {
-            return Ok(());
-        }
-        match self
-            .nft
-            .apply(self.rules.table(), &self.rules.publish(ports))
-        {
-            Err(NftError::Apply { stderr, .. }) if stderr.contains("File exists") => {
-                Err(NftError::PortTaken(
-                    ports
-                        .iter()
-                        .map(|p| p.mapping.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                )
-                .into())
-            }
-            other => Ok(other?),
-        }
+    /// The host's ephemeral port range, where "any free port" is chosen.
+    pub(crate) fn ephemeral_ports(&self) -> (u16, u16) {
+        self.sysctl
+            .get("net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|v| crate::hostports::parse_ephemeral(&v))
+            .unwrap_or(crate::hostports::DEFAULT_EPHEMERAL)
     }
 }
 
@@ -362,6 +443,7 @@ pub(crate) fn published(a: &Attachment) -> Vec<Published> {
 pub(crate) mod fakes {
     use std::sync::Arc;
 
+    use crate::hostports::FakeHostPorts;
     use crate::netlink::FakeNetlink;
     use crate::nft::FakeNft;
     use crate::sysctl::FakeSysctl;
@@ -373,6 +455,7 @@ pub(crate) mod fakes {
         pub(crate) netlink: Arc<FakeNetlink>,
         pub(crate) nft: Arc<FakeNft>,
         pub(crate) sysctl: Arc<FakeSysctl>,
+        pub(crate) host_ports: Arc<FakeHostPorts>,
         pub(crate) _dir: tempfile::TempDir,
     }
 
@@ -381,18 +464,21 @@ pub(crate) mod fakes {
         let netlink = Arc::new(FakeNetlink::default());
         let nft = Arc::new(FakeNft::default());
         let sysctl = Arc::new(FakeSysctl::default());
+        let host_ports = Arc::new(FakeHostPorts::default());
         let net = Networking::with_backends(
             NetworkingConfig::new(dir.path()),
             netlink.clone(),
             nft.clone(),
             sysctl.clone(),
         )
-        .unwrap();
+        .unwrap()
+        .with_host_ports(host_ports.clone());
         Fake {
             net,
             netlink,
             nft,
             sysctl,
+            host_ports,
             _dir: dir,
         }
     }
@@ -401,6 +487,7 @@ pub(crate) mod fakes {
 #[cfg(test)]
 mod tests {
     use super::fakes::fake;
+    use crate::nft::Nft;
     use crate::{AttachRequest, Error, NetworkOptions};
 
     #[test]
@@ -451,5 +538,45 @@ mod tests {
         assert!(f.net.ensure_forwarding().unwrap());
         assert!(!f.net.ensure_forwarding().unwrap());
         assert_eq!(f.sysctl.value("net/ipv4/ip_forward").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_deleted_table_is_rebuilt_from_the_records() {
+        let f = fake();
+        f.net
+            .create_network("web", &NetworkOptions::user())
+            .unwrap();
+        let mut r = AttachRequest::new("web", "c1", "/ns/c1");
+        r.ports = crate::PortSpec::parse_publish("80").unwrap();
+        let a = f.net.attach(&r).unwrap();
+        let applied = f.nft.scripts().len();
+        // In step: nothing to do.
+        f.net.sync_rules().unwrap();
+        assert_eq!(f.nft.scripts().len(), applied);
+        // Someone deletes skiff's table, or a chain, or an element.
+        f.nft.apply("skiff", "delete table ip skiff").unwrap();
+        assert!(f.net.check("web", "c1", None).is_err());
+        // The next operation (here another container joining) rebuilds all of it.
+        f.net
+            .attach(&AttachRequest::new("web", "c2", "/ns/c2"))
+            .unwrap();
+        f.net.check("web", "c1", None).unwrap();
+        assert_eq!(f.nft.elements("skiff", "ports"), 1);
+        f.nft
+            .apply("skiff", "delete chain ip skiff forward")
+            .unwrap();
+        f.net.sync_rules().unwrap();
+        let listing = f.nft.list_table("skiff").unwrap().unwrap();
+        let state = crate::nft::TableState::from_listing("skiff", &listing).unwrap();
+        assert_eq!(state.chains.get("forward"), Some(&6));
+        // The rebuild kept the chosen port.
+        assert_eq!(
+            f.net.attachment("web", "c1").unwrap().unwrap().ports,
+            a.ports
+        );
+        // Nothing stored, nothing there: the host is left alone.
+        let g = fake();
+        g.net.sync_rules().unwrap();
+        assert!(g.nft.scripts().is_empty());
     }
 }

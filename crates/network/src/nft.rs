@@ -12,10 +12,16 @@
 //! |---|---|
 //! | `bridges` | every network's bridge |
 //! | `isolated` | bridges of isolated networks |
+//! | `internal` | bridges of internal networks (`--internal`: nothing in or out) |
 //! | `same_bridge` | `bridge . bridge` for every bridge |
 //! | `subnets` | every network's subnet (masqueraded when leaving it) |
 //! | `ports` | `proto . port : container-ip . port` for `-p port:port` |
 //! | `host_ports` | `host-ip . proto . port : container-ip . port` for `-p ip:port:port` |
+//!
+//! The table is level-triggered: [`TableState::desired`] computes what it
+//! must hold from the persisted networks and attachments, and
+//! [`Rules::replace`] rebuilds it in one transaction when the listing differs
+//! (someone deleted the table, a chain or elements).
 //!
 //! Scripts use nft's text syntax: the JSON parser of nftables 1.0.6 (Debian
 //! 12) cannot express a map whose data is a concatenation (`ipv4_addr .
@@ -69,9 +75,6 @@ pub enum NftError {
         "invalid nftables table name '{0}': use letters, digits and '_', at most 32 characters"
     )]
     TableName(String),
-    /// A host port is already published.
-    #[error("port {0} is already published by another container; choose another host port")]
-    PortTaken(String),
 }
 
 /// Runs nftables transactions and listings.
@@ -189,15 +192,49 @@ pub struct TableState {
     pub bridges: BTreeSet<String>,
     /// Elements of `isolated`.
     pub isolated: BTreeSet<String>,
+    /// Elements of `internal`.
+    pub internal: BTreeSet<String>,
     /// Elements of `same_bridge` (the first of each pair).
     pub same_bridge: BTreeSet<String>,
     /// Elements of `subnets`.
     pub subnets: BTreeSet<Ipv4Net>,
     /// Elements of `ports` and `host_ports`.
     pub published: BTreeSet<Published>,
+    /// Base chains and how many rules each holds.
+    pub chains: BTreeMap<String, usize>,
 }
 
 impl TableState {
+    /// What skiff's table must hold for `networks` and the ports published
+    /// to containers (`published`), with the chains of `rules`.
+    pub fn desired<'a>(
+        rules: &Rules,
+        networks: impl IntoIterator<Item = &'a Network>,
+        published: impl IntoIterator<Item = Published>,
+    ) -> TableState {
+        let mut state = TableState {
+            published: published.into_iter().collect(),
+            chains: rules
+                .chains()
+                .iter()
+                .map(|c| (c.name.to_string(), c.rules.len()))
+                .collect(),
+            ..Default::default()
+        };
+        for n in networks {
+            state.bridges.insert(n.bridge.clone());
+            state.same_bridge.insert(n.bridge.clone());
+            state.subnets.insert(n.subnet);
+            if n.isolated {
+                state.isolated.insert(n.bridge.clone());
+            }
+            if n.internal {
+                state.internal.insert(n.bridge.clone());
+            }
+        }
+        state
+    }
+
     /// Parses `nft -j list table ip <table>` output.
     pub fn from_listing(table: &str, listing: &Value) -> Result<TableState, NftError> {
         let bad = |reason: String| NftError::Listing {
@@ -210,6 +247,22 @@ impl TableState {
             .and_then(Value::as_array)
             .ok_or_else(|| bad("no nftables array".into()))?;
         for item in items {
+            if let Some(chain) = item.get("chain") {
+                let name = chain
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                state.chains.entry(name.to_string()).or_default();
+                continue;
+            }
+            if let Some(rule) = item.get("rule") {
+                let chain = rule
+                    .get("chain")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                *state.chains.entry(chain.to_string()).or_default() += 1;
+                continue;
+            }
             let Some(set) = item.get("set").or_else(|| item.get("map")) else {
                 continue;
             };
@@ -223,15 +276,16 @@ impl TableState {
                 // Elements with comments or timeouts come wrapped in {"elem": {"val": ...}}.
                 let elem = elem.get("elem").and_then(|e| e.get("val")).unwrap_or(elem);
                 match name {
-                    "bridges" | "isolated" => {
+                    "bridges" | "isolated" | "internal" => {
                         let s = elem
                             .as_str()
-                            .ok_or_else(|| bad(format!("bad {name} element {elem}")))?;
-                        if name == "bridges" {
-                            state.bridges.insert(s.to_string());
-                        } else {
-                            state.isolated.insert(s.to_string());
-                        }
+                            .ok_or_else(|| bad(format!("bad {name} element {elem}")))?
+                            .to_string();
+                        match name {
+                            "bridges" => state.bridges.insert(s),
+                            "isolated" => state.isolated.insert(s),
+                            _ => state.internal.insert(s),
+                        };
                     }
                     "same_bridge" => {
                         let first = concat(elem)
@@ -299,6 +353,21 @@ fn published(v: &Value, with_host_ip: bool) -> Option<Published> {
     })
 }
 
+/// A base chain of skiff's table.
+#[derive(Debug, Clone, Copy)]
+pub struct Chain {
+    /// Chain name.
+    pub name: &'static str,
+    /// `filter` or `nat`.
+    pub kind: &'static str,
+    /// Netfilter hook.
+    pub hook: &'static str,
+    /// Priority at the hook.
+    pub priority: i32,
+    /// Its rules, in order.
+    pub rules: &'static [&'static str],
+}
+
 /// Renders skiff's nftables scripts for one table.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -319,6 +388,75 @@ impl Rules {
         &self.table
     }
 
+    /// skiff's base chains and their rules.
+    pub fn chains(&self) -> [Chain; 5] {
+        [
+            Chain {
+                // With route_localnet on the bridges (needed for 127.0.0.1
+                // publishing), refuse packets from containers that claim a
+                // loopback destination (kube-proxy and Docker do the same).
+                name: "guard",
+                kind: "filter",
+                hook: "prerouting",
+                priority: -300,
+                rules: &["iifname @bridges ip daddr 127.0.0.0/8 drop"],
+            },
+            Chain {
+                name: "prerouting",
+                kind: "nat",
+                hook: "prerouting",
+                priority: -100,
+                rules: &[
+                    "fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @host_ports",
+                    "fib daddr type local dnat ip to meta l4proto . th dport map @ports",
+                ],
+            },
+            Chain {
+                // Connections the host itself opens (127.0.0.1, its own addresses).
+                name: "output",
+                kind: "nat",
+                hook: "output",
+                priority: -100,
+                rules: &[
+                    "fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @host_ports",
+                    "fib daddr type local dnat ip to meta l4proto . th dport map @ports",
+                ],
+            },
+            Chain {
+                name: "forward",
+                kind: "filter",
+                hook: "forward",
+                priority: 0,
+                rules: &[
+                    "iifname . oifname @same_bridge accept",
+                    // Internal networks: nothing leaves or enters, not even
+                    // through another container's published port.
+                    "iifname @internal drop",
+                    "oifname @internal drop",
+                    // Published ports are public: reachable from any other network.
+                    "ct status dnat accept",
+                    "iifname @isolated oifname @bridges drop",
+                    "iifname @bridges oifname @isolated drop",
+                ],
+            },
+            Chain {
+                name: "postrouting",
+                kind: "nat",
+                hook: "postrouting",
+                priority: 100,
+                rules: &[
+                    // Outbound: leave with the host's address.
+                    "ip saddr @subnets oifname != @bridges masquerade",
+                    // Hairpin: a container reaching a published port comes back
+                    // from the gateway, so the reply returns through the host.
+                    "ct status dnat ip saddr @subnets oifname @bridges masquerade",
+                    // The host reaching a published port through 127.0.0.1.
+                    "ip saddr 127.0.0.0/8 oifname @bridges masquerade",
+                ],
+            },
+        ]
+    }
+
     /// The table, its sets, maps and chains, and the chains' rules. Idempotent:
     /// objects are added (a no-op when present) and the chains are flushed
     /// and refilled within the same transaction, leaving elements alone.
@@ -329,6 +467,7 @@ impl Rules {
         for (name, spec) in [
             ("bridges", "type ifname;"),
             ("isolated", "type ifname;"),
+            ("internal", "type ifname;"),
             ("same_bridge", "type ifname . ifname;"),
             ("subnets", "type ipv4_addr; flags interval;"),
         ] {
@@ -342,76 +481,45 @@ impl Rules {
             s,
             "add map ip {t} host_ports {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}"
         );
-        let chains: [(&str, &str, &str, i32, &[&str]); 5] = [
-            (
-                // With route_localnet on the bridges (needed for 127.0.0.1
-                // publishing), refuse packets from containers that claim a
-                // loopback destination (kube-proxy and Docker do the same).
-                "guard",
-                "filter",
-                "prerouting",
-                -300,
-                &["iifname @bridges ip daddr 127.0.0.0/8 drop"],
-            ),
-            (
-                "prerouting",
-                "nat",
-                "prerouting",
-                -100,
-                &[
-                    "fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @host_ports",
-                    "fib daddr type local dnat ip to meta l4proto . th dport map @ports",
-                ],
-            ),
-            (
-                // Connections the host itself opens (127.0.0.1, its own addresses).
-                "output",
-                "nat",
-                "output",
-                -100,
-                &[
-                    "fib daddr type local dnat ip to ip daddr . meta l4proto . th dport map @host_ports",
-                    "fib daddr type local dnat ip to meta l4proto . th dport map @ports",
-                ],
-            ),
-            (
-                "forward",
-                "filter",
-                "forward",
-                0,
-                &[
-                    // Published ports are public: reachable from any network.
-                    "ct status dnat accept",
-                    "iifname . oifname @same_bridge accept",
-                    "iifname @isolated oifname @bridges drop",
-                    "iifname @bridges oifname @isolated drop",
-                ],
-            ),
-            (
-                "postrouting",
-                "nat",
-                "postrouting",
-                100,
-                &[
-                    // Outbound: leave with the host's address.
-                    "ip saddr @subnets oifname != @bridges masquerade",
-                    // Hairpin: a container reaching a published port comes back
-                    // from the gateway, so the reply returns through the host.
-                    "ct status dnat ip saddr @subnets oifname @bridges masquerade",
-                    // The host reaching a published port through 127.0.0.1.
-                    "ip saddr 127.0.0.0/8 oifname @bridges masquerade",
-                ],
-            ),
-        ];
-        for (name, kind, hook, prio, rules) in chains {
+        for c in self.chains() {
             let _ = writeln!(
                 s,
-                "add chain ip {t} {name} {{ type {kind} hook {hook} priority {prio}; policy accept; }}"
+                "add chain ip {t} {} {{ type {} hook {} priority {}; policy accept; }}",
+                c.name, c.kind, c.hook, c.priority
             );
-            let _ = writeln!(s, "flush chain ip {t} {name}");
-            for rule in rules {
-                let _ = writeln!(s, "add rule ip {t} {name} {rule}");
+            let _ = writeln!(s, "flush chain ip {t} {}", c.name);
+            for rule in c.rules {
+                let _ = writeln!(s, "add rule ip {t} {} {rule}", c.name);
             }
+        }
+        s
+    }
+
+    /// Rebuilds the whole table as `state` says, in one transaction: the
+    /// old table (whatever is left of it) goes, the new one comes complete,
+    /// so no packet sees a half-built table.
+    pub fn replace(&self, state: &TableState) -> String {
+        let t = &self.table;
+        let mut s = self.delete_table();
+        s.push_str(&self.base());
+        for b in &state.bridges {
+            let _ = writeln!(s, "add element ip {t} bridges {{ \"{b}\" }}");
+        }
+        for b in &state.same_bridge {
+            let _ = writeln!(s, "add element ip {t} same_bridge {{ \"{b}\" . \"{b}\" }}");
+        }
+        for b in &state.isolated {
+            let _ = writeln!(s, "add element ip {t} isolated {{ \"{b}\" }}");
+        }
+        for b in &state.internal {
+            let _ = writeln!(s, "add element ip {t} internal {{ \"{b}\" }}");
+        }
+        for n in &state.subnets {
+            let _ = writeln!(s, "add element ip {t} subnets {{ {n} }}");
+        }
+        for p in &state.published {
+            let (map, elem) = Self::port_element(p, true);
+            let _ = writeln!(s, "add element ip {t} {map} {{ {elem} }}");
         }
         s
     }
@@ -432,6 +540,9 @@ impl Rules {
         );
         if network.isolated {
             let _ = writeln!(out, "{verb} element ip {t} isolated {{ \"{b}\" }}");
+        }
+        if network.internal {
+            let _ = writeln!(out, "{verb} element ip {t} internal {{ \"{b}\" }}");
         }
     }
 
@@ -515,6 +626,9 @@ impl Rules {
         for b in &stale.isolated {
             let _ = writeln!(s, "delete element ip {t} isolated {{ \"{b}\" }}");
         }
+        for b in &stale.internal {
+            let _ = writeln!(s, "delete element ip {t} internal {{ \"{b}\" }}");
+        }
         for b in &stale.same_bridge {
             let _ = writeln!(
                 s,
@@ -545,6 +659,8 @@ pub struct FakeNft {
 struct FakeTables {
     /// table to (set name to (key to data)).
     tables: BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>,
+    /// table to (chain name to number of rules).
+    chains: BTreeMap<String, BTreeMap<String, usize>>,
     scripts: Vec<String>,
 }
 
@@ -577,15 +693,43 @@ impl Nft for FakeNft {
     fn apply(&self, table: &str, script: &str) -> Result<(), NftError> {
         let mut guard = self.state.lock().unwrap();
         let mut next = guard.tables.clone();
+        let mut chains = guard.chains.clone();
+        let missing = || fake_error(table, "No such file or directory");
         for line in script.lines() {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words.as_slice() {
                 ["add", "table", "ip", t] => {
                     next.entry(t.to_string()).or_default();
+                    chains.entry(t.to_string()).or_default();
                 }
                 ["delete", "table", "ip", t] => {
-                    next.remove(*t)
-                        .ok_or_else(|| fake_error(table, "No such file or directory"))?;
+                    next.remove(*t).ok_or_else(missing)?;
+                    chains.remove(*t);
+                }
+                ["add", "chain", "ip", t, name, ..] => {
+                    chains
+                        .get_mut(*t)
+                        .ok_or_else(missing)?
+                        .entry(name.to_string())
+                        .or_default();
+                }
+                ["flush", "chain", "ip", t, name] => {
+                    *chains
+                        .get_mut(*t)
+                        .and_then(|c| c.get_mut(*name))
+                        .ok_or_else(missing)? = 0;
+                }
+                ["add", "rule", "ip", t, name, ..] => {
+                    *chains
+                        .get_mut(*t)
+                        .and_then(|c| c.get_mut(*name))
+                        .ok_or_else(missing)? += 1;
+                }
+                ["delete", "chain", "ip", t, name] => {
+                    chains
+                        .get_mut(*t)
+                        .and_then(|c| c.remove(*name))
+                        .ok_or_else(missing)?;
                 }
                 ["add", "set" | "map", "ip", t, name, ..] => {
                     next.get_mut(*t)
@@ -621,6 +765,7 @@ impl Nft for FakeNft {
             }
         }
         guard.tables = next;
+        guard.chains = chains;
         guard.scripts.push(script.to_string());
         Ok(())
     }
@@ -662,6 +807,12 @@ impl Nft for FakeNft {
             items
                 .push(serde_json::json!({ "set": { "name": name, "table": table, "elem": elem } }));
         }
+        for (name, rules) in guard.chains.get(table).into_iter().flatten() {
+            items.push(serde_json::json!({ "chain": { "name": name, "table": table } }));
+            for _ in 0..*rules {
+                items.push(serde_json::json!({ "rule": { "chain": name, "table": table } }));
+            }
+        }
         Ok(Some(serde_json::json!({ "nftables": items })))
     }
 }
@@ -679,6 +830,7 @@ mod tests {
             gateway: "10.0.5.1".parse().unwrap(),
             isolated,
             dns: true,
+            internal: false,
             created: 0,
         }
     }

@@ -117,6 +117,12 @@ pub struct Network {
     /// Containers resolve each other's names through the embedded DNS
     /// resolver on the gateway address (Docker: user networks only).
     pub dns: bool,
+    /// Containers reach only each other (`--internal`): no default route, no
+    /// outbound NAT, nothing forwarded to or from other networks or the
+    /// outside, and no published ports (as in Docker, `-p` is accepted but
+    /// publishes nothing).
+    #[serde(default)]
+    pub internal: bool,
     /// Creation time, seconds since the epoch.
     pub created: u64,
 }
@@ -146,6 +152,8 @@ pub struct NetworkOptions {
     pub isolated: bool,
     /// Run the embedded DNS resolver (see [`Network::dns`]).
     pub dns: bool,
+    /// No way out of the network (see [`Network::internal`]).
+    pub internal: bool,
 }
 
 impl NetworkOptions {
@@ -288,6 +296,7 @@ impl NetworkStore {
             isolated: true,
             dns: false,
             gateway: None,
+            internal: false,
         };
         match self.create_locked(DEFAULT_NETWORK, &options, host_routes) {
             Err(StoreError::Exists(_)) => self.get(DEFAULT_NETWORK),
@@ -362,6 +371,7 @@ impl NetworkStore {
             gateway,
             isolated: options.isolated,
             dns: options.dns,
+            internal: options.internal,
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())

@@ -63,8 +63,14 @@ fn published_port_is_reachable_from_host_outside_and_itself() {
     let udp_port = tcp_port.wrapping_add(1);
     let mut req = AttachRequest::new(&n.name, format!("c1{}", unique()), ns1.path());
     req.ports = vec![
-        format!("{tcp_port}:80").parse().unwrap(),
-        format!("127.0.0.1:{udp_port}:53/udp").parse().unwrap(),
+        format!("{tcp_port}:80")
+            .parse::<PortMapping>()
+            .unwrap()
+            .into(),
+        format!("127.0.0.1:{udp_port}:53/udp")
+            .parse::<PortMapping>()
+            .unwrap()
+            .into(),
     ];
     let a1 = env.net.attach(&req).unwrap();
     let a2 = attach(&env, &n.name, &ns2, &format!("c2{}", unique()));
@@ -106,10 +112,15 @@ fn published_port_is_reachable_from_host_outside_and_itself() {
     // A second owner of the port is refused; after detach the port is free.
     let mut clash = AttachRequest::new(&n.name, format!("c3{}", unique()), ns2.path());
     clash.interface = "eth1".into();
-    clash.ports = vec![format!("{tcp_port}:80").parse().unwrap()];
+    clash.ports = vec![format!("{tcp_port}:80")
+        .parse::<PortMapping>()
+        .unwrap()
+        .into()];
     assert!(matches!(
         env.net.attach(&clash),
-        Err(Error::Nft(skiff_network::nft::NftError::PortTaken(_)))
+        Err(Error::HostPort(
+            skiff_network::hostports::HostPortError::Allocated { .. }
+        ))
     ));
     env.net.detach(&n.name, &a1.container_id).unwrap();
     assert!(tcp_request(None, SocketAddr::from((Ipv4Addr::LOCALHOST, tcp_port))).is_err());
@@ -269,7 +280,7 @@ fn no_leaks_after_200_attach_detach_cycles() {
     let mut host_interfaces = Vec::new();
     for i in 0..200 {
         let mut req = AttachRequest::new(&n.name, format!("leak{i}"), ns.path());
-        req.ports = vec![format!("{port}:80").parse::<PortMapping>().unwrap()];
+        req.ports = vec![format!("{port}:80").parse::<PortMapping>().unwrap().into()];
         let a = env.net.attach(&req).unwrap();
         assert!(n.subnet.contains(&a.ip));
         host_interfaces.push(a.host_interface.clone());
@@ -386,7 +397,7 @@ fn gc_cleans_up_after_dead_containers_and_killed_setups() {
     let port = random_port();
     let dead_ns = Netns::new();
     let mut req = AttachRequest::new(&n.name, "dead", dead_ns.path());
-    req.ports = vec![format!("{port}:80").parse().unwrap()];
+    req.ports = vec![format!("{port}:80").parse::<PortMapping>().unwrap().into()];
     env.net.attach(&req).unwrap();
     // A setup killed half-way: an address and a veth on the bridge, no record.
     let dir = env.dir.path().join("networks").join(&n.name);
@@ -429,7 +440,7 @@ fn check_and_reconcile_after_tampering() {
     let ns = Netns::new();
     let port = random_port();
     let mut req = AttachRequest::new(&n.name, "tampered", ns.path());
-    req.ports = vec![format!("{port}:80").parse().unwrap()];
+    req.ports = vec![format!("{port}:80").parse::<PortMapping>().unwrap().into()];
     env.net.attach(&req).unwrap();
     env.net.check(&n.name, "tampered", None).unwrap();
     ns.ip(&["route", "del", "default"]);

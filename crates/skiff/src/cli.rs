@@ -55,6 +55,8 @@ pub enum Command {
     Wait(NamesArgs),
     /// Display detailed information on containers or images.
     Inspect(InspectArgs),
+    /// List port mappings or a specific mapping for the container.
+    Port(PortArgs),
     /// List images.
     Images(ImagesArgs),
     /// Download an image from a registry.
@@ -73,6 +75,9 @@ pub enum Command {
     History(HistoryArgs),
     /// Build an image from a Dockerfile.
     Build(BuildArgs),
+    /// Manage the build cache.
+    #[command(subcommand)]
+    Builder(BuilderCommand),
     /// Log in to a registry.
     Login(LoginArgs),
     /// Run an OCI distribution registry (storage in DATA-ROOT/registry by default).
@@ -193,9 +198,16 @@ pub struct RunArgs {
     /// Network: bridge (default), host, none, or a network's name.
     #[arg(long = "network", alias = "net")]
     pub network: Option<String>,
-    /// Publish a container's port to the host: [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|udp].
+    /// Publish a container's port(s) to the host: [HOSTIP:][HOSTPORT[-END]:]CONTAINERPORT[-END][/tcp|udp]
+    /// (without a host port: a free one).
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Publish all exposed ports to free host ports.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Expose a port or a range of ports: PORT[-END][/tcp|udp].
+    #[arg(long)]
+    pub expose: Vec<String>,
     /// Another name for the container on a user network's DNS.
     #[arg(long = "network-alias")]
     pub network_alias: Vec<String>,
@@ -556,6 +568,16 @@ pub enum VolumeCommand {
     },
 }
 
+/// `port`.
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// Container name or id.
+    pub container: String,
+    /// Only this port: PRIVATE_PORT[/tcp|udp].
+    #[arg(value_name = "PRIVATE_PORT[/PROTO]")]
+    pub port: Option<String>,
+}
+
 /// `network ...`.
 #[derive(Debug, Subcommand)]
 pub enum NetworkCommand {
@@ -567,6 +589,9 @@ pub enum NetworkCommand {
         /// Gateway address (the subnet's first address when absent).
         #[arg(long)]
         gateway: Option<String>,
+        /// Restrict external access: no outbound traffic, no published ports.
+        #[arg(long)]
+        internal: bool,
         /// Network name.
         name: String,
     },
@@ -695,6 +720,17 @@ pub struct ComponentArgs {
     pub kubeconfig: Option<PathBuf>,
 }
 
+/// `builder ...`.
+#[derive(Debug, Subcommand)]
+pub enum BuilderCommand {
+    /// Remove the build cache: cached steps, their layers and cache mounts.
+    Prune {
+        /// Do not prompt for confirmation (accepted; skiff does not prompt).
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+}
+
 /// `build`.
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -719,9 +755,12 @@ pub struct BuildArgs {
     /// Network for RUN steps: none (default) or host.
     #[arg(long, default_value = "none")]
     pub network: String,
-    /// Progress output: plain or tty (auto picks tty on a terminal).
-    #[arg(long, default_value = "auto")]
+    /// Progress output: auto, plain or tty (auto picks tty when stderr is a terminal).
+    #[arg(long, default_value = "auto", env = "BUILDKIT_PROGRESS")]
     pub progress: String,
+    /// Target platform (os/arch[/variant]); only the host's can be built.
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Print only the image ID.
     #[arg(short = 'q', long)]
     pub quiet: bool,

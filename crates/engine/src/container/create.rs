@@ -297,11 +297,25 @@ impl Engine {
         } else {
             NetworkMode::parse(req.network.as_deref())
         };
-        let ports = networks::parse_ports(&req.publish)?;
-        if !ports.is_empty() && network.network().is_none() {
+        let mut exposed: Vec<String> = config
+            .exposed_ports()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        exposed.extend(req.expose.iter().cloned());
+        let ports = networks::ports_to_publish(&req.publish, req.publish_all, &exposed)?;
+        if !req.publish.is_empty() && network.network().is_none() {
             return Err(EngineError::InvalidArgument(
                 "conflicting options: port publishing and the container type network mode".into(),
             ));
+        }
+        // A host port that is taken fails now, before the container exists
+        // (it is checked again when the ports are published at start).
+        if let Some(net) = network.network() {
+            self.networking
+                .check_ports(net, name, &ports)
+                .map_err(networks::network_error)?;
         }
         let dns_server = match network.network() {
             Some(name) => self

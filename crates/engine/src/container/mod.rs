@@ -71,9 +71,15 @@ pub struct CreateRequest {
     pub auto_remove: bool,
     /// `--network`: `bridge` (default), `host`, `none` or a network's name.
     pub network: Option<String>,
-    /// `-p` values: `[hostip:]hostport:containerport[/tcp|udp]`.
+    /// `-p` values: `[hostip:][hostport[-end]:]containerport[-end][/tcp|udp]`.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// `-P`: publish every exposed port on a free host port.
+    #[serde(default)]
+    pub publish_all: bool,
+    /// `--expose` values: `port[-end][/tcp|udp]`, added to the image's EXPOSE.
+    #[serde(default)]
+    pub expose: Vec<String>,
     /// `--network-alias`: more names on a user network's DNS.
     #[serde(default)]
     pub network_aliases: Vec<String>,
@@ -146,9 +152,10 @@ pub struct ContainerRecord {
     /// The network it joins.
     #[serde(default)]
     pub network: crate::networks::NetworkMode,
-    /// Published ports.
+    /// Ports to publish at each start (`-p`, and `-P` for the exposed
+    /// ports); the host ports chosen are in the network attachment.
     #[serde(default)]
-    pub ports: Vec<skiff_network::PortMapping>,
+    pub ports: Vec<skiff_network::PortSpec>,
     /// The container whose network, IPC and UTS namespaces this one joins at each start
     /// (a pod's sandbox; see [`create::CreateOptions`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,23 +174,6 @@ impl ContainerRecord {
     /// The command line as `docker ps` shows it.
     pub fn command_line(&self) -> String {
         self.spec.args.join(" ")
-    }
-
-    /// Published ports as `docker ps` shows them (`0.0.0.0:8080->80/tcp`).
-    pub fn ports_text(&self) -> String {
-        self.ports
-            .iter()
-            .map(|p| {
-                format!(
-                    "{}:{}->{}/{}",
-                    p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-                    p.host_port,
-                    p.container_port,
-                    p.protocol
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }
 
@@ -242,6 +232,47 @@ impl Container {
             _ => None,
         }
     }
+}
+
+/// Published ports as `docker ps` shows them: `0.0.0.0:8080->80/tcp`, with
+/// runs of consecutive ports folded into ranges (`0.0.0.0:8000-8001->80-81/tcp`).
+pub fn ports_text(ports: &[skiff_network::PortMapping]) -> String {
+    let mut sorted = ports.to_vec();
+    sorted.sort_by_key(|p| (p.host_ip, p.protocol, p.container_port, p.host_port));
+    // (first mapping, length of the run)
+    let mut runs: Vec<(skiff_network::PortMapping, u16)> = Vec::new();
+    for p in sorted {
+        if let Some((first, len)) = runs.last_mut() {
+            let follows = first.host_ip == p.host_ip
+                && first.protocol == p.protocol
+                && u32::from(first.container_port) + u32::from(*len) == u32::from(p.container_port)
+                && u32::from(first.host_port) + u32::from(*len) == u32::from(p.host_port);
+            if follows {
+                *len += 1;
+                continue;
+            }
+        }
+        runs.push((p, 1));
+    }
+    let span = |start: u16, len: u16| {
+        if len == 1 {
+            start.to_string()
+        } else {
+            format!("{start}-{}", start + len - 1)
+        }
+    };
+    runs.iter()
+        .map(|(p, len)| {
+            format!(
+                "{}:{}->{}/{}",
+                p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                span(p.host_port, *len),
+                span(p.container_port, *len),
+                p.protocol
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Docker's rendering of a duration (`Less than a second`, `5 seconds`, `About a minute` ...).
@@ -334,5 +365,21 @@ mod tests {
         );
         assert_eq!(human_duration(chrono::Duration::seconds(600)), "10 minutes");
         assert_eq!(human_duration(chrono::Duration::hours(5)), "5 hours");
+    }
+
+    #[test]
+    fn ports_fold_into_ranges_like_docker_ps() {
+        let m = |s: &str| s.parse::<skiff_network::PortMapping>().unwrap();
+        let ports = [
+            m("8001:81"),
+            m("8000:80"),
+            m("127.0.0.1:9000:90/udp"),
+            m("49153:443"),
+        ];
+        assert_eq!(
+            ports_text(&ports),
+            "0.0.0.0:8000-8001->80-81/tcp, 0.0.0.0:49153->443/tcp, 127.0.0.1:9000->90/udp"
+        );
+        assert_eq!(ports_text(&[]), "");
     }
 }

@@ -165,6 +165,7 @@ impl Env {
             isolated,
             dns,
             gateway: None,
+            internal: false,
         };
         self.net.create_network(&name, &options).unwrap()
     }

@@ -7,11 +7,11 @@ use chrono::Utc;
 use serde_json::json;
 use skiff_engine::container::logs::LogOptions;
 use skiff_engine::container::start::StartOptions;
-use skiff_engine::Container;
+use skiff_engine::{Container, Engine};
 
 use super::{for_each_name, Context, Exit};
 use crate::cli::{
-    KillArgs, LogsArgs, NamesArgs, PsArgs, RmArgs, StartArgs, StopArgs, SystemCommand,
+    KillArgs, LogsArgs, NamesArgs, PortArgs, PsArgs, RmArgs, StartArgs, StopArgs, SystemCommand,
 };
 use crate::template;
 
@@ -56,7 +56,7 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// The fields `docker ps --format` offers.
-fn ps_row(c: &Container, no_trunc: bool) -> serde_json::Value {
+fn ps_row(engine: &Engine, c: &Container, no_trunc: bool) -> serde_json::Value {
     let now = Utc::now();
     let command = format!("\"{}\"", c.record.command_line());
     json!({
@@ -67,12 +67,62 @@ fn ps_row(c: &Container, no_trunc: bool) -> serde_json::Value {
         "RunningFor": format!("{} ago", skiff_engine::container::human_duration(now - c.record.created)),
         "Status": c.status_text(now),
         "State": c.status.docker_state(),
-        "Ports": c.record.ports_text(),
+        "Ports": skiff_engine::container::ports_text(&engine.published_ports(c)),
         "Names": c.record.name,
         "Labels": c.record.request.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
         "Mounts": c.record.mounts.iter().map(|m| if m.name.is_empty() { m.source.display().to_string() } else { m.name.clone() }).collect::<Vec<_>>().join(","),
         "Networks": c.record.network.docker_name(),
     })
+}
+
+/// `skiff port`: `80/tcp -> 0.0.0.0:49153` per mapping, or only the host
+/// addresses of one private port, as `docker port` prints them.
+pub fn port(ctx: &Context, args: PortArgs) -> Result<()> {
+    let engine = ctx.engine()?;
+    let container = engine.find(&args.container).map_err(|_| Exit {
+        code: 1,
+        message: format!("No such container: {}", args.container),
+    })?;
+    let mut ports = engine.published_ports(&container);
+    ports.sort_by_key(|p| (p.container_port, p.protocol, p.host_ip, p.host_port));
+    let host = |p: &skiff_network::PortMapping| {
+        format!(
+            "{}:{}",
+            p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            p.host_port
+        )
+    };
+    let Some(wanted) = &args.port else {
+        for p in &ports {
+            println!("{}/{} -> {}", p.container_port, p.protocol, host(p));
+        }
+        return Ok(());
+    };
+    let (number, protocol) = match wanted.split_once('/') {
+        Some((n, proto)) => (n, proto.to_string()),
+        None => (wanted.as_str(), "tcp".to_string()),
+    };
+    let number: u16 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid port {wanted:?}: expected PRIVATE_PORT[/PROTO]"))?;
+    let matching: Vec<_> = ports
+        .iter()
+        .filter(|p| p.container_port == number && p.protocol.as_str() == protocol)
+        .collect();
+    if matching.is_empty() {
+        return Err(Exit {
+            code: 1,
+            message: format!(
+                "No public port '{number}/{protocol}' published for {}",
+                args.container
+            ),
+        }
+        .into());
+    }
+    for p in matching {
+        println!("{}", host(p));
+    }
+    Ok(())
 }
 
 /// Prints rows as an aligned table (Docker's tabwriter: padding 3).
@@ -128,14 +178,17 @@ pub fn ps(ctx: &Context, args: PsArgs) -> Result<()> {
     }
     if let Some(format) = &args.format {
         for c in &containers {
-            println!("{}", template::render(format, &ps_row(c, args.no_trunc))?);
+            println!(
+                "{}",
+                template::render(format, &ps_row(&engine, c, args.no_trunc))?
+            );
         }
         return Ok(());
     }
     let rows: Vec<Vec<String>> = containers
         .iter()
         .map(|c| {
-            let r = ps_row(c, args.no_trunc);
+            let r = ps_row(&engine, c, args.no_trunc);
             [
                 "ID",
                 "Image",

@@ -55,7 +55,8 @@ pub fn container_json(engine: &Engine, c: &Container) -> Value {
         "HostConfig": {
             "Binds": r.request.volumes,
             "NetworkMode": r.network.docker_name(),
-            "PortBindings": r.ports.iter().map(|p| (format!("{}/{}", p.container_port, p.protocol), json!([{"HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(), "HostPort": p.host_port.to_string()}]))).collect::<serde_json::Map<_, _>>(),
+            "PortBindings": port_bindings(r),
+            "PublishAllPorts": r.request.publish_all,
             "AutoRemove": r.request.auto_remove,
             "CapAdd": r.request.cap_add,
             "CapDrop": r.request.cap_drop,
@@ -106,6 +107,31 @@ pub fn container_json(engine: &Engine, c: &Container) -> Value {
     })
 }
 
+/// Docker's `HostConfig.PortBindings`: what `-p` asked for, by container
+/// port (`HostPort` empty when any free port will do).
+fn port_bindings(r: &skiff_engine::ContainerRecord) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::new();
+    for p in r.ports.iter().filter(|p| {
+        // -P's ports are not bindings in Docker's record.
+        !(r.request.publish_all && p.host_port == 0 && p.host_ip.is_none())
+            || r.request.publish.iter().any(|s| {
+                skiff_network::PortSpec::parse_publish(s).is_ok_and(|specs| specs.contains(p))
+            })
+    }) {
+        let binding = json!({
+            "HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(),
+            "HostPort": p.host_port_text(),
+        });
+        if let Value::Array(list) = out
+            .entry(format!("{}/{}", p.container_port, p.protocol))
+            .or_insert_with(|| json!([]))
+        {
+            list.push(binding);
+        }
+    }
+    out
+}
+
 /// Docker's `NetworkSettings` from the container's attachment, if any.
 fn network_settings(engine: &Engine, c: &Container) -> Value {
     let r = &c.record;
@@ -113,16 +139,19 @@ fn network_settings(engine: &Engine, c: &Container) -> Value {
         .network
         .network()
         .and_then(|n| engine.networking().attachment(n, &r.id).ok().flatten());
-    let ports: serde_json::Map<String, Value> = r
-        .ports
-        .iter()
-        .map(|p| {
-            (
-                format!("{}/{}", p.container_port, p.protocol),
-                json!([{"HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_else(|| "0.0.0.0".into()), "HostPort": p.host_port.to_string()}]),
-            )
-        })
-        .collect();
+    let mut ports = serde_json::Map::new();
+    for p in engine.published_ports(c) {
+        let binding = json!({
+            "HostIp": p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(),
+            "HostPort": p.host_port.to_string(),
+        });
+        if let Value::Array(list) = ports
+            .entry(format!("{}/{}", p.container_port, p.protocol))
+            .or_insert_with(|| json!([]))
+        {
+            list.push(binding);
+        }
+    }
     match attachment {
         Some(a) => json!({
             "IPAddress": a.ip.to_string(),

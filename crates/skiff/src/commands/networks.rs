@@ -1,7 +1,8 @@
 //! `skiff network ...`.
 
 use anyhow::{Context as _, Result};
-use skiff_network::NetworkOptions;
+use serde_json::{json, Value};
+use skiff_network::{NetworkInspect, NetworkOptions};
 
 use super::containers::print_table;
 use super::{for_each_name, Context};
@@ -19,9 +20,11 @@ pub fn network(ctx: &Context, cmd: NetworkCommand) -> Result<()> {
         NetworkCommand::Create {
             subnet,
             gateway,
+            internal,
             name,
         } => {
             let mut options = NetworkOptions::user();
+            options.internal = internal;
             options.subnet = subnet
                 .map(|s| s.parse().with_context(|| format!("invalid subnet {s:?}")))
                 .transpose()?;
@@ -65,11 +68,57 @@ pub fn network(ctx: &Context, cmd: NetworkCommand) -> Result<()> {
         NetworkCommand::Inspect { names } => {
             let mut out = Vec::new();
             for name in &names {
-                out.push(serde_json::to_value(networking.inspect(name)?)?);
+                out.push(docker_json(&networking.inspect(name)?));
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
         NetworkCommand::DnsServe => unreachable!("handled above"),
     }
+}
+
+/// A network as `docker network inspect` shows it.
+fn docker_json(inspect: &NetworkInspect) -> Value {
+    let n = &inspect.network;
+    let created = chrono::DateTime::from_timestamp(n.created as i64, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    let containers: serde_json::Map<String, Value> = inspect
+        .attachments
+        .iter()
+        .map(|a| {
+            (
+                a.container_id.clone(),
+                json!({
+                    "Name": a.name.clone().unwrap_or_default(),
+                    "MacAddress": a.mac,
+                    "IPv4Address": format!("{}/{}", a.ip, a.prefix_len),
+                    "IPv6Address": "",
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "Name": n.name,
+        "Id": n.id,
+        "Created": created,
+        "Scope": "local",
+        "Driver": "bridge",
+        "EnableIPv6": false,
+        "IPAM": {
+            "Driver": "default",
+            "Options": {},
+            "Config": [{"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()}],
+        },
+        "Internal": n.internal,
+        "Attachable": false,
+        "Ingress": false,
+        "ConfigOnly": false,
+        "Containers": containers,
+        "Options": {
+            "com.docker.network.bridge.name": n.bridge,
+            "com.docker.network.bridge.enable_icc": "true",
+        },
+        "Labels": {},
+    })
 }

@@ -88,6 +88,8 @@ fn request(args: &RunArgs) -> Result<CreateRequest> {
         auto_remove: args.rm,
         network: args.network.clone(),
         publish: args.publish.clone(),
+        publish_all: args.publish_all,
+        expose: args.expose.clone(),
         network_aliases: args.network_alias.clone(),
         labels,
         stop_signal: args.stop_signal.clone(),
