@@ -1,9 +1,9 @@
 //! One build: read the Dockerfile and context, run the stages the target needs (those
 //! that do not depend on each other in parallel threads), add the image and tag it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use skiff_engine::Engine;
@@ -11,8 +11,9 @@ use skiff_images::{ImageId, ImageStore, Reference};
 
 use crate::cache::Cache;
 use crate::context::BuildContext;
-use crate::dockerfile::{self, Dockerfile, Kind, MountKind};
+use crate::dockerfile::{self, Dockerfile};
 use crate::ignore::IgnoreRules;
+use crate::plan::{self, Plan, Scheduler, WaitError};
 use crate::progress::{Progress, ProgressMode};
 use crate::stage::{StageResult, StageRunner};
 use crate::{shell, BuildError};
@@ -65,6 +66,8 @@ pub struct BuildOptions {
     pub secrets: Vec<Secret>,
     /// `--network host` for RUN steps (default none).
     pub host_network: bool,
+    /// `--platform`: the target platform (must be the host's; default the host's).
+    pub platform: Option<String>,
 }
 
 /// The result of a build.
@@ -89,61 +92,32 @@ pub(crate) struct Shared<'e> {
     pub context: BuildContext,
     /// Global ARG values (defaults overridden by --build-arg), for FROM lines.
     pub global_args: BTreeMap<String, String>,
-    /// Finished stages by index; `None` for a failed stage.
-    results: Mutex<HashMap<usize, Option<Arc<StageResult>>>>,
-    finished: Condvar,
-    /// Errors of failed stages.
-    errors: Mutex<Vec<(usize, BuildError)>>,
-    /// The stages this build runs.
-    needed: Vec<usize>,
+    /// Runs the planned stages and hands their results to the stages that wait.
+    scheduler: Scheduler<Arc<StageResult>>,
 }
 
 impl Shared<'_> {
     /// Waits for stage `index` and returns its result.
     pub fn wait_stage(&self, index: usize) -> Result<Arc<StageResult>, BuildError> {
-        if !self.needed.contains(&index) {
-            // Named only through a variable: not scheduled, so waiting would never end.
-            return Err(BuildError::DependencyFailed(format!(
+        let name = || self.dockerfile.stages[index].display_name();
+        self.scheduler.wait(index).map_err(|e| match e {
+            // Named only through a variable: not planned, so waiting would never end.
+            WaitError::NotPlanned => BuildError::DependencyFailed(format!(
                 "{} (referenced through a build argument; name the stage literally)",
-                self.dockerfile.stages[index].display_name()
-            )));
-        }
-        let mut results = self.results.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(r) = results.get(&index) {
-                return r.clone().ok_or_else(|| {
-                    BuildError::DependencyFailed(self.dockerfile.stages[index].display_name())
-                });
-            }
-            results = self
-                .finished
-                .wait(results)
-                .unwrap_or_else(|e| e.into_inner());
-        }
+                name()
+            )),
+            WaitError::Failed => BuildError::DependencyFailed(name()),
+        })
     }
 
     /// The stage a `--from`/FROM word names (by name or index), if any.
     pub fn stage_named(&self, name: &str, before: usize) -> Option<usize> {
-        let lower = name.to_ascii_lowercase();
-        self.dockerfile.stages[..before]
-            .iter()
-            .find(|s| s.name.as_deref() == Some(lower.as_str()))
-            .map(|s| s.index)
-            .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
+        plan::stage_named(&self.dockerfile, name, before)
     }
 
     /// The base of stage `index` after substituting global ARGs.
     pub fn stage_base(&self, index: usize) -> Result<String, BuildError> {
-        let stage = &self.dockerfile.stages[index];
-        let lookup = |n: &str| self.global_args.get(n).cloned();
-        shell::expand(&stage.base, self.dockerfile.escape, &lookup).map_err(|source| {
-            BuildError::Substitution {
-                file: self.file.clone(),
-                line: stage.line,
-                instruction: stage.text.clone(),
-                source,
-            }
-        })
+        expand_base(&self.dockerfile, &self.file, &self.global_args, index)
     }
 }
 
@@ -194,38 +168,12 @@ pub fn build(
     ));
     v.done();
 
-    let mut global_args = BTreeMap::new();
     let host = skiff_images::Platform::host();
-    for (k, v) in [
-        ("TARGETPLATFORM", host.to_string()),
-        ("TARGETOS", host.os.clone()),
-        ("TARGETARCH", host.architecture.clone()),
-        ("BUILDPLATFORM", host.to_string()),
-        ("BUILDOS", host.os.clone()),
-        ("BUILDARCH", host.architecture.clone()),
-    ] {
-        global_args.insert(k.to_string(), v);
-    }
-    for decl in &parsed.global_args {
-        let value = match (opts.build_args.get(&decl.name), &decl.default) {
-            (Some(v), _) => Some(v.clone()),
-            (None, Some(d)) => {
-                let lookup = |n: &str| global_args.get(n).cloned();
-                Some(shell::expand(d, parsed.escape, &lookup).map_err(|source| {
-                    BuildError::Substitution {
-                        file: file.clone(),
-                        line: 1,
-                        instruction: format!("ARG {}", decl.name),
-                        source,
-                    }
-                })?)
-            }
-            (None, None) => None,
-        };
-        if let Some(v) = value {
-            global_args.insert(decl.name.clone(), v);
-        }
-    }
+    let target_platform = match &opts.platform {
+        Some(p) => supported_platform(p, &host, &file, None)?,
+        None => host.clone(),
+    };
+    let global_args = global_args(&parsed, &opts.build_args, &host, &target_platform, &file)?;
 
     let target = match &opts.target {
         Some(t) => parsed
@@ -236,6 +184,26 @@ pub fn build(
             .ok_or_else(|| BuildError::NoTarget(t.clone()))?,
         None => parsed.stages.len() - 1,
     };
+    let plan = Plan::new(&parsed, target, &|i| {
+        expand_base(&parsed, &file, &global_args, i)
+    })?;
+    // Every FROM --platform is checked before any stage runs: nothing is built for a
+    // platform this host cannot run.
+    for i in plan.stages() {
+        let stage = &parsed.stages[i];
+        if let Some(p) = &stage.platform {
+            let lookup = |n: &str| global_args.get(n).cloned();
+            let p = shell::expand(p, parsed.escape, &lookup).map_err(|source| {
+                BuildError::Substitution {
+                    file: file.clone(),
+                    line: stage.line,
+                    instruction: stage.text.clone(),
+                    source,
+                }
+            })?;
+            supported_platform(&p, &host, &file, Some(stage))?;
+        }
+    }
 
     let v = progress.start("[internal] load build context");
     let context = BuildContext::read(&opts.context, &ignore)?;
@@ -245,7 +213,7 @@ pub fn build(
     ));
     v.done();
 
-    let mut shared = Shared {
+    let shared = Shared {
         engine,
         store: store.clone(),
         cache: Cache::new(&work.join("cache")),
@@ -256,66 +224,20 @@ pub fn build(
         dockerfile: parsed,
         context,
         global_args,
-        results: Mutex::new(HashMap::new()),
-        finished: Condvar::new(),
-        errors: Mutex::new(Vec::new()),
-        needed: Vec::new(),
+        scheduler: Scheduler::new(plan.stages()),
     };
-    let needed = needed_stages(&shared, target)?;
-    shared.needed = needed.clone();
     let _guard = store.begin_import()?;
+    let mut results = shared
+        .scheduler
+        .run(&|index| StageRunner::run(&shared, index).map(Arc::new))?;
 
-    std::thread::scope(|scope| {
-        for &index in &needed {
-            let shared = &shared;
-            scope.spawn(move || {
-                let result = StageRunner::run(shared, index);
-                let outcome = match result {
-                    Ok(r) => Some(Arc::new(r)),
-                    Err(e) => {
-                        shared
-                            .errors
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((index, e));
-                        None
-                    }
-                };
-                shared
-                    .results
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(index, outcome);
-                shared.finished.notify_all();
-            });
-        }
-    });
-    let mut errors = std::mem::take(&mut *shared.errors.lock().unwrap_or_else(|e| e.into_inner()));
-    // The root cause, not the stages that only waited for it.
-    errors.sort_by_key(|(i, e)| (matches!(e, BuildError::DependencyFailed(_)), *i));
-    if let Some((_, e)) = errors.into_iter().next() {
-        return Err(e);
-    }
-    let mut results =
-        std::mem::take(&mut *shared.results.lock().unwrap_or_else(|e| e.into_inner()));
-
+    // Only the target becomes an image: the other stages' layers stay in the build cache
+    // (held against the store's garbage collection), not as `<none>` images.
+    let result = results
+        .remove(&target)
+        .ok_or_else(|| BuildError::NoTarget(format!("{target}")))?;
     let progress = &shared.progress;
     let v = progress.start("exporting to image");
-    let mut target_result = None;
-    for index in &needed {
-        let Some(Some(result)) = results.remove(index) else {
-            continue;
-        };
-        if *index == target {
-            target_result = Some(result);
-        } else if !result.layers.is_empty() {
-            // Other stages are kept as untagged images so their layers (and so the
-            // cache of their steps) survive garbage collection, like Docker's
-            // intermediate images.
-            add_image(&store, &result, &[])?;
-        }
-    }
-    let result = target_result.ok_or_else(|| BuildError::NoTarget(format!("{target}")))?;
     v.status("exporting layers done");
     let tags = opts
         .tags
@@ -329,6 +251,112 @@ pub fn build(
     }
     v.done();
     Ok(Built { id, tags })
+}
+
+/// The global ARG values: BuildKit's automatic platform ARGs, then the ARGs before the
+/// first FROM (their defaults, overridden by `--build-arg`).
+fn global_args(
+    parsed: &Dockerfile,
+    build_args: &BTreeMap<String, String>,
+    build_platform: &skiff_images::Platform,
+    target_platform: &skiff_images::Platform,
+    file: &str,
+) -> Result<BTreeMap<String, String>, BuildError> {
+    let mut args = BTreeMap::new();
+    for (prefix, p) in [("TARGET", target_platform), ("BUILD", build_platform)] {
+        args.insert(format!("{prefix}PLATFORM"), p.to_string());
+        args.insert(format!("{prefix}OS"), p.os.clone());
+        args.insert(format!("{prefix}ARCH"), p.architecture.clone());
+        args.insert(
+            format!("{prefix}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
+    }
+    for decl in &parsed.global_args {
+        let value = match (build_args.get(&decl.name), &decl.default) {
+            (Some(v), _) => Some(v.clone()),
+            (None, Some(d)) => {
+                let lookup = |n: &str| args.get(n).cloned();
+                Some(shell::expand(d, parsed.escape, &lookup).map_err(|source| {
+                    BuildError::Substitution {
+                        file: file.to_string(),
+                        line: 1,
+                        instruction: format!("ARG {}", decl.name),
+                        source,
+                    }
+                })?)
+            }
+            (None, None) => None,
+        };
+        if let Some(v) = value {
+            args.insert(decl.name.clone(), v);
+        }
+    }
+    Ok(args)
+}
+
+/// `platform` parsed, if this host can run it (a `FROM --platform` or `--platform`
+/// value): skiff runs RUN steps natively, without emulation.
+fn supported_platform(
+    platform: &str,
+    host: &skiff_images::Platform,
+    file: &str,
+    stage: Option<&dockerfile::Stage>,
+) -> Result<skiff_images::Platform, BuildError> {
+    let at = || match stage {
+        Some(s) => format!(" ({file}:{}: {})", s.line, s.text),
+        None => String::new(),
+    };
+    let wanted: skiff_images::Platform =
+        platform
+            .parse()
+            .map_err(|e: skiff_images::ManifestError| BuildError::Platform {
+                message: format!("{e}{}", at()),
+            })?;
+    if !host.matches(&wanted) {
+        return Err(BuildError::Platform {
+            message: format!(
+                "platform {wanted} is not supported on this {host} host{}: remove --platform or use {host} ($BUILDPLATFORM)",
+                at()
+            ),
+        });
+    }
+    Ok(wanted)
+}
+
+/// The base of stage `index` after substituting global ARGs.
+fn expand_base(
+    dockerfile: &Dockerfile,
+    file: &str,
+    global_args: &BTreeMap<String, String>,
+    index: usize,
+) -> Result<String, BuildError> {
+    let stage = &dockerfile.stages[index];
+    let lookup = |n: &str| global_args.get(n).cloned();
+    shell::expand(&stage.base, dockerfile.escape, &lookup).map_err(|source| {
+        BuildError::Substitution {
+            file: file.to_string(),
+            line: stage.line,
+            instruction: stage.text.clone(),
+            source,
+        }
+    })
+}
+
+/// `skiff builder prune`: forgets every cached step, releases the layers the cache held
+/// (those no image uses are deleted) and removes the `--mount=type=cache` directories.
+/// Returns the bytes reclaimed.
+pub fn prune(engine: &Engine) -> Result<u64, BuildError> {
+    let work = engine.roots().data.join("builder");
+    let mut reclaimed = 0;
+    for dir in [work.join("cache"), work.join("cache-mounts")] {
+        if dir.exists() {
+            reclaimed += crate::fsutil::tree_size(&dir);
+            std::fs::remove_dir_all(&dir).map_err(BuildError::io("removing", &dir))?;
+        }
+    }
+    reclaimed += engine.images().release_holds(crate::cache::HOLD_PREFIX)?;
+    Ok(reclaimed)
 }
 
 /// Adds the stage's image unless an identical one with these names exists already.
@@ -362,41 +390,6 @@ fn add_image(
         }
     }
     Ok(store.add_image(value, result.layers.clone(), tags)?.id)
-}
-
-/// The stages `target` needs, dependencies first.
-fn needed_stages(shared: &Shared<'_>, target: usize) -> Result<Vec<usize>, BuildError> {
-    let mut needed = HashSet::new();
-    let mut stack = vec![target];
-    while let Some(i) = stack.pop() {
-        if !needed.insert(i) {
-            continue;
-        }
-        let base = shared.stage_base(i)?;
-        if let Some(dep) = shared.stage_named(&base, i) {
-            stack.push(dep);
-        }
-        for ins in &shared.dockerfile.stages[i].instructions {
-            let froms: Vec<&str> = match &ins.kind {
-                Kind::Copy(c) => c.from.as_deref().into_iter().collect(),
-                Kind::Run(r) => r
-                    .mounts
-                    .iter()
-                    .filter(|m| m.kind != MountKind::Secret)
-                    .filter_map(|m| m.from.as_deref())
-                    .collect(),
-                _ => Vec::new(),
-            };
-            for f in froms {
-                if let Some(dep) = shared.stage_named(f, i) {
-                    stack.push(dep);
-                }
-            }
-        }
-    }
-    let mut v: Vec<usize> = needed.into_iter().collect();
-    v.sort();
-    Ok(v)
 }
 
 /// Where a `--from`/`from=` word points.

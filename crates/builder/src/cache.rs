@@ -3,8 +3,10 @@
 //! A key is the sha256 of the parent step's key and the step's description (the
 //! instruction after substitution, its flags, and for COPY/ADD the content hash of what
 //! it reads), so a key names the whole chain from the base image. Entries live in
-//! `<data-root>/builder/cache/<key>.json` and point at layers in the image store; an
-//! entry whose layer was garbage-collected is a miss.
+//! `<data-root>/builder/cache/<key>.json` and point at layers in the image store, which
+//! keeps each under a hold (`build-cache-<key>`) so layers no image uses, such as those
+//! of intermediate stages, survive garbage collection; an entry whose layer is gone
+//! anyway is a miss.
 
 use std::fs;
 use std::io;
@@ -19,6 +21,14 @@ pub fn root_key(base: &str) -> String {
     chain("", base)
 }
 
+/// The prefix of the image store holds that keep cached layers (see [`hold_name`]).
+pub const HOLD_PREFIX: &str = "build-cache-";
+
+/// The image store hold that keeps the layer of the step `key` from garbage collection.
+pub fn hold_name(key: &str) -> String {
+    format!("{HOLD_PREFIX}{key}")
+}
+
 /// The key of a step given its parent's key and its description.
 pub fn chain(parent: &str, step: &str) -> String {
     let mut h = Sha256::new();
@@ -26,6 +36,42 @@ pub fn chain(parent: &str, step: &str) -> String {
     h.update(b"\n");
     h.update(step.as_bytes());
     hex::encode(h.finalize())
+}
+
+/// The description of a RUN step in its key: the command, the build arguments in its
+/// environment (so a new `--build-arg` value misses every RUN after the ARG, as in
+/// BuildKit) and its mounts.
+pub fn run_step(argv: &[String], arg_env: &[String], mounts: &[String]) -> String {
+    let json = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
+    format!(
+        "RUN {} args={} mounts={}",
+        json(argv),
+        json(arg_env),
+        mounts.join(";")
+    )
+}
+
+/// A RUN step's history line as BuildKit writes it: the build arguments it saw first
+/// (`RUN |2 A=1 B=2 /bin/sh -c make # buildkit`).
+pub fn run_created_by(
+    command: &crate::dockerfile::CommandLine,
+    argv: &[String],
+    arg_env: &[String],
+) -> String {
+    let args = if arg_env.is_empty() {
+        String::new()
+    } else {
+        format!("|{} {} ", arg_env.len(), arg_env.join(" "))
+    };
+    match command {
+        crate::dockerfile::CommandLine::Shell(_) => {
+            format!("RUN {args}{} # buildkit", argv.join(" "))
+        }
+        crate::dockerfile::CommandLine::Exec(v) => format!(
+            "RUN {args}{} # buildkit",
+            serde_json::to_string(v).unwrap_or_default()
+        ),
+    }
 }
 
 /// What a cached step produced.
@@ -83,6 +129,32 @@ mod tests {
         assert_ne!(a, chain(&root_key("image:y"), "RUN true"));
         assert_ne!(a, chain(&root_key("image:x"), "RUN false"));
         assert_eq!(a, chain(&root_key("image:x"), "RUN true"));
+
+        let sh = |s: &str| vec!["/bin/sh".to_string(), "-c".into(), s.into()];
+        let v1 = vec!["V=1".to_string()];
+        let v2 = vec!["V=2".to_string()];
+        assert_ne!(
+            run_step(&sh("make"), &v1, &[]),
+            run_step(&sh("make"), &v2, &[]),
+            "a RUN sees the build arguments in its environment"
+        );
+        assert_ne!(
+            run_step(&sh("make"), &[], &[]),
+            run_step(&sh("make"), &v1, &[])
+        );
+        assert_ne!(
+            run_step(&sh("make"), &[], &["Bind a".into()]),
+            run_step(&sh("make"), &[], &["Bind b".into()])
+        );
+        use crate::dockerfile::CommandLine;
+        assert_eq!(
+            run_created_by(&CommandLine::Shell("make".into()), &sh("make"), &v1),
+            "RUN |1 V=1 /bin/sh -c make # buildkit"
+        );
+        assert_eq!(
+            run_created_by(&CommandLine::Exec(vec!["make".into()]), &[], &[]),
+            "RUN [\"make\"] # buildkit"
+        );
 
         let tmp = tempfile::tempdir().unwrap();
         let store = ImageStore::open(&tmp.path().join("images")).unwrap();

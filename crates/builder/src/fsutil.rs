@@ -29,6 +29,12 @@ impl View {
             .iter()
             .map(|l| store.layer_dir(&l.diff_id))
             .collect::<Result<Vec<_>, _>>()?;
+        View::over(&dirs, base)
+    }
+
+    /// Mounts an overlay of `dirs` (bottom first) under `base`: a writable view whose
+    /// writes never reach `dirs`.
+    pub fn over(dirs: &[PathBuf], base: &Path) -> Result<View, BuildError> {
         let overlay = Overlay {
             base: base.to_path_buf(),
         };
@@ -37,7 +43,7 @@ impl View {
             mounted: false,
         };
         view.overlay
-            .mount(&KernelMounter, &dirs)
+            .mount(&KernelMounter, dirs)
             .map_err(BuildError::io("mounting overlay at", base))?;
         view.mounted = true;
         Ok(view)
@@ -70,6 +76,20 @@ impl Drop for View {
         let _ = self.unmount();
         let _ = fs::remove_dir_all(&self.overlay.base);
     }
+}
+
+/// Bytes of the regular files under `dir` (symlinks not followed).
+pub fn tree_size(dir: &Path) -> u64 {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Removes a directory tree on drop.

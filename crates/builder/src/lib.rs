@@ -1,7 +1,8 @@
 //! skiff's image builder: `skiff build`.
 //!
 //! A Dockerfile is parsed ([`dockerfile`], pure) into stages; the stages the target
-//! needs run in parallel where they do not depend on each other ([`build`]); each
+//! needs run in parallel where they do not depend on each other ([`plan`]), and only
+//! the target becomes an image ([`build`]); each
 //! instruction either changes the image config or produces a layer ([`stage`]): RUN in
 //! a transient container of `skiff-engine` over an overlay whose upper dir becomes the
 //! layer, COPY and ADD by writing the new files into a directory that becomes the
@@ -9,7 +10,8 @@
 //! instruction after substitution and the content hash of what it reads from the
 //! [`context`], so an unchanged step costs a file read.
 //!
-//! State under the data root: `builder/cache/` (step results), `builder/cache-mounts/`
+//! State under the data root: `builder/cache/` (step results, whose layers the image
+//! store holds against garbage collection until [`prune`]), `builder/cache-mounts/`
 //! (RUN `--mount=type=cache` directories) and `builder/tmp/` (overlays of running steps).
 
 #![warn(missing_docs)]
@@ -21,11 +23,12 @@ pub mod context;
 pub mod dockerfile;
 mod fsutil;
 pub mod ignore;
+pub mod plan;
 pub mod progress;
 pub mod shell;
 pub mod stage;
 
-pub use build::{build, BuildOptions, Built, Secret};
+pub use build::{build, prune, BuildOptions, Built, Secret};
 pub use dockerfile::{parse, Dockerfile, ParseError};
 pub use progress::{Progress, ProgressMode};
 
@@ -98,6 +101,12 @@ pub enum BuildError {
         /// Cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A platform this host cannot build for (`FROM --platform`, `--platform`).
+    #[error("skiff build: {message}")]
+    Platform {
+        /// Which platform, where, and what to do.
+        message: String,
     },
     /// A stage this one needs failed.
     #[error("stage {0} failed")]

@@ -139,19 +139,7 @@ impl<'s, 'e> StageRunner<'s, 'e> {
             instruction: stage.text.clone(),
             message,
         };
-        if let Some(p) = &stage.platform {
-            let lookup = |n: &str| shared.global_args.get(n).cloned();
-            let p = shell::expand(p, shared.dockerfile.escape, &lookup).unwrap_or_default();
-            let wanted: skiff_images::Platform = p
-                .parse()
-                .map_err(|e: skiff_images::ManifestError| from_error(e.to_string()))?;
-            let host = skiff_images::Platform::host();
-            if !host.matches(&wanted) {
-                return Err(from_error(format!(
-                    "platform {p} cannot be built on this {host} host: remove --platform or use {host}"
-                )));
-            }
-        }
+        // FROM --platform was checked for every stage before the build started.
         let title = self.title(&format!("FROM {base}"));
         let v = shared.progress.start(&title);
         if base == "scratch" {
@@ -272,11 +260,9 @@ impl<'s, 'e> StageRunner<'s, 'e> {
                         (None, Some(def)) => Some(self.expand(ins, def)?),
                         (None, None) => self.shared.global_args.get(&d.name).cloned(),
                     };
-                    // Part of the key only: ARG values are no history entry, as in BuildKit.
-                    self.key = cache::chain(
-                        &self.key,
-                        &format!("ARG {}={}", d.name, value.clone().unwrap_or_default()),
-                    );
+                    // Not part of the chain, as in BuildKit: a value reaches the cache key
+                    // of each later step that sees it, that is every RUN (through its
+                    // environment) and other steps only where they substitute it.
                     if let Some(v) = value {
                         self.args.insert(d.name.clone(), v);
                     }
@@ -457,11 +443,32 @@ impl<'s, 'e> StageRunner<'s, 'e> {
             layer,
             created: now(),
         };
-        if let Err(e) = self.shared.cache.put(key, &entry) {
+        // The layer outlives the images that use it (an intermediate stage has none),
+        // until the build cache is pruned.
+        let held = self
+            .shared
+            .store
+            .hold(&cache::hold_name(key), std::slice::from_ref(&entry.layer));
+        if let Err(e) = held.map_err(|e| e.to_string()).and_then(|()| {
+            self.shared
+                .cache
+                .put(key, &entry)
+                .map_err(|e| e.to_string())
+        }) {
             tracing::warn!("cannot record build cache entry: {e}");
         }
         self.push_layer(key, created_by, entry);
         Ok(())
+    }
+
+    /// The stage's ARGs as `KEY=value` where no ENV of the same name hides them: what a
+    /// RUN step sees of them.
+    fn arg_env(&self) -> Vec<String> {
+        self.args
+            .iter()
+            .filter(|(k, _)| self.config.config.env_get(k).is_none())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect()
     }
 
     fn run_env(&self) -> Vec<String> {
@@ -469,21 +476,15 @@ impl<'s, 'e> StageRunner<'s, 'e> {
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.insert(0, format!("PATH={DEFAULT_PATH}"));
         }
-        for (k, v) in &self.args {
-            if self.config.config.env_get(k).is_none() {
-                env.push(format!("{k}={v}"));
-            }
-        }
+        env.extend(self.arg_env());
         env
     }
 
     fn run_step(&mut self, ins: &Instruction, run: &Run) -> Result<(), BuildError> {
         let shared = self.shared;
         let argv = self.argv(&run.command);
-        let created_by = match &run.command {
-            CommandLine::Shell(_) => format!("RUN {} # buildkit", argv.join(" ")),
-            CommandLine::Exec(v) => format!("RUN {} # buildkit", json(v)),
-        };
+        let arg_env = self.arg_env();
+        let created_by = cache::run_created_by(&run.command, &argv, &arg_env);
         let mut mounts_desc = Vec::new();
         let mut mounts = Vec::new();
         for m in &run.mounts {
@@ -520,15 +521,12 @@ impl<'s, 'e> StageRunner<'s, 'e> {
                 _ => String::new(),
             };
             mounts_desc.push(format!(
-                "{:?} target={target:?} source={source:?} from={from_key} id={id:?} ctx={context_digest}",
-                m.kind
+                "{:?} target={target:?} source={source:?} from={from_key} id={id:?} rw={:?} ctx={context_digest}",
+                m.kind, m.readwrite
             ));
             mounts.push((m.clone(), target, source, from, id));
         }
-        let key = cache::chain(
-            &self.key,
-            &format!("RUN {} mounts={}", json(&argv), mounts_desc.join(";")),
-        );
+        let key = cache::chain(&self.key, &cache::run_step(&argv, &arg_env, &mounts_desc));
         let title = self.title(&ins.text);
         let v = shared.progress.start(&title);
         let Some(mut v) = self.cached(&key, &created_by, v) else {
@@ -649,8 +647,30 @@ impl<'s, 'e> StageRunner<'s, 'e> {
                     if !inside(&base, &src) || !src.exists() {
                         return Err(self.error(ins, format!("bind source {rel} not found")));
                     }
-                    // Writes of `rw` binds would reach the context itself: always read-only.
-                    (src, true, false)
+                    if m.readwrite == Some(true) {
+                        // `rw`: the step may write, as BuildKit allows, but the writes go
+                        // to a scratch copy dropped after the step: never into the
+                        // context, the source stage or this step's layer. A stage or
+                        // image is already a throwaway overlay view.
+                        let scratch = tmp.0.join(format!("rw-{n}"));
+                        let src = if from.is_some() {
+                            src
+                        } else if src.is_dir() {
+                            let view = View::over(std::slice::from_ref(&src), &scratch)?;
+                            let r = view.root();
+                            views.push(view);
+                            r
+                        } else {
+                            fs::create_dir_all(&scratch)
+                                .map_err(BuildError::io("creating", &scratch))?;
+                            let copy = scratch.join("file");
+                            fs::copy(&src, &copy).map_err(BuildError::io("copying", &src))?;
+                            copy
+                        };
+                        (src, false, false)
+                    } else {
+                        (src, true, false)
+                    }
                 }
             };
             mount_points.extend(fsutil::missing_ancestors(&root, &target));

@@ -119,11 +119,62 @@ impl Overlay {
             return Ok(merged);
         }
         self.prepare()?;
-        let mut lower: Vec<PathBuf> = layers.iter().rev().cloned().collect();
+        // Top first. overlayfs refuses a directory twice (ELOOP), and images repeat
+        // layers (two RUN steps that change nothing share the empty layer): the top-most
+        // copy alone gives the same tree, as it applies the same files and whiteouts
+        // over everything below.
+        let mut lower: Vec<PathBuf> = Vec::new();
+        for l in layers.iter().rev() {
+            if !lower.contains(l) {
+                lower.push(l.clone());
+            }
+        }
         if lower.is_empty() {
             lower.push(self.empty());
         }
         mounter.mount_overlay(&lower, &self.upper(), &self.work(), &merged)?;
         Ok(merged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records the lower dirs it was asked to mount.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<PathBuf>>);
+
+    impl Mounter for Recorder {
+        fn mount_overlay(
+            &self,
+            lower: &[PathBuf],
+            _: &Path,
+            _: &Path,
+            _: &Path,
+        ) -> std::io::Result<()> {
+            *self.0.lock().unwrap() = lower.to_vec();
+            Ok(())
+        }
+        fn unmount(&self, _: &Path) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn is_mounted(&self, _: &Path) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_repeated_layer_is_mounted_once_at_its_top_most_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let overlay = Overlay {
+            base: tmp.path().join("o"),
+        };
+        let m = Recorder::default();
+        let [a, empty, b] = ["a", "empty", "b"].map(PathBuf::from);
+        let layers = [a.clone(), empty.clone(), b.clone(), empty.clone()];
+        overlay.mount(&m, &layers).unwrap();
+        assert_eq!(*m.0.lock().unwrap(), vec![empty, b, a]);
     }
 }

@@ -487,3 +487,291 @@ fn image_healthcheck_drives_run_and_ps() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// `/proc/uptime` seconds as written by a RUN step (busybox `date` has no `%N`; uptime
+/// is the host's clock with 10 ms steps, the same in every container).
+fn uptime_stamp(text: &str) -> f64 {
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a timestamp: {text:?}"))
+}
+
+#[test]
+fn independent_stages_build_in_parallel() {
+    let s = Skiff::with_busybox();
+    let stamp = |name: &str| {
+        format!("RUN cut -d' ' -f1 /proc/uptime > /{name}-start && sleep 1 && cut -d' ' -f1 /proc/uptime > /{name}-end")
+    };
+    let dockerfile = format!(
+        "FROM busybox AS left\n{}\n\nFROM busybox AS right\n{}\n\nFROM busybox AS last\nCOPY --from=left /left-start /left-end /t/\nCOPY --from=right /right-start /right-end /t/\n{}\n",
+        stamp("left"),
+        stamp("right"),
+        stamp("last"),
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    build_ok(&s, ctx.path(), &["-t", "par"]);
+    let read =
+        |name: &str| uptime_stamp(&s.ok(&["run", "--rm", "par", "cat", &format!("/t/{name}")]));
+    let (ls, le) = (read("left-start"), read("left-end"));
+    let (rs, re) = (read("right-start"), read("right-end"));
+    assert!(
+        le - ls >= 0.9 && re - rs >= 0.9,
+        "each step slept: {ls} {le} {rs} {re}"
+    );
+    // Serial stages would have one start after the other's end.
+    assert!(
+        ls < re && rs < le,
+        "the independent stages overlapped: left {ls}..{le}, right {rs}..{re}"
+    );
+    let last_start = uptime_stamp(&s.ok(&["run", "--rm", "par", "cat", "/last-start"]));
+    assert!(
+        last_start >= le && last_start >= re,
+        "the final stage ran after both: {last_start} {le} {re}"
+    );
+}
+
+#[test]
+fn tty_progress_redraws_in_place_and_plain_has_no_escapes() {
+    let s = Skiff::with_busybox();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo first-step && sleep 0.3\nRUN echo second-step\n",
+    )]);
+    let dir = ctx.path().display();
+    let (ok, tty) = s.in_terminal(&format!("build --progress tty -t tty1 {dir}"));
+    assert!(ok, "{tty}");
+    // Cursor up, clear line: the display is redrawn in place.
+    assert!(tty.contains("\x1b[2K"), "{tty:?}");
+    assert!(
+        tty.split("\x1b[").skip(1).any(|seq| {
+            let n = seq.find(|c: char| !c.is_ascii_digit()).unwrap_or(0);
+            n > 0 && seq[n..].starts_with('A')
+        }),
+        "no cursor-up sequence: {tty:?}"
+    );
+    assert!(tty.contains("[+] Building "), "{tty:?}");
+    let done_line = tty
+        .split(['\n', '\r'])
+        .rfind(|l| l.contains("[stage-0 2/3] RUN echo first-step && sleep 0.3"))
+        .unwrap_or_else(|| panic!("{tty:?}"));
+    assert!(done_line.contains(" DONE 0."), "{done_line:?}");
+    // auto is the live display on a terminal; a rebuild shows CACHED steps.
+    let (ok, auto) = s.in_terminal(&format!("build -t tty1 {dir}"));
+    assert!(ok, "{auto}");
+    assert!(auto.contains("\x1b[2K"), "{auto:?}");
+    let cached_line = auto
+        .split(['\n', '\r'])
+        .rfind(|l| l.contains("[stage-0 3/3] RUN echo second-step"))
+        .unwrap_or_else(|| panic!("{auto:?}"));
+    assert!(
+        cached_line.trim_end().ends_with(" CACHED"),
+        "{cached_line:?}"
+    );
+    assert!(auto.contains("FINISHED"), "{auto:?}");
+    // plain: the same build as lines, without a single escape sequence.
+    let (ok, plain) = s.in_terminal(&format!("build --progress plain --no-cache -t tty1 {dir}"));
+    assert!(ok, "{plain}");
+    assert!(!plain.contains('\x1b'), "{plain:?}");
+    assert!(plain.contains("first-step"), "{plain}");
+    assert!(plain.contains(" DONE "), "{plain}");
+    // Not a terminal: auto is plain.
+    let out = s.run(&["build", "-t", "tty1", ctx.path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !text.contains('\x1b'), "{text:?}");
+    assert!(text.contains("CACHED"), "{text}");
+}
+
+#[test]
+fn bind_mounts_are_read_only_unless_rw_and_rw_writes_are_discarded() {
+    let s = Skiff::with_busybox();
+    let ctx = context(&[
+        ("conf/app.conf", "setting=1\n"),
+        (
+            "Dockerfile",
+            "FROM busybox AS tools\nRUN mkdir /tools && echo tool-v1 > /tools/version\n\n\
+             FROM busybox\n\
+             RUN --mount=type=bind,source=conf,target=/mnt/conf cat /mnt/conf/app.conf > /conf-copy && if touch /mnt/conf/x 2>/dev/null; then echo writable-$((1+1)); exit 1; fi\n\
+             RUN --mount=type=bind,source=conf,target=/mnt/conf,rw echo scribble > /mnt/conf/new && echo changed >> /mnt/conf/app.conf && cat /mnt/conf/new\n\
+             RUN --mount=type=bind,source=conf/app.conf,target=/one.conf,rw echo more >> /one.conf && grep -q more /one.conf\n\
+             RUN --mount=type=bind,from=tools,source=/tools,target=/t cp /t/version /tool-version && if touch /t/x 2>/dev/null; then exit 1; fi\n\
+             RUN --mount=type=bind,from=tools,source=/tools,target=/t,rw echo x > /t/added && test -f /t/added\n\
+             RUN --mount=type=bind,from=tools,source=/tools,target=/t test ! -e /t/added && echo stage-unchanged\n\
+             RUN --mount=type=bind,source=conf,target=/mnt/conf test ! -e /mnt/conf/new && cat /mnt/conf/app.conf\n",
+        ),
+    ]);
+    let out = build_ok(&s, ctx.path(), &["-t", "binds"]);
+    assert!(out.contains("scribble"), "{out}");
+    assert!(out.contains("stage-unchanged"), "{out}");
+    assert!(!out.contains("writable-2"), "{out}");
+    // The context is untouched.
+    assert_eq!(
+        fs::read_to_string(ctx.path().join("conf/app.conf")).unwrap(),
+        "setting=1\n"
+    );
+    assert!(!ctx.path().join("conf/new").exists());
+    // The image has what the steps wrote outside the mounts, nothing written inside.
+    let run = |cmd: &str| s.ok(&["run", "--rm", "binds", "sh", "-c", cmd]);
+    assert_eq!(run("cat /conf-copy /tool-version"), "setting=1\ntool-v1\n");
+    assert_eq!(
+        run("ls -A /mnt/conf /t 2>/dev/null | grep -c . ; test ! -s /one.conf && echo no-file"),
+        "0\nno-file\n"
+    );
+}
+
+#[test]
+fn intermediate_stages_leave_no_images_and_rebuilds_stay_cached() {
+    let s = Skiff::with_busybox();
+    let ctx = context(&[
+        ("src.txt", "source\n"),
+        (
+            "Dockerfile",
+            "FROM busybox AS deps\nRUN echo deps > /deps\n\nFROM deps AS build\nCOPY src.txt /src.txt\nRUN cat /deps /src.txt > /app\n\nFROM busybox\nCOPY --from=build /app /app\nCMD [\"cat\", \"/app\"]\n",
+        ),
+    ]);
+    let first = build_ok(&s, ctx.path(), &["-t", "final:1"]);
+    let images = s.ok(&["images"]);
+    assert!(!images.contains("<none>"), "{images}");
+    let repos: Vec<&str> = images
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(repos.len(), 2, "{images}");
+    assert!(
+        repos.contains(&"final") && repos.contains(&"busybox"),
+        "{images}"
+    );
+    // A garbage collection (any rmi sweeps) keeps the cached layers of the stages.
+    s.ok(&["tag", "busybox", "spare:1"]);
+    s.ok(&["rmi", "spare:1"]);
+    let again = build_ok(&s, ctx.path(), &["-t", "final:1"]);
+    for step in [
+        "RUN echo deps > /deps",
+        "COPY src.txt /src.txt",
+        "RUN cat /deps /src.txt > /app",
+        "COPY --from=build /app /app",
+    ] {
+        assert!(step_cached(&again, step), "{step} not cached:\n{again}");
+    }
+    assert_eq!(image_id(&first), image_id(&again));
+    assert!(!s.ok(&["images"]).contains("<none>"));
+    assert_eq!(s.ok(&["run", "--rm", "final:1"]), "deps\nsource\n");
+    // `builder prune` drops the cache: the stages run again.
+    let pruned = s.ok(&["builder", "prune", "-f"]);
+    assert!(pruned.starts_with("Total reclaimed space: "), "{pruned}");
+    let after = build_ok(&s, ctx.path(), &["-t", "final:1"]);
+    assert!(!step_cached(&after, "RUN echo deps > /deps"), "{after}");
+}
+
+#[test]
+fn a_new_build_arg_value_misses_only_the_steps_that_see_it() {
+    let s = Skiff::with_busybox();
+    let ctx = context(&[
+        ("a.txt", "a\n"),
+        (
+            "Dockerfile",
+            "FROM busybox AS named\nARG VERSION=1\nCOPY a.txt /named-${VERSION}.txt\n\n\
+             FROM busybox\nARG VERSION=1\nCOPY a.txt /a.txt\nENV STATIC=yes\nRUN echo built > /built\nCOPY --from=named /named-${VERSION}.txt /named.txt\nRUN echo \"v$VERSION\" > /version\n",
+        ),
+    ]);
+    let steps = [
+        "COPY a.txt /named-${VERSION}.txt",
+        "COPY a.txt /a.txt",
+        "RUN echo built > /built",
+    ];
+    let first = build_ok(&s, ctx.path(), &["-t", "argcache"]);
+    assert!(steps.iter().all(|st| !step_cached(&first, st)), "{first}");
+    let changed = build_ok(
+        &s,
+        ctx.path(),
+        &["--build-arg", "VERSION=2", "-t", "argcache"],
+    );
+    // COPY does not use VERSION: still cached, as in BuildKit.
+    assert!(step_cached(&changed, "COPY a.txt /a.txt"), "{changed}");
+    // A COPY that substitutes it and every RUN after the ARG (it is in their
+    // environment) run again.
+    assert!(
+        !step_cached(&changed, "COPY a.txt /named-${VERSION}.txt"),
+        "{changed}"
+    );
+    assert!(
+        !step_cached(&changed, "RUN echo built > /built"),
+        "{changed}"
+    );
+    assert_eq!(
+        s.ok(&["run", "--rm", "argcache", "cat", "/version"]),
+        "v2\n"
+    );
+    let history = s.ok(&["history", "--no-trunc", "argcache"]);
+    assert!(
+        history.contains("RUN |1 VERSION=2 /bin/sh -c echo built > /built"),
+        "{history}"
+    );
+    // Either value again: all cached.
+    for v in ["VERSION=2", "VERSION=1"] {
+        let again = build_ok(&s, ctx.path(), &["--build-arg", v, "-t", "argcache"]);
+        assert!(
+            steps.iter().all(|st| step_cached(&again, st)),
+            "{v}:\n{again}"
+        );
+    }
+}
+
+/// The host as an OCI platform (`linux/amd64`), and one it is not.
+fn host_and_other_platform() -> (&'static str, &'static str) {
+    match std::env::consts::ARCH {
+        "x86_64" => ("linux/amd64", "linux/arm64"),
+        "aarch64" => ("linux/arm64", "linux/amd64"),
+        other => panic!("no test platform for {other}"),
+    }
+}
+
+#[test]
+fn from_platform_accepts_the_host_and_refuses_others_before_building() {
+    let s = Skiff::with_busybox();
+    let (host, other) = host_and_other_platform();
+    let arch = host.split('/').nth(1).unwrap();
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM --platform=$BUILDPLATFORM busybox AS build\nARG TARGETPLATFORM\nARG TARGETOS\nARG TARGETARCH\nARG BUILDPLATFORM\nRUN echo \"$BUILDPLATFORM $TARGETPLATFORM $TARGETOS $TARGETARCH\" > /platforms\n\n\
+             FROM --platform={host} busybox AS explicit\nRUN echo \"[$TARGETARCH]\" > /undeclared\n\n\
+             FROM --platform=$TARGETPLATFORM busybox\nCOPY --from=build /platforms /platforms\nCOPY --from=explicit /undeclared /undeclared\n"
+        ),
+    )]);
+    build_ok(&s, ctx.path(), &["-t", "plat", "--platform", host]);
+    assert_eq!(
+        s.ok(&["run", "--rm", "plat", "cat", "/platforms", "/undeclared"]),
+        format!("{host} {host} linux {arch}\n[]\n"),
+        "platform ARGs are set where declared, and only there"
+    );
+
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM busybox AS first\nRUN echo should-not-run\n\nFROM --platform={other} busybox\nCOPY --from=first /bin/sh /sh\n"),
+    )]);
+    let (ok, text) = build(&s, ctx.path(), &[]);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!(
+            "skiff build: platform {other} is not supported on this {host} host"
+        )),
+        "{text}"
+    );
+    assert!(text.contains("Dockerfile:4"), "{text}");
+    assert!(
+        !text.contains("should-not-run") && !text.contains("[first "),
+        "{text}"
+    );
+    // --platform of the build itself.
+    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN echo should-not-run\n")]);
+    let (ok, text) = build(&s, ctx.path(), &["--platform", other]);
+    assert!(!ok);
+    assert!(
+        text.contains(&format!(
+            "skiff build: platform {other} is not supported on this {host} host"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("should-not-run"), "{text}");
+}

@@ -1,6 +1,7 @@
 //! The image store: blobs, unpacked layers and image records under one root directory.
 
 mod blobs;
+mod holds;
 mod layers;
 mod local;
 mod metadata;

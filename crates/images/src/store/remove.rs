@@ -1,4 +1,5 @@
-//! Untagging, removal and pruning with Docker's `rmi` semantics, and garbage collection.
+//! Untagging, removal and pruning with Docker's `rmi` semantics, and garbage collection
+//! (images and holds are the roots).
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -173,6 +174,10 @@ impl ImageStore {
                 blobs_in_use.insert(l.blob.digest.hex().to_owned());
                 layers_in_use.insert(l.diff_id.hex().to_owned());
             }
+        }
+        for l in self.held_layers() {
+            blobs_in_use.insert(l.blob.digest.hex().to_owned());
+            layers_in_use.insert(l.diff_id.hex().to_owned());
         }
         let mut reclaimed = 0;
         let mut deleted_layers: HashSet<Digest> = HashSet::new();

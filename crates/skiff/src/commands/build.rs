@@ -1,10 +1,12 @@
 //! `build`: flags into [`skiff_builder::BuildOptions`].
 
+use std::io::IsTerminal;
+
 use anyhow::{bail, Result};
 use skiff_builder::{BuildOptions, ProgressMode};
 
 use super::Context;
-use crate::cli::BuildArgs;
+use crate::cli::{BuildArgs, BuilderCommand};
 
 /// `skiff build`.
 pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
@@ -28,9 +30,12 @@ pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
         ProgressMode::Quiet
     } else {
         match args.progress.as_str() {
-            "plain" | "auto" => ProgressMode::Plain,
+            "plain" => ProgressMode::Plain,
             "tty" => ProgressMode::Tty,
-            other => bail!("invalid --progress {other:?}: use plain or tty"),
+            // As BuildKit: the live display on a terminal, lines in a log or a pipe.
+            "auto" if std::io::stderr().is_terminal() => ProgressMode::Tty,
+            "auto" => ProgressMode::Plain,
+            other => bail!("invalid --progress {other:?}: use auto, plain or tty"),
         }
     };
     let opts = BuildOptions {
@@ -47,6 +52,7 @@ pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
             .collect::<Result<_, String>>()
             .map_err(anyhow::Error::msg)?,
         host_network,
+        platform: args.platform,
     };
     let engine = ctx.engine()?;
     let built = skiff_builder::build(&engine, &opts, Box::new(std::io::stderr()), mode)?;
@@ -54,4 +60,19 @@ pub fn build(ctx: &Context, args: BuildArgs) -> Result<()> {
         println!("{}", built.id);
     }
     Ok(())
+}
+
+/// `skiff builder prune`.
+pub fn builder(ctx: &Context, cmd: BuilderCommand) -> Result<()> {
+    match cmd {
+        BuilderCommand::Prune { force: _ } => {
+            let engine = ctx.engine()?;
+            let reclaimed = skiff_builder::prune(&engine)?;
+            println!(
+                "Total reclaimed space: {}",
+                super::images::human_size(reclaimed)
+            );
+            Ok(())
+        }
+    }
 }
