@@ -5,6 +5,9 @@
 //! authenticator does. Requests without a certificate are anonymous; [`crate::authz`] only
 //! lets them reach the health and version endpoints.
 
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Every authenticated user is in this group.
@@ -26,12 +29,16 @@ pub enum AuthnError {
 }
 
 /// The authenticated identity of a request (`user.Info`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserInfo {
     /// User name.
     pub name: String,
     /// Groups, including `system:authenticated` or `system:unauthenticated`.
     pub groups: Vec<String>,
+    /// A unique identifier of the user, or "" (service accounts: the account's uid).
+    pub uid: String,
+    /// Further attributes an authenticator (or an impersonating client) provided.
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -40,7 +47,21 @@ impl UserInfo {
         UserInfo {
             name: ANONYMOUS_USER.to_owned(),
             groups: vec![UNAUTHENTICATED_GROUP.to_owned()],
+            ..UserInfo::default()
         }
+    }
+
+    /// The user as the API writes it (`authentication.k8s.io/v1` UserInfo, in
+    /// SelfSubjectReviews and AdmissionReviews): `uid` and `extra` only when set.
+    pub fn to_json(&self) -> Value {
+        let mut info = json!({"username": self.name, "groups": self.groups});
+        if !self.uid.is_empty() {
+            info["uid"] = json!(self.uid);
+        }
+        if !self.extra.is_empty() {
+            info["extra"] = json!(self.extra);
+        }
+        info
     }
 
     /// Whether this is the anonymous user.
@@ -65,7 +86,11 @@ impl UserInfo {
             .map(str::to_owned)
             .collect();
         groups.push(AUTHENTICATED_GROUP.to_owned());
-        Ok(UserInfo { name, groups })
+        Ok(UserInfo {
+            name,
+            groups,
+            ..UserInfo::default()
+        })
     }
 }
 

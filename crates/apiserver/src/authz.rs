@@ -181,10 +181,12 @@ mod tests {
         let admin = UserInfo {
             name: "a".into(),
             groups: vec![MASTERS_GROUP.into()],
+            ..UserInfo::default()
         };
         let bob = UserInfo {
             name: "bob".into(),
             groups: vec!["system:authenticated".into()],
+            ..UserInfo::default()
         };
         let delete_pod = |user| Attributes {
             user,

@@ -137,18 +137,27 @@ impl Reflector {
         objects
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| served(def, v))
             .collect()
     }
 
     /// One object.
     pub fn get(&self, def: &ResourceDef, namespace: &str, name: &str) -> Option<Value> {
         let objects = self.objects.read().unwrap_or_else(|p| p.into_inner());
-        objects.get(&Storage::key(def, namespace, name)).cloned()
+        objects
+            .get(&Storage::key(def, namespace, name))
+            .map(|v| served(def, v))
     }
 
     /// A receiver that changes after every applied event (for level-triggered controllers).
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
+}
+
+/// A mirrored (stored) object in the version of `def`.
+fn served(def: &ResourceDef, stored: &Value) -> Value {
+    let mut obj = stored.clone();
+    def.to_served(&mut obj);
+    obj
 }

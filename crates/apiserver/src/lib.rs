@@ -1,8 +1,9 @@
 //! skiff's Kubernetes API server.
 //!
 //! Layers, each depending only on those above it:
-//! - [`pki`], [`authn`], [`authz`], [`rbac`], [`serviceaccount`]: who may talk to the server
-//!   and what they may do (x509 and service account tokens, RBAC with the default policy);
+//! - [`pki`], [`authn`], [`impersonation`], [`authz`], [`rbac`], [`serviceaccount`]: who may
+//!   talk to the server, as whom, and what they may do (x509 and service account tokens,
+//!   `Impersonate-*` headers, RBAC with the default policy);
 //! - [`registry`] and [`kinds`]: the table of served resources and their strategies;
 //!   [`crd`]: the rows CustomResourceDefinitions add to it at run time;
 //! - [`schema`], [`validation`], [`selector`], [`patch`], [`apply`], [`table`], [`quantity`]:
@@ -19,6 +20,7 @@ pub mod authz;
 pub mod cache;
 pub mod crd;
 pub mod handlers;
+pub mod impersonation;
 pub mod kinds;
 pub mod metrics;
 pub mod patch;

@@ -74,6 +74,9 @@ pub struct ResourceDef {
     pub protobuf: crate::protobuf::Decoder,
     /// The CustomResourceDefinition version this row serves; `None` for built-in kinds.
     pub custom: Option<&'static crate::crd::CustomResource>,
+    /// How a built-in kind served in several versions converts between this row's version
+    /// and the one it is stored in; `None` when the row is the storage version.
+    pub conversion: Option<&'static dyn Conversion>,
 }
 
 /// Verbs of resources that only accept a request and answer it (reviews, TokenRequest).
@@ -114,6 +117,7 @@ where
         scale_subresource: false,
         protobuf: crate::protobuf::decode_as::<P, T>,
         custom: None,
+        conversion: None,
     }
 }
 
@@ -185,6 +189,13 @@ impl ResourceDef {
         self
     }
 
+    /// Served in this version, stored in another one, converting with `conversion`; the row
+    /// must share its storage prefix with the storage version's row.
+    pub const fn convert(mut self, conversion: &'static dyn Conversion) -> Self {
+        self.conversion = Some(conversion);
+        self
+    }
+
     /// `apiVersion` of the kind (`v1`, `apps/v1`).
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -224,10 +235,27 @@ impl ResourceDef {
 
     /// Converts a stored object to this row's version: custom resources are stored in their
     /// storage version and served in any served one (conversion strategy `None` only
-    /// rewrites `apiVersion`). Built-in kinds are stored as served.
+    /// rewrites `apiVersion`); built-in kinds with a [`Conversion`] are converted from their
+    /// storage version. Objects already in this row's version are left alone, so converting
+    /// twice is harmless.
     pub fn to_served(&self, obj: &mut Value) {
         if self.custom.is_some() && obj.get("apiVersion").is_some() {
             obj["apiVersion"] = Value::String(self.api_version());
+        }
+        if let Some(conversion) = self.conversion {
+            if api_version_of(obj) == conversion.storage_version() {
+                conversion.to_served(obj);
+            }
+        }
+    }
+
+    /// Converts an object of this row's version to the storage version and back: what a read
+    /// returns once it is written (a row stored in another version may gain the storage
+    /// version's defaults and the annotations of the round trip).
+    pub fn through_storage(&self, obj: &mut Value) {
+        if self.conversion.is_some() {
+            self.to_stored(obj);
+            self.to_served(obj);
         }
     }
 
@@ -238,7 +266,31 @@ impl ResourceDef {
                 obj["apiVersion"] = Value::String(custom.storage_api_version.clone());
             }
         }
+        if let Some(conversion) = self.conversion {
+            if api_version_of(obj) == self.api_version() {
+                conversion.to_stored(obj);
+            }
+        }
     }
+}
+
+fn api_version_of(obj: &Value) -> &str {
+    obj.get("apiVersion").and_then(Value::as_str).unwrap_or("")
+}
+
+/// Converts objects of a built-in kind between the version a row serves and the version the
+/// resource is stored in (what kube-apiserver does through its internal version; skiff
+/// converts each served version straight to the storage version and back). Implementations
+/// set `apiVersion`; they run on every read (get, list, watch) and write of the row.
+pub trait Conversion: Send + Sync {
+    /// The `apiVersion` objects are stored in (`autoscaling/v2`).
+    fn storage_version(&self) -> &'static str;
+
+    /// Rewrites an object of the storage version into the row's version.
+    fn to_served(&self, obj: &mut Value);
+
+    /// Rewrites an object of the row's version into the storage version.
+    fn to_stored(&self, obj: &mut Value);
 }
 
 impl std::fmt::Debug for ResourceDef {

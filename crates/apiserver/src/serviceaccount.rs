@@ -79,6 +79,8 @@ impl TokenClaims {
                 format!("{SERVICE_ACCOUNTS_GROUP}:{}", self.namespace),
                 AUTHENTICATED_GROUP.to_owned(),
             ],
+            uid: self.uid.clone(),
+            ..UserInfo::default()
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Objects in the store, under kube-apiserver's key layout
 //! (`/registry/<resource>/<namespace>/<name>`, `/registry/<resource>/<name>` for
 //! cluster-scoped ones). Objects are stored as JSON without `resourceVersion`; on the way out
-//! it is set to the key's mod revision, as Kubernetes' etcd3 storage does.
+//! it is set to the key's mod revision, as Kubernetes' etcd3 storage does. Objects go in and
+//! come out in the version of the [`ResourceDef`] given (converted to and from the version
+//! the resource is stored in); [`Storage::list`] and [`Storage::watch`] know only key
+//! prefixes and return stored objects, which callers convert with [`ResourceDef::to_served`].
 
 use std::sync::Arc;
 
@@ -96,12 +99,21 @@ impl Storage {
     ) -> ApiResult<Option<(Value, i64)>> {
         let key = Storage::key(def, namespace, name);
         match self.store.get(&key).await? {
-            Some(kv) => Ok(Some((
-                Storage::decode(&kv, kv.mod_revision)?,
-                kv.mod_revision,
-            ))),
+            Some(kv) => {
+                let mut obj = Storage::decode(&kv, kv.mod_revision)?;
+                def.to_served(&mut obj);
+                Ok(Some((obj, kv.mod_revision)))
+            }
             None => Ok(None),
         }
+    }
+
+    /// What a read returns after `obj` was written at `revision`.
+    fn written(def: &ResourceDef, obj: &Value, revision: i64) -> Value {
+        let mut out = obj.clone();
+        def.through_storage(&mut out);
+        set_resource_version(&mut out, revision);
+        out
     }
 
     /// Creates an object; fails with AlreadyExists when the key exists.
@@ -114,11 +126,7 @@ impl Storage {
     ) -> ApiResult<Value> {
         let key = Storage::key(def, namespace, name);
         match self.store.create(&key, Storage::encode(def, obj)?).await {
-            Ok(revision) => {
-                let mut out = obj.clone();
-                set_resource_version(&mut out, revision);
-                Ok(out)
-            }
+            Ok(revision) => Ok(Storage::written(def, obj, revision)),
             Err(StoreError::AlreadyExists { .. }) => Err(ApiError::already_exists(def, name)),
             Err(e) => Err(e.into()),
         }
@@ -139,11 +147,7 @@ impl Storage {
             .update(&key, Storage::encode(def, obj)?, expected)
             .await
         {
-            Ok(revision) => {
-                let mut out = obj.clone();
-                set_resource_version(&mut out, revision);
-                Ok(out)
-            }
+            Ok(revision) => Ok(Storage::written(def, obj, revision)),
             Err(StoreError::Conflict { .. }) => Err(ApiError::stale(def, name)),
             Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(def, name)),
             Err(e) => Err(e.into()),
@@ -161,7 +165,11 @@ impl Storage {
     ) -> ApiResult<Value> {
         let key = Storage::key(def, namespace, name);
         match self.store.delete(&key, Some(expected)).await {
-            Ok((revision, kv)) => Storage::decode(&kv, revision),
+            Ok((revision, kv)) => {
+                let mut obj = Storage::decode(&kv, revision)?;
+                def.to_served(&mut obj);
+                Ok(obj)
+            }
             Err(StoreError::Conflict { .. }) => Err(ApiError::stale(def, name)),
             Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(def, name)),
             Err(e) => Err(e.into()),

@@ -1,7 +1,7 @@
 //! RBAC and service accounts through the real kubectl: a second user with a client
 //! certificate issued from the cluster CA, `kubectl auth can-i`, SubjectAccessReview, the
 //! default roles and their aggregation, the `default` ServiceAccount, TokenRequest
-//! (`kubectl create token`) and bearer-token authentication.
+//! (`kubectl create token`), bearer-token authentication and impersonation (`--as`).
 
 mod common;
 
@@ -382,6 +382,139 @@ fn rbac_and_service_accounts(kubectl: &Path) {
         let out = r(&["get", "pods", "-n", "team"]);
         String::from_utf8_lossy(&out.stderr).contains("Unauthorized")
     });
+}
+
+fn impersonation(kubectl: &Path, newest: bool) {
+    let s = TestServer::start();
+    let k = |args: &[&str]| s.kubectl(kubectl, args);
+    let v = kubectl.display().to_string();
+
+    // The admin may impersonate anyone; jane herself may do nothing yet.
+    let no = k(&["auth", "can-i", "--as=jane", "get", "pods"]);
+    assert_eq!(stdout(&no).trim(), "no", "{v}");
+    let err = fails(k(&["get", "pods", "--as=jane"]), "get pods as jane");
+    assert!(
+        err.contains("pods is forbidden: User \"jane\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""),
+        "{v}: {err}"
+    );
+    ok(
+        k(&[
+            "create",
+            "rolebinding",
+            "jane-view",
+            "--clusterrole=view",
+            "--user=jane",
+        ]),
+        "bind jane",
+    );
+    eventually("jane may get pods", || {
+        stdout(&k(&["auth", "can-i", "--as=jane", "get", "pods"])).trim() == "yes"
+    });
+    ok(k(&["get", "pods", "--as=jane"]), "get pods as jane");
+    // Groups count too: a binding to a group jane is impersonated in.
+    let no = k(&["auth", "can-i", "--as=jane", "create", "configmaps"]);
+    assert_eq!(stdout(&no).trim(), "no", "{v}");
+    ok(
+        k(&[
+            "create",
+            "rolebinding",
+            "devs-edit",
+            "--clusterrole=edit",
+            "--group=devs",
+        ]),
+        "bind devs",
+    );
+    eventually("jane in devs may create configmaps", || {
+        stdout(&k(&[
+            "auth",
+            "can-i",
+            "--as=jane",
+            "--as-group=devs",
+            "create",
+            "configmaps",
+        ]))
+        .trim()
+            == "yes"
+    });
+    if newest {
+        // SelfSubjectReview (authentication.k8s.io/v1) answers as the impersonated user.
+        let whoami = ok(
+            k(&[
+                "auth",
+                "whoami",
+                "--as=jane",
+                "--as-group=devs",
+                "-o",
+                "json",
+            ]),
+            "whoami",
+        );
+        let whoami: serde_json::Value = serde_json::from_str(&whoami).unwrap();
+        assert_eq!(whoami["status"]["userInfo"]["username"], "jane", "{v}");
+        assert_eq!(
+            whoami["status"]["userInfo"]["groups"],
+            serde_json::json!(["devs", "system:authenticated"]),
+            "{v}"
+        );
+        let table = ok(k(&["auth", "whoami", "--as=jane"]), "whoami table");
+        assert!(table.contains("jane"), "{v}: {table}");
+    }
+
+    // A user without the impersonate verb is refused, in Kubernetes' words. Discovery is
+    // refused too (kubectl only says "unknown" then), so bob's discovery cache is warmed
+    // first, as any earlier use of kubectl would have.
+    let bob = user_kubeconfig(&s, "bob", &client_certificate(&s, "bob", &[]));
+    let cache = s.root.path().join("bob-cache");
+    let cache = cache.to_str().unwrap();
+    let b = |args: &[&str]| {
+        let mut all = vec!["--cache-dir", cache];
+        all.extend_from_slice(args);
+        as_user(kubectl, &bob, &all)
+    };
+    ok(b(&["api-resources"]), "bob's discovery");
+    let err = fails(b(&["get", "pods", "--as=jane"]), "bob as jane");
+    assert!(
+        err.contains("users \"jane\" is forbidden: User \"bob\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"),
+        "{v}: {err}"
+    );
+    let err = fails(
+        b(&["get", "pods", "--as=system:serviceaccount:default:default"]),
+        "bob as a service account",
+    );
+    assert!(
+        err.contains("serviceaccounts \"default\" is forbidden: User \"bob\" cannot impersonate resource \"serviceaccounts\" in API group \"\" in the namespace \"default\""),
+        "{v}: {err}"
+    );
+    // Allowed to impersonate jane (only): bob acts as jane, but not in a group of his choice.
+    let grant = s.write(
+        "impersonate.yaml",
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: impersonate-jane}\nrules:\n- {apiGroups: [\"\"], resources: [users], resourceNames: [jane], verbs: [impersonate]}\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: bob-impersonates-jane}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: impersonate-jane}\nsubjects:\n- {apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}\n",
+    );
+    ok(
+        k(&["apply", "-f", grant.to_str().unwrap()]),
+        "grant impersonation",
+    );
+    eventually("bob may act as jane", || {
+        b(&["get", "pods", "--as=jane"]).status.success()
+    });
+    let err = fails(
+        b(&["get", "pods", "--as=jane", "--as-group=system:masters"]),
+        "bob as jane in system:masters",
+    );
+    assert!(
+        err.contains("groups \"system:masters\" is forbidden: User \"bob\" cannot impersonate resource \"groups\""),
+        "{v}: {err}"
+    );
+    let err = fails(b(&["get", "pods", "--as=joe"]), "bob as joe");
+    assert!(err.contains("users \"joe\" is forbidden"), "{v}: {err}");
+}
+
+#[test]
+fn kubectl_as_impersonates_when_allowed() {
+    let all = kubectls();
+    for (i, kubectl) in all.iter().enumerate() {
+        impersonation(kubectl, i + 1 == all.len());
+    }
 }
 
 #[test]

@@ -132,6 +132,62 @@ assert tr.status.token.count(".") == 2 and tr.status.expiration_timestamp, tr.st
 print("python typed ok")
 "#;
 
+const VERSIONS_SCRIPT: &str = r#"
+import sys, datetime
+from kubernetes import client, config, watch
+
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.AutoscalingV1Api()
+v2 = client.AutoscalingV2Api()
+ref = dict(api_version="apps/v1", kind="Deployment", name="web")
+
+# One autoscaler, whichever version writes or reads it.
+v1.create_namespaced_horizontal_pod_autoscaler("default", client.V1HorizontalPodAutoscaler(
+    metadata=client.V1ObjectMeta(name="one"),
+    spec=client.V1HorizontalPodAutoscalerSpec(max_replicas=4, target_cpu_utilization_percentage=65,
+        scale_target_ref=client.V1CrossVersionObjectReference(**ref))))
+got = v2.read_namespaced_horizontal_pod_autoscaler("one", "default")
+assert got.spec.min_replicas == 1, got.spec
+assert got.spec.metrics[0].resource.target.average_utilization == 65, got.spec
+v2.create_namespaced_horizontal_pod_autoscaler("default", client.V2HorizontalPodAutoscaler(
+    metadata=client.V1ObjectMeta(name="two"),
+    spec=client.V2HorizontalPodAutoscalerSpec(max_replicas=3,
+        scale_target_ref=client.V2CrossVersionObjectReference(**ref),
+        metrics=[client.V2MetricSpec(type="Resource", resource=client.V2ResourceMetricSource(
+            name="cpu", target=client.V2MetricTarget(type="Utilization", average_utilization=55)))])))
+listed = {h.metadata.name: h for h in v1.list_namespaced_horizontal_pod_autoscaler("default").items}
+assert listed["one"].spec.target_cpu_utilization_percentage == 65, listed
+assert listed["two"].spec.target_cpu_utilization_percentage == 55, listed
+
+# Status written through v1 reads as v2's current metrics.
+one = v1.read_namespaced_horizontal_pod_autoscaler("one", "default")
+one.status.current_replicas = 2
+one.status.desired_replicas = 3
+one.status.current_cpu_utilization_percentage = 40
+v1.replace_namespaced_horizontal_pod_autoscaler_status("one", "default", one)
+status = v2.read_namespaced_horizontal_pod_autoscaler("one", "default").status
+assert status.desired_replicas == 3, status
+assert status.current_metrics[0].resource.current.average_utilization == 40, status
+
+# A core event, watched through events.k8s.io/v1 with a field selector of that API.
+events = client.EventsV1Api()
+rv = events.list_namespaced_event("default").metadata.resource_version
+client.CoreV1Api().create_namespaced_event("default", client.CoreV1Event(
+    metadata=client.V1ObjectMeta(name="web.1"),
+    involved_object=client.V1ObjectReference(kind="Pod", name="web", namespace="default"),
+    event_time=datetime.datetime.now(datetime.timezone.utc),
+    reporting_component="py", reporting_instance="py-1", action="Test",
+    message="through core", reason="Tested", type="Normal"))
+seen = []
+w = watch.Watch()
+for event in w.stream(events.list_namespaced_event, "default", field_selector="regarding.name=web",
+                      resource_version=rv, timeout_seconds=5):
+    seen.append((event["type"], event["object"].note, event["object"].reporting_controller))
+    w.stop()
+assert seen == [("ADDED", "through core", "py")], seen
+print("python versions ok")
+"#;
+
 fn ensure_python_client() {
     let has = Command::new("python3")
         .args(["-c", "import kubernetes"])
@@ -173,4 +229,18 @@ fn python_client_typed_apis_of_every_group() {
         .unwrap();
     let stdout = ok(out, "python typed client");
     assert!(stdout.contains("python typed ok"), "{stdout}");
+}
+
+#[test]
+fn python_client_reads_one_object_through_every_version() {
+    ensure_python_client();
+    let server = TestServer::start();
+    let script = server.write("versions.py", VERSIONS_SCRIPT);
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&server.kubeconfig)
+        .output()
+        .unwrap();
+    let stdout = ok(out, "python versions client");
+    assert!(stdout.contains("python versions ok"), "{stdout}");
 }

@@ -140,7 +140,10 @@ pub(crate) async fn list_all(
             .await?;
         revision = Some(page.revision);
         after = page.items.last().map(|(key, _)| key.clone());
-        items.extend(page.items.into_iter().map(|(_, obj)| obj));
+        items.extend(page.items.into_iter().map(|(_, mut obj)| {
+            def.to_served(&mut obj);
+            obj
+        }));
         if !page.more || after.is_none() {
             return Ok(items);
         }

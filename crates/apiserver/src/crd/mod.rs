@@ -279,6 +279,7 @@ pub fn resource_defs(crd: &Value) -> Vec<&'static ResourceDef> {
                 scale_subresource: scale.is_some(),
                 protobuf: no_protobuf,
                 custom: Some(custom),
+                conversion: None,
             }));
             def
         })

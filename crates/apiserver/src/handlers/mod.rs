@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use crate::authn::UserInfo;
 use crate::authz::{self, Attributes, Authorizer, Decision, ResourceAttributes};
 use crate::cache::Reflector;
+use crate::impersonation::Impersonation;
 use crate::protobuf;
 use crate::rbac::Rbac;
 use crate::registry::{Registry, ResourceDef};
@@ -305,6 +306,11 @@ impl Api {
                 .ok_or_else(ApiError::unauthorized)?,
             (None, None) if authz::is_public_path(path) => UserInfo::anonymous(),
             (None, None) => return Err(ApiError::unauthorized()),
+        };
+        // From here on the request acts as whom it impersonates, if it may.
+        let user = match Impersonation::from_headers(request.headers())? {
+            Some(impersonation) => impersonation.authorize(&user, &*self.authorizer, path)?,
+            None => user,
         };
         let info = RequestInfo::parse(method, path, query);
         let resource_attributes = info.is_resource.then(|| ResourceAttributes {

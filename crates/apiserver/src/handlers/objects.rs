@@ -26,6 +26,18 @@ const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 /// The media type of server-side apply patches.
 const APPLY_PATCH_YAML: &str = "application/apply-patch+yaml";
 
+/// Responses above this size return the memory freed while building them to the system.
+const LARGE_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Returns free heap memory to the kernel: after a large list the allocator would otherwise
+/// keep the pages of its transient objects, and the server's RSS would stay at its peak.
+fn release_free_memory() {
+    // SAFETY: malloc_trim only releases free memory; it does not touch live allocations.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// How many times a write without a resourceVersion precondition retries a lost
 /// compare-and-swap before reporting a conflict.
 const MAX_RETRIES: usize = 8;
@@ -217,14 +229,11 @@ impl Ctx<'_> {
     }
 
     pub(super) async fn load(&self, name: &str) -> ApiResult<(Value, i64)> {
-        let (mut obj, revision) = self
-            .api
+        self.api
             .storage
             .get(self.def, self.namespace(), name)
             .await?
-            .ok_or_else(|| ApiError::not_found(self.def, name))?;
-        self.def.to_served(&mut obj);
-        Ok((obj, revision))
+            .ok_or_else(|| ApiError::not_found(self.def, name))
     }
 
     fn selectors(&self) -> ApiResult<(LabelSelector, FieldSelector)> {
@@ -240,6 +249,23 @@ impl Ctx<'_> {
 
     /// Reads the matching objects of a list request, honouring limit and continue.
     pub(crate) async fn list_objects(&self) -> ApiResult<(Vec<Value>, i64, Option<String>)> {
+        let mut items = Vec::new();
+        let (revision, token) = self
+            .list_each(|obj| {
+                items.push(obj);
+                Ok(())
+            })
+            .await?;
+        Ok((items, revision, token))
+    }
+
+    /// Hands each selected object of the requested list to `visit`, reading the store a
+    /// page at a time so that only one page is decoded at once; returns the list's revision
+    /// and continue token.
+    async fn list_each(
+        &self,
+        mut visit: impl FnMut(Value) -> ApiResult<()>,
+    ) -> ApiResult<(i64, Option<String>)> {
         let (labels, fields) = self.selectors()?;
         let namespace = (!self.info.namespace.is_empty()).then_some(self.info.namespace.as_str());
         let prefix = Storage::prefix(self.def, namespace);
@@ -268,7 +294,7 @@ impl Ctx<'_> {
                 (rv, None)
             }
         };
-        let mut items = Vec::new();
+        let mut count = 0;
         let chunk = limit.map(|l| l.max(100)).or(Some(500));
         loop {
             let page = match self
@@ -289,8 +315,9 @@ impl Ctx<'_> {
                 start = Some(key);
                 self.def.to_served(&mut obj);
                 if labels.matches(&obj) && fields.matches(&obj) {
-                    items.push(obj);
-                    if limit.is_some_and(|l| items.len() >= l) {
+                    visit(obj)?;
+                    count += 1;
+                    if limit.is_some_and(|l| count >= l) {
                         let continue_token =
                             encode_continue(page.revision, start.as_deref().unwrap_or(""));
                         // Only hand out a token when something may follow.
@@ -298,12 +325,12 @@ impl Ctx<'_> {
                             || !self
                                 .is_last_key(&prefix, start.as_deref(), page.revision)
                                 .await?;
-                        return Ok((items, page.revision, has_more.then_some(continue_token)));
+                        return Ok((page.revision, has_more.then_some(continue_token)));
                     }
                 }
             }
             if !more {
-                return Ok((items, revision.unwrap_or(0), None));
+                return Ok((revision.unwrap_or(0), None));
             }
         }
     }
@@ -323,6 +350,9 @@ impl Ctx<'_> {
     }
 
     pub(crate) async fn list(&self) -> ApiResult<Reply> {
+        if self.representation == Representation::Object {
+            return self.list_json().await;
+        }
         let (items, revision, continue_token) = self.list_objects().await?;
         let mut meta = json!({"resourceVersion": revision.to_string()});
         if let Some(token) = continue_token {
@@ -347,6 +377,40 @@ impl Ctx<'_> {
             }),
         };
         Ok(Reply::ok(body))
+    }
+
+    /// A list as JSON, encoded while the store is read: memory stays at one page of
+    /// decoded objects plus the encoded response, whatever the list's length.
+    async fn list_json(&self) -> ApiResult<Reply> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        out.extend_from_slice(b"{\"kind\":");
+        serde_json::to_writer(&mut out, &self.def.list_kind()).map_err(ApiError::internal)?;
+        out.extend_from_slice(b",\"apiVersion\":");
+        serde_json::to_writer(&mut out, &self.def.api_version()).map_err(ApiError::internal)?;
+        out.extend_from_slice(b",\"items\":[");
+        let mut first = true;
+        let (revision, continue_token) = self
+            .list_each(|obj| {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                serde_json::to_writer(&mut out, &obj).map_err(ApiError::internal)
+            })
+            .await?;
+        let mut meta = json!({"resourceVersion": revision.to_string()});
+        if let Some(token) = continue_token {
+            meta["continue"] = json!(token);
+        }
+        out.extend_from_slice(b"],\"metadata\":");
+        serde_json::to_writer(&mut out, &meta).map_err(ApiError::internal)?;
+        out.push(b'}');
+        let large = out.len() > LARGE_RESPONSE_BYTES;
+        let body = String::from_utf8(out).map_err(ApiError::internal)?;
+        if large {
+            release_free_memory();
+        }
+        Ok(Reply::text(body).with_content_type("application/json"))
     }
 
     /// Validates the metadata every object has (`ValidateObjectMeta`).
@@ -559,6 +623,7 @@ impl Ctx<'_> {
         }
         admission::validate(self.api, &attrs, &obj, &mut warnings).await?;
         if self.dry_run()? {
+            self.def.through_storage(&mut obj);
             return Ok(Reply::json(StatusCode::CREATED, obj).with_warnings(warnings));
         }
         let created = self
@@ -781,25 +846,7 @@ impl Ctx<'_> {
         tracked: bool,
     ) -> ApiResult<Reply> {
         let status_endpoint = self.info.subresource == "status";
-        let mut obj = if status_endpoint {
-            // The status endpoint changes only status (ResetObjectMetaForStatus and friends).
-            let mut obj = old.clone();
-            obj["status"] = new.get("status").cloned().unwrap_or(Value::Null);
-            obj
-        } else {
-            let mut obj = new;
-            if self.def.status_subresource {
-                match old.get("status") {
-                    Some(status) => obj["status"] = status.clone(),
-                    None => {
-                        if let Some(o) = obj.as_object_mut() {
-                            o.remove("status");
-                        }
-                    }
-                }
-            }
-            obj
-        };
+        let mut obj = self.endpoint_changes(&old, new, status_endpoint);
         // Fields of metadata the system owns.
         let old_meta = old.get("metadata").cloned().unwrap_or_default();
         let meta = crate::kinds::object_mut(&mut obj, "metadata");
@@ -870,6 +917,7 @@ impl Ctx<'_> {
             self.track_update(&base, &mut obj);
         }
         if self.dry_run()? {
+            self.def.through_storage(&mut obj);
             return Ok(Reply::ok(obj).with_warnings(warnings));
         }
         // Removing the last finalizer of an object being deleted completes the deletion.
@@ -897,6 +945,38 @@ impl Ctx<'_> {
             .update(self.def, self.namespace(), &name, &obj, revision)
             .await?;
         Ok(Reply::ok(updated).with_warnings(warnings))
+    }
+
+    /// What of `new` an update through this endpoint keeps over `old`: the status endpoint
+    /// changes only status (ResetObjectMetaForStatus and friends), the main resource all but
+    /// status when there is a status subresource. Split in the storage version, since a
+    /// served one may carry part of the status elsewhere (autoscaling/v1's conditions are
+    /// annotations).
+    fn endpoint_changes(&self, old: &Value, new: Value, status_endpoint: bool) -> Value {
+        if !status_endpoint && !self.def.status_subresource {
+            return new;
+        }
+        let (mut old, mut new) = (old.clone(), new);
+        self.def.to_stored(&mut old);
+        self.def.to_stored(&mut new);
+        let mut obj = if status_endpoint {
+            let mut obj = old;
+            obj["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+            obj
+        } else {
+            let mut obj = new;
+            match old.get("status") {
+                Some(status) => obj["status"] = status.clone(),
+                None => {
+                    if let Some(o) = obj.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            obj
+        };
+        self.def.to_served(&mut obj);
+        obj
     }
 
     /// Writes `new` over `old` as an update of the main resource would (defaulting,

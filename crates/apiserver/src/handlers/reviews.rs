@@ -41,6 +41,8 @@ pub(super) fn review(
                     .filter_map(Value::as_str)
                     .map(str::to_owned)
                     .collect(),
+                uid: str_at(&review, "/spec/uid").to_owned(),
+                ..UserInfo::default()
             };
             if subject.name.is_empty() && subject.groups.is_empty() {
                 return Err(invalid(
@@ -73,7 +75,7 @@ pub(super) fn review(
             }),
             None => json!({"authenticated": false, "error": "invalid bearer token"}),
         },
-        "SelfSubjectReview" => json!({"userInfo": {"username": user.name, "groups": user.groups}}),
+        "SelfSubjectReview" => json!({"userInfo": user.to_json()}),
         _ => return Err(ApiError::method_not_supported()),
     };
     review["status"] = status;

@@ -107,10 +107,9 @@ pub(crate) async fn watch(
     let api_task = api.clone();
     tokio::spawn(async move {
         let nobody = crate::authn::UserInfo::anonymous();
-        let render = |kind: &str, mut obj: Value| -> Bytes {
-            if kind != "ERROR" {
-                def.to_served(&mut obj);
-            }
+        // Every object is already in the served version: the initial list converted them,
+        // `decode` below converts the store's events before selectors see them.
+        let render = |kind: &str, obj: Value| -> Bytes {
             let object = match representation {
                 Representation::Table if kind != "BOOKMARK" && kind != "ERROR" => {
                     let ctx = Ctx {
@@ -177,7 +176,11 @@ pub(crate) async fn watch(
                         Some(Ok(event)) => event,
                     };
                     last_revision = event.revision();
-                    let decode = |kv: &skiff_store::KeyValue| Storage::decode(kv, event.revision()).ok();
+                    let decode = |kv: &skiff_store::KeyValue| {
+                        let mut obj = Storage::decode(kv, event.revision()).ok()?;
+                        def.to_served(&mut obj);
+                        Some(obj)
+                    };
                     let old = event.prev_kv.as_ref().and_then(decode);
                     let (kind, obj) = match event.kind {
                         EventKind::Put => {

@@ -4,6 +4,7 @@
 
 mod batch;
 mod config;
+mod conversion;
 mod event;
 mod namespace;
 mod networking;
@@ -273,7 +274,7 @@ pub static RESOURCES: &[ResourceDef] = &[
     .short(&["hpa"])
     .in_all()
     .status_only()
-    .prefix("horizontalpodautoscalers-v1")
+    .convert(&conversion::HPA_V1)
     .strategy(&policy::HpaStrategy),
     // networking.k8s.io/v1
     row::<networking_v1::Ingress, pb_networking::Ingress>(
@@ -445,7 +446,19 @@ pub static RESOURCES: &[ResourceDef] = &[
     // events.k8s.io/v1: the core events, seen through the newer API.
     row::<events_v1::Event, pb_events::Event>("events.k8s.io", "v1", "Event", ("events", "event"))
         .short(&["ev"])
-        .prefix("events-v1")
+        .fields(&[
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
+            "reason",
+            "reportingController",
+            "type",
+        ])
+        .convert(&conversion::EVENTS_V1)
         .strategy(&event::EventV1Strategy),
     // scheduling.k8s.io/v1
     row::<scheduling::PriorityClass, pb_scheduling::PriorityClass>(

@@ -402,6 +402,7 @@ mod tests {
         let user = UserInfo {
             name: "system:serviceaccount:team:robot".into(),
             groups: vec![],
+            ..UserInfo::default()
         };
         let subject = json!({"kind": "ServiceAccount", "name": "robot"});
         assert!(subject_matches(&subject, &user, "team"));

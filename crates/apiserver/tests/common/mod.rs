@@ -52,10 +52,7 @@ impl TestServer {
             data_dir: root.path().join("server"),
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
-            datastore_endpoints: etcd
-                .iter()
-                .map(|e| e.endpoint().to_owned())
-                .collect(),
+            datastore_endpoints: etcd.iter().map(|e| e.endpoint().to_owned()).collect(),
         };
         let server = runtime
             .block_on(Server::start(config))

@@ -49,10 +49,7 @@ pub(super) fn request(attrs: &Attributes<'_>, uid: &str, object: Option<&Value>)
         request.insert("namespace".into(), json!(namespace));
     }
     request.insert("operation".into(), json!(attrs.operation.as_str()));
-    request.insert(
-        "userInfo".into(),
-        json!({"username": attrs.user.name, "groups": attrs.user.groups}),
-    );
+    request.insert("userInfo".into(), attrs.user.to_json());
     request.insert("object".into(), object.cloned().unwrap_or(Value::Null));
     request.insert(
         "oldObject".into(),
