@@ -34,8 +34,10 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
         port: args.port,
         datastore_endpoints: args.datastore_endpoint,
     };
+    limit_allocator_arenas();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async {
+        tokio::spawn(release_free_memory_periodically());
         let server = Server::start(config).await?;
         eprintln!(
             "skiff API server listening on https://{}; admin kubeconfig: {}",
@@ -80,4 +82,27 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
 pub fn kubeconfig(ctx: &Context) -> Result<()> {
     print!("{}", read_kubeconfig(&data_dir(ctx))?);
     Ok(())
+}
+
+/// glibc gives each thread that allocates under contention an arena of its own, and keeps
+/// what is freed in each: with many request threads the server's memory grows with the
+/// thread count rather than with what it holds. Two arenas keep it close to the live data.
+fn limit_allocator_arenas() {
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Returns the allocator's free pages to the system every 30 s, so memory freed after a
+/// burst (a large list, many watchers leaving) leaves the server's RSS.
+async fn release_free_memory_periodically() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        // SAFETY: malloc_trim only releases free memory; live allocations are untouched.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
 }
