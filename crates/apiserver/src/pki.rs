@@ -21,6 +21,8 @@ use time::{Duration, OffsetDateTime};
 pub const ADMIN_USER: &str = "skiff-admin";
 /// The group of the admin client certificate: Kubernetes' superuser group.
 pub const MASTERS_GROUP: &str = "system:masters";
+/// The user name of the certificate the API server presents to kubelets (kubeadm's name).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 const CA_DAYS: i64 = 3650;
 const LEAF_DAYS: i64 = 365;
@@ -75,6 +77,9 @@ pub struct Pki {
     pub serving: CertAndKey,
     /// The admin client certificate (CN=skiff-admin, O=system:masters).
     pub admin: CertAndKey,
+    /// The API server's client certificate toward kubelets, for logs, exec, attach and
+    /// port-forward (CN=kube-apiserver-kubelet-client, O=system:masters).
+    pub kubelet_client: CertAndKey,
 }
 
 /// The files of one certificate in the TLS directory.
@@ -169,7 +174,27 @@ impl Pki {
                 pair
             }
         };
-        Ok(Pki { ca, serving, admin })
+        let kubelet_client_files = Files::new(tls_dir, "apiserver-kubelet-client");
+        let kubelet_client = match kubelet_client_files.load()? {
+            Some(pair) if still_good(&pair.cert_pem, &[]) => pair,
+            _ => {
+                let pair = issue_leaf(
+                    &issuer,
+                    KUBELET_CLIENT_USER,
+                    Some(MASTERS_GROUP),
+                    &[],
+                    false,
+                )?;
+                kubelet_client_files.store(&pair)?;
+                pair
+            }
+        };
+        Ok(Pki {
+            ca,
+            serving,
+            admin,
+            kubelet_client,
+        })
     }
 
     /// The admin kubeconfig for a server reachable at `server_url`, with every certificate
@@ -241,7 +266,7 @@ fn issue_leaf(
     let what = if server {
         "the serving certificate"
     } else {
-        "the admin client certificate"
+        "a client certificate"
     };
     let key = KeyPair::generate().map_err(|source| PkiError::Generate { what, source })?;
     let mut params = CertificateParams::default();

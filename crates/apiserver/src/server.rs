@@ -159,13 +159,18 @@ impl Server {
             reflector: reflector.clone(),
             tokens: Arc::new(tokens),
         };
-        let api = Arc::new(Api::new(
-            storage.clone(),
-            registry,
-            Box::new(authorizer),
-            security,
-            server_address,
-        ));
+        let kubelet_client =
+            crate::handlers::kubelet_client_config(&pki).map_err(ServerError::Tls)?;
+        let api = Arc::new(
+            Api::new(
+                storage.clone(),
+                registry,
+                Box::new(authorizer),
+                security,
+                server_address,
+            )
+            .with_kubelet_client(Arc::new(kubelet_client)),
+        );
         let controllers = [
             tokio::spawn(serviceaccount::run_controller(
                 storage.clone(),
@@ -365,7 +370,7 @@ async fn serve_connection(api: Arc<Api>, acceptor: TlsAcceptor, tcp: tokio::net:
         async move { Ok::<_, Infallible>(api.serve(request, user).await) }
     });
     if let Err(err) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(tls), service)
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
         .await
     {
         tracing::debug!("connection ended: {err}");

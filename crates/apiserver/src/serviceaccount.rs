@@ -318,7 +318,7 @@ async fn create_quietly(
 
 /// The ServiceAccount admission plugin for a new pod: defaults `serviceAccountName`, checks
 /// the account exists, and mounts the projected token volume in every container.
-pub async fn admit_pod(storage: &Storage, pod: &mut Value) -> ApiResult<()> {
+pub async fn admit_pod(storage: &Storage, cache: &Reflector, pod: &mut Value) -> ApiResult<()> {
     let namespace = str_at(pod, "/metadata/namespace").to_owned();
     let name = str_at(pod, "/metadata/name").to_owned();
     let spec = object_mut(pod, "spec");
@@ -334,7 +334,12 @@ pub async fn admit_pod(storage: &Storage, pod: &mut Value) -> ApiResult<()> {
     let def = REGISTRY
         .by_kind("", "v1", "ServiceAccount")
         .ok_or_else(|| ApiError::internal("serviceaccounts are not served"))?;
-    let Some((sa, _)) = storage.get(def, &namespace, &account).await? else {
+    // The mirror first (no store round trip); the store when the account is newer than it.
+    let found = match cache.get(def, &namespace, &account) {
+        Some(sa) => Some(sa),
+        None => storage.get(def, &namespace, &account).await?.map(|(sa, _)| sa),
+    };
+    let Some(sa) = found else {
         let pods = REGISTRY
             .by_kind("", "v1", "Pod")
             .ok_or_else(|| ApiError::internal("pods are not served"))?;

@@ -80,7 +80,7 @@ pub(crate) async fn mutate(
         && attrs.def.group.is_empty()
         && attrs.def.kind == "Pod"
     {
-        crate::serviceaccount::admit_pod(api.storage(), obj).await?;
+        crate::serviceaccount::admit_pod(api.storage(), api.reflector(), obj).await?;
     }
     limitrange::mutate(api, attrs, obj).await?;
     webhook::mutate(api, attrs, obj, warnings).await?;

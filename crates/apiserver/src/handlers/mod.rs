@@ -3,6 +3,7 @@
 //! and the registry, storage and strategies.
 
 mod discovery;
+mod node_proxy;
 mod objects;
 mod openapi;
 mod reviews;
@@ -33,6 +34,7 @@ use crate::serviceaccount::TokenIssuer;
 use crate::status::{ApiError, ApiResult};
 use crate::storage::Storage;
 
+pub use node_proxy::kubelet_client_config;
 pub(crate) use objects::{now_rfc3339, random_suffix};
 
 /// The body of every response.
@@ -63,6 +65,8 @@ pub struct Api {
     server_address: String,
     /// Request and storage metrics (`/metrics`).
     metrics: crate::metrics::Metrics,
+    /// The TLS toward kubelets (logs, exec, attach, port-forward), when configured.
+    kubelet_client: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -96,6 +100,8 @@ enum ReplyBody {
     Json(Value),
     Text(String),
     Stream(Body),
+    /// A whole response passed through as it is (a kubelet's 101 Switching Protocols).
+    Response(Response<Body>),
 }
 
 impl Reply {
@@ -137,6 +143,7 @@ impl Reply {
             ReplyBody::Json(v) => full(serde_json::to_vec(&v).unwrap_or_default()),
             ReplyBody::Text(t) => full(t.into_bytes()),
             ReplyBody::Stream(b) => b,
+            ReplyBody::Response(response) => return response,
         };
         let mut response = Response::new(body);
         *response.status_mut() = self.status;
@@ -193,7 +200,15 @@ impl Api {
             openapi: Mutex::new(None),
             server_address,
             metrics: crate::metrics::Metrics::new(),
+            kubelet_client: None,
         }
+    }
+
+    /// The same API, proxying pods' logs, exec, attach and port-forward to kubelets over
+    /// `tls` (see [`kubelet_client_config`]).
+    pub fn with_kubelet_client(mut self, tls: Arc<rustls::ClientConfig>) -> Api {
+        self.kubelet_client = Some(tls);
+        self
     }
 
     /// The schemas, generated on first use (they are not needed to become ready) and again
@@ -231,6 +246,12 @@ impl Api {
         }
         Reply::text(self.metrics.render())
             .with_content_type("text/plain; version=0.0.4; charset=utf-8")
+    }
+
+    /// The mirror of the objects the server itself reads often (namespaces, service
+    /// accounts, RBAC).
+    pub fn reflector(&self) -> &Reflector {
+        &self.reflector
     }
 
     /// The storage.
@@ -365,6 +386,9 @@ impl Api {
             .registry
             .lookup(&info.group, &info.version, &info.resource)
             .ok_or_else(ApiError::path_not_found)?;
+        if node_proxy::serves(&info) {
+            return node_proxy::proxy(&self, request, &info, &user).await;
+        }
         check_scope(def, &info)?;
         let representation =
             negotiate(accept.as_deref(), false).ok_or_else(ApiError::not_acceptable)?;

@@ -490,14 +490,20 @@ impl Ctx<'_> {
             .registry
             .by_kind("", "v1", "Namespace")
             .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
-        match self
-            .api
-            .storage
-            .get(namespaces, "", self.namespace())
-            .await?
-        {
+        // NamespaceLifecycle reads the mirror, and the store only when the namespace is
+        // newer than the mirror (as kube-apiserver's live lookup after an informer miss).
+        let namespace = match self.api.reflector.get(namespaces, "", self.namespace()) {
+            Some(ns) => Some(ns),
+            None => self
+                .api
+                .storage
+                .get(namespaces, "", self.namespace())
+                .await?
+                .map(|(ns, _)| ns),
+        };
+        match namespace {
             None => Err(ApiError::namespace_not_found(self.namespace())),
-            Some((ns, _)) if ns.pointer("/metadata/deletionTimestamp").is_some() => Err(
+            Some(ns) if ns.pointer("/metadata/deletionTimestamp").is_some() => Err(
                 ApiError::namespace_terminating(self.def, name, self.namespace()),
             ),
             Some(_) => Ok(()),
