@@ -5,25 +5,39 @@
 //! desired with actual state and returns when to look again; nothing sleeps in a loop and
 //! cached objects are never mutated.
 //!
-//! - [`replicaset`], [`deployment`], [`garbage_collector`]: the controllers;
+//! - [`replicaset`], [`deployment`], [`garbage_collector`], [`job`], [`ttl_after_finished`],
+//!   [`endpoints`], [`endpointslice`], [`daemonset`], [`statefulset`], [`cronjob`]: the
+//!   controllers, registered under kube-controller-manager's names;
 //! - [`simulated_agent`]: kwok-style nodes that run no containers;
 //! - [`connect`]: how a component finds the API server; [`events`]: Event recording.
 
 pub mod connect;
+pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod events;
 pub mod garbage_collector;
+pub mod history;
+pub mod job;
 pub mod pod_util;
 pub mod replicaset;
 pub mod simulated_agent;
+pub mod statefulset;
+pub mod ttl_after_finished;
 
 use kube::Client;
+
+/// Starts one controller that runs until its watches end.
+type Loop = fn(Client) -> futures::future::BoxFuture<'static, ()>;
 
 /// Which controllers [`run`] starts.
 #[derive(Debug, Clone, Default)]
 pub struct ControllerManagerConfig {
-    /// Controller names to run (`replicaset`, `deployment`, `garbagecollector`); empty
-    /// means all.
+    /// Controller names to run (`replicaset`, `deployment`, `garbagecollector`, `job`,
+    /// `ttl-after-finished`, `cronjob`, `daemonset`, `statefulset`, `endpoint`,
+    /// `endpointslice`); empty means all.
     pub controllers: Vec<String>,
 }
 
@@ -43,19 +57,28 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
     let enabled =
         |name: &str| config.controllers.is_empty() || config.controllers.iter().any(|c| c == name);
     let mut tasks = tokio::task::JoinSet::new();
-    if enabled("replicaset") {
-        let c = client.clone();
-        tasks.spawn(async move {
-            replicaset::run(c).await;
-            Err(Error::Stopped("replicaset"))
-        });
-    }
-    if enabled("deployment") {
-        let c = client.clone();
-        tasks.spawn(async move {
-            deployment::run(c).await;
-            Err(Error::Stopped("deployment"))
-        });
+    // The controllers that run until their watches end.
+    let loops: [(&'static str, Loop); 9] = [
+        ("replicaset", |c| Box::pin(replicaset::run(c))),
+        ("deployment", |c| Box::pin(deployment::run(c))),
+        ("job", |c| Box::pin(job::run(c))),
+        ("ttl-after-finished", |c| {
+            Box::pin(ttl_after_finished::run(c))
+        }),
+        ("endpoint", |c| Box::pin(endpoints::run(c))),
+        ("endpointslice", |c| Box::pin(endpointslice::run(c))),
+        ("daemonset", |c| Box::pin(daemonset::run(c))),
+        ("statefulset", |c| Box::pin(statefulset::run(c))),
+        ("cronjob", |c| Box::pin(cronjob::run(c))),
+    ];
+    for (name, start) in loops {
+        if enabled(name) {
+            let run = start(client.clone());
+            tasks.spawn(async move {
+                run.await;
+                Err(Error::Stopped(name))
+            });
+        }
     }
     if enabled("garbagecollector") {
         let c = client.clone();

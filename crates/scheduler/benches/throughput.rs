@@ -42,6 +42,7 @@ async fn run(nodes: usize, pods: usize) {
         bind_address: "127.0.0.1".parse().unwrap(),
         port: 0,
         datastore_endpoints: Vec::new(),
+        service_cidr: skiff_apiserver::DEFAULT_SERVICE_CIDR.parse().unwrap(),
     })
     .await
     .unwrap();

@@ -121,22 +121,10 @@ pub fn old_scale_down_budget(
 /// The hash that names a template's ReplicaSet: FNV-32a over the template (with the
 /// collision count), written with the consonant-and-digit alphabet of `SafeEncodeString`.
 pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
-    let mut hash: u32 = 0x811c9dc5;
-    let mut feed = |bytes: &[u8]| {
-        for b in bytes {
-            hash ^= u32::from(*b);
-            hash = hash.wrapping_mul(0x01000193);
-        }
-    };
-    feed(&serde_json::to_vec(template).unwrap_or_default());
-    if let Some(c) = collision_count {
-        feed(&c.to_le_bytes());
-    }
-    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    hash.to_string()
-        .bytes()
-        .map(|b| ALPHANUMS[usize::from(b) % ALPHANUMS.len()] as char)
-        .collect()
+    crate::history::safe_hash(
+        &serde_json::to_vec(template).unwrap_or_default(),
+        collision_count,
+    )
 }
 
 /// Whether a ReplicaSet's template equals the Deployment's, ignoring the hash label

@@ -22,7 +22,7 @@ use kube::{Api, Client, Resource as _, ResourceExt as _};
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
-use crate::pod_util::{controller_of, is_active, is_available, is_ready, key};
+use crate::pod_util::{deletion_rank, is_active, is_available, is_ready, key, owned};
 pub use expectations::Expectations;
 
 /// A failed reconcile.
@@ -101,39 +101,6 @@ pub fn pod_from_template(
     }
 }
 
-/// Pods of `owner_uid` in `namespace`, from the store.
-fn owned_pods(store: &Store<Pod>, namespace: &str, owner_uid: &str) -> Vec<Arc<Pod>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|p| {
-            p.metadata.namespace.as_deref() == Some(namespace)
-                && controller_of(&p.metadata).is_some_and(|r| r.uid == owner_uid)
-        })
-        .collect()
-}
-
-/// Order of pods to delete first: unassigned, pending, not ready, most recently created
-/// (`ActivePodsWithRanks`, reduced).
-fn deletion_rank(pod: &Pod) -> (bool, u8, bool, std::cmp::Reverse<Option<jiff::Timestamp>>) {
-    let assigned = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_ref())
-        .is_some_and(|n| !n.is_empty());
-    let phase = match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
-        Some("Pending") => 0,
-        Some("Running") => 2,
-        _ => 1,
-    };
-    (
-        assigned,
-        phase,
-        is_ready(pod),
-        std::cmp::Reverse(pod.metadata.creation_timestamp.as_ref().map(|t| t.0)),
-    )
-}
-
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let rs_key = key(&rs.metadata);
     let err = |source| Error::Api {
@@ -145,13 +112,16 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     if rs.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let pods = owned_pods(&ctx.pods, &namespace, &uid);
+    // Checked before the cache is read: a pod that shows up between the read and the check
+    // would satisfy the expectation without being counted.
+    let may_manage = ctx.expectations.satisfied(&uid);
+    let pods = owned(&ctx.pods, &namespace, &uid);
     let active: Vec<&Arc<Pod>> = pods.iter().filter(|p| is_active(p)).collect();
     let spec = Some(&rs.spec);
     let desired = spec.and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    if ctx.expectations.satisfied(&uid) {
+    if may_manage {
         if active.len() < desired {
             let want = (desired - active.len()).min(BURST_REPLICAS);
             let owner = rs

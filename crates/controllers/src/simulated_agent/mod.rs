@@ -3,8 +3,10 @@
 //! else the Ready condition's `lastHeartbeatTime`), and pods bound to them reported
 //! Running and Ready with an IP from the node's fake pod CIDR, without running anything.
 //! Pods being deleted on a simulated node are removed at once, as a kubelet would after
-//! stopping their containers.
+//! stopping their containers. Containers can say how they would exit ([`exit`]), so Jobs
+//! run to completion or failure on simulated nodes.
 
+pub mod exit;
 mod pods;
 
 use std::collections::{BTreeMap, HashSet};

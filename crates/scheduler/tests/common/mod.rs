@@ -33,6 +33,7 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     runtime: tokio::runtime::Runtime,
     server: Option<Server>,
+    nodes: std::cell::Cell<usize>,
 }
 
 impl Cluster {
@@ -57,6 +58,7 @@ impl Cluster {
                 bind_address: "127.0.0.1".parse().unwrap(),
                 port: 0,
                 datastore_endpoints: Vec::new(),
+                service_cidr: skiff_apiserver::DEFAULT_SERVICE_CIDR.parse().unwrap(),
             })
             .await
             .unwrap();
@@ -87,6 +89,7 @@ impl Cluster {
             _dir: dir,
             runtime,
             server: Some(server),
+            nodes: std::cell::Cell::new(nodes),
         };
         cluster.wait_for(
             &format!("{nodes} Ready nodes"),
@@ -101,6 +104,43 @@ impl Cluster {
             },
         );
         cluster
+    }
+
+    /// Adds `count` simulated nodes (named on from the existing ones) and waits until
+    /// they are Ready.
+    pub fn add_nodes(&self, count: usize) {
+        let first = self.nodes.get();
+        let kubeconfig = self.kubeconfig.clone();
+        self.runtime.spawn(async move {
+            let client = skiff_controllers::connect::from_kubeconfig(&kubeconfig)
+                .await
+                .unwrap();
+            skiff_controllers::simulated_agent::run(
+                client,
+                SimulatedAgentConfig {
+                    nodes: count,
+                    first_index: first,
+                    cpu: "4".into(),
+                    memory: "8Gi".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+        });
+        self.nodes.set(first + count);
+        let total = first + count;
+        self.wait_for(
+            &format!("{total} Ready nodes"),
+            Duration::from_secs(30),
+            || {
+                let out = self.kubectl(&["get", "nodes", "--no-headers"]);
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+                    .count()
+                    == total
+            },
+        );
     }
 
     /// Runs kubectl against the cluster.
