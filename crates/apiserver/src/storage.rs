@@ -83,6 +83,7 @@ impl Storage {
     fn encode(def: &ResourceDef, obj: &Value) -> ApiResult<Vec<u8>> {
         let mut obj = obj.clone();
         def.to_stored(&mut obj);
+        omit_empty_metadata(&mut obj);
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
             meta.remove("selfLink");
@@ -111,6 +112,7 @@ impl Storage {
     /// What a read returns after `obj` was written at `revision`.
     fn written(def: &ResourceDef, obj: &Value, revision: i64) -> Value {
         let mut out = obj.clone();
+        omit_empty_metadata(&mut out);
         def.through_storage(&mut out);
         set_resource_version(&mut out, revision);
         out
@@ -220,5 +222,29 @@ impl Storage {
 pub fn set_resource_version(obj: &mut Value, revision: i64) {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.insert("resourceVersion".into(), json!(revision.to_string()));
+    }
+}
+
+/// Drops the metadata lists and maps that are empty, as Kubernetes' `omitempty` does: an
+/// object whose last finalizer (label, owner reference) was removed has no such field.
+fn omit_empty_metadata(obj: &mut Value) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in [
+            "finalizers",
+            "ownerReferences",
+            "labels",
+            "annotations",
+            "managedFields",
+        ] {
+            let empty = match meta.get(field) {
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(Value::Object(o)) => o.is_empty(),
+                Some(Value::Null) => true,
+                _ => false,
+            };
+            if empty {
+                meta.remove(field);
+            }
+        }
     }
 }
