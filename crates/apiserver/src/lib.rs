@@ -39,4 +39,5 @@ pub mod storage;
 pub mod table;
 pub mod validation;
 
+pub use kinds::service::allocator::{ServiceRanges, DEFAULT_SERVICE_CIDR};
 pub use server::{kubeconfig_path, read_kubeconfig, Server, ServerConfig, ServerError};

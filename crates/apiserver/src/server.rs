@@ -27,6 +27,7 @@ use crate::authz::{Chain, Masters, PublicInfo};
 use crate::cache::Reflector;
 use crate::crd;
 use crate::handlers::{Api, Security};
+use crate::kinds::service::allocator::ServiceRanges;
 use crate::kinds::{INITIAL_NAMESPACES, RBAC, REGISTRY, RESOURCES, SYSTEM_PRIORITY_CLASSES};
 use crate::pki::{self, Pki, PkiError};
 use crate::rbac::{self, rbac_defs, Rbac};
@@ -78,6 +79,9 @@ pub struct ServerConfig {
     pub port: u16,
     /// etcd endpoints (`http://127.0.0.1:2379`); the embedded store when empty.
     pub datastore_endpoints: Vec<String>,
+    /// Where Services' cluster IPs come from (`--service-cidr`; its first address is the
+    /// `kubernetes` Service's).
+    pub service_cidr: ipnet::Ipv4Net,
 }
 
 /// Where the admin kubeconfig of a data directory is.
@@ -138,6 +142,14 @@ impl Server {
             .await
             .map_err(|e| ServerError::Bootstrap(e.to_string()))??;
         bootstrap(&storage).await?;
+        let service_ranges = ServiceRanges::new(config.service_cidr);
+        bootstrap_kubernetes_service(
+            &storage,
+            &service_ranges,
+            config.bind_address,
+            address.port(),
+        )
+        .await?;
         let mut mirrored: Vec<&'static ResourceDef> = rbac_defs().to_vec();
         for kind in ["Namespace", "ServiceAccount", "ConfigMap"] {
             mirrored.extend(REGISTRY.by_kind("", "v1", kind));
@@ -169,7 +181,8 @@ impl Server {
                 security,
                 server_address,
             )
-            .with_kubelet_client(Arc::new(kubelet_client)),
+            .with_kubelet_client(Arc::new(kubelet_client))
+            .with_service_ranges(service_ranges),
         );
         let controllers = [
             tokio::spawn(serviceaccount::run_controller(
@@ -316,6 +329,80 @@ async fn bootstrap(storage: &Storage) -> Result<(), ServerError> {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(ServerError::Bootstrap(e.message)),
+        }
+    }
+    Ok(())
+}
+
+/// The `kubernetes` Service in `default` (the range's first address, port 443) and its
+/// endpoints (this server), unless a Service of that name exists.
+async fn bootstrap_kubernetes_service(
+    storage: &Storage,
+    ranges: &ServiceRanges,
+    bind_address: IpAddr,
+    port: u16,
+) -> Result<(), ServerError> {
+    let err = |e: crate::status::ApiError| ServerError::Bootstrap(e.message);
+    let def = |group, kind| {
+        REGISTRY
+            .by_kind(group, "v1", kind)
+            .ok_or_else(|| ServerError::Bootstrap(format!("{kind} is not served")))
+    };
+    let services = def("", "Service")?;
+    if storage
+        .get(services, "default", "kubernetes")
+        .await
+        .map_err(err)?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let ip = ranges
+        .nth(1)
+        .ok_or_else(|| ServerError::Bootstrap("the service CIDR is too small".into()))?;
+    let endpoint = match bind_address {
+        IpAddr::V4(a) if a.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.to_string(),
+        a => a.to_string(),
+    };
+    let meta = |labels: serde_json::Value| {
+        json!({"name": "kubernetes", "namespace": "default", "labels": labels,
+            "uid": uuid::Uuid::new_v4().to_string(),
+            "creationTimestamp": crate::handlers::now_rfc3339()})
+    };
+    let objects = [
+        (
+            services,
+            json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": meta(json!({"component": "apiserver", "provider": "kubernetes"})),
+            "spec": {"type": "ClusterIP", "clusterIP": ip.to_string(), "clusterIPs": [ip.to_string()],
+                "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack", "sessionAffinity": "None",
+                "internalTrafficPolicy": "Cluster",
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+            "status": {"loadBalancer": {}}}),
+        ),
+        (
+            def("", "Endpoints")?,
+            json!({"apiVersion": "v1", "kind": "Endpoints",
+            "metadata": meta(json!({"endpointslice.kubernetes.io/skip-mirror": "true"})),
+            "subsets": [{"addresses": [{"ip": endpoint}],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}),
+        ),
+        (
+            def("discovery.k8s.io", "EndpointSlice")?,
+            json!({"apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": meta(json!({"kubernetes.io/service-name": "kubernetes",
+                "endpointslice.kubernetes.io/managed-by": "skiff-apiserver"})),
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [endpoint], "conditions": {"ready": true}}],
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}),
+        ),
+    ];
+    for (def, obj) in objects {
+        match storage.create(def, "default", "kubernetes", &obj).await {
+            Ok(_) => {}
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => return Err(err(e)),
         }
     }
     Ok(())

@@ -337,7 +337,10 @@ pub async fn admit_pod(storage: &Storage, cache: &Reflector, pod: &mut Value) ->
     // The mirror first (no store round trip); the store when the account is newer than it.
     let found = match cache.get(def, &namespace, &account) {
         Some(sa) => Some(sa),
-        None => storage.get(def, &namespace, &account).await?.map(|(sa, _)| sa),
+        None => storage
+            .get(def, &namespace, &account)
+            .await?
+            .map(|(sa, _)| sa),
     };
     let Some(sa) = found else {
         let pods = REGISTRY

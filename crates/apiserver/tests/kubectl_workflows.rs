@@ -68,7 +68,10 @@ fn workflows(s: TestServer, kubectl: &Path) {
     std::fs::write(dir.join("deployment.yaml"), DEPLOYMENT).unwrap();
     std::fs::write(dir.join("service.yaml"), SERVICE).unwrap();
     let applied = ok(k(&["apply", "-f", dir.to_str().unwrap()]), "apply -f dir");
-    assert!(applied.contains("deployment.apps/web created"), "{v}: {applied}");
+    assert!(
+        applied.contains("deployment.apps/web created"),
+        "{v}: {applied}"
+    );
     assert!(applied.contains("service/web created"), "{v}: {applied}");
 
     // apply -k: kustomize runs in kubectl; the server sees the generated objects.
@@ -77,12 +80,18 @@ fn workflows(s: TestServer, kubectl: &Path) {
     std::fs::write(base.join("kustomization.yaml"), KUSTOMIZATION).unwrap();
     std::fs::write(base.join("settings.yaml"), SETTINGS).unwrap();
     let applied = ok(k(&["apply", "-k", base.to_str().unwrap()]), "apply -k");
-    assert!(applied.contains("configmap/team-settings created"), "{v}: {applied}");
+    assert!(
+        applied.contains("configmap/team-settings created"),
+        "{v}: {applied}"
+    );
     let generated = ok(
         k(&["get", "configmaps", "-l", "owner=team", "-o", "name"]),
         "get generated",
     );
-    assert!(generated.contains("configmap/team-settings"), "{v}: {generated}");
+    assert!(
+        generated.contains("configmap/team-settings"),
+        "{v}: {generated}"
+    );
     assert!(
         generated.contains("configmap/team-generated-"),
         "{v}: the generated name carries its content hash: {generated}"
@@ -105,7 +114,10 @@ fn workflows(s: TestServer, kubectl: &Path) {
         .collect();
     assert_eq!(
         lines,
-        vec![vec!["NAME", "REPLICAS", "IMAGE"], vec!["web", "2", "busybox"]],
+        vec![
+            vec!["NAME", "REPLICAS", "IMAGE"],
+            vec!["web", "2", "busybox"]
+        ],
         "{v}"
     );
 
@@ -126,7 +138,15 @@ fn workflows(s: TestServer, kubectl: &Path) {
         "create",
     );
     ok(
-        k(&["patch", "configmap", "patched", "--type", "merge", "-p", r#"{"data":{"b":"2"}}"#]),
+        k(&[
+            "patch",
+            "configmap",
+            "patched",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"data":{"b":"2"}}"#,
+        ]),
         "merge patch",
     );
     ok(
@@ -142,7 +162,13 @@ fn workflows(s: TestServer, kubectl: &Path) {
         "json patch",
     );
     ok(
-        k(&["patch", "configmap", "patched", "-p", r#"{"data":{"c":"3"}}"#]),
+        k(&[
+            "patch",
+            "configmap",
+            "patched",
+            "-p",
+            r#"{"data":{"c":"3"}}"#,
+        ]),
         "strategic patch",
     );
     let data = ok(
@@ -200,7 +226,10 @@ fn workflows(s: TestServer, kubectl: &Path) {
         "wait for delete",
     );
     let err = fails(k(&["get", "configmap", "patched"]), "get deleted");
-    assert!(err.contains(r#"configmaps "patched" not found"#), "{v}: {err}");
+    assert!(
+        err.contains(r#"configmaps "patched" not found"#),
+        "{v}: {err}"
+    );
 }
 
 #[test]

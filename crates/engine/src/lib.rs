@@ -20,7 +20,7 @@ use skiff_images::ImageStore;
 
 pub use container::create::CreateOptions;
 pub use container::transient::TransientRequest;
-pub use container::{Container, ContainerRecord, CreateRequest, MountPoint};
+pub use container::{Container, ContainerRecord, CreateRequest, DnsSettings, MountPoint};
 pub use roots::Roots;
 pub use volumes::{Volume, VolumeError, Volumes};
 

@@ -43,6 +43,9 @@ pub enum CriError {
     /// Any other runtime failure.
     #[error("{0}")]
     Runtime(String),
+    /// A command run with a timeout (`exec_sync`) did not finish in time.
+    #[error("command timed out after {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// Result of runtime calls.
@@ -66,6 +69,19 @@ pub struct PodSandboxConfig {
     pub image: String,
     /// Labels (the pod-identifying ones are added by the runtime).
     pub labels: BTreeMap<String, String>,
+    /// The pod's resolv.conf (CRI's `DNSConfig`); the runtime's default when `None`.
+    pub dns: Option<DnsConfig>,
+}
+
+/// CRI's `DNSConfig`: what the sandbox's resolv.conf says; its containers share it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// `nameserver` lines.
+    pub servers: Vec<String>,
+    /// The `search` list.
+    pub searches: Vec<String>,
+    /// `options`.
+    pub options: Vec<String>,
 }
 
 /// Whether a sandbox's namespaces are held.
@@ -117,6 +133,30 @@ pub struct ContainerConfig {
     pub stdin: bool,
     /// Labels (the pod-identifying ones are added by the caller).
     pub labels: BTreeMap<String, String>,
+    /// Bind mounts of the pod's volumes.
+    pub mounts: Vec<Mount>,
+}
+
+/// CRI's `Mount`: a path of the node bind-mounted into a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mount {
+    /// Path inside the container.
+    pub container_path: String,
+    /// Path on the node.
+    pub host_path: std::path::PathBuf,
+    /// Mounted read-only.
+    pub readonly: bool,
+}
+
+/// CRI's `ExecSyncResponse`: how a command run in a container ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecSyncResult {
+    /// Its exit code.
+    pub exit_code: i32,
+    /// What it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// What it wrote to stderr.
+    pub stderr: Vec<u8>,
 }
 
 /// CRI's `ContainerState`.
@@ -204,6 +244,93 @@ pub trait RuntimeService: Send + Sync {
     fn container_status(&self, id: &str) -> Result<ContainerStatus>;
     /// Containers (not sandboxes) whose labels include all of `labels`.
     fn list_containers(&self, labels: &BTreeMap<String, String>) -> Result<Vec<ContainerStatus>>;
+
+    // --- ExecSync (probes and lifecycle hooks) ---
+
+    /// Runs `cmd` in the running container and waits for it, at most `timeout`
+    /// (CRI's `ExecSync`); [`CriError::Timeout`] when it takes longer.
+    fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<ExecSyncResult>;
+
+    // --- Streaming: CRI's Exec, Attach, PortForward and the container's log path. ---
+    // CRI hands out a URL of the runtime's streaming server; skiff's kubelet serves the
+    // streams itself, so these return the process's stdio instead. The defaults refuse,
+    // for runtimes (the fake) that stream nothing.
+
+    /// The container's CRI-format log file (`ContainerStatus.log_path`).
+    fn container_log_path(&self, id: &str) -> Result<std::path::PathBuf> {
+        Err(CriError::Runtime(format!(
+            "container {id}: this runtime keeps no logs"
+        )))
+    }
+
+    /// Runs a command in the running container `id` (`Exec`).
+    fn exec(&self, id: &str, request: &ExecRequest) -> Result<StreamingProcess> {
+        let _ = request;
+        Err(CriError::Runtime(format!(
+            "container {id}: this runtime cannot exec"
+        )))
+    }
+
+    /// Attaches to the running container `id`'s own stdio (`Attach`).
+    fn attach(&self, id: &str, stdin: bool, tty: bool) -> Result<StreamingProcess> {
+        let _ = (stdin, tty);
+        Err(CriError::Runtime(format!(
+            "container {id}: this runtime cannot attach"
+        )))
+    }
+
+    /// Connects to `port` on the loopback of the sandbox's network namespace (`PortForward`).
+    fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<std::net::TcpStream> {
+        let _ = port;
+        Err(CriError::Runtime(format!(
+            "sandbox {sandbox_id}: this runtime cannot forward ports"
+        )))
+    }
+}
+
+/// What `Exec` runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// argv.
+    pub command: Vec<String>,
+    /// Whether the caller sends stdin.
+    pub stdin: bool,
+    /// Whether the command gets a terminal (its stderr then goes to the terminal too).
+    pub tty: bool,
+}
+
+/// A byte stream read from a process.
+pub type ProcessOutput = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+/// A byte stream written to a process.
+pub type ProcessInput = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
+/// The stdio of an exec'd command or an attached container, as the kubelet streams it.
+pub struct StreamingProcess {
+    /// Its stdin when asked for; shutting it down closes the process's stdin.
+    pub stdin: Option<ProcessInput>,
+    /// Its stdout (the terminal with a tty).
+    pub stdout: ProcessOutput,
+    /// Its stderr (none with a tty).
+    pub stderr: Option<ProcessOutput>,
+    /// Sets its terminal's size (columns, rows); none without a tty.
+    pub resize: Option<Box<dyn Fn(u16, u16) + Send + Sync>>,
+    /// Resolves to its exit code (128+signal when killed).
+    pub exit: futures::future::BoxFuture<'static, Result<i32>>,
+}
+
+impl std::fmt::Debug for StreamingProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamingProcess")
+            .field("stdin", &self.stdin.is_some())
+            .field("stderr", &self.stderr.is_some())
+            .field("tty", &self.resize.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// CRI's `ImageService`.

@@ -9,8 +9,8 @@ use skiff_engine::{Container, CreateOptions, CreateRequest, Engine, EngineError}
 use skiff_runtime::ContainerStatus as EngineStatus;
 
 use crate::cri::{
-    self, ContainerConfig, ContainerState, ContainerStatus, CriError, ImageService,
-    PodSandboxConfig, PodSandboxStatus, Result, RuntimeService, SandboxState,
+    self, ContainerConfig, ContainerState, ContainerStatus, CriError, ExecRequest, ImageService,
+    PodSandboxConfig, PodSandboxStatus, Result, RuntimeService, SandboxState, StreamingProcess,
 };
 
 /// Value of [`cri::TYPE_LABEL`] on sandboxes.
@@ -107,6 +107,19 @@ struct PodSandboxConfigRef<'a> {
     uid: &'a str,
 }
 
+/// A CRI mount as the engine's `-v HOST:DEST[:ro]`.
+fn bind_spec(m: &cri::Mount) -> Result<String> {
+    let host = m.host_path.display().to_string();
+    if host.contains(':') || m.container_path.contains(':') {
+        return Err(CriError::Runtime(format!(
+            "mount {host} -> {}: paths with ':' are not supported",
+            m.container_path
+        )));
+    }
+    let ro = if m.readonly { ":ro" } else { "" };
+    Ok(format!("{host}:{}{ro}", m.container_path))
+}
+
 fn container_status(c: &Container) -> ContainerStatus {
     let (state, exit_code, finished_at, reason, message) = match &c.status {
         EngineStatus::Created => (
@@ -174,6 +187,11 @@ impl RuntimeService for EngineRuntime {
             hostname: Some(config.hostname.clone()),
             network: self.network.clone(),
             labels,
+            dns: config.dns.as_ref().map(|d| skiff_engine::DnsSettings {
+                nameservers: d.servers.clone(),
+                searches: d.searches.clone(),
+                options: d.options.clone(),
+            }),
             // The pause process exits at SIGTERM at once.
             stop_timeout: Some(2),
             ..Default::default()
@@ -257,6 +275,7 @@ impl RuntimeService for EngineRuntime {
             tty: config.tty,
             interactive: config.stdin,
             labels,
+            volumes: config.mounts.iter().map(bind_spec).collect::<Result<_>>()?,
             ..Default::default()
         };
         let opts = CreateOptions {
@@ -292,6 +311,35 @@ impl RuntimeService for EngineRuntime {
             .map(container_status)
             .collect())
     }
+
+    // ExecSync: implemented in the `exec_sync` block at the end of this file.
+
+    fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<cri::ExecSyncResult> {
+        exec_sync::run(&self.engine, id, cmd, timeout)
+    }
+
+    // Streaming: implemented in the block at the end of this file.
+
+    fn container_log_path(&self, id: &str) -> Result<std::path::PathBuf> {
+        self.engine.log_path(id).map_err(err)
+    }
+
+    fn exec(&self, id: &str, request: &ExecRequest) -> Result<StreamingProcess> {
+        self.stream_exec(id, request)
+    }
+
+    fn attach(&self, id: &str, stdin: bool, tty: bool) -> Result<StreamingProcess> {
+        self.stream_attach(id, stdin, tty)
+    }
+
+    fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<std::net::TcpStream> {
+        self.connect_in_sandbox(sandbox_id, port)
+    }
 }
 
 impl ImageService for EngineRuntime {
@@ -323,5 +371,366 @@ impl ImageService for EngineRuntime {
             ))
             .map_err(|e| fail(e.to_string()))?;
         Ok(record.id.to_string())
+    }
+}
+
+// --- Streaming: exec, attach and port-forward over the engine. ---
+//
+// Exec runs `skiff exec` as a child process: libcontainer's tenant builder forks and must
+// start from a single-threaded process, which the kubelet (inside a tokio runtime) is not.
+// Attach speaks the shim's attach-socket protocol. Port-forward connects from a thread that
+// entered the sandbox's network namespace.
+
+impl EngineRuntime {
+    fn running(&self, id: &str) -> Result<Container> {
+        let c = self.engine.find(id).map_err(err)?;
+        if !c.is_running() {
+            return Err(CriError::Runtime(format!(
+                "container {} is not running",
+                c.record.name
+            )));
+        }
+        Ok(c)
+    }
+
+    fn stream_exec(&self, id: &str, request: &ExecRequest) -> Result<StreamingProcess> {
+        use std::process::Stdio;
+        let c = self.running(id)?;
+        let mut cmd = tokio::process::Command::new(self.engine.skiff_exe());
+        cmd.args(self.engine.global_args()).arg("exec");
+        if request.stdin {
+            cmd.arg("-i");
+        }
+        if request.tty {
+            cmd.arg("-t");
+        }
+        cmd.arg("--").arg(&c.record.id).args(&request.command);
+        let io = |e: std::io::Error| CriError::Runtime(format!("exec in {}: {e}", c.record.name));
+        if !request.tty {
+            cmd.stdin(if request.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+            let mut child = cmd.spawn().map_err(io)?;
+            let stdin = child.stdin.take().map(|s| Box::new(s) as cri::ProcessInput);
+            let stdout = Box::new(child.stdout.take().expect("piped stdout"));
+            let stderr = Box::new(child.stderr.take().expect("piped stderr"));
+            return Ok(StreamingProcess {
+                stdin,
+                stdout,
+                stderr: Some(stderr),
+                resize: None,
+                exit: Box::pin(async move { wait_child(child).await }),
+            });
+        }
+        // A terminal: `skiff exec -t` runs on the slave side of a pty of ours (as its
+        // controlling terminal, so resizing our master side signals it SIGWINCH).
+        let (master, slave) = open_pty().map_err(io)?;
+        let dup = |fd: &std::os::fd::OwnedFd| fd.try_clone().map_err(io);
+        cmd.stdin(Stdio::from(dup(&slave)?))
+            .stdout(Stdio::from(dup(&slave)?))
+            .stderr(Stdio::from(slave));
+        // SAFETY: only async-signal-safe calls (setsid, ioctl) between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(io)?;
+        // Our copy of the slave went with `cmd`'s stdio once spawned.
+        drop(cmd);
+        let resize_fd = dup(&master)?;
+        let writer = tokio::fs::File::from_std(std::fs::File::from(dup(&master)?));
+        let reader = tokio::fs::File::from_std(std::fs::File::from(master));
+        Ok(StreamingProcess {
+            stdin: request.stdin.then(|| Box::new(writer) as cri::ProcessInput),
+            stdout: Box::new(PtyReader(reader)),
+            stderr: None,
+            resize: Some(Box::new(move |cols, rows| {
+                set_window_size(&resize_fd, cols, rows)
+            })),
+            exit: Box::pin(async move { wait_child(child).await }),
+        })
+    }
+
+    fn stream_attach(&self, id: &str, stdin: bool, tty: bool) -> Result<StreamingProcess> {
+        use skiff_runtime::attach::{encode, Decoder, FrameKind};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let c = self.running(id)?;
+        let socket = self
+            .engine
+            .roots()
+            .container_run(&c.record.id)
+            .join("attach.sock");
+        let io = |e: std::io::Error| CriError::Runtime(format!("attach to {}: {e}", c.record.name));
+        let stream = std::os::unix::net::UnixStream::connect(&socket).map_err(io)?;
+        stream.set_nonblocking(true).map_err(io)?;
+        let stream = tokio::net::UnixStream::from_std(stream).map_err(io)?;
+        let (mut from_shim, mut to_shim) = stream.into_split();
+
+        // Frames to the shim (stdin, resizes) go through one writer task.
+        let (frames, mut frames_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(frame) = frames_rx.recv().await {
+                if to_shim.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+
+        // Output frames are split into the two output streams; the exit frame ends them.
+        let (mut stdout_w, stdout_r) = tokio::io::duplex(64 * 1024);
+        let (mut stderr_w, stderr_r) = tokio::io::duplex(64 * 1024);
+        let (exit_tx, exit_rx) = tokio::sync::oneshot::channel::<i32>();
+        tokio::spawn(async move {
+            let mut decoder = Decoder::default();
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                let n = match from_shim.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                decoder.push(&buf[..n]);
+                while let Ok(Some((kind, payload))) = decoder.next_frame() {
+                    let ok = match kind {
+                        FrameKind::Stdout => stdout_w.write_all(&payload).await.is_ok(),
+                        FrameKind::Stderr if tty => stdout_w.write_all(&payload).await.is_ok(),
+                        FrameKind::Stderr => stderr_w.write_all(&payload).await.is_ok(),
+                        FrameKind::Exit => {
+                            let code =
+                                serde_json::from_slice::<skiff_runtime::ExitStatus>(&payload)
+                                    .map(|s| s.exit_code)
+                                    .unwrap_or(0);
+                            let _ = exit_tx.send(code);
+                            return;
+                        }
+                        _ => true,
+                    };
+                    if !ok {
+                        return;
+                    }
+                }
+            }
+        });
+
+        // Stdin: what the caller writes becomes stdin frames. The container's stdin stays
+        // open when the caller leaves (as without `stdinOnce`).
+        let stdin = if stdin {
+            let (writer, mut reader) = tokio::io::duplex(64 * 1024);
+            let frames = frames.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n) = reader.read(&mut buf).await {
+                    if n == 0 || frames.send(encode(FrameKind::Stdin, &buf[..n])).is_err() {
+                        break;
+                    }
+                }
+            });
+            Some(Box::new(writer) as cri::ProcessInput)
+        } else {
+            None
+        };
+        let name = c.record.name.clone();
+        Ok(StreamingProcess {
+            stdin,
+            stdout: Box::new(stdout_r),
+            stderr: (!tty).then(|| Box::new(stderr_r) as cri::ProcessOutput),
+            resize: tty.then(|| {
+                Box::new(move |cols: u16, rows: u16| {
+                    let mut payload = rows.to_be_bytes().to_vec();
+                    payload.extend_from_slice(&cols.to_be_bytes());
+                    let _ = frames.send(encode(FrameKind::Resize, &payload));
+                }) as Box<dyn Fn(u16, u16) + Send + Sync>
+            }),
+            exit: Box::pin(async move {
+                exit_rx.await.map_err(|_| {
+                    CriError::Runtime(format!("lost the attach connection to {name}'s shim"))
+                })
+            }),
+        })
+    }
+
+    fn connect_in_sandbox(&self, sandbox_id: &str, port: u16) -> Result<std::net::TcpStream> {
+        use std::os::fd::AsRawFd;
+        let c = self.engine.find(sandbox_id).map_err(err)?;
+        let EngineStatus::Running { pid } = c.status else {
+            return Err(CriError::Runtime(format!(
+                "sandbox {} is not running",
+                c.record.name
+            )));
+        };
+        let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|e| {
+            CriError::Runtime(format!(
+                "network namespace of sandbox {}: {e}",
+                c.record.name
+            ))
+        })?;
+        // A thread of our own enters the namespace (setns changes only the calling
+        // thread); the socket stays in the namespace it was created in.
+        std::thread::spawn(move || {
+            // SAFETY: setns on a valid namespace fd, affecting only this short-lived thread.
+            if unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                std::time::Duration::from_secs(5),
+            )
+        })
+        .join()
+        .map_err(|_| CriError::Runtime("port-forward thread panicked".into()))?
+        .map_err(|e| {
+            CriError::Runtime(format!(
+                "failed to connect to localhost:{port} inside namespace \"{sandbox_id}\": {e}"
+            ))
+        })
+    }
+}
+
+/// Waits for a child; its exit code, or 128+signal.
+async fn wait_child(mut child: tokio::process::Child) -> Result<i32> {
+    use std::os::unix::process::ExitStatusExt as _;
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| CriError::Runtime(format!("waiting for exec: {e}")))?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// A new pseudo-terminal: (master, slave).
+fn open_pty() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two fds into the integers we own; the other arguments may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: openpty succeeded: both fds are open and ours alone.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(master),
+            std::os::fd::OwnedFd::from_raw_fd(slave),
+        )
+    })
+}
+
+/// Sets a terminal's size.
+fn set_window_size(fd: &std::os::fd::OwnedFd, cols: u16, rows: u16) {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads the winsize we own from a valid terminal fd.
+    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+}
+
+/// A pty master read as a stream: EIO (the slave side closed) is the end of the stream.
+struct PtyReader(tokio::fs::File);
+
+impl tokio::io::AsyncRead for PtyReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.0).poll_read(cx, buf) {
+            std::task::Poll::Ready(Err(e)) if e.raw_os_error() == Some(libc::EIO) => {
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+// --- ExecSync (probes and lifecycle hooks) ---------------------------------------
+//
+// A process forks into the container's namespaces only while single-threaded, so the
+// kubelet (a threaded server) runs `skiff exec` as a child process, as the shim does
+// for health checks, and collects its output and exit code.
+mod exec_sync {
+    use std::io::Read as _;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use skiff_engine::Engine;
+
+    use crate::cri::{CriError, ExecSyncResult, Result};
+
+    /// Output kept per stream (CRI caps ExecSync output at 16 MiB; probes need less).
+    const MAX_OUTPUT: u64 = 1 << 20;
+
+    pub(super) fn run(
+        engine: &Engine,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecSyncResult> {
+        if cmd.is_empty() {
+            return Err(CriError::Runtime("exec: no command".into()));
+        }
+        let mut child = Command::new(engine.skiff_exe())
+            .args(engine.global_args())
+            .arg("exec")
+            .arg(id)
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| CriError::Runtime(format!("running skiff exec: {e}")))?;
+        // Readers hand their output over a channel: a process the command left behind
+        // may hold the pipes open, and must not hold the caller too.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(p) = pipe {
+                    let _ = p.take(MAX_OUTPUT).read_to_end(&mut buf);
+                }
+                let _ = tx.send(buf);
+            });
+            rx
+        };
+        let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(CriError::Timeout(timeout));
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(CriError::Runtime(format!("waiting for skiff exec: {e}"))),
+            }
+        };
+        let grace = Duration::from_millis(500);
+        Ok(ExecSyncResult {
+            exit_code: status.code().unwrap_or(-1),
+            stdout: out.recv_timeout(grace).unwrap_or_default(),
+            stderr: err.recv_timeout(grace).unwrap_or_default(),
+        })
     }
 }

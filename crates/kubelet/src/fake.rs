@@ -25,6 +25,10 @@ struct State {
     images: Vec<String>,
     /// Calls in order (`run_pod_sandbox`, `create_container <name>`, ...).
     calls: Vec<String>,
+    /// What `exec_sync` answers, by container name (exit 0 when not set).
+    exec_results: BTreeMap<String, cri::ExecSyncResult>,
+    /// Configs of created containers, by id.
+    configs: BTreeMap<String, ContainerConfig>,
 }
 
 impl FakeRuntime {
@@ -46,6 +50,28 @@ impl FakeRuntime {
                 c.finished_at = Some(Utc::now());
             }
         }
+    }
+
+    /// Makes `exec_sync` in container `name` exit with `code`, printing `stdout`.
+    pub fn set_exec_result(&self, name: &str, code: i32, stdout: &str) {
+        self.state.lock().unwrap().exec_results.insert(
+            name.into(),
+            cri::ExecSyncResult {
+                exit_code: code,
+                stdout: stdout.as_bytes().to_vec(),
+                stderr: Vec::new(),
+            },
+        );
+    }
+
+    /// The config the newest instance of container `name` was created with.
+    pub fn config_of(&self, name: &str) -> Option<ContainerConfig> {
+        let st = self.state.lock().unwrap();
+        st.configs
+            .values()
+            .filter(|c| c.name == name)
+            .max_by_key(|c| c.attempt)
+            .cloned()
     }
 
     /// The calls made so far.
@@ -162,6 +188,7 @@ impl RuntimeService for FakeRuntime {
             },
         );
         st.calls.push(format!("create_container {}", config.name));
+        st.configs.insert(id.clone(), config.clone());
         Ok(id)
     }
 
@@ -219,6 +246,25 @@ impl RuntimeService for FakeRuntime {
             .cloned()
             .collect())
     }
+
+    fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        _timeout: std::time::Duration,
+    ) -> Result<cri::ExecSyncResult> {
+        let mut st = self.state.lock().unwrap();
+        let c = st
+            .containers
+            .get(id)
+            .ok_or_else(|| CriError::NotFound(id.into()))?;
+        if c.state != ContainerState::Running {
+            return Err(CriError::Runtime(format!("container {id} is not running")));
+        }
+        let name = c.name().to_string();
+        st.calls.push(format!("exec_sync {name} {}", cmd.join(" ")));
+        Ok(st.exec_results.get(&name).cloned().unwrap_or_default())
+    }
 }
 
 impl ImageService for FakeRuntime {
@@ -236,5 +282,195 @@ impl ImageService for FakeRuntime {
             image: image.into(),
             message: "the fake runtime pulls nothing".into(),
         })
+    }
+}
+
+/// In-memory API objects for unit tests of env and volumes.
+#[derive(Debug, Default)]
+pub struct FakeObjects {
+    config_maps: Mutex<BTreeMap<(String, String), k8s_openapi::api::core::v1::ConfigMap>>,
+    secrets: Mutex<BTreeMap<(String, String), k8s_openapi::api::core::v1::Secret>>,
+    claims: Mutex<BTreeMap<(String, String), k8s_openapi::api::core::v1::PersistentVolumeClaim>>,
+    volumes: Mutex<BTreeMap<String, k8s_openapi::api::core::v1::PersistentVolume>>,
+    tokens: Mutex<u32>,
+}
+
+impl FakeObjects {
+    /// Creates or replaces a ConfigMap with these string data.
+    pub fn put_config_map(&self, namespace: &str, name: &str, data: &[(&str, &str)]) {
+        let cm = k8s_openapi::api::core::v1::ConfigMap {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        self.config_maps
+            .lock()
+            .unwrap()
+            .insert((namespace.into(), name.into()), cm);
+    }
+
+    /// Creates or replaces a Secret with these data.
+    pub fn put_secret(&self, namespace: &str, name: &str, data: &[(&str, &str)]) {
+        let s = k8s_openapi::api::core::v1::Secret {
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                        )
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        self.secrets
+            .lock()
+            .unwrap()
+            .insert((namespace.into(), name.into()), s);
+    }
+
+    /// Creates or replaces a claim (JSON form).
+    pub fn put_claim(&self, namespace: &str, name: &str, claim: serde_json::Value) {
+        self.claims.lock().unwrap().insert(
+            (namespace.into(), name.into()),
+            serde_json::from_value(claim).unwrap(),
+        );
+    }
+
+    /// Creates or replaces a PersistentVolume (JSON form).
+    pub fn put_volume(&self, name: &str, volume: serde_json::Value) {
+        self.volumes
+            .lock()
+            .unwrap()
+            .insert(name.into(), serde_json::from_value(volume).unwrap());
+    }
+}
+
+impl crate::objects::ObjectSource for FakeObjects {
+    fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::ConfigMap>, crate::objects::ObjectError> {
+        Ok(self
+            .config_maps
+            .lock()
+            .unwrap()
+            .get(&(namespace.into(), name.into()))
+            .cloned())
+    }
+
+    fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::Secret>, crate::objects::ObjectError> {
+        Ok(self
+            .secrets
+            .lock()
+            .unwrap()
+            .get(&(namespace.into(), name.into()))
+            .cloned())
+    }
+
+    fn claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<
+        Option<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+        crate::objects::ObjectError,
+    > {
+        Ok(self
+            .claims
+            .lock()
+            .unwrap()
+            .get(&(namespace.into(), name.into()))
+            .cloned())
+    }
+
+    fn volume(
+        &self,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::PersistentVolume>, crate::objects::ObjectError>
+    {
+        Ok(self.volumes.lock().unwrap().get(name).cloned())
+    }
+
+    fn token(
+        &self,
+        spec: &crate::objects::TokenSpec,
+    ) -> Result<crate::objects::Token, crate::objects::ObjectError> {
+        let mut n = self.tokens.lock().unwrap();
+        *n += 1;
+        Ok(crate::objects::Token {
+            token: format!(
+                "token-{}-{}-{}",
+                spec.service_account,
+                spec.audience.as_deref().unwrap_or("api"),
+                *n
+            ),
+            expires: Utc::now() + chrono::Duration::seconds(spec.expiration_seconds),
+        })
+    }
+}
+
+/// A mounter that records tmpfs mounts instead of making them.
+#[derive(Debug, Default)]
+pub struct FakeMounter {
+    /// Mounted directories with their size limits.
+    pub mounts: Mutex<BTreeMap<std::path::PathBuf, Option<u64>>>,
+}
+
+impl crate::volumes::Mounter for FakeMounter {
+    fn mount_tmpfs(&self, dir: &std::path::Path, size: Option<u64>) -> std::io::Result<()> {
+        self.mounts.lock().unwrap().insert(dir.to_path_buf(), size);
+        Ok(())
+    }
+
+    fn is_mount_point(&self, dir: &std::path::Path) -> bool {
+        self.mounts.lock().unwrap().contains_key(dir)
+    }
+
+    fn unmount(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.mounts.lock().unwrap().remove(dir);
+        Ok(())
+    }
+
+    fn mounts_under(&self, dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        self.mounts
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|m| m.starts_with(dir))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Events recorded in memory.
+#[derive(Debug, Default)]
+pub struct RecordedEvents {
+    /// `reason: message` per event, in order.
+    pub events: Mutex<Vec<String>>,
+}
+
+impl RecordedEvents {
+    /// The events so far, as `reason: message`.
+    pub fn list(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+impl crate::events::EventSink for RecordedEvents {
+    fn emit(&self, event: crate::events::PodEvent) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("{}: {}", event.reason, event.message));
     }
 }

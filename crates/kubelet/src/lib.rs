@@ -3,14 +3,26 @@
 //! implemented by skiff's engine ([`engine_runtime`]).
 //!
 //! Layout follows the kubelet's managers: [`node`] (registration, lease),
-//! [`pod_worker`] (level-triggered syncs), [`status`] (what is reported).
+//! [`pod_worker`] (level-triggered syncs), [`status`] (what is reported), [`server`] (the
+//! kubelet API the API server proxies logs, exec, attach and port-forward to).
+//! A sync builds each container from [`env`] and [`volumes`], runs [`hooks`], and
+//! reads what the [`probes`] found; API reads go through [`objects`], [`events`] record
+//! what happened.
 
 pub mod cri;
+pub mod dns;
 pub mod engine_runtime;
+pub mod env;
+pub mod events;
 pub mod fake;
+pub mod hooks;
 pub mod node;
+pub mod objects;
 pub mod pod_worker;
+pub mod probes;
+pub mod server;
 pub mod status;
+pub mod volumes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +57,9 @@ pub enum Error {
     /// The pod watch ended.
     #[error("the kubelet's pod watch ended")]
     WatchEnded,
+    /// The kubelet API could not be served.
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
 }
 
 /// How the kubelet runs.
@@ -56,6 +71,27 @@ pub struct KubeletConfig {
     pub root: std::path::PathBuf,
     /// The subnet pod IPs come from (`spec.podCIDR`).
     pub pod_cidr: Option<String>,
+    /// The port of the kubelet API ([`server::DEFAULT_PORT`] unless set).
+    pub port: u16,
+    /// The CA whose client certificates the kubelet API accepts (PEM); without it, the
+    /// cluster CA is read from the `kube-root-ca.crt` ConfigMap of `kube-system`.
+    pub client_ca_pem: Option<String>,
+    /// The cluster DNS pods with `dnsPolicy: ClusterFirst` use (`--cluster-dns`); without
+    /// it, they get the node's resolv.conf.
+    pub cluster_dns: Option<dns::ClusterDns>,
+}
+
+/// Environment variable setting how often pods' API-data volumes are refreshed, in
+/// seconds (the kubelet's `--sync-frequency`; [`pod_worker::DEFAULT_SYNC_FREQUENCY`]
+/// when unset).
+pub const SYNC_FREQUENCY_ENV: &str = "SKIFF_KUBELET_SYNC_FREQUENCY";
+
+fn sync_frequency() -> Duration {
+    std::env::var(SYNC_FREQUENCY_ENV)
+        .ok()
+        .and_then(|v| v.trim_end_matches('s').parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(pod_worker::DEFAULT_SYNC_FREQUENCY)
 }
 
 /// The host's name, as the kubelet names its node by default.
@@ -74,10 +110,25 @@ pub async fn run(
     let name = config.node_name.clone();
     let ip = node::host_ip();
     let cap = node::Capacity::of_host(&config.root);
+    let port = config.port;
+    // The kubelet API first: the node advertises its port.
+    let client_ca = match config.client_ca_pem.clone() {
+        Some(pem) => pem,
+        None => cluster_ca(&client).await,
+    };
+    let tls = server::tls_config(&client_ca, &[name.clone(), ip.clone()])?;
+    let state = Arc::new(server::State {
+        runtime: runtime.clone(),
+        client: client.clone(),
+    });
+    // Pods still run without it (another kubelet on this host may hold the port).
+    if let Err(e) = server::start(port, tls, state).await {
+        tracing::error!("kubelet API: {e}; logs, exec and port-forward will not work");
+    }
     // The server may still be starting: retry registration for a while.
     let mut attempt = 0;
     loop {
-        match node::register(&client, &name, &ip, &cap, config.pod_cidr.as_deref()).await {
+        match node::register(&client, &name, &ip, port, &cap, config.pod_cidr.as_deref()).await {
             Ok(()) => break,
             Err(e) if attempt < 30 => {
                 tracing::debug!("registering node {name}: {e}");
@@ -101,7 +152,7 @@ pub async fn run(
                         }
                     }
                     _ = status.tick() => {
-                        if let Err(e) = node::register(&client, &name, &ip, &cap, pod_cidr.as_deref()).await {
+                        if let Err(e) = node::register(&client, &name, &ip, port, &cap, pod_cidr.as_deref()).await {
                             tracing::warn!("posting the status of node {name}: {e}");
                         }
                     }
@@ -109,13 +160,35 @@ pub async fn run(
             }
         }
     });
+    let node = pod_worker::NodeRef {
+        name: name.clone(),
+        ip: Some(ip),
+        capacity: Some(cap),
+    };
+    let handle = tokio::runtime::Handle::current();
+    let services = pod_worker::Services {
+        runtime: runtime.clone(),
+        objects: Arc::new(objects::ApiObjects::new(client.clone(), handle.clone())),
+        mounter: Arc::new(volumes::KernelMounter),
+        events: Arc::new(events::ApiEvents::new(
+            client.clone(),
+            handle.clone(),
+            name.clone(),
+        )),
+        handle: Some(handle),
+    };
+    let worker = pod_worker::Worker::new(
+        services,
+        node.clone(),
+        volumes::pods_dir(&config.root),
+        sync_frequency(),
+    )
+    .with_cluster_dns(config.cluster_dns.clone());
     let ctx = Arc::new(pod_worker::Ctx {
         runtime,
         client: client.clone(),
-        node: pod_worker::NodeRef {
-            name: name.clone(),
-            ip: Some(ip),
-        },
+        node,
+        worker: Arc::new(worker),
     });
     tokio::spawn({
         let ctx = ctx.clone();
@@ -138,4 +211,22 @@ pub async fn run(
     .for_each(|_| async {})
     .await;
     Err(Error::WatchEnded)
+}
+
+/// The cluster CA as the API publishes it (`kube-root-ca.crt`), waiting for it to appear.
+async fn cluster_ca(client: &Client) -> String {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+    loop {
+        match api.get_opt("kube-root-ca.crt").await {
+            Ok(Some(cm)) => {
+                if let Some(ca) = cm.data.and_then(|mut d| d.remove("ca.crt")) {
+                    return ca;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!("reading the cluster CA: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

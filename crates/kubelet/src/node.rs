@@ -87,8 +87,8 @@ fn now() -> String {
         .to_string()
 }
 
-/// The Node's status as the kubelet posts it.
-pub fn node_status(name: &str, ip: &str, cap: &Capacity) -> serde_json::Value {
+/// The Node's status as the kubelet posts it (`port`: the kubelet API's).
+pub fn node_status(name: &str, ip: &str, port: u16, cap: &Capacity) -> serde_json::Value {
     let now = now();
     let resources = json!({
         "cpu": cap.cpu.to_string(),
@@ -114,7 +114,7 @@ pub fn node_status(name: &str, ip: &str, cap: &Capacity) -> serde_json::Value {
             {"type": "InternalIP", "address": ip},
             {"type": "Hostname", "address": name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
         "nodeInfo": {
             "machineID": std::fs::read_to_string("/etc/machine-id").unwrap_or_default().trim(),
             "systemUUID": "",
@@ -155,6 +155,7 @@ pub async fn register(
     client: &Client,
     name: &str,
     ip: &str,
+    port: u16,
     cap: &Capacity,
     pod_cidr: Option<&str>,
 ) -> Result<(), kube::Error> {
@@ -181,7 +182,7 @@ pub async fn register(
     api.patch_status(
         name,
         &PatchParams::default(),
-        &Patch::Merge(node_status(name, ip, cap)),
+        &Patch::Merge(node_status(name, ip, port, cap)),
     )
     .await?;
     Ok(())
@@ -239,9 +240,13 @@ mod tests {
             ephemeral_storage_kib: 2048,
             pods: 110,
         };
-        let s = node_status("n1", "10.0.0.1", &cap);
+        let s = node_status("n1", "10.0.0.1", 10250, &cap);
         assert_eq!(s["status"]["capacity"]["memory"], "1024Ki");
         assert_eq!(s["status"]["conditions"][3]["type"], "Ready");
         assert_eq!(s["status"]["addresses"][0]["address"], "10.0.0.1");
+        assert_eq!(
+            s["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
+            10250
+        );
     }
 }

@@ -1,22 +1,39 @@
 //! Pod workers: level-triggered syncs of one pod's spec (desired) against the
 //! runtime's sandbox and containers (actual), as pkg/kubelet/pod_workers.go and
 //! kuberuntime's `computePodActions`/`SyncPod` do.
+//!
+//! The worker orchestrates; each concern has its module: [`crate::env`] (a
+//! container's environment), [`crate::volumes`] (the pod's volumes on the node),
+//! [`crate::probes`] (probe workers whose results the next sync reads),
+//! [`crate::hooks`] (postStart, preStop), [`crate::events`].
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use crate::cri::{self, ContainerConfig, ContainerState, CriError, PodSandboxConfig, SandboxState};
+use crate::env::Downward;
+use crate::events::{EventSink, EventType, PodEvent};
+use crate::objects::ObjectSource;
+use crate::probes::handler::Target;
+use crate::probes::{ProbeKind, ProbeManager};
 use crate::status::{self, Observed, Waiting};
+use crate::volumes::{self, HostVolume, Mounter};
 use crate::Runtime;
 
 /// The first restart back-off; it doubles per restart up to [`MAX_BACKOFF`].
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 /// The longest restart back-off (5 minutes).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How often a pod's API-data volumes (configMap, secret, projected, downwardAPI) are
+/// refreshed: the kubelet's `--sync-frequency` default.
+pub const DEFAULT_SYNC_FREQUENCY: Duration = Duration::from_secs(60);
+/// The time a container gets after its preStop hook, at least (as the kubelet gives).
+const MIN_GRACE_AFTER_PRE_STOP: u32 = 2;
 
 /// What a sync leaves for the API.
 #[derive(Debug)]
@@ -42,162 +59,679 @@ fn should_restart(policy: &str, exit_code: i32) -> bool {
     }
 }
 
-/// The container's environment: literal values and the downward API's `fieldRef`s
-/// (ConfigMap, Secret and resource references are not resolved yet).
-fn env_of(c: &Container, pod: &Pod, observed: &Observed) -> Vec<(String, String)> {
-    c.env
-        .iter()
-        .flatten()
-        .filter_map(|e| {
-            if let Some(v) = &e.value {
-                return Some((e.name.clone(), v.clone()));
-            }
-            let path = &e.value_from.as_ref()?.field_ref.as_ref()?.field_path;
-            Some((e.name.clone(), field_value(pod, path, observed)?))
-        })
-        .collect()
-}
-
-/// A `fieldRef` path's value, as the downward API defines them.
-fn field_value(pod: &Pod, path: &str, observed: &Observed) -> Option<String> {
-    let meta = &pod.metadata;
-    let spec = pod.spec.as_ref();
-    let keyed = |prefix: &str, map: &Option<BTreeMap<String, String>>| {
-        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
-        map.as_ref()?.get(key).cloned()
-    };
-    match path {
-        "metadata.name" => meta.name.clone(),
-        "metadata.namespace" => meta.namespace.clone(),
-        "metadata.uid" => meta.uid.clone(),
-        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
-        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
-        "status.hostIP" | "status.hostIPs" => observed.host_ip.clone(),
-        "status.podIP" | "status.podIPs" => observed.pod_ip.clone(),
-        _ if path.starts_with("metadata.labels['") => keyed("metadata.labels['", &meta.labels),
-        _ if path.starts_with("metadata.annotations['") => {
-            keyed("metadata.annotations['", &meta.annotations)
-        }
-        _ => None,
-    }
-}
-
 struct PodRef {
     name: String,
     namespace: String,
     uid: String,
 }
 
-/// Syncs one pod; blocking (runtime calls).
-pub fn sync_pod(rt: &dyn Runtime, pod: &Pod, node: &NodeRef) -> Result<Outcome, CriError> {
-    let meta = &pod.metadata;
-    let p = PodRef {
-        name: meta.name.clone().unwrap_or_default(),
-        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
-        uid: meta.uid.clone().unwrap_or_default(),
-    };
-    let labels = BTreeMap::from([(cri::POD_UID_LABEL.to_string(), p.uid.clone())]);
-    if meta.deletion_timestamp.is_some() {
-        let spec = pod.spec.clone().unwrap_or_default();
-        let grace = meta
-            .deletion_grace_period_seconds
-            .or(spec.termination_grace_period_seconds)
-            .unwrap_or(30)
-            .max(0) as u32;
-        kill_pod(rt, &labels, grace)?;
-        return Ok(Outcome::Terminated);
+/// A pod's volumes as last set up.
+struct PodVolumes {
+    volumes: BTreeMap<String, HostVolume>,
+    synced: Instant,
+}
+
+/// The node a kubelet runs.
+#[derive(Debug, Clone, Default)]
+pub struct NodeRef {
+    /// Its name.
+    pub name: String,
+    /// Its IP (the pods' hostIP).
+    pub ip: Option<String>,
+    /// What it offers (a container's resources default to it in the downward API).
+    pub capacity: Option<crate::node::Capacity>,
+}
+
+/// The services a [`Worker`] uses, each behind a trait.
+pub struct Services {
+    /// The container runtime.
+    pub runtime: Arc<dyn Runtime>,
+    /// API reads (ConfigMaps, Secrets, claims, tokens).
+    pub objects: Arc<dyn ObjectSource>,
+    /// Kernel mounts of volumes.
+    pub mounter: Arc<dyn Mounter>,
+    /// Where events go.
+    pub events: Arc<dyn EventSink>,
+    /// Where probe tasks run (`None`: probes do not run).
+    pub handle: Option<tokio::runtime::Handle>,
+}
+
+/// Syncs the pods of one node: their sandboxes, containers, volumes and probes.
+pub struct Worker {
+    runtime: Arc<dyn Runtime>,
+    objects: Arc<dyn ObjectSource>,
+    mounter: Arc<dyn Mounter>,
+    events: Arc<dyn EventSink>,
+    probes: ProbeManager,
+    node: NodeRef,
+    pods_dir: PathBuf,
+    sync_frequency: Duration,
+    volumes: Mutex<HashMap<String, PodVolumes>>,
+    cluster_dns: Option<crate::dns::ClusterDns>,
+}
+
+impl Worker {
+    /// The same worker, giving `ClusterFirst` pods `cluster_dns` as their resolver.
+    pub fn with_cluster_dns(mut self, cluster_dns: Option<crate::dns::ClusterDns>) -> Worker {
+        self.cluster_dns = cluster_dns;
+        self
     }
 
-    let mut observed = Observed {
-        host_ip: node.ip.clone(),
-        now: Utc::now(),
-        ..Default::default()
-    };
-    let old_phase = pod.status.as_ref().and_then(|s| s.phase.clone());
-    let terminal = matches!(old_phase.as_deref(), Some("Succeeded" | "Failed"));
-    observed.containers = rt.list_containers(&labels)?;
-    let mut sandboxes = rt.list_pod_sandboxes(&labels)?;
-    sandboxes.sort_by_key(|s| s.created_at);
-    let sandbox = sandboxes.last().cloned();
-    if terminal {
-        // A finished pod keeps its containers (for logs) but not its sandbox.
-        for s in sandboxes.iter().filter(|s| s.state == SandboxState::Ready) {
-            rt.stop_pod_sandbox(&s.id)?;
+    /// A worker for `node`, keeping pod directories in `pods_dir` (`ROOT/kubelet/pods`)
+    /// and refreshing API-data volumes every `sync_frequency`.
+    pub fn new(
+        services: Services,
+        node: NodeRef,
+        pods_dir: PathBuf,
+        sync_frequency: Duration,
+    ) -> Worker {
+        Worker {
+            probes: ProbeManager::new(
+                services.handle,
+                services.runtime.clone(),
+                services.events.clone(),
+            ),
+            runtime: services.runtime,
+            objects: services.objects,
+            mounter: services.mounter,
+            events: services.events,
+            node,
+            pods_dir,
+            sync_frequency,
+            volumes: Mutex::new(HashMap::new()),
+            cluster_dns: None,
         }
-        return Ok(Outcome::Status(Box::new(status::pod_status(
-            pod, &observed,
-        ))));
     }
 
-    let sandbox = match sandbox {
-        Some(s) if s.state == SandboxState::Ready => s,
-        stale => {
-            // A new sandbox means new namespaces: containers of the old one go with it.
-            if stale.is_some() {
-                kill_pod(rt, &labels, 0)?;
+    /// The runtime.
+    pub fn runtime(&self) -> &dyn Runtime {
+        self.runtime.as_ref()
+    }
+
+    fn event(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        type_: EventType,
+        reason: &str,
+        message: String,
+    ) {
+        self.events
+            .emit(PodEvent::new(pod, container, type_, reason, message));
+    }
+
+    fn downward(&self, pod_ip: Option<String>) -> Downward {
+        let cap = self.node.capacity.clone();
+        Downward {
+            pod_ip,
+            host_ip: self.node.ip.clone(),
+            node_cpu: cap.as_ref().map(|c| c.cpu).unwrap_or(0),
+            node_memory: cap.as_ref().map(|c| c.memory_kib * 1024).unwrap_or(0),
+            node_ephemeral_storage: cap
+                .as_ref()
+                .map(|c| c.ephemeral_storage_kib * 1024)
+                .unwrap_or(0),
+        }
+    }
+
+    /// The pod's volumes, set up on first use and refreshed every sync period; a
+    /// failure of the first setup is returned, later ones keep the last content.
+    fn ensure_volumes(&self, pod: &Pod, uid: &str) -> Result<BTreeMap<String, HostVolume>, String> {
+        {
+            let known = self.volumes.lock().unwrap();
+            if let Some(v) = known.get(uid) {
+                if v.synced.elapsed() < self.sync_frequency {
+                    return Ok(v.volumes.clone());
+                }
             }
+        }
+        let downward = self.downward(None);
+        let ctx = volumes::SetupContext {
+            pod,
+            downward: &downward,
+            objects: self.objects.as_ref(),
+            mounter: self.mounter.as_ref(),
+            pods_dir: &self.pods_dir,
+        };
+        let result = volumes::setup(&ctx);
+        let mut known = self.volumes.lock().unwrap();
+        match (result, known.get_mut(uid)) {
+            (Ok(volumes), _) => {
+                known.insert(
+                    uid.to_string(),
+                    PodVolumes {
+                        volumes: volumes.clone(),
+                        synced: Instant::now(),
+                    },
+                );
+                Ok(volumes)
+            }
+            (Err(e), Some(last)) => {
+                last.synced = Instant::now();
+                drop(known);
+                self.event(pod, None, EventType::Warning, "FailedMount", e.to_string());
+                Ok(self.volumes.lock().unwrap()[uid].volumes.clone())
+            }
+            (Err(e), None) => Err(e.to_string()),
+        }
+    }
+
+    /// Stops the pod's probes and removes its volumes from the node.
+    pub fn forget_pod(&self, uid: &str) {
+        self.probes.remove_pod(uid);
+        self.volumes.lock().unwrap().remove(uid);
+        if let Err(e) = volumes::teardown(&self.pods_dir, uid, self.mounter.as_ref()) {
+            tracing::warn!(pod_uid = %uid, "removing the pod's volumes: {e}");
+        }
+    }
+
+    /// Syncs one pod; blocking (runtime calls).
+    pub fn sync_pod(&self, pod: &Pod) -> Result<Outcome, CriError> {
+        let rt = self.runtime.as_ref();
+        let meta = &pod.metadata;
+        let p = PodRef {
+            name: meta.name.clone().unwrap_or_default(),
+            namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+            uid: meta.uid.clone().unwrap_or_default(),
+        };
+        let labels = BTreeMap::from([(cri::POD_UID_LABEL.to_string(), p.uid.clone())]);
+        if meta.deletion_timestamp.is_some() {
             let spec = pod.spec.clone().unwrap_or_default();
-            let Some(first) = spec.containers.first() else {
-                return Err(CriError::Runtime("pod has no containers".into()));
-            };
-            if let Err(w) = ensure_image(rt, first) {
-                observed.waiting.insert(first.name.clone(), w);
+            let grace = meta
+                .deletion_grace_period_seconds
+                .or(spec.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .max(0) as u32;
+            self.probes.remove_pod(&p.uid);
+            self.kill_pod(&labels, Some(pod), grace)?;
+            self.forget_pod(&p.uid);
+            return Ok(Outcome::Terminated);
+        }
+
+        let mut observed = Observed {
+            host_ip: self.node.ip.clone(),
+            now: Utc::now(),
+            ..Default::default()
+        };
+        let old_phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+        let terminal = matches!(old_phase.as_deref(), Some("Succeeded" | "Failed"));
+        observed.containers = rt.list_containers(&labels)?;
+        let mut sandboxes = rt.list_pod_sandboxes(&labels)?;
+        sandboxes.sort_by_key(|s| s.created_at);
+        let sandbox = sandboxes.last().cloned();
+        if terminal {
+            // A finished pod keeps its containers (for logs) but not its sandbox.
+            self.probes.remove_pod(&p.uid);
+            for s in sandboxes.iter().filter(|s| s.state == SandboxState::Ready) {
+                rt.stop_pod_sandbox(&s.id)?;
+            }
+            return Ok(Outcome::Status(Box::new(status::pod_status(
+                pod, &observed,
+            ))));
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+
+        // Volumes first: no container starts without them.
+        let volumes = match self.ensure_volumes(pod, &p.uid) {
+            Ok(v) => v,
+            Err(message) => {
+                self.event(pod, None, EventType::Warning, "FailedMount", message);
+                observed.sandbox_ready = sandbox.is_some_and(|s| s.state == SandboxState::Ready);
                 return Ok(Outcome::Status(Box::new(status::pod_status(
                     pod, &observed,
                 ))));
             }
-            let config = PodSandboxConfig {
-                name: p.name.clone(),
-                namespace: p.namespace.clone(),
-                uid: p.uid.clone(),
-                attempt: sandboxes.len() as u32,
-                hostname: p.name.clone(),
-                image: first.image.clone().unwrap_or_default(),
-                labels: BTreeMap::from([(cri::NODE_LABEL.to_string(), node.name.clone())]),
-            };
-            let id = rt.run_pod_sandbox(&config)?;
-            observed.containers = rt.list_containers(&labels)?;
-            rt.pod_sandbox_status(&id)?
-        }
-    };
-    observed.sandbox_ready = true;
-    observed.pod_ip = sandbox.ip.clone();
+        };
 
-    let spec = pod.spec.clone().unwrap_or_default();
-    let policy = spec
-        .restart_policy
-        .clone()
-        .unwrap_or_else(|| "Always".into());
-    let mut changed = false;
-    let mut initialized = true;
-    for c in spec.init_containers.iter().flatten() {
-        let (latest, _) = observed.instances(&c.name);
-        match latest.map(|l| (l.state, l.exit_code)) {
-            Some((ContainerState::Exited, 0)) => continue,
-            Some((ContainerState::Exited, _)) if policy == "Never" => {}
-            Some((ContainerState::Running | ContainerState::Created, _)) => {}
-            _ => changed |= start(rt, pod, &p, &sandbox.id, c, &mut observed)?,
+        let sandbox = match sandbox {
+            Some(s) if s.state == SandboxState::Ready => s,
+            stale => {
+                // A new sandbox means new namespaces: containers of the old one go with it.
+                if stale.is_some() {
+                    self.probes.remove_pod(&p.uid);
+                    self.kill_pod(&labels, None, 0)?;
+                }
+                let Some(first) = spec.containers.first() else {
+                    return Err(CriError::Runtime("pod has no containers".into()));
+                };
+                if let Err(w) = ensure_image(rt, first) {
+                    observed.waiting.insert(first.name.clone(), w);
+                    return Ok(Outcome::Status(Box::new(status::pod_status(
+                        pod, &observed,
+                    ))));
+                }
+                let config = PodSandboxConfig {
+                    name: p.name.clone(),
+                    namespace: p.namespace.clone(),
+                    uid: p.uid.clone(),
+                    attempt: sandboxes.len() as u32,
+                    hostname: p.name.clone(),
+                    image: first.image.clone().unwrap_or_default(),
+                    labels: BTreeMap::from([(cri::NODE_LABEL.to_string(), self.node.name.clone())]),
+                    dns: Some(crate::dns::pod_dns(
+                        pod,
+                        self.cluster_dns.as_ref(),
+                        &crate::dns::host_resolv_conf(),
+                    )),
+                };
+                let id = rt.run_pod_sandbox(&config)?;
+                observed.containers = rt.list_containers(&labels)?;
+                rt.pod_sandbox_status(&id)?
+            }
+        };
+        observed.sandbox_ready = true;
+        observed.pod_ip = sandbox.ip.clone();
+
+        // Probe results of the last period: restart what failed liveness, then re-probe
+        // exactly what runs.
+        if self.restart_unhealthy(pod, &spec, &observed)? {
+            observed.containers = rt.list_containers(&labels)?;
         }
-        initialized = false;
-        break;
-    }
-    if initialized {
-        for c in &spec.containers {
+        let running: Vec<(&Container, String)> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .filter_map(|c| {
+                let (latest, _) = observed.instances(&c.name);
+                let l = latest.filter(|l| l.state == ContainerState::Running)?;
+                Some((c, l.id.clone()))
+            })
+            .collect();
+        self.probes.sync(pod, &running, observed.pod_ip.as_deref());
+        observed.probes = self.probes.states(&p.uid);
+
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
+        let start = StartContext {
+            pod,
+            p: &p,
+            sandbox_id: &sandbox.id,
+            volumes: &volumes,
+        };
+        let mut changed = false;
+        let mut initialized = true;
+        for c in spec.init_containers.iter().flatten() {
             let (latest, _) = observed.instances(&c.name);
             match latest.map(|l| (l.state, l.exit_code)) {
-                Some((ContainerState::Running, _)) => {}
-                Some((ContainerState::Exited, code)) if !should_restart(&policy, code) => {}
-                _ => changed |= start(rt, pod, &p, &sandbox.id, c, &mut observed)?,
+                Some((ContainerState::Exited, 0)) => continue,
+                Some((ContainerState::Exited, _)) if policy == "Never" => {}
+                Some((ContainerState::Running | ContainerState::Created, _)) => {}
+                _ => changed |= self.start(&start, c, &mut observed)?,
+            }
+            initialized = false;
+            break;
+        }
+        if initialized {
+            for c in &spec.containers {
+                let (latest, _) = observed.instances(&c.name);
+                match latest.map(|l| (l.state, l.exit_code)) {
+                    Some((ContainerState::Running, _)) => {}
+                    Some((ContainerState::Exited, code)) if !should_restart(&policy, code) => {}
+                    _ => changed |= self.start(&start, c, &mut observed)?,
+                }
             }
         }
+        if changed {
+            observed.containers = rt.list_containers(&labels)?;
+        }
+        observed.now = Utc::now();
+        Ok(Outcome::Status(Box::new(status::pod_status(
+            pod, &observed,
+        ))))
     }
-    if changed {
-        observed.containers = rt.list_containers(&labels)?;
+
+    /// Stops the running containers whose liveness (or startup) probe failed; returns
+    /// whether any was stopped.
+    fn restart_unhealthy(
+        &self,
+        pod: &Pod,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        observed: &Observed,
+    ) -> Result<bool, CriError> {
+        let mut stopped = false;
+        let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u32;
+        for (name, state) in self
+            .probes
+            .states(pod.metadata.uid.as_deref().unwrap_or_default())
+        {
+            let Some(kind) = state.restart else { continue };
+            let (latest, _) = observed.instances(&name);
+            let Some(c) =
+                latest.filter(|l| l.id == state.container_id && l.state == ContainerState::Running)
+            else {
+                continue;
+            };
+            let probe = match kind {
+                ProbeKind::Startup => "startup",
+                _ => "liveness",
+            };
+            self.event(
+                pod,
+                Some(&name),
+                EventType::Normal,
+                "Killing",
+                format!("Container {name} failed {probe} probe, will be restarted"),
+            );
+            let container = spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+                .find(|x| x.name == name);
+            let remaining = match container {
+                Some(spec_c) => {
+                    self.pre_stop(pod, spec_c, &c.id, observed.pod_ip.as_deref(), grace)
+                }
+                None => grace,
+            };
+            self.runtime.stop_container(&c.id, remaining)?;
+            stopped = true;
+        }
+        Ok(stopped)
     }
-    observed.now = Utc::now();
-    Ok(Outcome::Status(Box::new(status::pod_status(
-        pod, &observed,
-    ))))
+
+    /// Runs the container's preStop hook within `grace`; returns the grace left for
+    /// the stop signal.
+    fn pre_stop(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        id: &str,
+        pod_ip: Option<&str>,
+        grace: u32,
+    ) -> u32 {
+        let Some(h) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) else {
+            return grace;
+        };
+        let started = Instant::now();
+        let target = Target {
+            runtime: self.runtime.as_ref(),
+            container_id: id,
+            container: c,
+            pod_ip,
+        };
+        let timeout = Duration::from_secs(grace.max(1) as u64);
+        if let Err(message) = crate::hooks::run(h, &target, pod, timeout) {
+            self.event(
+                pod,
+                Some(&c.name),
+                EventType::Warning,
+                "FailedPreStopHook",
+                message,
+            );
+        }
+        let spent = started.elapsed().as_secs() as u32;
+        grace.saturating_sub(spent).max(MIN_GRACE_AFTER_PRE_STOP)
+    }
+
+    /// Creates and starts the next instance of `c`, unless it is backing off;
+    /// returns whether the runtime changed.
+    fn start(
+        &self,
+        s: &StartContext<'_>,
+        c: &Container,
+        observed: &mut Observed,
+    ) -> Result<bool, CriError> {
+        let rt = self.runtime.as_ref();
+        let p = s.p;
+        let (latest, _) = observed.instances(&c.name);
+        let attempt = latest.map(|l| l.attempt() + 1).unwrap_or(0);
+        if let Some(l) = latest {
+            if l.state == ContainerState::Exited {
+                let delay = backoff(l.attempt());
+                let finished = l.finished_at.unwrap_or(l.created_at);
+                if Utc::now() < finished + chrono::Duration::from_std(delay).unwrap_or_default() {
+                    observed.waiting.insert(
+                        c.name.clone(),
+                        Waiting {
+                            reason: "CrashLoopBackOff".into(),
+                            message: format!(
+                                "back-off {}s restarting failed container={} pod={}_{}({})",
+                                delay.as_secs(),
+                                c.name,
+                                p.name,
+                                p.namespace,
+                                p.uid
+                            ),
+                        },
+                    );
+                    return Ok(false);
+                }
+            }
+        }
+        if let Err(w) = ensure_image(rt, c) {
+            observed.waiting.insert(c.name.clone(), w);
+            return Ok(false);
+        }
+        let config = match self.container_config(s, c, attempt, observed) {
+            Ok(config) => config,
+            Err(message) => {
+                let unchanged = s
+                    .pod
+                    .status
+                    .as_ref()
+                    .and_then(|st| {
+                        st.container_statuses
+                            .iter()
+                            .flatten()
+                            .chain(st.init_container_statuses.iter().flatten())
+                            .find(|x| x.name == c.name)
+                    })
+                    .and_then(|x| x.state.as_ref()?.waiting.as_ref())
+                    .is_some_and(|w| w.message.as_deref() == Some(message.as_str()));
+                if !unchanged {
+                    self.event(
+                        s.pod,
+                        Some(&c.name),
+                        EventType::Warning,
+                        "Failed",
+                        format!("Error: {message}"),
+                    );
+                }
+                observed.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerConfigError".into(),
+                        message,
+                    },
+                );
+                return Ok(false);
+            }
+        };
+        let id = match rt.create_container(s.sandbox_id, &config) {
+            Ok(id) => id,
+            Err(e) => {
+                observed.waiting.insert(
+                    c.name.clone(),
+                    Waiting {
+                        reason: "CreateContainerError".into(),
+                        message: e.to_string(),
+                    },
+                );
+                return Ok(false);
+            }
+        };
+        self.event(
+            s.pod,
+            Some(&c.name),
+            EventType::Normal,
+            "Created",
+            format!("Created container {}", c.name),
+        );
+        // A start failure shows as the instance's terminated state (exit 127/126).
+        match rt.start_container(&id) {
+            Ok(()) => {
+                self.event(
+                    s.pod,
+                    Some(&c.name),
+                    EventType::Normal,
+                    "Started",
+                    format!("Started container {}", c.name),
+                );
+                self.post_start(s.pod, c, &id, observed.pod_ip.as_deref())?;
+            }
+            Err(e) => tracing::info!(container = %c.name, pod = %p.name, "start failed: {e}"),
+        }
+        // Older instances than the previous one are garbage.
+        let mut mine: Vec<_> = observed
+            .containers
+            .iter()
+            .filter(|x| x.name() == c.name)
+            .collect();
+        mine.sort_by_key(|x| x.attempt());
+        if mine.len() > 1 {
+            for old in &mine[..mine.len() - 1] {
+                let _ = rt.remove_container(&old.id);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Runs the postStart hook; when it fails, the container is killed (and restarted
+    /// by its restart policy), as the kubelet does.
+    fn post_start(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        id: &str,
+        pod_ip: Option<&str>,
+    ) -> Result<(), CriError> {
+        let Some(h) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
+            return Ok(());
+        };
+        let grace = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0) as u32;
+        let target = Target {
+            runtime: self.runtime.as_ref(),
+            container_id: id,
+            container: c,
+            pod_ip,
+        };
+        if let Err(message) =
+            crate::hooks::run(h, &target, pod, Duration::from_secs(grace.max(1) as u64))
+        {
+            self.event(
+                pod,
+                Some(&c.name),
+                EventType::Warning,
+                "FailedPostStartHook",
+                message,
+            );
+            self.event(
+                pod,
+                Some(&c.name),
+                EventType::Normal,
+                "Killing",
+                format!(
+                    "Container {} failed post start hook, will be killed",
+                    c.name
+                ),
+            );
+            self.runtime.stop_container(id, grace)?;
+        }
+        Ok(())
+    }
+
+    /// The runtime config of the next instance of `c`: environment, expanded command
+    /// and args, volume mounts; the error is the `CreateContainerConfigError` message.
+    fn container_config(
+        &self,
+        s: &StartContext<'_>,
+        c: &Container,
+        attempt: u32,
+        observed: &Observed,
+    ) -> Result<ContainerConfig, String> {
+        let downward = self.downward(observed.pod_ip.clone());
+        let envs = crate::env::container_env(c, s.pod, &downward, self.objects.as_ref())
+            .map_err(|e| e.to_string())?;
+        let mounts = volumes::container_mounts(c, s.volumes, &envs)?;
+        Ok(ContainerConfig {
+            name: c.name.clone(),
+            attempt,
+            image: c.image.clone().unwrap_or_default(),
+            command: crate::env::expand_all(c.command.as_deref().unwrap_or_default(), &envs),
+            args: crate::env::expand_all(c.args.as_deref().unwrap_or_default(), &envs),
+            working_dir: c.working_dir.clone(),
+            envs,
+            hostname: s.p.name.clone(),
+            tty: c.tty.unwrap_or(false),
+            stdin: c.stdin.unwrap_or(false),
+            labels: BTreeMap::new(),
+            mounts,
+        })
+    }
+
+    /// Stops every container of the pod (preStop hooks first, when the spec is known;
+    /// then SIGTERM, what is left of `grace` seconds, SIGKILL; all in parallel), then
+    /// its sandboxes, and removes them all.
+    pub fn kill_pod(
+        &self,
+        labels: &BTreeMap<String, String>,
+        pod: Option<&Pod>,
+        grace: u32,
+    ) -> Result<(), CriError> {
+        let rt = self.runtime.as_ref();
+        let containers = rt.list_containers(labels)?;
+        let pod_ip = rt
+            .list_pod_sandboxes(labels)?
+            .into_iter()
+            .filter(|s| s.state == SandboxState::Ready)
+            .find_map(|s| s.ip);
+        let spec = pod.and_then(|p| p.spec.clone()).unwrap_or_default();
+        std::thread::scope(|s| {
+            for c in containers
+                .iter()
+                .filter(|c| c.state == ContainerState::Running)
+            {
+                let spec_c = spec
+                    .containers
+                    .iter()
+                    .chain(spec.init_containers.iter().flatten())
+                    .find(|x| x.name == c.name());
+                let pod_ip = pod_ip.as_deref();
+                s.spawn(move || {
+                    let remaining = match (pod, spec_c) {
+                        (Some(pod), Some(spec_c)) => {
+                            self.event(
+                                pod,
+                                Some(&spec_c.name),
+                                EventType::Normal,
+                                "Killing",
+                                format!("Stopping container {}", spec_c.name),
+                            );
+                            self.pre_stop(pod, spec_c, &c.id, pod_ip, grace)
+                        }
+                        _ => grace,
+                    };
+                    if let Err(e) = rt.stop_container(&c.id, remaining) {
+                        tracing::warn!(container = %c.id, "stopping: {e}");
+                    }
+                });
+            }
+        });
+        for c in &containers {
+            rt.remove_container(&c.id)?;
+        }
+        for s in rt.list_pod_sandboxes(labels)? {
+            rt.stop_pod_sandbox(&s.id)?;
+            rt.remove_pod_sandbox(&s.id)?;
+        }
+        Ok(())
+    }
+}
+
+/// What starting a container of a pod needs.
+struct StartContext<'a> {
+    pod: &'a Pod,
+    p: &'a PodRef,
+    sandbox_id: &'a str,
+    volumes: &'a BTreeMap<String, HostVolume>,
 }
 
 /// The image's presence as `imagePullPolicy` wants it, or why the container waits.
@@ -225,129 +759,6 @@ fn ensure_image(rt: &dyn Runtime, c: &Container) -> Result<(), Waiting> {
     }
 }
 
-/// Creates and starts the next instance of `c`, unless it is backing off;
-/// returns whether the runtime changed.
-fn start(
-    rt: &dyn Runtime,
-    pod: &Pod,
-    p: &PodRef,
-    sandbox_id: &str,
-    c: &Container,
-    observed: &mut Observed,
-) -> Result<bool, CriError> {
-    let (latest, _) = observed.instances(&c.name);
-    let attempt = latest.map(|l| l.attempt() + 1).unwrap_or(0);
-    if let Some(l) = latest {
-        if l.state == ContainerState::Exited {
-            let delay = backoff(l.attempt());
-            let finished = l.finished_at.unwrap_or(l.created_at);
-            if Utc::now() < finished + chrono::Duration::from_std(delay).unwrap_or_default() {
-                observed.waiting.insert(
-                    c.name.clone(),
-                    Waiting {
-                        reason: "CrashLoopBackOff".into(),
-                        message: format!(
-                            "back-off {}s restarting failed container={} pod={}_{}({})",
-                            delay.as_secs(),
-                            c.name,
-                            p.name,
-                            p.namespace,
-                            p.uid
-                        ),
-                    },
-                );
-                return Ok(false);
-            }
-        }
-    }
-    if let Err(w) = ensure_image(rt, c) {
-        observed.waiting.insert(c.name.clone(), w);
-        return Ok(false);
-    }
-    let config = ContainerConfig {
-        name: c.name.clone(),
-        attempt,
-        image: c.image.clone().unwrap_or_default(),
-        command: c.command.clone().unwrap_or_default(),
-        args: c.args.clone().unwrap_or_default(),
-        working_dir: c.working_dir.clone(),
-        envs: env_of(c, pod, observed),
-        hostname: p.name.clone(),
-        tty: c.tty.unwrap_or(false),
-        stdin: c.stdin.unwrap_or(false),
-        labels: BTreeMap::new(),
-    };
-    let id = match rt.create_container(sandbox_id, &config) {
-        Ok(id) => id,
-        Err(e) => {
-            observed.waiting.insert(
-                c.name.clone(),
-                Waiting {
-                    reason: "CreateContainerError".into(),
-                    message: e.to_string(),
-                },
-            );
-            return Ok(false);
-        }
-    };
-    // A start failure shows as the instance's terminated state (exit 127/126).
-    if let Err(e) = rt.start_container(&id) {
-        tracing::info!(container = %c.name, pod = %p.name, "start failed: {e}");
-    }
-    // Older instances than the previous one are garbage.
-    let mut mine: Vec<_> = observed
-        .containers
-        .iter()
-        .filter(|x| x.name() == c.name)
-        .collect();
-    mine.sort_by_key(|x| x.attempt());
-    if mine.len() > 1 {
-        for old in &mine[..mine.len() - 1] {
-            let _ = rt.remove_container(&old.id);
-        }
-    }
-    Ok(true)
-}
-
-/// Stops every container of the pod (SIGTERM, `grace` seconds, SIGKILL, in parallel),
-/// then its sandboxes, and removes them all.
-pub fn kill_pod(
-    rt: &dyn Runtime,
-    labels: &BTreeMap<String, String>,
-    grace: u32,
-) -> Result<(), CriError> {
-    let containers = rt.list_containers(labels)?;
-    std::thread::scope(|s| {
-        for c in containers
-            .iter()
-            .filter(|c| c.state == ContainerState::Running)
-        {
-            s.spawn(move || {
-                if let Err(e) = rt.stop_container(&c.id, grace) {
-                    tracing::warn!(container = %c.id, "stopping: {e}");
-                }
-            });
-        }
-    });
-    for c in &containers {
-        rt.remove_container(&c.id)?;
-    }
-    for s in rt.list_pod_sandboxes(labels)? {
-        rt.stop_pod_sandbox(&s.id)?;
-        rt.remove_pod_sandbox(&s.id)?;
-    }
-    Ok(())
-}
-
-/// The node a kubelet runs.
-#[derive(Debug, Clone, Default)]
-pub struct NodeRef {
-    /// Its name.
-    pub name: String,
-    /// Its IP (the pods' hostIP).
-    pub ip: Option<String>,
-}
-
 /// Shared state of the pod workers.
 pub struct Ctx {
     /// The runtime.
@@ -356,23 +767,26 @@ pub struct Ctx {
     pub client: kube::Client,
     /// The node.
     pub node: NodeRef,
+    /// The worker syncing the node's pods.
+    pub worker: Arc<Worker>,
 }
 
 /// Stops and removes the sandboxes (and containers) of this node's pods that are no
-/// longer in the API: force-deleted, or deleted while the kubelet was down.
+/// longer in the API (force-deleted, or deleted while the kubelet was down), and the
+/// volumes of pods gone from the API.
 pub async fn remove_orphans(ctx: &Ctx) -> Result<(), SyncError> {
     let mine = BTreeMap::from([(cri::NODE_LABEL.to_string(), ctx.node.name.clone())]);
     let rt = ctx.runtime.clone();
     // The runtime first: a sandbox seen here belongs to a pod the API had before.
     let sandboxes = tokio::task::spawn_blocking(move || rt.list_pod_sandboxes(&mine)).await??;
-    if sandboxes.is_empty() {
+    let dirs = volumes::pod_dirs(&ctx.worker.pods_dir);
+    if sandboxes.is_empty() && dirs.is_empty() {
         return Ok(());
     }
     let api: kube::Api<Pod> = kube::Api::all(ctx.client.clone());
-    let params =
-        kube::api::ListParams::default().fields(&format!("spec.nodeName={}", ctx.node.name));
+    // Every pod, not only this node's: kubelets of several nodes may share a root.
     let known: std::collections::HashSet<String> = api
-        .list(&params)
+        .list(&Default::default())
         .await?
         .items
         .into_iter()
@@ -386,9 +800,18 @@ pub async fn remove_orphans(ctx: &Ctx) -> Result<(), SyncError> {
             continue;
         }
         tracing::info!(pod_uid = %uid, "removing the containers of a deleted pod");
-        let rt = ctx.runtime.clone();
-        let labels = BTreeMap::from([(cri::POD_UID_LABEL.to_string(), uid)]);
-        tokio::task::spawn_blocking(move || kill_pod(rt.as_ref(), &labels, 0)).await??;
+        let worker = ctx.worker.clone();
+        let labels = BTreeMap::from([(cri::POD_UID_LABEL.to_string(), uid.clone())]);
+        tokio::task::spawn_blocking(move || {
+            worker.kill_pod(&labels, None, 0)?;
+            worker.forget_pod(&uid);
+            Ok::<_, CriError>(())
+        })
+        .await??;
+    }
+    for uid in dirs.into_iter().filter(|u| !known.contains(u)) {
+        let worker = ctx.worker.clone();
+        tokio::task::spawn_blocking(move || worker.forget_pod(&uid)).await?;
     }
     Ok(())
 }
@@ -421,8 +844,8 @@ pub async fn reconcile(
         .clone()
         .unwrap_or_else(|| "default".into());
     let api: kube::Api<Pod> = kube::Api::namespaced(ctx.client.clone(), &namespace);
-    let (rt, p, node) = (ctx.runtime.clone(), pod.clone(), ctx.node.clone());
-    let outcome = tokio::task::spawn_blocking(move || sync_pod(rt.as_ref(), &p, &node)).await??;
+    let (worker, p) = (ctx.worker.clone(), pod.clone());
+    let outcome = tokio::task::spawn_blocking(move || worker.sync_pod(&p)).await??;
     match outcome {
         Outcome::Terminated => {
             let params = DeleteParams {
@@ -470,7 +893,41 @@ pub fn error_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::FakeRuntime;
+    use crate::fake::{FakeMounter, FakeObjects, FakeRuntime, RecordedEvents};
+
+    struct Fixture {
+        rt: Arc<FakeRuntime>,
+        objects: Arc<FakeObjects>,
+        events: Arc<RecordedEvents>,
+        worker: Worker,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(images: &[&str]) -> Fixture {
+        let rt = Arc::new(FakeRuntime::with_images(images));
+        let objects = Arc::new(FakeObjects::default());
+        let events = Arc::new(RecordedEvents::default());
+        let dir = tempfile::tempdir().unwrap();
+        let worker = Worker::new(
+            Services {
+                runtime: rt.clone(),
+                objects: objects.clone(),
+                mounter: Arc::new(FakeMounter::default()),
+                events: events.clone(),
+                handle: None,
+            },
+            NodeRef::default(),
+            dir.path().join("pods"),
+            DEFAULT_SYNC_FREQUENCY,
+        );
+        Fixture {
+            rt,
+            objects,
+            events,
+            worker,
+            _dir: dir,
+        }
+    }
 
     fn pod(yaml: serde_json::Value) -> Pod {
         let mut pod: Pod = serde_json::from_value(yaml).unwrap();
@@ -489,11 +946,12 @@ mod tests {
 
     #[test]
     fn init_containers_run_in_order_before_app_containers() {
-        let rt = FakeRuntime::with_images(&["busybox:1"]);
+        let f = fixture(&["busybox:1"]);
+        let rt = &f.rt;
         let mut p = pod(serde_json::json!({"spec": {
             "initContainers": [{"name": "i1", "image": "busybox:1"}, {"name": "i2", "image": "busybox:1"}],
             "containers": [{"name": "app", "image": "busybox:1"}]}}));
-        let s = status_of(sync_pod(&rt, &p, &NodeRef::default()).unwrap());
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
         assert_eq!(s.phase.as_deref(), Some("Pending"));
         assert_eq!(
             rt.calls(),
@@ -505,16 +963,16 @@ mod tests {
         );
         // Still running: nothing new.
         p.status = Some(s);
-        sync_pod(&rt, &p, &NodeRef::default()).unwrap();
+        f.worker.sync_pod(&p).unwrap();
         assert_eq!(rt.calls().len(), 3);
         rt.exit("i1", 0);
-        sync_pod(&rt, &p, &NodeRef::default()).unwrap();
+        f.worker.sync_pod(&p).unwrap();
         assert_eq!(
             rt.calls()[3..],
             ["create_container i2", "start_container i2"]
         );
         rt.exit("i2", 0);
-        let s = status_of(sync_pod(&rt, &p, &NodeRef::default()).unwrap());
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
         assert_eq!(
             rt.calls()[5..],
             ["create_container app", "start_container app"]
@@ -524,37 +982,15 @@ mod tests {
     }
 
     #[test]
-    fn env_takes_values_and_field_refs() {
-        let p = pod(serde_json::json!({
-        "metadata": {"labels": {"app": "web"}},
-        "spec": {"nodeName": "n1", "containers": [{"name": "app", "image": "busybox:1", "env": [
-            {"name": "A", "value": "1"},
-            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-            {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
-        ]}]}}));
-        let observed = Observed {
-            pod_ip: Some("10.0.0.9".into()),
-            ..Default::default()
-        };
-        let c = &p.spec.as_ref().unwrap().containers[0];
-        let env: Vec<String> = env_of(c, &p, &observed)
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        assert_eq!(env, ["A=1", "POD=p", "IP=10.0.0.9", "NODE=n1", "APP=web"]);
-    }
-
-    #[test]
     fn a_failed_container_backs_off_before_restarting() {
-        let rt = FakeRuntime::with_images(&["busybox:1"]);
+        let f = fixture(&["busybox:1"]);
+        let rt = &f.rt;
         let p = pod(
             serde_json::json!({"spec": {"containers": [{"name": "app", "image": "busybox:1"}]}}),
         );
-        sync_pod(&rt, &p, &NodeRef::default()).unwrap();
+        f.worker.sync_pod(&p).unwrap();
         rt.exit("app", 1);
-        let s = status_of(sync_pod(&rt, &p, &NodeRef::default()).unwrap());
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
         let cs = &s.container_statuses.unwrap()[0];
         let waiting = cs.state.clone().unwrap().waiting.unwrap();
         assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
@@ -571,10 +1007,10 @@ mod tests {
 
     #[test]
     fn never_pull_of_a_missing_image_waits_with_err_image_never_pull() {
-        let rt = FakeRuntime::with_images(&[]);
+        let f = fixture(&[]);
         let p = pod(serde_json::json!({"spec": {"containers": [
             {"name": "app", "image": "nothere:1", "imagePullPolicy": "Never"}]}}));
-        let s = status_of(sync_pod(&rt, &p, &NodeRef::default()).unwrap());
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
         let waiting = s.container_statuses.unwrap()[0]
             .state
             .clone()
@@ -590,17 +1026,18 @@ mod tests {
 
     #[test]
     fn deletion_stops_with_the_grace_period_then_removes_everything() {
-        let rt = FakeRuntime::with_images(&["busybox:1"]);
+        let f = fixture(&["busybox:1"]);
+        let rt = &f.rt;
         let mut p = pod(
             serde_json::json!({"spec": {"terminationGracePeriodSeconds": 7,
             "containers": [{"name": "app", "image": "busybox:1"}]}}),
         );
-        sync_pod(&rt, &p, &NodeRef::default()).unwrap();
+        f.worker.sync_pod(&p).unwrap();
         p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             jiff::Timestamp::now(),
         ));
         assert!(matches!(
-            sync_pod(&rt, &p, &NodeRef::default()).unwrap(),
+            f.worker.sync_pod(&p).unwrap(),
             Outcome::Terminated
         ));
         let calls = rt.calls();
@@ -613,6 +1050,126 @@ mod tests {
             "stop_pod_sandbox".into(),
             "remove_pod_sandbox".into()
         ]));
+    }
+
+    fn waiting_of(s: &k8s_openapi::api::core::v1::PodStatus) -> (String, String) {
+        let w = s.container_statuses.as_ref().unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap();
+        (w.reason.unwrap(), w.message.unwrap_or_default())
+    }
+
+    #[test]
+    fn a_missing_config_map_waits_with_create_container_config_error_until_it_exists() {
+        let f = fixture(&["busybox:1"]);
+        let mut p = pod(
+            serde_json::json!({"spec": {"containers": [{"name": "app", "image": "busybox:1",
+            "command": ["echo", "$(COLOR)"],
+            "env": [{"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "color"}}}]}]}}),
+        );
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(
+            waiting_of(&s),
+            (
+                "CreateContainerConfigError".into(),
+                "configmap \"cfg\" not found".into()
+            )
+        );
+        assert_eq!(
+            f.events.list(),
+            ["Failed: Error: configmap \"cfg\" not found"]
+        );
+        // The same error again: no new event.
+        p.status = Some(s);
+        f.worker.sync_pod(&p).unwrap();
+        assert_eq!(f.events.list().len(), 1);
+        f.objects
+            .put_config_map("default", "cfg", &[("color", "blue")]);
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert!(s.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .running
+            .is_some());
+        let config = f.rt.config_of("app").unwrap();
+        assert_eq!(config.envs, [("COLOR".to_string(), "blue".to_string())]);
+        assert_eq!(config.command, ["echo", "blue"]);
+    }
+
+    #[test]
+    fn volumes_are_mounted_into_containers_and_removed_with_the_pod() {
+        let f = fixture(&["busybox:1"]);
+        let mut p = pod(serde_json::json!({"spec": {
+            "volumes": [{"name": "shared", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}],
+            "containers": [
+                {"name": "main", "image": "busybox:1", "volumeMounts": [{"name": "shared", "mountPath": "/data"}]},
+                {"name": "side", "image": "busybox:1", "volumeMounts": [
+                    {"name": "shared", "mountPath": "/out"}, {"name": "cfg", "mountPath": "/cfg"}]}]}}));
+        // The ConfigMap is missing: nothing starts, FailedMount.
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(waiting_of(&s).0, "ContainerCreating");
+        assert!(f.rt.calls().is_empty());
+        assert_eq!(
+            f.events.list(),
+            ["FailedMount: MountVolume.SetUp failed for volume \"cfg\" : configmap \"c\" not found"]
+        );
+        f.objects.put_config_map("default", "c", &[("k", "v")]);
+        f.worker.sync_pod(&p).unwrap();
+        let main = f.rt.config_of("main").unwrap();
+        let side = f.rt.config_of("side").unwrap();
+        assert_eq!(main.mounts[0].host_path, side.mounts[0].host_path);
+        assert!(main.mounts[0]
+            .host_path
+            .ends_with("pods/uid-1/volumes/kubernetes.io~empty-dir/shared"));
+        assert!(side.mounts[1].readonly);
+        assert!(side.mounts[1].host_path.join("k").exists());
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        ));
+        f.worker.sync_pod(&p).unwrap();
+        assert!(!f.worker.pods_dir.join("uid-1").exists());
+    }
+
+    #[test]
+    fn pre_stop_runs_before_the_stop_and_post_start_failure_kills() {
+        let f = fixture(&["busybox:1"]);
+        let mut p = pod(
+            serde_json::json!({"spec": {"terminationGracePeriodSeconds": 9, "containers": [
+            {"name": "app", "image": "busybox:1", "lifecycle": {
+                "postStart": {"exec": {"command": ["post"]}},
+                "preStop": {"exec": {"command": ["pre"]}}}}]}}),
+        );
+        f.worker.sync_pod(&p).unwrap();
+        assert_eq!(
+            f.rt.calls()[1..],
+            [
+                "create_container app",
+                "start_container app",
+                "exec_sync app post"
+            ]
+        );
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        ));
+        f.worker.sync_pod(&p).unwrap();
+        let calls = f.rt.calls();
+        assert_eq!(calls[4..6], ["exec_sync app pre", "stop_container app 9"]);
+
+        // A failing postStart stops the container it ran in.
+        let f = fixture(&["busybox:1"]);
+        f.rt.set_exec_result("app", 1, "no");
+        p.metadata.deletion_timestamp = None;
+        f.worker.sync_pod(&p).unwrap();
+        assert_eq!(f.rt.calls()[4], "stop_container app 9");
+        assert!(f
+            .events
+            .list()
+            .iter()
+            .any(|e| e.starts_with("FailedPostStartHook: Exec lifecycle hook")));
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub struct Observed {
     pub host_ip: Option<String>,
     /// Waiting reasons decided by the worker, by container name.
     pub waiting: BTreeMap<String, Waiting>,
+    /// Probe results of running containers, by container name (absent: no probe ran yet).
+    pub probes: BTreeMap<String, crate::probes::ProbeState>,
     /// Now (the clock is an input, so tests are deterministic).
     pub now: DateTime<Utc>,
 }
@@ -147,13 +149,24 @@ fn container_status(
         _ => previous.filter(|p| p.state == CriState::Exited),
     };
     let running = state.running.is_some();
+    // Readiness and startup probes decide `ready` and `started` of a running instance.
+    let probed = latest.filter(|_| running).map(|c| {
+        observed
+            .probes
+            .get(&spec.name)
+            .filter(|p| p.container_id == c.id)
+            .cloned()
+            .unwrap_or_else(|| crate::probes::initial_state(spec, &c.id))
+    });
+    let started = probed.as_ref().is_some_and(|p| p.started);
+    let ready = probed.as_ref().is_some_and(|p| p.started && p.ready);
     ContainerStatus {
         name: spec.name.clone(),
         image: spec.image.clone().unwrap_or_default(),
         image_id: latest.map(|c| c.image_ref.clone()).unwrap_or_default(),
         container_id: latest.map(|c| format!("{CONTAINER_ID_PREFIX}{}", c.id)),
-        ready: running,
-        started: Some(running),
+        ready,
+        started: Some(started),
         restart_count: latest.map(|c| c.attempt() as i32).unwrap_or(0),
         state: Some(state),
         last_state: Some(match last {

@@ -19,6 +19,7 @@
 //!   ├── netlink     bridge, veth, addresses, routes   (trait Netlink: RtNetlink | FakeNetlink)
 //!   ├── nft         skiff's nftables table           (trait Nft: NftCli | FakeNft)
 //!   ├── sysctl      ip_forward, route_localnet        (trait Sysctl: ProcSysctl | FakeSysctl)
+//!   ├── service_proxy  Kubernetes Services' data path, a table of its own
 //!   ├── hostports   free host ports for -p 80, -P     (trait HostPorts: SocketHostPorts | FakeHostPorts)
 //!   ├── dns         per-network resolver on the gateway address
 //!   └── netns       run code in a namespace; persistent namespaces
@@ -47,6 +48,7 @@ pub mod netns;
 mod networking;
 pub mod nft;
 pub mod ports;
+pub mod service_proxy;
 pub mod store;
 pub mod sysctl;
 

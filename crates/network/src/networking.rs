@@ -41,6 +41,12 @@ pub struct NetworkingConfig {
 }
 
 impl NetworkingConfig {
+    /// The table of the Kubernetes service proxy ([`crate::service_proxy`]) of this
+    /// root: `<table>_svc`, removed with the engine's by [`Networking::teardown_all`].
+    pub fn service_table(&self) -> String {
+        format!("{}_svc", self.table)
+    }
+
     /// Defaults: table `skiff`, default subnet 10.88.0.0/16, no resolver command.
     pub fn new(state_root: impl Into<PathBuf>) -> Self {
         NetworkingConfig {
@@ -201,6 +207,10 @@ impl Networking {
         }
         if self.nft.list_table(self.rules.table())?.is_some() {
             self.remove_rules()?;
+        }
+        let services = crate::service_proxy::ServiceRules::new(&self.config.service_table())?;
+        if self.nft.list_table(services.table())?.is_some() {
+            self.nft.apply(services.table(), &services.delete_table())?;
         }
         Ok(())
     }

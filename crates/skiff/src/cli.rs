@@ -671,6 +671,24 @@ pub struct ServerArgs {
     /// Name of this host's node (default: the host name).
     #[arg(long = "node-name")]
     pub node_name: Option<String>,
+    /// Port of this host's kubelet API (logs, exec, attach, port-forward).
+    #[arg(long = "kubelet-port", default_value_t = skiff_kubelet::server::DEFAULT_PORT)]
+    pub kubelet_port: u16,
+    /// Range Services' cluster IPs come from (the first is the `kubernetes` Service's, the
+    /// tenth the cluster DNS's).
+    #[arg(long = "service-cidr", default_value = skiff_apiserver::DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: String,
+    /// The cluster domain Services are named under.
+    #[arg(long = "cluster-domain", default_value = skiff_proxy::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
+    /// Port the cluster DNS listens on, on the pod network's gateway (the `kube-dns`
+    /// Service's port 53 leads there).
+    #[arg(long = "cluster-dns-port", default_value_t = 53)]
+    pub cluster_dns_port: u16,
+    /// Where the cluster DNS forwards other names (ADDR:PORT, comma-separated; default:
+    /// the nameservers of /etc/resolv.conf).
+    #[arg(long = "cluster-dns-upstream", value_delimiter = ',')]
+    pub cluster_dns_upstream: Vec<std::net::SocketAddr>,
 }
 
 /// `agent`.
@@ -683,6 +701,9 @@ pub struct AgentArgs {
     /// Name of this host's node when not simulating (default: the host name).
     #[arg(long = "node-name", conflicts_with = "simulate")]
     pub node_name: Option<String>,
+    /// Port of the kubelet API (logs, exec, attach, port-forward) when not simulating.
+    #[arg(long = "kubelet-port", default_value_t = skiff_kubelet::server::DEFAULT_PORT)]
+    pub kubelet_port: u16,
     /// API server URL (default: the local server of the same --root).
     #[arg(long, requires = "token")]
     pub server: Option<String>,

@@ -163,15 +163,34 @@ fn container_processes_start_with_default_signal_dispositions() {
     // Docker's containers start with no ignored signal; the shim (a Rust program) ignores
     // SIGPIPE, which must not leak into the workload: `yes | head -1` ends quietly.
     let s = Skiff::with_busybox();
-    let status = s.ok(&["run", "--rm", "busybox", "grep", "SigIgn", "/proc/self/status"]);
-    assert_eq!(status.split_whitespace().nth(1), Some("0000000000000000"), "{status}");
+    let status = s.ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "grep",
+        "SigIgn",
+        "/proc/self/status",
+    ]);
+    assert_eq!(
+        status.split_whitespace().nth(1),
+        Some("0000000000000000"),
+        "{status}"
+    );
     let out = s.run(&["run", "--rm", "busybox", "sh", "-c", "yes | head -1"]);
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "y\n");
-    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     s.ok(&["run", "-d", "--name", "sig", "busybox", "sleep", "30"]);
     let status = s.ok(&["exec", "sig", "grep", "SigIgn", "/proc/self/status"]);
-    assert_eq!(status.split_whitespace().nth(1), Some("0000000000000000"), "{status}");
+    assert_eq!(
+        status.split_whitespace().nth(1),
+        Some("0000000000000000"),
+        "{status}"
+    );
     s.ok(&["rm", "-f", "sig"]);
 }
 

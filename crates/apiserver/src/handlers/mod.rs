@@ -67,6 +67,8 @@ pub struct Api {
     metrics: crate::metrics::Metrics,
     /// The TLS toward kubelets (logs, exec, attach, port-forward), when configured.
     kubelet_client: Option<Arc<rustls::ClientConfig>>,
+    /// Cluster IPs and node ports of Services.
+    services: Arc<crate::kinds::service::allocator::ServiceAllocator>,
 }
 
 impl std::fmt::Debug for Api {
@@ -201,7 +203,19 @@ impl Api {
             server_address,
             metrics: crate::metrics::Metrics::new(),
             kubelet_client: None,
+            services: Arc::default(),
         }
+    }
+
+    /// The same API, allocating Services' cluster IPs and node ports from `ranges`.
+    pub fn with_service_ranges(
+        mut self,
+        ranges: crate::kinds::service::allocator::ServiceRanges,
+    ) -> Api {
+        self.services = Arc::new(crate::kinds::service::allocator::ServiceAllocator::new(
+            ranges,
+        ));
+        self
     }
 
     /// The same API, proxying pods' logs, exec, attach and port-forward to kubelets over

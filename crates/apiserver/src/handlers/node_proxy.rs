@@ -129,11 +129,7 @@ pub(super) fn pick_container(pod: &Value, requested: &str) -> ApiResult<String> 
     let names = |field: &str| -> Vec<String> {
         pod.pointer(&format!("/spec/{field}"))
             .and_then(Value::as_array)
-            .map(|cs| {
-                cs.iter()
-                    .map(|c| str_at(c, "/name").to_string())
-                    .collect()
-            })
+            .map(|cs| cs.iter().map(|c| str_at(c, "/name").to_string()).collect())
             .unwrap_or_default()
     };
     let (containers, init, ephemeral) = (
@@ -454,7 +450,8 @@ mod tests {
             kubelet_address(&node),
             Some(("10.0.0.5".to_string(), 12345))
         );
-        let bare = json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.5"}]}});
+        let bare =
+            json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.5"}]}});
         assert_eq!(kubelet_address(&bare).unwrap().1, 10250);
     }
 }

@@ -480,6 +480,42 @@ impl Ctx<'_> {
         )
     }
 
+    /// For Services: takes the allocation lock, then fills in the cluster IP and node
+    /// ports of `obj` (an update of `old`) from what the stored Services leave free. The
+    /// returned guard must live until `obj` is stored.
+    async fn allocate_service(
+        &self,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> ApiResult<Option<tokio::sync::MutexGuard<'_, ()>>> {
+        use crate::kinds::service::allocator;
+        if !(self.def.group.is_empty() && self.def.plural == "services") {
+            return Ok(None);
+        }
+        let guard = self.api.services.lock().await;
+        let page = self
+            .api
+            .storage
+            .list(&Storage::prefix(self.def, None), None, None, None)
+            .await?;
+        let me = (self.namespace(), str_at(obj, "/metadata/name"));
+        let used = allocator::Allocated::from_services(
+            page.items.iter().map(|(_, svc)| svc),
+            old.map(|_| me),
+        );
+        let errs = allocator::allocate(
+            obj,
+            old,
+            self.api.services.ranges(),
+            &used,
+            &mut rand::thread_rng(),
+        );
+        if !errs.is_empty() {
+            return Err(self.invalid(obj, &errs));
+        }
+        Ok(Some(guard))
+    }
+
     /// Checks the namespace a new object goes into exists and is not terminating.
     async fn check_namespace(&self, name: &str) -> ApiResult<()> {
         if !self.def.namespaced {
@@ -628,6 +664,8 @@ impl Ctx<'_> {
             return Err(self.invalid(&obj, &errs));
         }
         admission::validate(self.api, &attrs, &obj, &mut warnings).await?;
+        // Held until the Service is stored, so no other create takes its address.
+        let _allocation = self.allocate_service(&mut obj, None).await?;
         if self.dry_run()? {
             self.def.through_storage(&mut obj);
             return Ok(Reply::json(StatusCode::CREATED, obj).with_warnings(warnings));
@@ -893,6 +931,11 @@ impl Ctx<'_> {
         admission::mutate(self.api, &attrs, &mut obj, &mut warnings).await?;
         self.def.strategy.default(&mut obj);
 
+        // Held until the Service is stored (see create).
+        let _allocation = match status_endpoint {
+            false => self.allocate_service(&mut obj, Some(&old)).await?,
+            true => None,
+        };
         let mut errs = self.validate_meta(&obj);
         errs.extend(self.def.strategy.validate(&obj));
         if !status_endpoint {

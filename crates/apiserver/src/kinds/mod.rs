@@ -14,7 +14,7 @@ mod policy;
 pub mod printers;
 pub(crate) use pod::qos_class;
 mod rbac_kinds;
-mod service;
+pub mod service;
 mod storage;
 mod workloads;
 

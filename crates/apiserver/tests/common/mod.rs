@@ -53,6 +53,7 @@ impl TestServer {
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 0,
             datastore_endpoints: etcd.iter().map(|e| e.endpoint().to_owned()).collect(),
+            service_cidr: skiff_apiserver::DEFAULT_SERVICE_CIDR.parse().unwrap(),
         };
         let server = runtime
             .block_on(Server::start(config))

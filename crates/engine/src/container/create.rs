@@ -326,9 +326,19 @@ impl Engine {
             None => None,
         };
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let resolv = match (&network, dns_server) {
-            (_, Some(server)) => skiff_network::dns::resolv_conf(server, &host_resolv),
-            (NetworkMode::Host, None) => host_resolv,
+        // A container joining another's namespaces (a pod's) shares its resolv.conf.
+        let joined = opts
+            .namespaces_of
+            .as_ref()
+            .and_then(|holder| self.find(holder).ok())
+            .and_then(|holder| {
+                std::fs::read_to_string(self.files(&holder.record.id).resolv_conf()).ok()
+            });
+        let resolv = match (&req.dns, joined, &network, dns_server) {
+            (Some(dns), ..) => dns.resolv_conf(),
+            (None, Some(shared), ..) => shared,
+            (None, None, _, Some(server)) => skiff_network::dns::resolv_conf(server, &host_resolv),
+            (None, None, NetworkMode::Host, None) => host_resolv,
             _ => resolv_conf(&host_resolv),
         };
 

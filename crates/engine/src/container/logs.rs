@@ -46,6 +46,12 @@ fn emit(
 }
 
 impl Engine {
+    /// The container's CRI-format log file (it may not exist yet).
+    pub fn log_path(&self, name_or_id: &str) -> Result<std::path::PathBuf> {
+        let container = self.find(name_or_id)?;
+        Ok(self.files(&container.record.id).log())
+    }
+
     /// Writes the container's logs to `out` and `err` by stream.
     pub fn logs(
         &self,

@@ -18,6 +18,34 @@ use serde::{Deserialize, Serialize};
 use skiff_runtime::shim::ShimState;
 use skiff_runtime::{ContainerSpec, ContainerStatus, ExitStatus};
 
+/// A resolv.conf given by the caller.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// `nameserver` lines, in order.
+    pub nameservers: Vec<String>,
+    /// The `search` list.
+    pub searches: Vec<String>,
+    /// The `options` (`ndots:5`).
+    pub options: Vec<String>,
+}
+
+impl DnsSettings {
+    /// The resolv.conf text.
+    pub fn resolv_conf(&self) -> String {
+        let mut out = String::new();
+        if !self.searches.is_empty() {
+            out.push_str(&format!("search {}\n", self.searches.join(" ")));
+        }
+        for ns in &self.nameservers {
+            out.push_str(&format!("nameserver {ns}\n"));
+        }
+        if !self.options.is_empty() {
+            out.push_str(&format!("options {}\n", self.options.join(" ")));
+        }
+        out
+    }
+}
+
 /// What `skiff run`/`skiff create` asked for, before it is resolved against the image.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct CreateRequest {
@@ -83,6 +111,10 @@ pub struct CreateRequest {
     /// `--network-alias`: more names on a user network's DNS.
     #[serde(default)]
     pub network_aliases: Vec<String>,
+    /// The container's resolv.conf, instead of the one derived from the host and the
+    /// network (Docker's `--dns`, `--dns-search`, `--dns-option`; a pod's DNS config).
+    #[serde(default)]
+    pub dns: Option<DnsSettings>,
     /// `--label`.
     pub labels: BTreeMap<String, String>,
     /// `--stop-signal`.

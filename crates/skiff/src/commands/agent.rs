@@ -24,7 +24,7 @@ pub fn agent(ctx: &Context, args: AgentArgs) -> Result<()> {
         root_kubeconfig: root_kubeconfig(ctx),
     };
     let Some(nodes) = args.simulate else {
-        return kubelet(ctx, &target, args.node_name);
+        return kubelet(ctx, &target, args.node_name, args.kubelet_port);
     };
     let config = SimulatedAgentConfig {
         nodes,
@@ -49,12 +49,16 @@ pub fn agent(ctx: &Context, args: AgentArgs) -> Result<()> {
 }
 
 /// Runs a kubelet for this host against the target server until interrupted.
-fn kubelet(ctx: &Context, target: &Target, node_name: Option<String>) -> Result<()> {
+fn kubelet(ctx: &Context, target: &Target, node_name: Option<String>, port: u16) -> Result<()> {
     let cri = skiff_kubelet::EngineRuntime::new(std::sync::Arc::new(ctx.engine()?), None);
     let config = skiff_kubelet::KubeletConfig {
         node_name: node_name.unwrap_or_else(skiff_kubelet::hostname),
         root: absolute(&ctx.roots().data),
         pod_cidr: cri.pod_cidr(),
+        port,
+        // The cluster CA, from the API.
+        client_ca_pem: None,
+        cluster_dns: None,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async {

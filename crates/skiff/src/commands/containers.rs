@@ -350,6 +350,9 @@ pub fn system(ctx: &Context, cmd: SystemCommand) -> Result<()> {
                 );
             }
             engine.reset()?;
+            // Pods' volumes of this root's kubelet (their containers are gone now).
+            let pods = skiff_kubelet::volumes::pods_dir(&engine.roots().data);
+            skiff_kubelet::volumes::teardown_all(&pods, &skiff_kubelet::volumes::KernelMounter)?;
             Ok(())
         }
         SystemCommand::Df => {

@@ -99,20 +99,37 @@ fn proxy_terminal(
     interactive: bool,
     process: &skiff_runtime::exec::ExecProcess,
 ) -> Result<i32> {
+    // Our terminal's resizes follow to the exec's: SIGWINCH is blocked before any thread
+    // starts (they inherit the mask) and waited for on one; the size is read after blocking,
+    // so a resize before that is not lost either.
+    let mut winch = nix::sys::signal::SigSet::empty();
+    winch.add(nix::sys::signal::Signal::SIGWINCH);
+    let _ = winch.thread_block();
     let _raw = if interactive && terminal::is_terminal(std::io::stdin().as_fd()) {
         RawMode::enable()
     } else {
         None
     };
-    if let Some((rows, cols)) = terminal::size() {
-        let ws = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads the winsize we own.
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    let resize = |master: &OwnedFd| {
+        if let Some((rows, cols)) = terminal::size() {
+            let ws = libc::winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: TIOCSWINSZ reads the winsize we own.
+            unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        }
+    };
+    resize(&master);
+    {
+        let master = master.try_clone()?;
+        std::thread::spawn(move || loop {
+            if winch.wait().is_ok() {
+                resize(&master);
+            }
+        });
     }
     let mut to_pty = std::fs::File::from(master.try_clone()?);
     let mut from_pty = std::fs::File::from(master);

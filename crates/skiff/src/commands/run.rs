@@ -62,6 +62,7 @@ fn request(args: &RunArgs) -> Result<CreateRequest> {
         }
     };
     Ok(CreateRequest {
+        dns: None,
         image: image.clone(),
         name: args.name.clone(),
         command: command.to_vec(),

@@ -13,11 +13,24 @@ fn data_dir(ctx: &Context) -> std::path::PathBuf {
 /// Runs the API server until SIGINT or SIGTERM.
 pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
     let (scheduler, controllers) = (!args.disable_scheduler, !args.disable_controller_manager);
-    // The kubelet of this host runs pods on the engine of the same root.
-    let kubelet = if args.disable_kubelet {
+    let service_cidr: skiff_apiserver::ServiceRanges = skiff_apiserver::ServiceRanges::new(
+        args.service_cidr
+            .parse()
+            .with_context(|| format!("--service-cidr {}", args.service_cidr))?,
+    );
+    // The cluster DNS's Service address: the tenth of the range, as in k3s.
+    let cluster_dns_ip = service_cidr
+        .nth(10)
+        .context("--service-cidr is too small for the cluster DNS address")?;
+    // The kubelet of this host runs pods on the engine of the same root; the service
+    // proxy and the cluster DNS serve them.
+    let engine = if args.disable_kubelet {
         None
     } else {
-        let cri = skiff_kubelet::EngineRuntime::new(std::sync::Arc::new(ctx.engine()?), None);
+        Some(std::sync::Arc::new(ctx.engine()?))
+    };
+    let kubelet = if let Some(engine) = &engine {
+        let cri = skiff_kubelet::EngineRuntime::new(engine.clone(), None);
         let config = skiff_kubelet::KubeletConfig {
             node_name: args
                 .node_name
@@ -25,14 +38,24 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
                 .unwrap_or_else(skiff_kubelet::hostname),
             root: absolute(&ctx.roots().data),
             pod_cidr: cri.pod_cidr(),
+            port: args.kubelet_port,
+            // Read once the server created its PKI.
+            client_ca_pem: None,
+            cluster_dns: Some(skiff_kubelet::dns::ClusterDns {
+                servers: vec![cluster_dns_ip.to_string()],
+                domain: args.cluster_domain.clone(),
+            }),
         };
         Some((std::sync::Arc::new(cri), config))
+    } else {
+        None
     };
     let config = ServerConfig {
         data_dir: data_dir(ctx),
         bind_address: args.bind_address,
         port: args.port,
-        datastore_endpoints: args.datastore_endpoint,
+        datastore_endpoints: args.datastore_endpoint.clone(),
+        service_cidr: service_cidr.cidr,
     };
     limit_allocator_arenas();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
@@ -46,7 +69,13 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
         );
         // The scheduler and the controllers are clients like any other, over the admin
         // kubeconfig; they stop with the runtime.
-        if let Some((cri, config)) = kubelet {
+        if let Some((cri, mut config)) = kubelet {
+            // The kubelet trusts the cluster CA's client certificates (the API server's).
+            let ca = data_dir(ctx).join("tls/ca.crt");
+            config.client_ca_pem = Some(
+                std::fs::read_to_string(&ca)
+                    .with_context(|| format!("reading {}", ca.display()))?,
+            );
             let client =
                 skiff_controllers::connect::from_kubeconfig(server.kubeconfig_path()).await?;
             tokio::spawn(async move {
@@ -54,6 +83,11 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
                     tracing::error!("kubelet: {e}");
                 }
             });
+        }
+        if let Some(engine) = &engine {
+            let client =
+                skiff_controllers::connect::from_kubeconfig(server.kubeconfig_path()).await?;
+            start_services(&client, engine, &args, cluster_dns_ip)?;
         }
         if scheduler || controllers {
             let client =
@@ -76,6 +110,57 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
         server.stop().await;
         Ok(())
     })
+}
+
+/// Starts the service proxy (this root's service table) and the cluster DNS (on the pod
+/// network's gateway), and makes the `kube-dns` Service lead to it.
+fn start_services(
+    client: &kube::Client,
+    engine: &skiff_engine::Engine,
+    args: &ServerArgs,
+    cluster_dns_ip: std::net::Ipv4Addr,
+) -> Result<()> {
+    let networking = engine.networking();
+    let caches = skiff_proxy::Caches::start(client);
+    let proxy = skiff_network::service_proxy::ServiceProxy::new(
+        &networking.config().service_table(),
+        std::sync::Arc::new(skiff_network::nft::NftCli::default()),
+    )?;
+    tokio::spawn(skiff_proxy::proxy::run(caches.clone(), proxy));
+
+    let gateway = networking
+        .network(skiff_network::DEFAULT_NETWORK)
+        .context("the pod network")?
+        .gateway;
+    let listen = std::net::SocketAddrV4::new(gateway, args.cluster_dns_port);
+    let upstreams = if args.cluster_dns_upstream.is_empty() {
+        skiff_network::dns::upstreams_from_resolv_conf(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        )
+    } else {
+        args.cluster_dns_upstream.clone()
+    };
+    let dns = skiff_proxy::dns::ClusterDns::bind(
+        listen,
+        skiff_proxy::dns::DnsConfig {
+            domain: args.cluster_domain.clone(),
+            upstreams,
+            timeout: std::time::Duration::from_secs(2),
+        },
+    )?;
+    tokio::spawn(dns.serve(Some(caches)));
+    let client = client.clone();
+    tokio::spawn(async move {
+        // The API may still be warming up (RBAC caches): retry until it takes them.
+        loop {
+            match skiff_proxy::dns::ensure_service(&client, cluster_dns_ip, listen).await {
+                Ok(()) => break,
+                Err(e) => tracing::debug!("{e}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    });
+    Ok(())
 }
 
 /// Prints the admin kubeconfig.

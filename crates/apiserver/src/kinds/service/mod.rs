@@ -1,5 +1,7 @@
 //! Services and Endpoints.
 
+pub mod allocator;
+
 use serde_json::{json, Value};
 
 use super::{array_at, int_at, object_mut, or_none, selector_string, set_default, str_at};

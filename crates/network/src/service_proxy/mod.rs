@@ -1,0 +1,192 @@
+//! The data path of Kubernetes Services (what kube-proxy's nftables mode programs), in
+//! a table of skiff's own.
+//!
+//! # Shape
+//!
+//! The caller (the service proxy controller of `skiff server`) computes what every
+//! Service needs, a [`ServiceMap`] of [`ServicePort`]s, and hands it to
+//! [`ServiceProxy::sync`]. The proxy remembers what it last applied and writes only the
+//! difference: the map elements and chains of the Services that changed, all in one `nft`
+//! transaction. When it does not know what the kernel holds (first sync, a failed
+//! transaction, or [`ServiceProxy::verify`] finding the table or a chain gone) it
+//! rebuilds the whole table, also in one transaction.
+//!
+//! The table is separate from the engine's ([`crate::nft`]): the engine rebuilds its
+//! own table whenever it differs from what its networks need, which would drop Service
+//! rules it does not know about. Like the engine, skiff never touches any other table
+//! and never flushes the ruleset.
+//!
+//! Per packet, the cost does not grow with the number of Services or endpoints (see
+//! [`render`] for the layout): one lookup of `daddr . proto . dport` in the `services`
+//! verdict map, one `numgen random mod N` verdict map to pick an endpoint.
+
+pub mod render;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+pub use self::render::ServiceRules;
+use crate::nft::{Nft, NftError};
+use crate::ports::Protocol;
+
+/// One port of a Service, as the data path needs it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServicePort {
+    /// The port's name (empty when the Service has a single unnamed port).
+    pub name: String,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// The Service's virtual address; `None` for headless Services (nothing is programmed
+    /// for the cluster IP then, node ports still are).
+    pub cluster_ip: Option<Ipv4Addr>,
+    /// The Service's port on the cluster IP.
+    pub port: u16,
+    /// The node port, for NodePort and LoadBalancer Services.
+    pub node_port: Option<u16>,
+    /// Where connections go, one chosen at random per connection: the ready endpoints,
+    /// or the serving (terminating) ones when none is ready.
+    pub endpoints: Vec<SocketAddrV4>,
+}
+
+/// Every Service's ports, by `namespace/name`.
+pub type ServiceMap = BTreeMap<String, Vec<ServicePort>>;
+
+/// What one [`ServiceProxy::sync`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncReport {
+    /// The whole table was rebuilt.
+    pub rebuilt: bool,
+    /// Services whose rules were rewritten.
+    pub services_changed: usize,
+}
+
+/// Programs Services into skiff's service table and remembers what it applied.
+pub struct ServiceProxy {
+    rules: ServiceRules,
+    nft: Arc<dyn Nft>,
+    /// What the table holds, when known; `None` means rebuild on the next sync.
+    applied: Option<ServiceMap>,
+}
+
+impl std::fmt::Debug for ServiceProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceProxy")
+            .field("table", &self.rules.table())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceProxy {
+    /// A proxy programming `table ip <table>` through `nft`.
+    pub fn new(table: &str, nft: Arc<dyn Nft>) -> Result<ServiceProxy, NftError> {
+        Ok(ServiceProxy {
+            rules: ServiceRules::new(table)?,
+            nft,
+            applied: None,
+        })
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        self.rules.table()
+    }
+
+    /// Makes the table hold exactly `desired`: the changed Services only when the table
+    /// is known to match what was applied before, the whole table otherwise.
+    pub fn sync(&mut self, desired: &ServiceMap) -> Result<SyncReport, NftError> {
+        let table = self.rules.table().to_string();
+        let Some(applied) = &self.applied else {
+            let script = self.rules.replace(desired);
+            self.nft.apply(&table, &script)?;
+            self.applied = Some(desired.clone());
+            return Ok(SyncReport {
+                rebuilt: true,
+                services_changed: desired.len(),
+            });
+        };
+        let keys: BTreeSet<&String> = applied.keys().chain(desired.keys()).collect();
+        let mut script = String::new();
+        let mut changed = 0;
+        for key in keys {
+            let old = applied.get(key).map(Vec::as_slice).unwrap_or_default();
+            let new = desired.get(key).map(Vec::as_slice).unwrap_or_default();
+            if old != new {
+                script.push_str(&self.rules.service(key, old, new));
+                changed += 1;
+            }
+        }
+        if changed == 0 {
+            return Ok(SyncReport::default());
+        }
+        if let Err(e) = self.nft.apply(&table, &script) {
+            // Nothing of the transaction was applied, but the table may differ from what
+            // we believe (someone changed it): start over next time.
+            self.applied = None;
+            return Err(e);
+        }
+        self.applied = Some(desired.clone());
+        Ok(SyncReport {
+            rebuilt: false,
+            services_changed: changed,
+        })
+    }
+
+    /// Compares the table with what was applied (its chains and the `services` map's
+    /// elements); returns `false`, and forgets the applied state so the next sync
+    /// rebuilds, when they differ (the table or a chain was deleted by someone).
+    pub fn verify(&mut self) -> Result<bool, NftError> {
+        let Some(applied) = &self.applied else {
+            return Ok(false);
+        };
+        let table = self.rules.table();
+        let ok = match self.nft.list_table(table)? {
+            None => false,
+            Some(listing) => {
+                let (chains, elements) = listed_chains_and_elements(&listing);
+                chains == self.rules.chain_names(applied)
+                    && elements == render::cluster_ip_elements(applied)
+            }
+        };
+        if !ok {
+            self.applied = None;
+        }
+        Ok(ok)
+    }
+
+    /// Deletes the table (`skiff system reset`); no error when it does not exist.
+    pub fn remove(&mut self) -> Result<(), NftError> {
+        self.applied = None;
+        let table = self.rules.table().to_string();
+        self.nft.apply(&table, &self.rules.delete_table())
+    }
+}
+
+/// Chain names and the number of elements of the `services` map in a listing.
+fn listed_chains_and_elements(listing: &Value) -> (BTreeSet<String>, usize) {
+    let mut chains = BTreeSet::new();
+    let mut elements = 0;
+    for item in listing
+        .get("nftables")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(name) = item.pointer("/chain/name").and_then(Value::as_str) {
+            chains.insert(name.to_string());
+        }
+        let set = item.get("map").or_else(|| item.get("set"));
+        if set.and_then(|s| s.get("name")).and_then(Value::as_str) == Some("services") {
+            elements = set
+                .and_then(|s| s.get("elem"))
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+        }
+    }
+    (chains, elements)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,191 @@
+use super::*;
+use hickory_proto::op::Query;
+
+fn records() -> Records {
+    let services: Vec<Service> = serde_json::from_value(json!([
+        {"metadata": {"name": "web", "namespace": "default"},
+         "spec": {"type": "ClusterIP", "clusterIP": "10.43.0.5",
+                  "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}},
+        {"metadata": {"name": "db", "namespace": "default"},
+         "spec": {"type": "ClusterIP", "clusterIP": "None",
+                  "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}},
+        {"metadata": {"name": "ext", "namespace": "default"},
+         "spec": {"type": "ExternalName", "externalName": "example.com"}},
+    ]))
+    .unwrap();
+    let slices: Vec<EndpointSlice> = serde_json::from_value(json!([
+        {"metadata": {"name": "db-1", "namespace": "default",
+                      "labels": {"kubernetes.io/service-name": "db"}},
+         "addressType": "IPv4",
+         "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+         "endpoints": [
+            {"addresses": ["10.88.0.7"], "hostname": "db-0", "conditions": {"ready": true}},
+            {"addresses": ["10.88.0.8"], "hostname": "db-1", "conditions": {"ready": true}},
+            {"addresses": ["10.88.0.9"], "hostname": "db-2", "conditions": {"ready": false}},
+         ]},
+    ]))
+    .unwrap();
+    let endpoints = model::endpoints_by_service(&slices);
+    Records::build(&services, &endpoints, "cluster.local")
+}
+
+fn ask(records: &Records, qname: &str, qtype: RecordType) -> Option<Message> {
+    let mut request = Message::new();
+    request.set_id(42);
+    request.add_query(Query::query(Name::from_ascii(qname).unwrap(), qtype));
+    match answer(records, "cluster.local", &request) {
+        Reply::Answer(m) => Some(m),
+        Reply::Forward => None,
+    }
+}
+
+fn data(m: &Message) -> Vec<String> {
+    let mut out: Vec<String> = m.answers().iter().map(|r| r.data().to_string()).collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn services_resolve_to_cluster_ips_and_headless_to_ready_endpoints() {
+    let r = records();
+    let m = ask(&r, "web.default.svc.cluster.local.", RecordType::A).unwrap();
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert!(m.authoritative());
+    assert_eq!(m.id(), 42);
+    assert_eq!(data(&m), ["10.43.0.5"]);
+    // Case does not matter; no AAAA, but the name exists.
+    let m = ask(&r, "WEB.default.svc.cluster.local.", RecordType::AAAA).unwrap();
+    assert_eq!(
+        (m.response_code(), m.answers().len()),
+        (ResponseCode::NoError, 0)
+    );
+    let m = ask(&r, "db.default.svc.cluster.local.", RecordType::A).unwrap();
+    assert_eq!(data(&m), ["10.88.0.7", "10.88.0.8"]);
+    let m = ask(&r, "db-1.db.default.svc.cluster.local.", RecordType::A).unwrap();
+    assert_eq!(data(&m), ["10.88.0.8"]);
+    let m = ask(&r, "ext.default.svc.cluster.local.", RecordType::A).unwrap();
+    assert_eq!(data(&m), ["example.com."]);
+}
+
+#[test]
+fn srv_and_ptr() {
+    let r = records();
+    let m = ask(
+        &r,
+        "_http._tcp.web.default.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .unwrap();
+    assert_eq!(data(&m), ["0 100 80 web.default.svc.cluster.local."]);
+    assert_eq!(m.additionals().len(), 1);
+    let m = ask(
+        &r,
+        "_pg._tcp.db.default.svc.cluster.local.",
+        RecordType::SRV,
+    )
+    .unwrap();
+    assert_eq!(
+        data(&m),
+        [
+            "0 100 5432 db-0.db.default.svc.cluster.local.",
+            "0 100 5432 db-1.db.default.svc.cluster.local."
+        ]
+    );
+    let m = ask(&r, "5.0.43.10.in-addr.arpa.", RecordType::PTR).unwrap();
+    assert_eq!(data(&m), ["web.default.svc.cluster.local."]);
+    let m = ask(&r, "8.0.88.10.in-addr.arpa.", RecordType::PTR).unwrap();
+    assert_eq!(data(&m), ["db-1.db.default.svc.cluster.local."]);
+    // Addresses that are not the cluster's go upstream.
+    assert!(ask(&r, "1.1.1.1.in-addr.arpa.", RecordType::PTR).is_none());
+}
+
+#[test]
+fn unknown_cluster_names_are_nxdomain_and_others_forwarded() {
+    let r = records();
+    for name in [
+        "nope.default.svc.cluster.local.",
+        "web.other.svc.cluster.local.",
+        "web.default.svc.cluster.local.default.svc.cluster.local.",
+        "db-2.db.default.svc.cluster.local.",
+        "_nope._tcp.web.default.svc.cluster.local.",
+        "cluster.local.",
+    ] {
+        let m = ask(&r, name, RecordType::A).unwrap();
+        assert_eq!(m.response_code(), ResponseCode::NXDomain, "{name}");
+        assert_eq!(m.name_servers().len(), 1, "{name}: SOA");
+    }
+    assert!(ask(&r, "example.com.", RecordType::A).is_none());
+    assert!(ask(&r, "notcluster.local.", RecordType::A).is_none());
+}
+
+/// Over real UDP: a cluster name answered in-process, another forwarded to a fake upstream.
+#[tokio::test]
+async fn serves_udp_and_forwards() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 512];
+        let (n, from) = upstream.recv_from(&mut buf).await.unwrap();
+        let request = Message::from_vec(&buf[..n]).unwrap();
+        let mut response = Message::new();
+        response.set_header(Header::response_from_request(request.header()));
+        response.add_query(request.queries()[0].clone());
+        response.add_answer(Record::from_rdata(
+            request.queries()[0].name().clone(),
+            60,
+            RData::A(A(Ipv4Addr::new(192, 0, 2, 10))),
+        ));
+        upstream
+            .send_to(&response.to_vec().unwrap(), from)
+            .await
+            .unwrap();
+    });
+    let dns = ClusterDns::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        DnsConfig {
+            domain: "cluster.local".into(),
+            upstreams: vec![upstream_addr],
+            timeout: Duration::from_secs(2),
+        },
+    )
+    .unwrap();
+    dns.set_records(records());
+    let addr = dns.local_addr().unwrap();
+    tokio::spawn(dns.serve(None));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for (qname, want) in [
+        ("web.default.svc.cluster.local.", "10.43.0.5"),
+        ("example.org.", "192.0.2.10"),
+    ] {
+        let mut request = Message::new();
+        request.set_id(7);
+        request.set_recursion_desired(true);
+        request.add_query(Query::query(
+            Name::from_ascii(qname).unwrap(),
+            RecordType::A,
+        ));
+        client
+            .send_to(&request.to_vec().unwrap(), addr)
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 512];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let m = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(data(&m), [want], "{qname}");
+    }
+    // And over TCP.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut request = Message::new();
+    request.add_query(Query::query(
+        Name::from_ascii("db.default.svc.cluster.local.").unwrap(),
+        RecordType::A,
+    ));
+    write_frame(&mut stream, &request.to_vec().unwrap())
+        .await
+        .unwrap();
+    let m = Message::from_vec(&read_frame(&mut stream).await.unwrap()).unwrap();
+    assert_eq!(data(&m), ["10.88.0.7", "10.88.0.8"]);
+}

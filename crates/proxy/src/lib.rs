@@ -1,0 +1,20 @@
+//! What makes Kubernetes Services reachable on a node, built into `skiff server`:
+//!
+//! - [`model`]: Services and EndpointSlices as the data path and DNS see them (pure);
+//! - [`caches`]: the watches both share (reflectors over the API);
+//! - [`proxy`]: kube-proxy's job, a level-triggered loop programming
+//!   [`skiff_network::service_proxy`] (cluster IPs and node ports in nftables);
+//! - [`dns`]: CoreDNS's `kubernetes` plugin: `<svc>.<ns>.svc.cluster.local`, SRV, PTR,
+//!   ExternalName, and forwarding of other names.
+//!
+//! Both are clients of the API like any other component, through `kube`.
+
+pub mod caches;
+pub mod dns;
+pub mod model;
+pub mod proxy;
+
+pub use caches::Caches;
+
+/// The cluster domain when none is configured.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";

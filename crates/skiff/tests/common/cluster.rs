@@ -1,0 +1,215 @@
+//! A `skiff server` (API server, scheduler, controllers and this host's kubelet) on a
+//! fresh root, driven by the real kubectl 1.33.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::Skiff;
+
+/// A `skiff server` process, killed on drop.
+pub struct ServerProcess(pub Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// kubectl 1.33, installed beside the default kubectl.
+pub fn kubectl_133() -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
+        .output()
+        .unwrap();
+    let default = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    default.parent().unwrap().join("kubectl.1.33")
+}
+
+/// The server's root and a kubectl pointed at it.
+pub struct Cluster {
+    /// The root (also the engine's).
+    pub skiff: Skiff,
+    /// kubectl.
+    pub kubectl: PathBuf,
+    /// The admin kubeconfig.
+    pub kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    /// Starts `skiff server` with node `node-a` and `env` set, and waits for the node
+    /// to be Ready. Keep the process alive as long as the cluster.
+    pub fn start(env: &[(&str, &str)]) -> (Cluster, ServerProcess) {
+        let skiff = Skiff::with_busybox();
+        let port = free_port();
+        let mut cmd = skiff.cmd(&[
+            "server",
+            "--port",
+            &port.to_string(),
+            "--node-name",
+            "node-a",
+        ]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = ServerProcess(child);
+        let kubeconfig = skiff.root.path().join("server/admin.kubeconfig");
+        let cluster = Cluster {
+            skiff,
+            kubectl: kubectl_133(),
+            kubeconfig,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cluster.kubeconfig.exists()
+            || cluster.jsonpath(
+                "node/node-a",
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            ) != "True"
+        {
+            assert!(Instant::now() < deadline, "node-a never became Ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (cluster, server)
+    }
+
+    /// Runs kubectl.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs kubectl, asserting success; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `kubectl apply -f -` of `yaml`.
+    pub fn apply(&self, yaml: &str) {
+        let mut child = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `kubectl get OBJECT -o jsonpath=PATH`.
+    pub fn jsonpath(&self, object: &str, path: &str) -> String {
+        let out = self.kubectl(&["get", object, "-o", &format!("jsonpath={path}")]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Polls until `check` holds for `path` of `object`, at most `secs` seconds.
+    pub fn wait_until(
+        &self,
+        object: &str,
+        path: &str,
+        secs: u64,
+        check: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let got = self.jsonpath(object, path);
+            if check(&got) {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{object} {path}: {got:?}\n{}\n{}",
+                self.kubectl_ok(&["get", object, "-o", "yaml"]),
+                self.kubectl_ok(&["get", "events"])
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Polls `path` of `object` until it equals `want` (60 s).
+    pub fn wait_for(&self, object: &str, path: &str, want: &str) {
+        self.wait_until(object, path, 60, |got| got == want);
+    }
+
+    /// The engine name of instance `attempt` of a pod's container.
+    pub fn engine_name(&self, pod: &str, container: &str, attempt: u32) -> String {
+        let uid = self.jsonpath(&format!("pod/{pod}"), "{.metadata.uid}");
+        format!("k8s_{container}_{pod}_default_{uid}_{attempt}")
+    }
+
+    /// The engine's log of the first instance of a pod's container.
+    pub fn container_log(&self, pod: &str, container: &str) -> String {
+        let out = self
+            .skiff
+            .run(&["logs", &self.engine_name(pod, container, 0)]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Waits until the container's log contains `want`; returns the log.
+    pub fn wait_for_log(&self, pod: &str, container: &str, want: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.container_log(pod, container);
+            if log.contains(want) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{pod}/{container} never logged {want:?}; log: {log:?}\n{}",
+                self.kubectl_ok(&["get", "pod", pod, "-o", "yaml"])
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Runs a command in the first instance of a pod's container (through the engine).
+    pub fn exec(&self, pod: &str, container: &str, cmd: &[&str]) -> Output {
+        let name = self.engine_name(pod, container, 0);
+        let mut args = vec!["exec", name.as_str()];
+        args.extend_from_slice(cmd);
+        self.skiff.run(&args)
+    }
+
+    /// The names of the engine's containers.
+    pub fn engine_containers(&self) -> String {
+        self.skiff.ok(&["ps", "-a", "--format", "{{.Names}}"])
+    }
+}

@@ -1,0 +1,231 @@
+//! Services end to end: cluster IPs allocated by the API server, the service proxy's
+//! nftables rules, the cluster DNS, and pods' resolv.conf, driven by the real kubectl
+//! 1.33 against `skiff server` running busybox pods. Needs root. Traffic goes only to
+//! the test's own bridge and 127.0.0.1.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+
+const WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: httpd
+        image: busybox:latest
+        imagePullPolicy: Never
+        command: ["httpd", "-f", "-p", "80", "-h", "/var/www"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-np}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 8080, targetPort: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  containers:
+  - name: sh
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"#;
+
+/// `GET /` over plain HTTP/1.0; the body, or `None` if nothing answered in 3 s.
+fn http_get(addr: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// Polls `f` until it returns true, for at most `secs` seconds.
+fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The service proxy's table of a root: `skiff_<fnv1a(root)>_svc`.
+fn service_table(root: &std::path::Path) -> String {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in root.to_string_lossy().as_bytes() {
+        hash ^= u32::from(*b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    format!("skiff_{hash:08x}_svc")
+}
+
+fn table_exists(name: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "table", "ip", name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn services_cluster_ips_node_ports_and_dns() {
+    let (c, server) = Cluster::start(&[]);
+
+    // The API server's own Service takes the first address of the range.
+    c.wait_for("service/kubernetes", "{.spec.clusterIP}", "10.43.0.1");
+    eventually(30, "the kube-dns Service", || {
+        let out = c.kubectl(&[
+            "get",
+            "service",
+            "kube-dns",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ]);
+        String::from_utf8_lossy(&out.stdout) == "10.43.0.10"
+    });
+
+    c.apply(WEB);
+    let ip = c.jsonpath("service/web", "{.spec.clusterIP}");
+    assert!(ip.starts_with("10.43."), "{ip}");
+    let node_port: u16 = c
+        .jsonpath("service/web-np", "{.spec.ports[0].nodePort}")
+        .parse()
+        .unwrap();
+    assert!((30000..=32767).contains(&node_port));
+    c.wait_for("pod/client", "{.status.phase}", "Running");
+    // Endpoints come from the EndpointSlice controller once the pods run.
+    eventually(90, "two endpoints of web", || {
+        let out = c.kubectl(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={.items[*].endpoints[*].addresses[0]}",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .count()
+            == 2
+    });
+
+    // The pod's resolv.conf points at the cluster DNS.
+    let resolv = c.exec("client", "sh", &["cat", "/etc/resolv.conf"]);
+    let resolv = String::from_utf8_lossy(&resolv.stdout).to_string();
+    assert!(resolv.contains("nameserver 10.43.0.10"), "{resolv}");
+    assert!(
+        resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    assert!(resolv.contains("options ndots:5"), "{resolv}");
+
+    // From another pod, by name: DNS through the kube-dns Service, then the ClusterIP.
+    let mut last = String::new();
+    eventually(60, "wget from the client pod", || {
+        let out = c.exec(
+            "client",
+            "sh",
+            &[
+                "sh",
+                "-c",
+                "timeout 5 wget -qO- http://web.default.svc.cluster.local",
+            ],
+        );
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last.contains("hello from skiff")
+    });
+    // The short name, through the search list.
+    let out = c.exec(
+        "client",
+        "sh",
+        &["sh", "-c", "timeout 5 wget -qO- http://web"],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hello from skiff"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // From the host: the cluster IP, and the node port on 127.0.0.1.
+    let cluster_addr: SocketAddr = format!("{ip}:80").parse().unwrap();
+    eventually(30, "the cluster IP from the host", || {
+        http_get(cluster_addr).is_some_and(|b| b.contains("hello from skiff"))
+    });
+    let node_addr: SocketAddr = format!("127.0.0.1:{node_port}").parse().unwrap();
+    eventually(30, "the node port on 127.0.0.1", || {
+        http_get(node_addr).is_some_and(|b| b.contains("hello from skiff"))
+    });
+
+    // A cluster IP that is taken is refused with Kubernetes' 422.
+    let out = c.kubectl(&[
+        "create",
+        "service",
+        "clusterip",
+        "dup",
+        &format!("--clusterip={ip}"),
+        "--tcp=80:80",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "spec.clusterIPs: Invalid value: [\"{ip}\"]: failed to allocate IP {ip}: provided IP is already allocated"
+        )) && stderr.contains("is invalid"),
+        "{stderr}"
+    );
+
+    // Deleting the Service stops it answering.
+    c.kubectl_ok(&["delete", "service", "web"]);
+    // (Not "nothing answers": the address is routed like any other once no rule takes
+    // it, and the host's network may answer for any address.)
+    eventually(30, "the deleted Service to stop answering", || {
+        !http_get(cluster_addr).is_some_and(|b| b.contains("hello from skiff"))
+    });
+    // And its address is free again.
+    c.kubectl_ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "again",
+        &format!("--clusterip={ip}"),
+        "--tcp=80:80",
+    ]);
+
+    // `skiff system reset` removes the service proxy's table.
+    let table = service_table(c.skiff.root.path());
+    assert!(table_exists(&table), "{table}");
+    drop(server);
+    c.skiff.ok(&["system", "reset", "-f"]);
+    assert!(!table_exists(&table), "{table} survived the reset");
+}
