@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
 
-use crate::schema::{patch_meta, Schemas};
+use crate::schema::{list_map_key_value, list_map_keys, patch_meta, Schemas};
 
 /// One field path, as FieldsV1 segments.
 pub type FieldPath = Vec<String>;
@@ -104,12 +104,12 @@ fn walk(
             }
         }
         Value::Array(items) if !items.is_empty() => {
-            let (strategies, merge_key) = patch_meta(property);
-            match (strategies.contains(&"merge"), merge_key) {
-                (true, Some(key)) if items.iter().all(Value::is_object) => {
+            let (strategies, _) = patch_meta(property);
+            match (strategies.contains(&"merge"), list_map_keys(property)) {
+                (true, Some(keys)) if items.iter().all(Value::is_object) => {
                     let item_schema = items_schema(schemas, property);
                     for item in items {
-                        path.push(key_segment(item, key));
+                        path.push(key_segment(item, &keys));
                         out.insert(item_marker(path));
                         walk(item, item_schema, schemas, path, out);
                         path.pop();
@@ -140,13 +140,18 @@ fn item_marker(item: &FieldPath) -> FieldPath {
     p
 }
 
-fn key_segment(item: &Value, key: &str) -> String {
+fn key_segment(item: &Value, keys: &[&str]) -> String {
     let mut k = Map::new();
-    k.insert(
-        key.to_owned(),
-        item.get(key).cloned().unwrap_or(Value::Null),
-    );
+    for key in keys {
+        k.insert((*key).to_owned(), list_map_key_value(item, key));
+    }
     format!("k:{}", Value::Object(k))
+}
+
+/// Whether two items of a map list are the same item.
+fn same_item(a: &Value, b: &Value, keys: &[&str]) -> bool {
+    keys.iter()
+        .all(|k| list_map_key_value(a, k) == list_map_key_value(b, k))
 }
 
 /// The value at `path` in `obj` (a `.` segment names the item itself).
@@ -163,7 +168,7 @@ pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
             current
                 .as_array()?
                 .iter()
-                .find(|item| key.iter().all(|(k, v)| item.get(k) == Some(v)))?
+                .find(|item| key.iter().all(|(k, v)| list_map_key_value(item, k) == *v))?
         } else if let Some(v) = segment.strip_prefix("v:") {
             let v: Value = serde_json::from_str(v).ok()?;
             current.as_array()?.iter().find(|item| **item == v)?
@@ -220,7 +225,7 @@ fn find_index(list: &Value, segment: &str) -> Option<usize> {
         let key: Map<String, Value> = serde_json::from_str(key).ok()?;
         items
             .iter()
-            .position(|item| key.iter().all(|(k, v)| item.get(k) == Some(v)))
+            .position(|item| key.iter().all(|(k, v)| list_map_key_value(item, k) == *v))
     } else {
         let v: Value = serde_json::from_str(segment.strip_prefix("v:")?).ok()?;
         items.iter().position(|item| *item == v)
@@ -250,12 +255,12 @@ fn merge(live: &mut Value, applied: &Value, property: &Value, schemas: &Schemas)
             }
         }
         (Value::Array(live), Value::Array(applied)) => {
-            let (strategies, merge_key) = patch_meta(property);
-            match (strategies.contains(&"merge"), merge_key) {
-                (true, Some(key)) => {
+            let (strategies, _) = patch_meta(property);
+            match (strategies.contains(&"merge"), list_map_keys(property)) {
+                (true, Some(keys)) => {
                     let item_schema = items_schema(schemas, property);
                     for item in applied {
-                        match live.iter_mut().find(|l| l.get(key) == item.get(key)) {
+                        match live.iter_mut().find(|l| same_item(l, item, &keys)) {
                             Some(existing) => merge(existing, item, item_schema, schemas),
                             None => live.push(item.clone()),
                         }

@@ -250,6 +250,16 @@ impl Schemas {
                 property.insert("x-kubernetes-list-map-keys".into(), json!([key]));
             }
         }
+        for (definition, field, keys) in LIST_MAP_KEYS {
+            if let Some(property) = definitions
+                .get_mut(*definition)
+                .and_then(|d| d.get_mut("properties"))
+                .and_then(|p| p.get_mut(*field))
+                .and_then(Value::as_object_mut)
+            {
+                property.insert("x-kubernetes-list-map-keys".into(), json!(keys));
+            }
+        }
         Schemas { definitions }
     }
 
@@ -381,6 +391,51 @@ pub fn patch_meta(property: &Value) -> (Vec<&str>, Option<&str>) {
         .get("x-kubernetes-patch-merge-key")
         .and_then(Value::as_str);
     (strategies, key)
+}
+
+/// Lists whose items server-side apply tells apart by more fields than the strategic merge
+/// key: a port is the same port only with the same protocol (53/TCP and 53/UDP are two).
+const LIST_MAP_KEYS: &[(&str, &str, &[&str])] = &[
+    (
+        "io.k8s.api.core.v1.ServiceSpec",
+        "ports",
+        &["port", "protocol"],
+    ),
+    (
+        "io.k8s.api.core.v1.Container",
+        "ports",
+        &["containerPort", "protocol"],
+    ),
+    (
+        "io.k8s.api.core.v1.EphemeralContainer",
+        "ports",
+        &["containerPort", "protocol"],
+    ),
+];
+
+/// The fields identifying an item of a `map` list for server-side apply
+/// (`x-kubernetes-list-map-keys`, else the strategic merge key).
+pub fn list_map_keys(property: &Value) -> Option<Vec<&str>> {
+    if let Some(keys) = property
+        .get("x-kubernetes-list-map-keys")
+        .and_then(Value::as_array)
+    {
+        let keys: Vec<&str> = keys.iter().filter_map(Value::as_str).collect();
+        if !keys.is_empty() {
+            return Some(keys);
+        }
+    }
+    patch_meta(property).1.map(|k| vec![k])
+}
+
+/// The value of a list-map key of `item`, with the API's default for a key left out
+/// (`protocol` is TCP), so an applied item without it matches the defaulted live one.
+pub fn list_map_key_value(item: &Value, key: &str) -> Value {
+    match item.get(key) {
+        Some(v) if !v.is_null() => v.clone(),
+        _ if key == "protocol" => Value::String("TCP".into()),
+        _ => Value::Null,
+    }
 }
 
 /// Rewrites every `$ref` from `#/definitions/` to `prefix` (OpenAPI v3 uses

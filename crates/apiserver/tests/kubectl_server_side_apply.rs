@@ -235,3 +235,64 @@ fn kubectl_server_side_apply_conflicts_and_force() {
         scenario(&kubectl);
     }
 }
+
+const DNS_SERVICE: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: dns
+spec:
+  selector: {app: dns}
+  ports:
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: dns-tcp, port: 53, protocol: TCP}
+";
+
+#[test]
+fn server_side_apply_tells_ports_apart_by_protocol() {
+    // Service ports are keyed by port and protocol: applying twice keeps 53/UDP and 53/TCP
+    // as two ports, each with its own name.
+    let s = TestServer::start();
+    let kubectl = kubectls().into_iter().next_back().unwrap();
+    let file = s.write("dns.yaml", DNS_SERVICE);
+    for _ in 0..2 {
+        ok(
+            s.kubectl(
+                &kubectl,
+                &["apply", "--server-side", "-f", file.to_str().unwrap()],
+            ),
+            "apply --server-side",
+        );
+    }
+    let ports = ok(
+        s.kubectl(
+            &kubectl,
+            &[
+                "get",
+                "service",
+                "dns",
+                "-o",
+                "jsonpath={range .spec.ports[*]}{.name}/{.port}/{.protocol} {end}",
+            ],
+        ),
+        "get ports",
+    );
+    assert_eq!(ports.trim(), "dns/53/UDP dns-tcp/53/TCP");
+    let managed = ok(
+        s.kubectl(
+            &kubectl,
+            &[
+                "get",
+                "service",
+                "dns",
+                "-o",
+                "jsonpath={.metadata.managedFields}",
+                "--show-managed-fields",
+            ],
+        ),
+        "managed fields",
+    );
+    assert!(
+        managed.contains(r#"k:{\"port\":53,\"protocol\":\"UDP\"}"#),
+        "{managed}"
+    );
+}
