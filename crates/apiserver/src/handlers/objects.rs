@@ -611,13 +611,13 @@ impl Ctx<'_> {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        if meta
+        let generated = meta
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or("")
             .is_empty()
-            && !generate_name.is_empty()
-        {
+            && !generate_name.is_empty();
+        if generated {
             meta.insert(
                 "name".into(),
                 json!(format!("{generate_name}{}", random_suffix())),
@@ -670,11 +670,25 @@ impl Ctx<'_> {
             self.def.through_storage(&mut obj);
             return Ok(Reply::json(StatusCode::CREATED, obj).with_warnings(warnings));
         }
-        let created = self
-            .api
-            .storage
-            .create(self.def, self.namespace(), &name, &obj)
-            .await?;
+        // A generated name that is already taken gets another suffix, as kube-apiserver's
+        // RetryGenerateName does (27^5 suffixes collide within thousands of objects).
+        let mut name = name;
+        let mut attempts = 0;
+        let created = loop {
+            match self
+                .api
+                .storage
+                .create(self.def, self.namespace(), &name, &obj)
+                .await
+            {
+                Err(err) if err.reason == "AlreadyExists" && generated && attempts < 7 => {
+                    attempts += 1;
+                    name = format!("{generate_name}{}", random_suffix());
+                    obj["metadata"]["name"] = json!(name);
+                }
+                result => break result?,
+            }
+        };
         Ok(Reply::json(StatusCode::CREATED, created).with_warnings(warnings))
     }
 
