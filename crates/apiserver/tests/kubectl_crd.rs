@@ -163,7 +163,7 @@ fn custom_resources_with_kubectl() {
         assert!(yaml.contains("replicas: 1"), "{version}: {yaml}");
         assert!(yaml.contains("generation: 1"), "{version}: {yaml}");
 
-        // Unknown fields: rejected by kubectl's strict validation, pruned otherwise.
+        // Unknown fields: rejected by kubectl's strict validation, pruned with a warning.
         let unknown = WIDGET.replace("name: a", "name: u") + "  bogus: true\n";
         let err = fails(
             k_in(&["apply", "-f", "-"], &unknown),
@@ -174,9 +174,14 @@ fn custom_resources_with_kubectl() {
             "{version}: {err}"
         );
         fails(k(&["get", "widget", "u"]), "the strictly refused widget");
-        ok(
-            k_in(&["apply", "--validate=false", "-f", "-"], &unknown),
-            "apply without validation",
+        // `--validate=warn` asks the server to warn: the field is pruned and kubectl prints
+        // the server's warning.
+        let warned = k_in(&["apply", "--validate=warn", "-f", "-"], &unknown);
+        let stderr = String::from_utf8_lossy(&warned.stderr).into_owned();
+        ok(warned, "apply with warnings");
+        assert!(
+            stderr.contains("unknown field \"spec.bogus\""),
+            "{version}: {stderr}"
         );
         let pruned = ok(
             k(&["get", "widget", "u", "-o", "jsonpath={.spec}"]),
