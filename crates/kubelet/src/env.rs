@@ -326,33 +326,7 @@ pub fn format_map(map: &Option<BTreeMap<String, String>>) -> String {
 /// A quantity in its base unit (cores, bytes) from Kubernetes' notation
 /// (`500m`, `2`, `1Gi`, `128M`, `1e3`).
 pub fn parse_quantity(text: &str) -> Option<f64> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(t.len());
-    let (number, suffix) = t.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some(number * factor)
+    skiff_quantity::parse(text)
 }
 
 /// A `resourceFieldRef`'s value: the container's limit (the node's allocatable when it
