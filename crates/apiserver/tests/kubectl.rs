@@ -1,6 +1,6 @@
 //! The real kubectl (oldest and newest on the machine) against a real skiff API server.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! ResourceQuota's refusals and status, and Pod Security Admission's enforce and warn
 //! modes, with Kubernetes' messages.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! columns, explained, scaled, patched, isolated from their status, converted between
 //! versions, and deleted with the CRD.
 
-mod common;
+use crate::common;
 
 use common::{fails, kubectls, ok, TestServer};
 

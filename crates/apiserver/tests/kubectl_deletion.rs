@@ -2,7 +2,7 @@
 //! (and the deprecated `orphanDependents`) leave the garbage collector's finalizers on the
 //! object, which stays until they are removed.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! Prometheus metrics at `/metrics`, read with the real kubectl (`kubectl get --raw`).
 
-mod common;
+use crate::common;
 
 use common::{kubectls, ok, TestServer};
 

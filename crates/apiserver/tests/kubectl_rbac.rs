@@ -3,7 +3,7 @@
 //! default roles and their aggregation, the `default` ServiceAccount, TokenRequest
 //! (`kubectl create token`), bearer-token authentication and impersonation (`--as`).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

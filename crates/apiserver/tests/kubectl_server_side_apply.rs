@@ -2,7 +2,7 @@
 //! managedFields record every writer (appliers and updaters), a conflicting apply fails with
 //! Kubernetes' message and `--force-conflicts` takes the fields over.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! <kind>`, `scale`, `rollout restart`, `set image`, `drain` (eviction), and `get` with
 //! Kubernetes' columns for the kinds of milestone 2.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! HorizontalPodAutoscalers in autoscaling/v1 and v2, Events in core/v1 and events.k8s.io/v1.
 //! Whatever version writes an object, every version reads it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

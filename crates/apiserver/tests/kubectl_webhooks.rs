@@ -4,7 +4,7 @@
 //! that is down, timeouts, untrusted certificates, deletions, dry runs and side effects,
 //! reinvocation, and a Service reference resolved through Endpoints or EndpointSlices.
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};

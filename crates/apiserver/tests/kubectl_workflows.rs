@@ -3,7 +3,7 @@
 //! built-in kind, `kubectl edit`, and `wait --for=delete`. Oldest and newest kubectl, on
 //! the embedded store and on etcd.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! and protobuf (client-go's typed client) bodies, its conflicts and preconditions,
 //! discovery, and its authorization as `create` on `pods/binding`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

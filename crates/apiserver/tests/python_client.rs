@@ -1,6 +1,6 @@
 //! The official Python client (`pip install kubernetes`) against a real skiff API server.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! CustomResourceDefinitions and custom objects through the official Python client
 //! (`ApiextensionsV1Api`, `CustomObjectsApi`).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

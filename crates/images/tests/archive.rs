@@ -1,6 +1,6 @@
 //! Load and save against archives made by skopeo/umoci, and Docker's rmi semantics.
 
-mod common;
+use crate::common;
 
 use std::fs::{self, File};
 use std::process::Command;

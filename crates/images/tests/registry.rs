@@ -1,6 +1,6 @@
 //! Pull and push against Debian's docker-registry on loopback, fed by skopeo.
 
-mod common;
+use crate::common;
 
 use std::fs::{self, File};
 use std::net::TcpListener;

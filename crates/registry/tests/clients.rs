@@ -2,7 +2,7 @@
 //! auth, anonymous pull), and skiff's own client and Debian's docker-registry at the two
 //! ends of a round trip through skiff's registry.
 
-mod common;
+use crate::common;
 
 use common::{
     fixture_dir, skopeo, skopeo_digest, skopeo_ok, DockerRegistry, Options, Registry, PASSWORD,

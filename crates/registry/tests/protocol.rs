@@ -1,6 +1,6 @@
 //! The distribution protocol's edge cases, spoken in raw HTTP with reqwest.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 

@@ -1,6 +1,6 @@
 //! Behaviour checks with the real kubectl against a cluster of three simulated nodes.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! the Endpoints/EndpointSlice controllers, checked with the real kubectl against a cluster
 //! of simulated nodes. Simulated containers exit as their `sh -c "exit N"` command says.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

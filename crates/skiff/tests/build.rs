@@ -1,7 +1,7 @@
 //! `skiff build` end to end: the seed's Dockerfile patterns, offline, on the busybox image.
 //! Run as root; each test has its own `--root`.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! End-to-end tests of the container engine through the real `skiff` binary.
 //! They need root (namespaces, cgroups, overlayfs), as the engine does.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::Stdio;

@@ -3,7 +3,7 @@
 //! port-forward): `logs`, `exec`, `cp`, `attach`, `port-forward`, and RBAC on
 //! `pods/exec`. Needs root.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::TcpListener;

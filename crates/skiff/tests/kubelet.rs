@@ -2,7 +2,7 @@
 //! skiff's engine in a sandbox holding their namespaces, report Kubernetes' status,
 //! and are stopped and removed when deleted. Needs root.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! hostPath); probes (liveness restarts, readiness flips Ready); preStop hooks.
 //! Needs root.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

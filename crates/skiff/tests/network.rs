@@ -2,7 +2,7 @@
 //! published ports, outbound NAT, isolation, and no leaks.
 //! Traffic goes only to loopback and to namespaces these tests create.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! a registry on loopback (Debian's docker-registry), then run, exec, log,
 //! stop and remove.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

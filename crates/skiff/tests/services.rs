@@ -3,7 +3,7 @@
 //! 1.33 against `skiff server` running busybox pods. Needs root. Traffic goes only to
 //! the test's own bridge and 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};

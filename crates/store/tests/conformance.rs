@@ -1,7 +1,7 @@
 //! The conformance suite against every backend: embedded, embedded behind the encryption
 //! wrapper, and a real etcd started per test.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

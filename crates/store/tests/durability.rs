@@ -35,12 +35,11 @@ fn kill9_keeps_every_acknowledged_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = rand::thread_rng();
     for round in 0..ROUNDS {
+        // This test's name inside the test binary: its module path without the crate.
+        let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+        let name = format!("{module}::kill9_keeps_every_acknowledged_write");
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "kill9_keeps_every_acknowledged_write",
-                "--nocapture",
-            ])
+            .args(["--exact", &name, "--nocapture"])
             .args(["--test-threads", "1"])
             .env(CHILD_DIR, dir.path())
             .env(CHILD_ROUND, round.to_string())

@@ -1,7 +1,7 @@
 //! Behaviour specific to the embedded backend: history across restarts, watchers that fall
 //! behind the in-memory broadcast, and fan-out to many watchers.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

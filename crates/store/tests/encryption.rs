@@ -1,6 +1,6 @@
 //! Encryption at rest: raw stored bytes hold no plaintext, keys rotate, plaintext migrates.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -30,8 +30,15 @@ pub fn random_subnet() -> Ipv4Net {
 }
 
 /// A random unprivileged port for publishing.
+/// A random TCP port that is free right now, below the kernel's ephemeral range
+/// (32768-60999), so that no client connection of a test running beside this one takes it.
 pub fn random_port() -> u16 {
-    20000 + rand::random::<u16>() % 40000
+    loop {
+        let port = 20000 + rand::random::<u16>() % 12000;
+        if std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Runs a command, panicking with its output if it fails.

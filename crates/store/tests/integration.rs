@@ -1,0 +1,8 @@
+//! One integration-test binary for this crate: every other file in this folder is a
+//! module of it, so the workspace links one test executable per crate, not one per file.
+
+mod conformance;
+mod durability;
+mod embedded;
+mod encryption;
+mod support;
