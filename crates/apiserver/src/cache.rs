@@ -6,8 +6,8 @@
 //! on the store: they see the last state delivered. [`Reflector::changes`] wakes
 //! level-triggered controllers after every applied event.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -26,6 +26,9 @@ pub struct Reflector {
     objects: RwLock<Objects>,
     changed: watch::Sender<u64>,
     defs: Vec<&'static ResourceDef>,
+    /// The revision each mirrored prefix is known to be current at: its list's revision,
+    /// then the revision of every event applied.
+    applied: Mutex<HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Reflector {
@@ -45,6 +48,7 @@ impl Reflector {
             objects: RwLock::new(Objects::new()),
             changed,
             defs: defs.clone(),
+            applied: Mutex::new(HashMap::new()),
         });
         for def in defs {
             let prefix = Storage::prefix(def, None);
@@ -85,6 +89,7 @@ impl Reflector {
             objects.retain(|k, _| !k.starts_with(prefix));
             objects.extend(fresh);
         }
+        self.mark_applied(prefix, revision.unwrap_or(0));
         self.changed.send_modify(|n| *n += 1);
         revision.unwrap_or(0)
     }
@@ -117,12 +122,50 @@ impl Reflector {
                         }
                     }
                 }
+                self.mark_applied(&prefix, event.revision());
                 self.changed.send_modify(|n| *n += 1);
             }
             // The watch ended (compacted or the store failed): relist, then watch again.
             tokio::time::sleep(Duration::from_millis(100)).await;
             revision = self.relist(&storage, &prefix).await;
         }
+    }
+
+    fn mark_applied(&self, prefix: &str, revision: i64) {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = applied.entry(prefix.to_owned()).or_default();
+        *seen = (*seen).max(revision);
+    }
+
+    /// Whether `def` is mirrored.
+    pub fn mirrors(&self, def: &ResourceDef) -> bool {
+        self.defs
+            .iter()
+            .any(|d| d.storage_prefix == def.storage_prefix)
+    }
+
+    /// Waits (at most `timeout`) until the mirror of `def` has applied every write up to
+    /// `revision`; false when it has not by then.
+    ///
+    /// A write to a mirrored resource waits for this before it is acknowledged, so the
+    /// server's own readers (RBAC, admission) see it from the next request on: what a client
+    /// was told is stored is what they decide by.
+    pub async fn wait_for(&self, def: &ResourceDef, revision: i64, timeout: Duration) -> bool {
+        let prefix = Storage::prefix(def, None);
+        let mut changes = self.changed.subscribe();
+        let current = |reflector: &Reflector| {
+            let applied = reflector.applied.lock().unwrap_or_else(|p| p.into_inner());
+            applied.get(&prefix).is_some_and(|seen| *seen >= revision)
+        };
+        let wait = async {
+            while !current(self) {
+                if changes.changed().await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
     }
 
     /// Every object of a resource (all namespaces).

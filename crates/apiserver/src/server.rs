@@ -151,8 +151,22 @@ impl Server {
         )
         .await?;
         let mut mirrored: Vec<&'static ResourceDef> = rbac_defs().to_vec();
-        for kind in ["Namespace", "ServiceAccount", "ConfigMap"] {
+        // What RBAC, authentication and admission read on every request: like
+        // kube-apiserver's informers, so that a write does not cost a store read per plugin.
+        for kind in [
+            "Namespace",
+            "ServiceAccount",
+            "ConfigMap",
+            "LimitRange",
+            "ResourceQuota",
+        ] {
             mirrored.extend(REGISTRY.by_kind("", "v1", kind));
+        }
+        for kind in [
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration",
+        ] {
+            mirrored.extend(REGISTRY.by_kind("admissionregistration.k8s.io", "v1", kind));
         }
         mirrored.push(crd::crd_def());
         let reflector = Reflector::start(storage.clone(), mirrored).await;

@@ -83,7 +83,8 @@ async fn limit_ranges(api: &Api, namespace: &str) -> ApiResult<Vec<Vec<LimitItem
     let Some(def) = REGISTRY.by_kind("", "v1", "LimitRange") else {
         return Ok(Vec::new());
     };
-    let ranges = super::list_all(api.storage(), def, namespace).await?;
+    // From the server's mirror, which every acknowledged LimitRange write has reached.
+    let ranges = api.reflector().list_in(def, Some(namespace));
     Ok(ranges.iter().map(items_of).collect())
 }
 

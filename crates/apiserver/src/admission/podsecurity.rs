@@ -195,11 +195,16 @@ async fn namespace_policy(api: &Api, namespace: &str) -> ApiResult<(Policy, bool
     let def = REGISTRY
         .by_kind("", "v1", "Namespace")
         .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
-    let labels = api
-        .storage()
-        .get(def, "", namespace)
-        .await?
-        .and_then(|(ns, _)| ns.pointer("/metadata/labels").cloned());
+    // The mirror first; the store only for a namespace newer than the mirror.
+    let ns = match api.reflector().get(def, "", namespace) {
+        Some(ns) => Some(ns),
+        None => api
+            .storage()
+            .get(def, "", namespace)
+            .await?
+            .map(|(ns, _)| ns),
+    };
+    let labels = ns.and_then(|ns| ns.pointer("/metadata/labels").cloned());
     let (policy, errors) = policy(labels.as_ref().and_then(Value::as_object));
     Ok((policy, errors.is_empty()))
 }

@@ -42,6 +42,10 @@ fn release_free_memory() {
 /// compare-and-swap before reporting a conflict.
 const MAX_RETRIES: usize = 8;
 
+/// Longest a write waits for the server's mirror to apply it (it normally takes well under
+/// a millisecond; a mirror that is relisting after a broken watch may take longer).
+const MIRROR_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The context of one resource request.
 pub(crate) struct Ctx<'a> {
     pub api: &'a Api,
@@ -565,6 +569,29 @@ impl Ctx<'_> {
         })
     }
 
+    /// Returns once the server's own mirror (RBAC, admission) has applied `written`, when
+    /// this resource is mirrored, so that the next request already decides by it.
+    async fn settle(&self, written: &Value) {
+        if !self.api.reflector.mirrors(self.def) {
+            return;
+        }
+        let revision = str_at(written, "/metadata/resourceVersion")
+            .parse()
+            .unwrap_or(0);
+        if !self
+            .api
+            .reflector
+            .wait_for(self.def, revision, MIRROR_WAIT)
+            .await
+        {
+            tracing::warn!(
+                resource = self.def.plural,
+                revision,
+                "the server's mirror has not caught up with a write"
+            );
+        }
+    }
+
     pub(crate) async fn create(&self, body: &[u8]) -> ApiResult<Reply> {
         if !self.info.name.is_empty() || !self.info.subresource.is_empty() {
             return Err(ApiError::method_not_supported());
@@ -689,6 +716,7 @@ impl Ctx<'_> {
                 result => break result?,
             }
         };
+        self.settle(&created).await;
         Ok(Reply::json(StatusCode::CREATED, created).with_warnings(warnings))
     }
 
@@ -996,10 +1024,12 @@ impl Ctx<'_> {
             let revision = str_at(&updated, "/metadata/resourceVersion")
                 .parse()
                 .unwrap_or(0);
-            self.api
+            let deleted = self
+                .api
                 .storage
                 .delete(self.def, self.namespace(), &name, revision)
                 .await?;
+            self.settle(&deleted).await;
             return Ok(Reply::ok(updated).with_warnings(warnings));
         }
         let updated = self
@@ -1007,6 +1037,7 @@ impl Ctx<'_> {
             .storage
             .update(self.def, self.namespace(), &name, &obj, revision)
             .await?;
+        self.settle(&updated).await;
         Ok(Reply::ok(updated).with_warnings(warnings))
     }
 
@@ -1182,7 +1213,10 @@ impl Ctx<'_> {
                     .update(self.def, self.namespace(), name, &marked, revision)
                     .await
                 {
-                    Ok(updated) => return Ok((StatusCode::ACCEPTED, updated)),
+                    Ok(updated) => {
+                        self.settle(&updated).await;
+                        return Ok((StatusCode::ACCEPTED, updated));
+                    }
                     Err(err) if err.reason == "Conflict" => continue,
                     Err(err) => return Err(err),
                 }
@@ -1197,6 +1231,7 @@ impl Ctx<'_> {
                 .await
             {
                 Ok(deleted) => {
+                    self.settle(&deleted).await;
                     let body = if self.def.delete_returns_object {
                         deleted
                     } else {

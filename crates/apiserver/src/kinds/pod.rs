@@ -219,39 +219,63 @@ fn pod_status(obj: &Value) -> String {
     reason
 }
 
-/// The QoS class of a pod spec: Guaranteed when every container's requests equal its limits
-/// for cpu and memory, BestEffort without any, Burstable otherwise.
+/// The QoS class of a pod spec, as the kubelet and the API server compute it: BestEffort
+/// when no container (init containers included) requests or limits cpu or memory;
+/// Guaranteed when every container limits both and the summed requests equal the summed
+/// limits (compared as quantities, so `1` equals `1000m`); Burstable otherwise. Zero
+/// quantities count as unset; a missing request counts as its limit.
 pub(crate) fn qos_class(spec: Option<&Value>) -> &'static str {
-    let containers = spec
-        .and_then(|s| s.get("containers"))
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    let mut any = false;
-    let mut guaranteed = !containers.is_empty();
-    for c in containers {
-        let requests = c.pointer("/resources/requests").and_then(Value::as_object);
-        let limits = c.pointer("/resources/limits").and_then(Value::as_object);
-        let has = |m: Option<&serde_json::Map<String, Value>>, k: &str| {
-            m.is_some_and(|m| m.contains_key(k))
-        };
-        if ["cpu", "memory"]
-            .iter()
-            .any(|k| has(requests, k) || has(limits, k))
-        {
-            any = true;
-        }
-        for k in ["cpu", "memory"] {
-            let limit = limits.and_then(|m| m.get(k));
-            let request = requests.and_then(|m| m.get(k)).or(limit);
-            if limit.is_none() || request != limit {
-                guaranteed = false;
+    use crate::quantity::Quantity;
+    use std::collections::BTreeMap;
+    const TRACKED: [&str; 2] = ["cpu", "memory"];
+    let containers = ["initContainers", "containers"]
+        .into_iter()
+        .flat_map(|list| {
+            spec.and_then(|s| s.get(list))
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
+        });
+    let mut requests: BTreeMap<&str, Quantity> = BTreeMap::new();
+    let mut limits: BTreeMap<&str, Quantity> = BTreeMap::new();
+    let mut guaranteed = true;
+    for container in containers {
+        let add = |totals: &mut BTreeMap<&'static str, Quantity>, path: &str| {
+            let mut found = Vec::new();
+            for name in TRACKED {
+                // A request left out defaults to the limit (SetDefaults_Pod), which may not
+                // have run yet.
+                let quantity = container
+                    .pointer(&format!("/resources/{path}/{name}"))
+                    .or_else(|| {
+                        (path == "requests")
+                            .then(|| container.pointer(&format!("/resources/limits/{name}")))
+                            .flatten()
+                    })
+                    .and_then(Quantity::from_json)
+                    .filter(|q| !q.is_zero());
+                if let Some(q) = quantity {
+                    let total = totals.entry(name).or_insert(Quantity::ZERO);
+                    *total = total.add(&q);
+                    found.push(name);
+                }
             }
+            found
+        };
+        add(&mut requests, "requests");
+        if add(&mut limits, "limits").len() < TRACKED.len() {
+            guaranteed = false;
         }
     }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
+    if requests.is_empty() && limits.is_empty() {
+        return "BestEffort";
+    }
+    let equal = requests.iter().all(|(name, request)| {
+        limits
+            .get(name)
+            .is_some_and(|l| l.nanos() == request.nanos())
+    });
+    if guaranteed && equal && requests.len() == limits.len() {
         "Guaranteed"
     } else {
         "Burstable"
@@ -402,4 +426,58 @@ pub(crate) fn validate_pod_spec(spec: Option<&Value>, path: &str) -> Vec<FieldEr
         ));
     }
     errs
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::qos_class;
+
+    fn spec(containers: serde_json::Value, init: serde_json::Value) -> serde_json::Value {
+        json!({"containers": containers, "initContainers": init})
+    }
+
+    #[test]
+    fn quantities_compare_by_value_not_text() {
+        let c = json!([{"name": "a", "resources": {
+            "requests": {"cpu": "1", "memory": "1Gi"},
+            "limits": {"cpu": "1000m", "memory": "1073741824"}}}]);
+        assert_eq!(qos_class(Some(&spec(c, json!([])))), "Guaranteed");
+    }
+
+    #[test]
+    fn init_containers_count() {
+        let limited = json!({"requests": {"cpu": "1", "memory": "1Gi"},
+                             "limits": {"cpu": "1", "memory": "1Gi"}});
+        let c = json!([{"name": "a", "resources": limited}]);
+        assert_eq!(qos_class(Some(&spec(c.clone(), json!([])))), "Guaranteed");
+        let init = json!([{"name": "i", "resources": {"requests": {"cpu": "100m"}}}]);
+        assert_eq!(qos_class(Some(&spec(c, init))), "Burstable");
+        let init_only = json!([{"name": "i", "resources": {"limits": {"memory": "1Mi"}}}]);
+        assert_eq!(
+            qos_class(Some(&spec(json!([{"name": "a"}]), init_only))),
+            "Burstable"
+        );
+    }
+
+    #[test]
+    fn zero_and_missing_quantities_are_best_effort() {
+        let c = json!([{"name": "a", "resources": {"requests": {"cpu": "0"}}}, {"name": "b"}]);
+        assert_eq!(qos_class(Some(&spec(c, json!([])))), "BestEffort");
+        assert_eq!(qos_class(None), "BestEffort");
+    }
+
+    #[test]
+    fn limits_alone_are_guaranteed() {
+        let c = json!([{"name": "a", "resources": {"limits": {"cpu": "250m", "memory": "64Mi"}}}]);
+        assert_eq!(qos_class(Some(&spec(c, json!([])))), "Guaranteed");
+    }
+
+    #[test]
+    fn a_missing_limit_is_burstable() {
+        let c = json!([{"name": "a", "resources": {
+            "requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1"}}}]);
+        assert_eq!(qos_class(Some(&spec(c, json!([])))), "Burstable");
+    }
 }

@@ -302,12 +302,12 @@ impl Store for EmbeddedStore {
 
 /// The current revision and the compaction revision in a snapshot.
 pub(crate) fn revisions(txn: &Transaction<'_>) -> Result<(i64, i64)> {
-    Ok(txn.query_row(
-        "SELECT (SELECT value FROM meta WHERE name = 'revision'),
-                (SELECT value FROM meta WHERE name = 'compact_revision')",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?)
+    Ok(txn
+        .prepare_cached(
+            "SELECT (SELECT value FROM meta WHERE name = 'revision'),
+                    (SELECT value FROM meta WHERE name = 'compact_revision')",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
 /// The history entry written at `revision`, if not compacted away.

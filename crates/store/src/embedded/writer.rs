@@ -134,10 +134,8 @@ impl Writer {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut outcomes = Vec::with_capacity(ops.len());
         let mut events = Vec::with_capacity(ops.len());
-        let mut rev: i64 =
-            txn.query_row("SELECT value FROM meta WHERE name = 'revision'", [], |r| {
-                r.get(0)
-            })?;
+        // This thread is the only writer: the revision it last committed is the stored one.
+        let mut rev = self.revision.load(Ordering::Acquire);
         for op in ops {
             match apply_op(&txn, op, rev + 1) {
                 Ok(event) => {
@@ -153,7 +151,8 @@ impl Writer {
             }
         }
         if !events.is_empty() {
-            txn.execute("UPDATE meta SET value = ?1 WHERE name = 'revision'", [rev])?;
+            txn.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'revision'")?
+                .execute([rev])?;
         }
         txn.commit()?;
         Ok((outcomes, events, rev))

@@ -36,7 +36,7 @@ pub(super) async fn mutate(
     if rules::exempt(attrs.def.group, attrs.def.kind) {
         return Ok(());
     }
-    let hooks = config::load(api.storage(), Flavor::Mutating).await?;
+    let hooks = config::load(api.storage(), api.reflector(), Flavor::Mutating).await?;
     if hooks.is_empty() {
         return Ok(());
     }
@@ -77,7 +77,7 @@ pub(super) async fn validate(
     if rules::exempt(attrs.def.group, attrs.def.kind) {
         return Ok(());
     }
-    let hooks = config::load(api.storage(), Flavor::Validating).await?;
+    let hooks = config::load(api.storage(), api.reflector(), Flavor::Validating).await?;
     if hooks.is_empty() {
         return Ok(());
     }
