@@ -1,9 +1,10 @@
 //! skiff's Kubernetes API server.
 //!
 //! Layers, each depending only on those above it:
-//! - [`pki`], [`authn`], [`impersonation`], [`authz`], [`rbac`], [`serviceaccount`]: who may
-//!   talk to the server, as whom, and what they may do (x509 and service account tokens,
-//!   `Impersonate-*` headers, RBAC with the default policy);
+//! - [`pki`], [`authn`], [`impersonation`], [`authz`], [`rbac`], [`serviceaccount`],
+//!   [`bootstrap_token`]: who may talk to the server, as whom, and what they may do (x509,
+//!   service account and bootstrap tokens, `Impersonate-*` headers, RBAC with the default
+//!   policy); [`ca_pin`]: how a joining node recognises the cluster CA;
 //! - [`registry`] and [`kinds`]: the table of served resources and their strategies;
 //!   [`crd`]: the rows CustomResourceDefinitions add to it at run time;
 //! - [`schema`], [`validation`], [`selector`], [`patch`], [`apply`], [`table`], [`quantity`]:
@@ -17,6 +18,8 @@ pub mod admission;
 pub mod apply;
 pub mod authn;
 pub mod authz;
+pub mod bootstrap_token;
+pub mod ca_pin;
 pub mod cache;
 pub mod crd;
 pub mod handlers;

@@ -1,6 +1,7 @@
 //! One integration-test binary for this crate: every other file in this folder is a
 //! module of it, so the workspace links one test executable per crate, not one per file.
 
+mod bootstrap_tokens;
 mod common;
 mod kubectl;
 mod kubectl_admission;

@@ -45,9 +45,21 @@ pub struct Target {
     pub server: Option<String>,
     /// A bearer token for `server`.
     pub token: Option<String>,
+    /// How `server`'s certificate is checked.
+    pub trust: ServerTrust,
     /// The local server's admin kubeconfig (`DIR/server/admin.kubeconfig`), used when
     /// nothing explicit is given.
     pub root_kubeconfig: PathBuf,
+}
+
+/// How a client given only a URL checks the server's certificate.
+#[derive(Debug, Clone, Default)]
+pub enum ServerTrust {
+    /// Not at all (`--insecure-skip-tls-verify`): whoever is in between can read the token.
+    #[default]
+    Unverified,
+    /// It must be issued by one of these CA certificates (DER).
+    RootCertificates(Vec<Vec<u8>>),
 }
 
 /// A client from a kubeconfig file (its current context).
@@ -64,7 +76,7 @@ pub async fn from_kubeconfig(path: &Path) -> Result<Client, ConnectError> {
 }
 
 /// A client for `target`: the explicit kubeconfig, else the URL and token (the server's
-/// certificate is not verified: no CA was given), else the local server's kubeconfig.
+/// certificate checked as `trust` says), else the local server's kubeconfig.
 pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
     if let Some(path) = &target.kubeconfig {
         return from_kubeconfig(path).await;
@@ -77,7 +89,10 @@ pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
                 message: e.to_string(),
             })?;
         let mut config = Config::new(uri);
-        config.accept_invalid_certs = true;
+        match &target.trust {
+            ServerTrust::Unverified => config.accept_invalid_certs = true,
+            ServerTrust::RootCertificates(certs) => config.root_cert = Some(certs.clone()),
+        }
         config.auth_info.token = target.token.clone().map(Into::into);
         return Ok(Client::try_from(config)?);
     }

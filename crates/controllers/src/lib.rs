@@ -6,8 +6,9 @@
 //! cached objects are never mutated.
 //!
 //! - [`replicaset`], [`deployment`], [`garbage_collector`], [`job`], [`ttl_after_finished`],
-//!   [`endpoints`], [`endpointslice`], [`daemonset`], [`statefulset`], [`cronjob`]: the
-//!   controllers, registered under kube-controller-manager's names;
+//!   [`endpoints`], [`endpointslice`], [`daemonset`], [`statefulset`], [`cronjob`],
+//!   [`namespace`], [`podgc`]: the controllers, registered under kube-controller-manager's
+//!   names;
 //! - [`simulated_agent`]: kwok-style nodes that run no containers;
 //! - [`connect`]: how a component finds the API server; [`events`]: Event recording.
 
@@ -21,7 +22,9 @@ pub mod events;
 pub mod garbage_collector;
 pub mod history;
 pub mod job;
+pub mod namespace;
 pub mod pod_util;
+pub mod podgc;
 pub mod replicaset;
 pub mod simulated_agent;
 pub mod statefulset;
@@ -37,8 +40,10 @@ type Loop = fn(Client) -> futures::future::BoxFuture<'static, ()>;
 pub struct ControllerManagerConfig {
     /// Controller names to run (`replicaset`, `deployment`, `garbagecollector`, `job`,
     /// `ttl-after-finished`, `cronjob`, `daemonset`, `statefulset`, `endpoint`,
-    /// `endpointslice`); empty means all.
+    /// `endpointslice`, `namespace`, `podgc`); empty means all.
     pub controllers: Vec<String>,
+    /// Settings of the pod garbage collector.
+    pub pod_gc: podgc::PodGcConfig,
 }
 
 /// Why the controller manager stopped.
@@ -58,7 +63,7 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
         |name: &str| config.controllers.is_empty() || config.controllers.iter().any(|c| c == name);
     let mut tasks = tokio::task::JoinSet::new();
     // The controllers that run until their watches end.
-    let loops: [(&'static str, Loop); 9] = [
+    let loops: [(&'static str, Loop); 10] = [
         ("replicaset", |c| Box::pin(replicaset::run(c))),
         ("deployment", |c| Box::pin(deployment::run(c))),
         ("job", |c| Box::pin(job::run(c))),
@@ -70,6 +75,7 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
         ("daemonset", |c| Box::pin(daemonset::run(c))),
         ("statefulset", |c| Box::pin(statefulset::run(c))),
         ("cronjob", |c| Box::pin(cronjob::run(c))),
+        ("namespace", |c| Box::pin(namespace::run(c))),
     ];
     for (name, start) in loops {
         if enabled(name) {
@@ -79,6 +85,13 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
                 Err(Error::Stopped(name))
             });
         }
+    }
+    if enabled("podgc") {
+        let run = podgc::run(client.clone(), config.pod_gc.clone());
+        tasks.spawn(async move {
+            run.await;
+            Err(Error::Stopped("podgc"))
+        });
     }
     if enabled("garbagecollector") {
         let c = client.clone();

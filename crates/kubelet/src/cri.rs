@@ -71,6 +71,10 @@ pub struct PodSandboxConfig {
     pub labels: BTreeMap<String, String>,
     /// The pod's resolv.conf (CRI's `DNSConfig`); the runtime's default when `None`.
     pub dns: Option<DnsConfig>,
+    /// The cgroup the sandbox's and its containers' cgroups go in (CRI's
+    /// `LinuxPodSandboxConfig.cgroup_parent`: the pod's cgroup); the runtime's default
+    /// when `None`.
+    pub cgroup_parent: Option<String>,
 }
 
 /// CRI's `DNSConfig`: what the sandbox's resolv.conf says; its containers share it.
@@ -135,6 +139,24 @@ pub struct ContainerConfig {
     pub labels: BTreeMap<String, String>,
     /// Bind mounts of the pod's volumes.
     pub mounts: Vec<Mount>,
+    /// cgroup limits (CRI's `LinuxContainerConfig.resources`).
+    pub resources: LinuxContainerResources,
+}
+
+/// CRI's `LinuxContainerResources`: a container's cgroup limits; `None` leaves the
+/// runtime's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinuxContainerResources {
+    /// CFS period in microseconds.
+    pub cpu_period: Option<u64>,
+    /// CFS quota in microseconds per period.
+    pub cpu_quota: Option<i64>,
+    /// Relative CPU weight in cgroup v1 shares (the runtime converts for cgroup v2).
+    pub cpu_shares: Option<u64>,
+    /// Memory limit in bytes.
+    pub memory_limit_in_bytes: Option<i64>,
+    /// Memory plus swap limit in bytes (equal to the memory limit: no swap).
+    pub memory_swap_limit_in_bytes: Option<i64>,
 }
 
 /// CRI's `Mount`: a path of the node bind-mounted into a container.

@@ -194,6 +194,7 @@ impl RuntimeService for EngineRuntime {
             }),
             // The pause process exits at SIGTERM at once.
             stop_timeout: Some(2),
+            cgroup_parent: config.cgroup_parent.clone(),
             ..Default::default()
         };
         let opts = CreateOptions {
@@ -276,6 +277,14 @@ impl RuntimeService for EngineRuntime {
             interactive: config.stdin,
             labels,
             volumes: config.mounts.iter().map(bind_spec).collect::<Result<_>>()?,
+            memory: config.resources.memory_limit_in_bytes,
+            memory_swap: config.resources.memory_swap_limit_in_bytes,
+            cpu_shares: config.resources.cpu_shares,
+            cpu_quota: config.resources.cpu_quota,
+            cpu_period: config.resources.cpu_period,
+            // A pod's containers share the cgroup parent of its sandbox (the pod's
+            // cgroup), as containerd places them.
+            cgroup_parent: sandbox.record.request.cgroup_parent.clone(),
             ..Default::default()
         };
         let opts = CreateOptions {

@@ -29,6 +29,8 @@ struct State {
     exec_results: BTreeMap<String, cri::ExecSyncResult>,
     /// Configs of created containers, by id.
     configs: BTreeMap<String, ContainerConfig>,
+    /// Configs of sandboxes, in order of creation.
+    sandbox_configs: Vec<PodSandboxConfig>,
 }
 
 impl FakeRuntime {
@@ -74,6 +76,11 @@ impl FakeRuntime {
             .cloned()
     }
 
+    /// The config the newest sandbox was created with.
+    pub fn last_sandbox_config(&self) -> Option<PodSandboxConfig> {
+        self.state.lock().unwrap().sandbox_configs.last().cloned()
+    }
+
     /// The calls made so far.
     pub fn calls(&self) -> Vec<String> {
         self.state.lock().unwrap().calls.clone()
@@ -109,6 +116,7 @@ impl RuntimeService for FakeRuntime {
             },
         );
         st.calls.push("run_pod_sandbox".into());
+        st.sandbox_configs.push(config.clone());
         Ok(id)
     }
 
@@ -472,5 +480,104 @@ impl crate::events::EventSink for RecordedEvents {
             .lock()
             .unwrap()
             .push(format!("{}: {}", event.reason, event.message));
+    }
+}
+
+/// An in-memory cgroup tree: which cgroups exist and the limits written to each.
+#[derive(Debug, Default)]
+pub struct FakeCgroups {
+    state: Mutex<FakeTree>,
+}
+
+#[derive(Debug, Default)]
+struct FakeTree {
+    cgroups: BTreeMap<String, skiff_runtime::Resources>,
+    writes: usize,
+}
+
+impl FakeCgroups {
+    /// The limits written to `path`, if it exists.
+    pub fn limits(&self, path: &str) -> Option<skiff_runtime::Resources> {
+        self.state.lock().unwrap().cgroups.get(path).cloned()
+    }
+
+    /// Every cgroup, sorted.
+    pub fn paths(&self) -> Vec<String> {
+        self.state.lock().unwrap().cgroups.keys().cloned().collect()
+    }
+
+    /// How many times limits were written.
+    pub fn writes(&self) -> usize {
+        self.state.lock().unwrap().writes
+    }
+}
+
+fn is_below(path: &str, parent: &str) -> bool {
+    path.strip_prefix(parent)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+impl crate::cgroups::CgroupTree for FakeCgroups {
+    fn exists(&self, path: &str) -> bool {
+        self.state.lock().unwrap().cgroups.contains_key(path)
+    }
+
+    fn create(&self, path: &str) -> std::result::Result<(), skiff_runtime::cgroups::CgroupError> {
+        let mut st = self.state.lock().unwrap();
+        let mut current = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            current = format!("{current}/{part}");
+            st.cgroups.entry(current.clone()).or_default();
+        }
+        Ok(())
+    }
+
+    fn set(
+        &self,
+        path: &str,
+        r: &skiff_runtime::Resources,
+    ) -> std::result::Result<(), skiff_runtime::cgroups::CgroupError> {
+        let mut st = self.state.lock().unwrap();
+        st.writes += 1;
+        let Some(c) = st.cgroups.get_mut(path) else {
+            return Err(skiff_runtime::cgroups::CgroupError::Io {
+                path: path.into(),
+                source: std::io::ErrorKind::NotFound.into(),
+            });
+        };
+        c.cpu_shares = r.cpu_shares.or(c.cpu_shares);
+        c.cpu_quota = r.cpu_quota.or(c.cpu_quota);
+        c.cpu_period = r.cpu_period.or(c.cpu_period);
+        c.memory = r.memory.or(c.memory);
+        c.memory_swap = r.memory_swap.or(c.memory_swap);
+        c.pids_limit = r.pids_limit.or(c.pids_limit);
+        Ok(())
+    }
+
+    fn children(&self, path: &str) -> Vec<String> {
+        let st = self.state.lock().unwrap();
+        st.cgroups
+            .keys()
+            .filter(|p| is_below(p, path) && !p[path.len() + 1..].contains('/'))
+            .map(|p| p[path.len() + 1..].to_string())
+            .collect()
+    }
+
+    fn remove(&self, path: &str) -> std::result::Result<(), skiff_runtime::cgroups::CgroupError> {
+        let mut st = self.state.lock().unwrap();
+        st.cgroups.retain(|p, _| p != path && !is_below(p, path));
+        Ok(())
+    }
+
+    fn remove_if_empty(
+        &self,
+        path: &str,
+    ) -> std::result::Result<bool, skiff_runtime::cgroups::CgroupError> {
+        let mut st = self.state.lock().unwrap();
+        if st.cgroups.keys().any(|p| is_below(p, path)) {
+            return Ok(false);
+        }
+        st.cgroups.remove(path);
+        Ok(true)
     }
 }

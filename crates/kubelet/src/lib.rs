@@ -7,8 +7,9 @@
 //! kubelet API the API server proxies logs, exec, attach and port-forward to).
 //! A sync builds each container from [`env`] and [`volumes`], runs [`hooks`], and
 //! reads what the [`probes`] found; API reads go through [`objects`], [`events`] record
-//! what happened.
+//! what happened. [`cgroups`] keeps each pod in a cgroup of its [`qos`] class.
 
+pub mod cgroups;
 pub mod cri;
 pub mod dns;
 pub mod engine_runtime;
@@ -20,6 +21,7 @@ pub mod node;
 pub mod objects;
 pub mod pod_worker;
 pub mod probes;
+pub mod qos;
 pub mod server;
 pub mod status;
 pub mod volumes;
@@ -79,6 +81,10 @@ pub struct KubeletConfig {
     /// The cluster DNS pods with `dnsPolicy: ClusterFirst` use (`--cluster-dns`); without
     /// it, they get the node's resolv.conf.
     pub cluster_dns: Option<dns::ClusterDns>,
+    /// The cgroup the QoS levels and pod cgroups go below (`--cgroup-root`,
+    /// [`cgroups::DEFAULT_CGROUP_ROOT`] by default); `None` leaves pods' containers in
+    /// the runtime's default cgroup (`--cgroups-per-qos=false`).
+    pub cgroup_root: Option<String>,
 }
 
 /// Environment variable setting how often pods' API-data volumes are refreshed, in
@@ -163,7 +169,7 @@ pub async fn run(
     let node = pod_worker::NodeRef {
         name: name.clone(),
         ip: Some(ip),
-        capacity: Some(cap),
+        capacity: Some(cap.clone()),
     };
     let handle = tokio::runtime::Handle::current();
     let services = pod_worker::Services {
@@ -183,7 +189,8 @@ pub async fn run(
         volumes::pods_dir(&config.root),
         sync_frequency(),
     )
-    .with_cluster_dns(config.cluster_dns.clone());
+    .with_cluster_dns(config.cluster_dns.clone())
+    .with_cgroups(pod_cgroups(&config, &cap));
     let ctx = Arc::new(pod_worker::Ctx {
         runtime,
         client: client.clone(),
@@ -211,6 +218,31 @@ pub async fn run(
     .for_each(|_| async {})
     .await;
     Err(Error::WatchEnded)
+}
+
+/// The QoS levels below the configured cgroup root, created now; `None` when not
+/// configured, or when the host refuses them (pods then run without pod cgroups).
+fn pod_cgroups(config: &KubeletConfig, cap: &node::Capacity) -> Option<Arc<cgroups::PodCgroups>> {
+    let root = config.cgroup_root.as_deref()?;
+    let allocatable = cgroups::resources::Amounts {
+        cpu: cap.cpu.saturating_mul(1000) as i64,
+        memory: cap.memory_kib.saturating_mul(1024) as i64,
+    };
+    let pod_cgroups = cgroups::PodCgroups::new(
+        Arc::new(skiff_runtime::cgroups::CgroupFs::host()),
+        root,
+        allocatable,
+        &cgroups::kubelet_dir(&config.root),
+    );
+    match pod_cgroups.ensure_qos() {
+        Ok(()) => Some(Arc::new(pod_cgroups)),
+        Err(e) => {
+            tracing::error!(
+                "creating the QoS cgroups below {root}: {e}; pods run without pod cgroups"
+            );
+            None
+        }
+    }
 }
 
 /// The cluster CA as the API publishes it (`kube-root-ca.crt`), waiting for it to appear.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
+use crate::cgroups::PodCgroups;
 use crate::cri::{self, ContainerConfig, ContainerState, CriError, PodSandboxConfig, SandboxState};
 use crate::env::Downward;
 use crate::events::{EventSink, EventType, PodEvent};
@@ -108,12 +109,20 @@ pub struct Worker {
     sync_frequency: Duration,
     volumes: Mutex<HashMap<String, PodVolumes>>,
     cluster_dns: Option<crate::dns::ClusterDns>,
+    cgroups: Option<Arc<PodCgroups>>,
 }
 
 impl Worker {
     /// The same worker, giving `ClusterFirst` pods `cluster_dns` as their resolver.
     pub fn with_cluster_dns(mut self, cluster_dns: Option<crate::dns::ClusterDns>) -> Worker {
         self.cluster_dns = cluster_dns;
+        self
+    }
+
+    /// The same worker, putting each pod in a cgroup of its QoS class (`None`: pods'
+    /// containers stay in the runtime's default cgroup parent).
+    pub fn with_cgroups(mut self, cgroups: Option<Arc<PodCgroups>>) -> Worker {
+        self.cgroups = cgroups;
         self
     }
 
@@ -140,6 +149,7 @@ impl Worker {
             sync_frequency,
             volumes: Mutex::new(HashMap::new()),
             cluster_dns: None,
+            cgroups: None,
         }
     }
 
@@ -216,12 +226,34 @@ impl Worker {
         }
     }
 
-    /// Stops the pod's probes and removes its volumes from the node.
+    /// Stops the pod's probes and removes its volumes and its cgroup from the node.
     pub fn forget_pod(&self, uid: &str) {
         self.probes.remove_pod(uid);
         self.volumes.lock().unwrap().remove(uid);
         if let Err(e) = volumes::teardown(&self.pods_dir, uid, self.mounter.as_ref()) {
             tracing::warn!(pod_uid = %uid, "removing the pod's volumes: {e}");
+        }
+        self.remove_pod_cgroup(uid);
+    }
+
+    /// Makes the pod's cgroup exist; its path, the cgroup parent of the pod's sandbox.
+    fn ensure_pod_cgroup(&self, pod: &Pod) -> Result<Option<String>, CriError> {
+        let Some(cgroups) = &self.cgroups else {
+            return Ok(None);
+        };
+        cgroups.ensure_pod(pod).map(Some).map_err(|e| {
+            CriError::Runtime(format!(
+                "failed to ensure that the pod's cgroups exist and are correctly applied: {e}"
+            ))
+        })
+    }
+
+    /// Removes the pod's cgroup; what cannot go yet is left for housekeeping.
+    fn remove_pod_cgroup(&self, uid: &str) {
+        if let Some(cgroups) = &self.cgroups {
+            if let Err(e) = cgroups.remove_pod(uid) {
+                tracing::warn!(pod_uid = %uid, "removing the pod's cgroup: {e}");
+            }
         }
     }
 
@@ -265,11 +297,17 @@ impl Worker {
             for s in sandboxes.iter().filter(|s| s.state == SandboxState::Ready) {
                 rt.stop_pod_sandbox(&s.id)?;
             }
+            // Nothing of it runs any more: its cgroup goes, as the kubelet removes the
+            // cgroups of pods that are not active.
+            self.remove_pod_cgroup(&p.uid);
             return Ok(Outcome::Status(Box::new(status::pod_status(
                 pod, &observed,
             ))));
         }
         let spec = pod.spec.clone().unwrap_or_default();
+        // The pod's cgroup before anything of it runs (and on every sync, so a
+        // restarted kubelet counts the pods it finds in their QoS level).
+        let cgroup_parent = self.ensure_pod_cgroup(pod)?;
 
         // Volumes first: no container starts without them.
         let volumes = match self.ensure_volumes(pod, &p.uid) {
@@ -313,6 +351,7 @@ impl Worker {
                         self.cluster_dns.as_ref(),
                         &crate::dns::host_resolv_conf(),
                     )),
+                    cgroup_parent,
                 };
                 let id = rt.run_pod_sandbox(&config)?;
                 observed.containers = rt.list_containers(&labels)?;
@@ -664,6 +703,7 @@ impl Worker {
             stdin: c.stdin.unwrap_or(false),
             labels: BTreeMap::new(),
             mounts,
+            resources: crate::cgroups::resources::container_resources(c),
         })
     }
 
@@ -773,14 +813,20 @@ pub struct Ctx {
 
 /// Stops and removes the sandboxes (and containers) of this node's pods that are no
 /// longer in the API (force-deleted, or deleted while the kubelet was down), and the
-/// volumes of pods gone from the API.
+/// volumes and cgroups of pods gone from the API.
 pub async fn remove_orphans(ctx: &Ctx) -> Result<(), SyncError> {
     let mine = BTreeMap::from([(cri::NODE_LABEL.to_string(), ctx.node.name.clone())]);
     let rt = ctx.runtime.clone();
-    // The runtime first: a sandbox seen here belongs to a pod the API had before.
+    // The node first: a sandbox, volume or cgroup seen here belongs to a pod the API
+    // had before.
     let sandboxes = tokio::task::spawn_blocking(move || rt.list_pod_sandboxes(&mine)).await??;
-    let dirs = volumes::pod_dirs(&ctx.worker.pods_dir);
-    if sandboxes.is_empty() && dirs.is_empty() {
+    let mut uids = volumes::pod_dirs(&ctx.worker.pods_dir);
+    if let Some(cgroups) = &ctx.worker.cgroups {
+        uids.extend(cgroups.pod_uids());
+        uids.sort();
+        uids.dedup();
+    }
+    if sandboxes.is_empty() && uids.is_empty() {
         return Ok(());
     }
     let api: kube::Api<Pod> = kube::Api::all(ctx.client.clone());
@@ -809,7 +855,7 @@ pub async fn remove_orphans(ctx: &Ctx) -> Result<(), SyncError> {
         })
         .await??;
     }
-    for uid in dirs.into_iter().filter(|u| !known.contains(u)) {
+    for uid in uids.into_iter().filter(|u| !known.contains(u)) {
         let worker = ctx.worker.clone();
         tokio::task::spawn_blocking(move || worker.forget_pod(&uid)).await?;
     }
@@ -1022,6 +1068,74 @@ mod tests {
             waiting.message.as_deref(),
             Some("Container image \"nothere:1\" is not present with pull policy of Never")
         );
+    }
+
+    #[test]
+    fn a_pod_runs_in_its_qos_cgroup_with_its_containers_limits() {
+        use crate::cgroups::{resources::Amounts, CgroupTree as _, PodCgroups};
+        let f = fixture(&["busybox:1"]);
+        let tree = Arc::new(crate::fake::FakeCgroups::default());
+        let dir = tempfile::tempdir().unwrap();
+        let cgroups = PodCgroups::new(tree.clone(), "/t", Amounts::default(), dir.path());
+        let worker = f.worker.with_cgroups(Some(Arc::new(cgroups)));
+        let mut p = pod(
+            serde_json::json!({"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "app", "image": "busybox:1", "resources": {
+                "requests": {"cpu": "250m", "memory": "32Mi"},
+                "limits": {"cpu": "500m", "memory": "64Mi"}}}]}}),
+        );
+        let s = status_of(worker.sync_pod(&p).unwrap());
+        assert_eq!(s.qos_class.as_deref(), Some("Burstable"));
+        let pod_cgroup = "/t/kubepods/burstable/poduid-1";
+        assert_eq!(
+            f.rt.last_sandbox_config().unwrap().cgroup_parent.as_deref(),
+            Some(pod_cgroup)
+        );
+        let limits = tree.limits(pod_cgroup).unwrap();
+        assert_eq!(
+            (limits.cpu_shares, limits.cpu_quota, limits.memory),
+            (Some(256), Some(50_000), Some(64 << 20))
+        );
+        let r = f.rt.config_of("app").unwrap().resources;
+        assert_eq!(
+            (
+                r.cpu_shares,
+                r.cpu_quota,
+                r.cpu_period,
+                r.memory_limit_in_bytes
+            ),
+            (Some(256), Some(50_000), Some(100_000), Some(64 << 20))
+        );
+        // Finished: nothing of the pod runs, its cgroup goes.
+        f.rt.exit("app", 0);
+        p.status = Some(status_of(worker.sync_pod(&p).unwrap()));
+        assert_eq!(
+            p.status.as_ref().unwrap().phase.as_deref(),
+            Some("Succeeded")
+        );
+        worker.sync_pod(&p).unwrap();
+        assert!(!tree.exists(pod_cgroup));
+        assert!(tree.exists("/t/kubepods/burstable"));
+    }
+
+    #[test]
+    fn a_deleted_pods_cgroup_is_removed() {
+        use crate::cgroups::{resources::Amounts, CgroupTree as _, PodCgroups};
+        let f = fixture(&["busybox:1"]);
+        let tree = Arc::new(crate::fake::FakeCgroups::default());
+        let dir = tempfile::tempdir().unwrap();
+        let cgroups = PodCgroups::new(tree.clone(), "/t", Amounts::default(), dir.path());
+        let worker = f.worker.with_cgroups(Some(Arc::new(cgroups)));
+        let mut p = pod(
+            serde_json::json!({"spec": {"containers": [{"name": "app", "image": "busybox:1"}]}}),
+        );
+        worker.sync_pod(&p).unwrap();
+        assert!(tree.exists("/t/kubepods/besteffort/poduid-1"));
+        p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        ));
+        worker.sync_pod(&p).unwrap();
+        assert!(!tree.exists("/t/kubepods/besteffort/poduid-1"));
     }
 
     #[test]

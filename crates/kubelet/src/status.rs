@@ -363,35 +363,8 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
         start_time: old.start_time.clone().or(Some(time(now))),
         init_container_statuses: (!init.is_empty()).then_some(init),
         container_statuses: Some(app),
-        qos_class: Some(qos_class(&spec.containers)),
+        qos_class: Some(crate::qos::of_pod(pod).as_str().to_string()),
         ..old
-    }
-}
-
-/// The pod's QoS class (pkg/apis/core/v1/helper/qos): Guaranteed when every container
-/// has equal cpu and memory limits and requests, BestEffort when none has any.
-pub fn qos_class(containers: &[Container]) -> String {
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in containers {
-        let res = c.resources.clone().unwrap_or_default();
-        let requests = res.requests.unwrap_or_default();
-        let limits = res.limits.unwrap_or_default();
-        if !requests.is_empty() || !limits.is_empty() {
-            any = true;
-        }
-        for r in ["cpu", "memory"] {
-            let limit = limits.get(r);
-            let request = requests.get(r).or(limit);
-            if limit.is_none() || request != limit {
-                guaranteed = false;
-            }
-        }
-    }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort".into(),
-        (true, true) => "Guaranteed".into(),
-        (true, false) => "Burstable".into(),
     }
 }
 
@@ -531,6 +504,35 @@ mod tests {
                 .phase
                 .as_deref(),
             Some("Running")
+        );
+    }
+
+    #[test]
+    fn an_oom_kill_shows_as_oom_killed_137_in_state_then_last_state() {
+        let mut killed = instance("a", 0, CriState::Exited, 137);
+        killed.reason = "OOMKilled".into();
+        let s = pod_status(&pod("Never", &["a"]), &observed(vec![killed.clone()]));
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        let t = s.container_statuses.as_ref().unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .terminated
+            .unwrap();
+        assert_eq!((t.reason.as_deref(), t.exit_code), (Some("OOMKilled"), 137));
+        let s = pod_status(
+            &pod("Always", &["a"]),
+            &observed(vec![killed, instance("a", 1, CriState::Running, 0)]),
+        );
+        let last = s.container_statuses.as_ref().unwrap()[0]
+            .last_state
+            .clone()
+            .unwrap()
+            .terminated
+            .unwrap();
+        assert_eq!(
+            (last.reason.as_deref(), last.exit_code),
+            (Some("OOMKilled"), 137)
         );
     }
 

@@ -97,11 +97,14 @@ pub enum Command {
     Kubeconfig,
     /// Run a kubelet for this host against a server (simulated nodes with --simulate).
     Agent(AgentArgs),
+    /// Manage bootstrap tokens, with which `skiff agent --token` joins nodes.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run the scheduler against an API server.
     Scheduler(ComponentArgs),
     /// Run the controller manager against an API server.
     #[command(name = "controller-manager")]
-    ControllerManager(ComponentArgs),
+    ControllerManager(ControllerManagerArgs),
     /// Run a container's shim (internal).
     #[command(hide = true)]
     Shim {
@@ -638,7 +641,7 @@ pub enum SystemCommand {
     /// Show disk usage.
     Df,
     /// Remove all containers, volumes and networks (with their bridges and
-    /// firewall rules) of this root; images stay.
+    /// firewall rules) of this root, and the cgroups its kubelet made; images stay.
     Reset {
         /// Do not prompt for confirmation.
         #[arg(short = 'f', long)]
@@ -674,6 +677,14 @@ pub struct ServerArgs {
     /// Port of this host's kubelet API (logs, exec, attach, port-forward).
     #[arg(long = "kubelet-port", default_value_t = skiff_kubelet::server::DEFAULT_PORT)]
     pub kubelet_port: u16,
+    /// The cgroup below which this host's kubelet puts its QoS levels and the pods'
+    /// cgroups (`ROOT/kubepods/burstable/pod<uid>/...`; the kubelet's --cgroup-root).
+    #[arg(
+        long = "kubelet-cgroup-root",
+        env = "SKIFF_KUBELET_CGROUP_ROOT",
+        default_value = skiff_kubelet::cgroups::DEFAULT_CGROUP_ROOT
+    )]
+    pub kubelet_cgroup_root: String,
     /// Range Services' cluster IPs come from (the first is the `kubernetes` Service's, the
     /// tenth the cluster DNS's).
     #[arg(long = "service-cidr", default_value = skiff_apiserver::DEFAULT_SERVICE_CIDR)]
@@ -689,10 +700,16 @@ pub struct ServerArgs {
     /// the nameservers of /etc/resolv.conf).
     #[arg(long = "cluster-dns-upstream", value_delimiter = ',')]
     pub cluster_dns_upstream: Vec<std::net::SocketAddr>,
+    /// Settings of the controllers the server runs.
+    #[command(flatten)]
+    pub controllers: ControllerArgs,
 }
 
 /// `agent`.
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("trust").args(["ca_cert", "ca_cert_hash", "insecure_skip_tls_verify"])
+))]
 pub struct AgentArgs {
     /// Register N simulated nodes that run no containers and report their pods Running
     /// (without it, run a kubelet for this host on the engine of --root).
@@ -704,12 +721,37 @@ pub struct AgentArgs {
     /// Port of the kubelet API (logs, exec, attach, port-forward) when not simulating.
     #[arg(long = "kubelet-port", default_value_t = skiff_kubelet::server::DEFAULT_PORT)]
     pub kubelet_port: u16,
-    /// API server URL (default: the local server of the same --root).
-    #[arg(long, requires = "token")]
+    /// The cgroup below which this host's kubelet puts its QoS levels and the pods'
+    /// cgroups (`ROOT/kubepods/burstable/pod<uid>/...`; the kubelet's --cgroup-root).
+    #[arg(
+        long = "kubelet-cgroup-root",
+        env = "SKIFF_KUBELET_CGROUP_ROOT",
+        default_value = skiff_kubelet::cgroups::DEFAULT_CGROUP_ROOT
+    )]
+    pub kubelet_cgroup_root: String,
+    /// API server URL (default: the local server of the same --root); needs --token and
+    /// one of --ca-cert, --discovery-token-ca-cert-hash, --insecure-skip-tls-verify.
+    #[arg(long, requires = "token", requires = "trust")]
     pub server: Option<String>,
-    /// Bearer token for --server.
+    /// Bearer token for --server: a bootstrap token of `skiff token create`, or another
+    /// token the server accepts.
     #[arg(long)]
     pub token: Option<String>,
+    /// Trust --server's certificate when this CA (PEM file; the server's
+    /// DIR/server/tls/ca.crt) issued it.
+    #[arg(long = "ca-cert", value_name = "FILE", requires = "server")]
+    pub ca_cert: Option<PathBuf>,
+    /// Trust --server's certificate when the CA it presents has this public key hash
+    /// (sha256:HEX, as `skiff token create --print-join-command` prints).
+    #[arg(
+        long = "discovery-token-ca-cert-hash",
+        value_name = "sha256:HEX",
+        requires = "server"
+    )]
+    pub ca_cert_hash: Option<String>,
+    /// Do not check --server's certificate (anyone in between can read the token).
+    #[arg(long = "insecure-skip-tls-verify", requires = "server")]
+    pub insecure_skip_tls_verify: bool,
     /// Kubeconfig to use instead of --server/--token.
     #[arg(long, conflicts_with = "server")]
     pub kubeconfig: Option<PathBuf>,
@@ -739,6 +781,75 @@ pub struct ComponentArgs {
     /// Kubeconfig of the API server (default: the local server of the same --root).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+}
+
+/// `controller-manager`.
+#[derive(Debug, Args)]
+pub struct ControllerManagerArgs {
+    /// Where the API server is.
+    #[command(flatten)]
+    pub component: ComponentArgs,
+    /// Settings of the controllers.
+    #[command(flatten)]
+    pub controllers: ControllerArgs,
+}
+
+/// Settings of the controllers, for `controller-manager` and `server`.
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// How many terminated pods may exist before the pod garbage collector deletes the
+    /// oldest (0 keeps them all).
+    #[arg(
+        long = "terminated-pod-gc-threshold",
+        default_value_t = skiff_controllers::podgc::PodGcConfig::default().terminated_pod_gc_threshold
+    )]
+    pub terminated_pod_gc_threshold: i32,
+}
+
+/// `token ...`: bootstrap tokens, as `kubeadm token` manages them.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a bootstrap token and print it (TOKEN, or a random one).
+    Create(TokenCreateArgs),
+    /// List bootstrap tokens.
+    #[command(alias = "ls")]
+    List(ComponentArgs),
+    /// Delete bootstrap tokens (by id, or whole tokens).
+    #[command(alias = "rm")]
+    Delete {
+        /// Token ids ([a-z0-9]{6}) or tokens (ID.SECRET).
+        #[arg(required = true, value_name = "TOKEN_ID")]
+        ids: Vec<String>,
+        /// Server to talk to.
+        #[command(flatten)]
+        server: ComponentArgs,
+    },
+}
+
+/// `token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The token to create ([a-z0-9]{6}.[a-z0-9]{16}); a random one when absent.
+    pub token: Option<String>,
+    /// How long the token is valid (e.g. 24h, 1h30m, 90s); 0 never expires.
+    #[arg(long, default_value = "24h")]
+    pub ttl: String,
+    /// A description shown by `skiff token list`.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Extra groups of the token's user (comma-separated, each system:bootstrappers:...).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = skiff_apiserver::bootstrap_token::DEFAULT_NODE_TOKEN_GROUP
+    )]
+    pub groups: Vec<String>,
+    /// Print the whole `skiff agent` command that joins a node with the token.
+    #[arg(long = "print-join-command")]
+    pub print_join_command: bool,
+    /// Server to talk to.
+    #[command(flatten)]
+    pub server: ComponentArgs,
 }
 
 /// `builder ...`.

@@ -4,9 +4,12 @@
 mod build;
 mod common;
 mod engine;
+mod join;
 mod kubectl_streaming;
 mod kubelet;
 mod kubelet_pods;
+mod kubelet_resources;
+mod namespaces;
 mod network;
 mod registry;
 mod server;

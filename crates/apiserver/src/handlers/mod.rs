@@ -273,9 +273,13 @@ impl Api {
         &self.storage
     }
 
-    /// The service account a bearer token was issued to, if the token verifies and the
-    /// account still exists with the same uid (Kubernetes' bound-token check).
-    pub fn authenticate_token(&self, token: &str) -> Option<UserInfo> {
+    /// The user of a bearer token: a bootstrap token's (see [`crate::bootstrap_token`]), or
+    /// the service account a JWT was issued to, if the token verifies and the account still
+    /// exists with the same uid (Kubernetes' bound-token check).
+    pub async fn authenticate_token(&self, token: &str) -> Option<UserInfo> {
+        if let Ok(token) = token.parse() {
+            return crate::bootstrap_token::authenticate(&self.storage, &token).await;
+        }
         let claims = self.tokens.verify(token).ok()?;
         let def = self.registry.by_kind("", "v1", "ServiceAccount")?;
         let sa = self.reflector.get(def, &claims.namespace, &claims.name)?;
@@ -338,6 +342,7 @@ impl Api {
             (Some(user), _) => user,
             (None, Some(token)) => self
                 .authenticate_token(token)
+                .await
                 .ok_or_else(ApiError::unauthorized)?,
             (None, None) if authz::is_public_path(path) => UserInfo::anonymous(),
             (None, None) => return Err(ApiError::unauthorized()),
@@ -458,7 +463,9 @@ impl Api {
         };
         if def.verbs == crate::registry::CREATE_ONLY {
             return match method {
-                "POST" if info.name.is_empty() => reviews::review(&self, def, &info, &user, &body),
+                "POST" if info.name.is_empty() => {
+                    reviews::review(&self, def, &info, &user, &body).await
+                }
                 _ => Err(ApiError::method_not_supported()),
             };
         }
@@ -469,6 +476,7 @@ impl Api {
             ("binding", "POST") => return subresources::bind(&ctx, &body).await,
             ("eviction", "POST") => return subresources::evict(&ctx, &body).await,
             ("token", "POST") => return subresources::token_request(&ctx, &body).await,
+            ("finalize", "PUT") => return subresources::finalize(&ctx, &body).await,
             _ => {}
         }
         match info.verb.as_str() {
@@ -539,13 +547,11 @@ fn check_scope(def: &ResourceDef, info: &RequestInfo) -> ApiResult<()> {
                 Err(ApiError::method_not_supported())
             }
         }
-        sub if subresources::serves(def.group, def.plural, sub) && !info.name.is_empty() => {
-            if info.verb == "create" {
-                Ok(())
-            } else {
-                Err(ApiError::method_not_supported())
-            }
-        }
+        sub if !info.name.is_empty() => match subresources::verbs_of(def.group, def.plural, sub) {
+            Some(verbs) if verbs.contains(&info.verb.as_str()) => Ok(()),
+            Some(_) => Err(ApiError::method_not_supported()),
+            None => Err(ApiError::path_not_found()),
+        },
         _ => Err(ApiError::path_not_found()),
     }
 }

@@ -14,7 +14,7 @@ use crate::request::RequestInfo;
 use crate::status::{ApiError, ApiResult};
 
 /// Answers a POST of a review resource by `user`.
-pub(super) fn review(
+pub(super) async fn review(
     api: &Api,
     def: &'static ResourceDef,
     info: &RequestInfo,
@@ -67,7 +67,7 @@ pub(super) fn review(
             let (resource_rules, non_resource_rules) = api.rbac.rules_for(user, namespace);
             json!({"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": false})
         }
-        "TokenReview" => match api.authenticate_token(str_at(&review, "/spec/token")) {
+        "TokenReview" => match api.authenticate_token(str_at(&review, "/spec/token")).await {
             Some(user) => json!({
                 "authenticated": true,
                 "user": {"username": user.name, "groups": user.groups},

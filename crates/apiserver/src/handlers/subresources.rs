@@ -1,7 +1,8 @@
 //! Subresources that are not the object itself: `scale` (autoscaling/v1 Scale over
 //! `spec.replicas`), `pods/binding` (the scheduler's Binding of a pod to a node),
-//! `pods/eviction` (policy/v1 Eviction, honouring PodDisruptionBudgets) and
-//! `serviceaccounts/token` (TokenRequest).
+//! `pods/eviction` (policy/v1 Eviction, honouring PodDisruptionBudgets),
+//! `serviceaccounts/token` (TokenRequest) and `namespaces/finalize` (the namespace
+//! controller's removal of its `kubernetes` finalizer).
 
 use hyper::StatusCode;
 use serde_json::{json, Value};
@@ -441,6 +442,68 @@ pub(super) async fn token_request(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Reply
     Ok(Reply::json(StatusCode::CREATED, request))
 }
 
+/// Finalizers a namespace may carry without a domain: `kubernetes` (the namespace
+/// controller's) and the garbage collector's (`standardFinalizers`).
+const STANDARD_FINALIZERS: &[&str] = &["kubernetes", "orphan", "foregroundDeletion"];
+
+/// How often a finalize without a resourceVersion is retried on conflicts.
+const FINALIZE_RETRIES: usize = 8;
+
+/// PUT `namespaces/<name>/finalize`: replaces `spec.finalizers` and nothing else, as the
+/// namespace registry's FinalizeREST does; a namespace being deleted whose finalizers are
+/// all gone is removed (`ShouldDeleteNamespaceDuringUpdate`).
+pub(super) async fn finalize(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Reply> {
+    let requested: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("couldn't decode Namespace: {e}")))?;
+    let name = str_at(&requested, "/metadata/name");
+    if name != ctx.info.name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({name}) does not match the name on the URL ({})",
+            ctx.info.name
+        )));
+    }
+    let finalizers = match requested.pointer("/spec/finalizers") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list.clone(),
+        Some(_) => return Err(ApiError::bad_request("spec.finalizers must be a list")),
+    };
+    let mut errs = Vec::new();
+    for (i, finalizer) in finalizers.iter().enumerate() {
+        let field = format!("spec.finalizers[{i}]");
+        let f = finalizer.as_str().unwrap_or("");
+        errs.extend(crate::validation::errors_for(
+            &field,
+            f,
+            crate::validation::qualified_name(f),
+        ));
+        if !f.contains('/') && !STANDARD_FINALIZERS.contains(&f) {
+            errs.push(FieldError::invalid(
+                field,
+                json!(f),
+                "name is neither a standard finalizer name nor is it fully qualified",
+            ));
+        }
+    }
+    if !errs.is_empty() {
+        return Err(ApiError::invalid("Namespace", "", &ctx.info.name, &errs));
+    }
+    let precondition = str_at(&requested, "/metadata/resourceVersion").to_owned();
+    for _ in 0..FINALIZE_RETRIES {
+        let (old, revision) = ctx.load(&ctx.info.name).await?;
+        if !precondition.is_empty() && precondition != revision.to_string() {
+            return Err(ApiError::stale(ctx.def, &ctx.info.name));
+        }
+        let mut new = old.clone();
+        crate::kinds::object_mut(&mut new, "spec").insert("finalizers".into(), json!(finalizers));
+        match ctx.write_spec(old, revision, new).await {
+            // Changed meanwhile: without a precondition, finalize the newer version.
+            Err(err) if err.code == 409 && err.reason == "Conflict" && precondition.is_empty() => {}
+            result => return result.map(Reply::ok),
+        }
+    }
+    Err(ApiError::stale(ctx.def, &ctx.info.name))
+}
+
 /// A subresource as discovery lists it.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Subresource {
@@ -477,6 +540,14 @@ pub(super) const EXTRA_SUBRESOURCES: &[Subresource] = &[
         verbs: &["create"],
     },
     Subresource {
+        resource: "namespaces",
+        name: "finalize",
+        group: "",
+        version: "v1",
+        kind: "Namespace",
+        verbs: &["update"],
+    },
+    Subresource {
         resource: "serviceaccounts",
         name: "token",
         group: "authentication.k8s.io",
@@ -486,10 +557,10 @@ pub(super) const EXTRA_SUBRESOURCES: &[Subresource] = &[
     },
 ];
 
-/// Whether `resource` serves the extra subresource `sub`.
-pub(super) fn serves(group: &str, resource: &str, sub: &str) -> bool {
-    group.is_empty()
-        && EXTRA_SUBRESOURCES
-            .iter()
-            .any(|s| s.resource == resource && s.name == sub)
+/// The verbs of the extra subresource `sub` of `resource`, if it serves one.
+pub(super) fn verbs_of(group: &str, resource: &str, sub: &str) -> Option<&'static [&'static str]> {
+    EXTRA_SUBRESOURCES
+        .iter()
+        .find(|s| group.is_empty() && s.resource == resource && s.name == sub)
+        .map(|s| s.verbs)
 }

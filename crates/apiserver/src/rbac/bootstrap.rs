@@ -563,6 +563,15 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         // Kubernetes leaves this binding without subjects and lets its Node authorizer
         // decide; skiff has no Node authorizer yet, so the nodes' group is bound.
         binding("system:node", "system:node", &[("Group", "system:nodes")]),
+        // Nodes that join with a bootstrap token of `skiff token create` act as nodes with
+        // it. kubeadm binds such tokens to `system:node-bootstrapper` instead, which only
+        // lets them request a client certificate through a CertificateSigningRequest;
+        // skiff serves no CSRs, so the token itself stays the node's credential.
+        binding(
+            "skiff:bootstrap-token-nodes",
+            "system:node",
+            &[("Group", crate::bootstrap_token::DEFAULT_NODE_TOKEN_GROUP)],
+        ),
         binding(
             "system:node-proxier",
             "system:node-proxier",

@@ -139,6 +139,20 @@ fn random_id() -> String {
     hex::encode(bytes)
 }
 
+/// The cgroup of container `id`: below `parent` (Docker's `--cgroup-parent`), or
+/// `/skiff`.
+fn cgroup_path(parent: Option<&str>, id: &str) -> Result<String> {
+    let parent = parent.unwrap_or("/skiff").trim_end_matches('/');
+    let valid = parent.is_empty()
+        || (parent.starts_with('/') && !parent.split('/').any(|c| c == ".." || c == "."));
+    if !valid {
+        return Err(EngineError::InvalidArgument(format!(
+            "invalid --cgroup-parent {parent:?}: it must be an absolute cgroup path"
+        )));
+    }
+    Ok(format!("{parent}/{id}"))
+}
+
 /// What a pod needs beyond `docker create`: the kubelet's sandbox and its members.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateOptions {
@@ -389,8 +403,12 @@ impl Engine {
             memory: req.memory,
             memory_swap: req.memory_swap,
             cpu_shares: req.cpu_shares,
-            cpu_quota: req.cpus.map(|c| (c * 100_000.0).round() as i64),
-            cpu_period: req.cpus.map(|_| 100_000),
+            cpu_quota: req
+                .cpu_quota
+                .or(req.cpus.map(|c| (c * 100_000.0).round() as i64)),
+            cpu_period: req
+                .cpu_period
+                .or((req.cpus.is_some() || req.cpu_quota.is_some()).then_some(100_000)),
             pids_limit: req.pids_limit,
         };
         if let Some(m) = req.memory {
@@ -430,7 +448,7 @@ impl Engine {
             pid: NamespaceMode::Private,
             ipc: NamespaceMode::Private,
             uts: NamespaceMode::Private,
-            cgroup_path: format!("/skiff/{id}"),
+            cgroup_path: cgroup_path(req.cgroup_parent.as_deref(), id)?,
             init: req.init,
             sysctls: Vec::new(),
             annotations: if opts.pause {
@@ -764,6 +782,17 @@ mod tests {
         );
         assert!(parse_volume("data:relative").is_err());
         assert!(parse_volume("a:/b:rx").is_err());
+    }
+
+    #[test]
+    fn cgroup_parent_holds_the_containers_cgroup() {
+        assert_eq!(cgroup_path(None, "abc").unwrap(), "/skiff/abc");
+        assert_eq!(
+            cgroup_path(Some("/k/kubepods/burstable/pod1/"), "abc").unwrap(),
+            "/k/kubepods/burstable/pod1/abc"
+        );
+        assert!(cgroup_path(Some("relative"), "abc").is_err());
+        assert!(cgroup_path(Some("/a/../b"), "abc").is_err());
     }
 
     #[test]

@@ -81,8 +81,18 @@ pub struct CreateRequest {
     pub cpus: Option<f64>,
     /// `--cpu-shares`.
     pub cpu_shares: Option<u64>,
+    /// `--cpu-quota`: CFS quota in microseconds per period (overrides `--cpus`).
+    #[serde(default)]
+    pub cpu_quota: Option<i64>,
+    /// `--cpu-period`: CFS period in microseconds (100000 when a quota is set).
+    #[serde(default)]
+    pub cpu_period: Option<u64>,
     /// `--pids-limit`.
     pub pids_limit: Option<i64>,
+    /// `--cgroup-parent`: the cgroup the container's cgroup is created in (absolute
+    /// from the hierarchy's root, e.g. a kubelet's pod cgroup); `/skiff` by default.
+    #[serde(default)]
+    pub cgroup_parent: Option<String>,
     /// `--read-only`.
     pub read_only: bool,
     /// `--cap-add`.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use skiff_controllers::connect::{connect, Target};
+use skiff_controllers::connect::{connect, ServerTrust, Target};
 use skiff_controllers::simulated_agent::{self, SimulatedAgentConfig};
 
 use super::{absolute, Context};
@@ -17,14 +17,22 @@ pub fn root_kubeconfig(ctx: &Context) -> std::path::PathBuf {
 
 /// Registers simulated nodes and serves them until interrupted.
 pub fn agent(ctx: &Context, args: AgentArgs) -> Result<()> {
+    let trust = server_trust(&args)?;
     let target = Target {
         kubeconfig: args.kubeconfig,
         server: args.server,
         token: args.token,
+        trust,
         root_kubeconfig: root_kubeconfig(ctx),
     };
     let Some(nodes) = args.simulate else {
-        return kubelet(ctx, &target, args.node_name, args.kubelet_port);
+        return kubelet(
+            ctx,
+            &target,
+            args.node_name,
+            args.kubelet_port,
+            args.kubelet_cgroup_root,
+        );
     };
     let config = SimulatedAgentConfig {
         nodes,
@@ -48,8 +56,36 @@ pub fn agent(ctx: &Context, args: AgentArgs) -> Result<()> {
     })
 }
 
+/// How to check --server's certificate: the CA of --ca-cert, or the CA the server presents
+/// if its key has the --discovery-token-ca-cert-hash pin (clap requires one of them, or
+/// --insecure-skip-tls-verify, with --server).
+fn server_trust(args: &AgentArgs) -> Result<ServerTrust> {
+    use skiff_apiserver::ca_pin;
+    if let Some(path) = &args.ca_cert {
+        let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let certs = ca_pin::certificates_of_pem(&pem)
+            .with_context(|| format!("--ca-cert {}", path.display()))?;
+        return Ok(ServerTrust::RootCertificates(certs));
+    }
+    if let (Some(pin), Some(server)) = (&args.ca_cert_hash, &args.server) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?;
+        let ca = runtime.block_on(ca_pin::discover_ca(server, pin))?;
+        return Ok(ServerTrust::RootCertificates(vec![ca]));
+    }
+    Ok(ServerTrust::Unverified)
+}
+
 /// Runs a kubelet for this host against the target server until interrupted.
-fn kubelet(ctx: &Context, target: &Target, node_name: Option<String>, port: u16) -> Result<()> {
+fn kubelet(
+    ctx: &Context,
+    target: &Target,
+    node_name: Option<String>,
+    port: u16,
+    cgroup_root: String,
+) -> Result<()> {
     let cri = skiff_kubelet::EngineRuntime::new(std::sync::Arc::new(ctx.engine()?), None);
     let config = skiff_kubelet::KubeletConfig {
         node_name: node_name.unwrap_or_else(skiff_kubelet::hostname),
@@ -59,6 +95,7 @@ fn kubelet(ctx: &Context, target: &Target, node_name: Option<String>, port: u16)
         // The cluster CA, from the API.
         client_ca_pem: None,
         cluster_dns: None,
+        cgroup_root: Some(cgroup_root),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async {

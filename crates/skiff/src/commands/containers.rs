@@ -353,6 +353,9 @@ pub fn system(ctx: &Context, cmd: SystemCommand) -> Result<()> {
             // Pods' volumes of this root's kubelet (their containers are gone now).
             let pods = skiff_kubelet::volumes::pods_dir(&engine.roots().data);
             skiff_kubelet::volumes::teardown_all(&pods, &skiff_kubelet::volumes::KernelMounter)?;
+            // The cgroups its kubelet made for QoS levels and pods.
+            let kubelet_dir = skiff_kubelet::cgroups::kubelet_dir(&engine.roots().data);
+            skiff_kubelet::cgroups::reset(&kubelet_dir, &skiff_runtime::cgroups::CgroupFs::host())?;
             Ok(())
         }
         SystemCommand::Df => {

@@ -2,15 +2,28 @@
 
 use anyhow::{Context as _, Result};
 use skiff_controllers::connect::{connect, Target};
+use skiff_controllers::podgc::PodGcConfig;
 use skiff_controllers::ControllerManagerConfig;
 
 use super::Context;
-use crate::cli::ComponentArgs;
+use crate::cli::{ControllerArgs, ControllerManagerArgs};
+
+/// The controllers' configuration from the command line.
+pub(super) fn config(args: &ControllerArgs) -> ControllerManagerConfig {
+    ControllerManagerConfig {
+        pod_gc: PodGcConfig {
+            terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
 
 /// Runs the controllers against the server until interrupted.
-pub fn controller_manager(ctx: &Context, args: ComponentArgs) -> Result<()> {
+pub fn controller_manager(ctx: &Context, args: ControllerManagerArgs) -> Result<()> {
+    let config = config(&args.controllers);
     let target = Target {
-        kubeconfig: args.kubeconfig,
+        kubeconfig: args.component.kubeconfig,
         root_kubeconfig: super::agent::root_kubeconfig(ctx),
         ..Default::default()
     };
@@ -18,7 +31,7 @@ pub fn controller_manager(ctx: &Context, args: ComponentArgs) -> Result<()> {
     runtime.block_on(async {
         let client = connect(&target).await?;
         tokio::select! {
-            res = skiff_controllers::run(client, ControllerManagerConfig::default()) => res?,
+            res = skiff_controllers::run(client, config) => res?,
             _ = tokio::signal::ctrl_c() => {}
         }
         Ok(())

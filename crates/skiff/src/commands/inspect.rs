@@ -71,6 +71,7 @@ pub fn container_json(engine: &Engine, c: &Container) -> Value {
             "CpuQuota": r.spec.resources.cpu_quota.unwrap_or(0),
             "CpuPeriod": r.spec.resources.cpu_period.unwrap_or(0),
             "PidsLimit": r.spec.resources.pids_limit,
+            "CgroupParent": r.request.cgroup_parent.clone().unwrap_or_default(),
             "Tmpfs": r.request.tmpfs,
         },
         "Mounts": r.mounts,

@@ -12,6 +12,7 @@ mod registry;
 mod run;
 mod scheduler;
 mod server;
+mod token;
 mod volumes;
 
 use std::path::PathBuf;
@@ -132,6 +133,7 @@ pub fn dispatch(cli: Cli) -> i32 {
         Command::Server(args) => server::server(&ctx, args),
         Command::Kubeconfig => server::kubeconfig(&ctx),
         Command::Agent(args) => agent::agent(&ctx, args),
+        Command::Token(cmd) => token::token(&ctx, cmd),
         Command::Scheduler(args) => scheduler::scheduler(&ctx, args),
         Command::ControllerManager(args) => controller_manager::controller_manager(&ctx, args),
         Command::ContainerCleanup { id } => ctx

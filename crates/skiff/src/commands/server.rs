@@ -45,6 +45,7 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
                 servers: vec![cluster_dns_ip.to_string()],
                 domain: args.cluster_domain.clone(),
             }),
+            cgroup_root: Some(args.kubelet_cgroup_root.clone()),
         };
         Some((std::sync::Arc::new(cri), config))
     } else {
@@ -97,7 +98,7 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
                 tokio::spawn(skiff_scheduler::run(client.clone(), config));
             }
             if controllers {
-                let config = skiff_controllers::ControllerManagerConfig::default();
+                let config = super::controller_manager::config(&args.controllers);
                 tokio::spawn(skiff_controllers::run(client, config));
             }
         }

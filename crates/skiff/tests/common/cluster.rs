@@ -26,6 +26,12 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The kubelet cgroup root of the cluster on `skiff`'s root: unique to the test.
+fn kubelet_cgroup_root(skiff: &Skiff) -> String {
+    let name = skiff.root.path().file_name().unwrap().to_string_lossy();
+    format!("/skiff-test-{name}")
+}
+
 /// kubectl 1.33, installed beside the default kubectl.
 pub fn kubectl_133() -> PathBuf {
     let out = Command::new("sh")
@@ -59,6 +65,9 @@ impl Cluster {
             "--node-name",
             "node-a",
         ]);
+        // The kubelet's cgroups of each test apart from every other's, removed with the
+        // root by `system reset`.
+        cmd.env("SKIFF_KUBELET_CGROUP_ROOT", kubelet_cgroup_root(&skiff));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -85,6 +94,45 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         (cluster, server)
+    }
+
+    /// Starts `skiff server --disable-kubelet` (no node, no containers) with `args` added,
+    /// and waits until the API answers. The server's log is `ROOT/server.log`.
+    pub fn start_control_plane(args: &[&str]) -> (Cluster, ServerProcess) {
+        let skiff = Skiff::new();
+        let port = free_port().to_string();
+        let mut all = vec!["server", "--port", &port, "--disable-kubelet"];
+        all.extend_from_slice(args);
+        let log = std::fs::File::create(skiff.root.path().join("server.log")).unwrap();
+        let child = skiff
+            .cmd(&all)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let server = ServerProcess(child);
+        let kubeconfig = skiff.root.path().join("server/admin.kubeconfig");
+        let cluster = Cluster {
+            skiff,
+            kubectl: kubectl_133(),
+            kubeconfig,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cluster.kubeconfig.exists()
+            || !cluster
+                .kubectl(&["get", "serviceaccount", "default", "-n", "default"])
+                .status
+                .success()
+        {
+            assert!(Instant::now() < deadline, "skiff server never answered");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (cluster, server)
+    }
+
+    /// The cgroup the kubelet keeps its QoS levels and pod cgroups below.
+    pub fn kubelet_cgroup_root(&self) -> String {
+        kubelet_cgroup_root(&self.skiff)
     }
 
     /// Runs kubectl.
