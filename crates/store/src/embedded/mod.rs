@@ -26,7 +26,10 @@ use crate::{KeyValue, RangeResult, Result, Store, StoreError, WatchStream};
 /// File name of the database inside the data directory (SQLite adds `-wal` and `-shm`).
 const DB_FILE: &str = "store.sqlite";
 /// Committed transactions buffered for watchers; a watcher further behind re-reads the history.
-const BROADCAST_CAPACITY: usize = 1024;
+/// The buffer keeps its transactions' values alive until they are overwritten: under group
+/// commit a transaction holds tens of writes, so 1,024 of them held the last ~10,000 objects
+/// written (13 MiB of pods) for as long as nothing else was written.
+const BROADCAST_CAPACITY: usize = 128;
 /// Most reads running at once, and idle read connections kept open: a thousand watchers
 /// catching up after a restart queue for these instead of opening a thousand connections.
 const READ_CONCURRENCY: usize = 16;
