@@ -307,6 +307,10 @@ pub trait Strategy: Send + Sync {
     /// Prepares a new object (e.g. resets status), before defaulting and validation.
     fn prepare_for_create(&self, _obj: &mut Value) {}
 
+    /// Prepares an update through the main resource (not a subresource) from the stored
+    /// `old`: fields only a subresource may change keep their old values.
+    fn prepare_for_update(&self, _old: &Value, _new: &mut Value) {}
+
     /// Validates an object about to be stored.
     fn validate(&self, _obj: &Value) -> Vec<FieldError> {
         Vec::new()

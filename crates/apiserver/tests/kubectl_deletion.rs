@@ -137,3 +137,74 @@ fn kubectl_delete_cascade_sets_the_garbage_collector_finalizers() {
         scenario(&kubectl);
     }
 }
+
+/// A namespace's `spec.finalizers` change only through `namespaces/<name>/finalize`: an
+/// update or patch of the namespace itself keeps them, as in Kubernetes.
+#[test]
+fn namespace_finalizers_change_only_through_finalize() {
+    let s = TestServer::start();
+    for kubectl in kubectls() {
+        let kubectl = kubectl.as_path();
+        let finalizers = || {
+            ok(
+                s.kubectl(
+                    kubectl,
+                    &["get", "ns", "held", "-o", "jsonpath={.spec.finalizers}"],
+                ),
+                "get finalizers",
+            )
+        };
+        ok(s.kubectl(kubectl, &["create", "ns", "held"]), "create ns");
+        assert_eq!(finalizers(), r#"["kubernetes"]"#);
+        ok(
+            s.kubectl(
+                kubectl,
+                &[
+                    "patch",
+                    "ns",
+                    "held",
+                    "--type",
+                    "merge",
+                    "-p",
+                    r#"{"metadata":{"labels":{"team":"a"}},"spec":{"finalizers":[]}}"#,
+                ],
+            ),
+            "patch ns",
+        );
+        assert_eq!(finalizers(), r#"["kubernetes"]"#);
+        let labels = ok(
+            s.kubectl(
+                kubectl,
+                &[
+                    "get",
+                    "ns",
+                    "held",
+                    "-o",
+                    "jsonpath={.metadata.labels.team}",
+                ],
+            ),
+            "get labels",
+        );
+        assert_eq!(labels, "a", "the rest of the patch applies");
+        ok(
+            s.kubectl(
+                kubectl,
+                &[
+                    "replace",
+                    "--raw",
+                    "/api/v1/namespaces/held/finalize",
+                    "-f",
+                    s.write(
+                        "finalize.json",
+                        r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"held"},"spec":{"finalizers":[]}}"#,
+                    )
+                    .to_str()
+                    .unwrap(),
+                ],
+            ),
+            "finalize",
+        );
+        assert!(matches!(finalizers().trim(), "" | "[]"), "finalized");
+        ok(s.kubectl(kubectl, &["delete", "ns", "held"]), "delete ns");
+    }
+}

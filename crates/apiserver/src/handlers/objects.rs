@@ -966,6 +966,9 @@ impl Ctx<'_> {
         if let Some(managed) = incoming.as_ref().or(old_meta.get("managedFields")) {
             meta.insert("managedFields".into(), managed.clone());
         }
+        if self.info.subresource.is_empty() {
+            self.def.strategy.prepare_for_update(&old, &mut obj);
+        }
         self.def.strategy.default(&mut obj);
         let mut warnings = Vec::new();
         let name = self.info.name.clone();

@@ -20,6 +20,15 @@ impl Strategy for NamespaceStrategy {
         obj["status"] = json!({"phase": "Active"});
     }
 
+    fn prepare_for_update(&self, old: &Value, new: &mut Value) {
+        // Only the `finalize` subresource changes spec.finalizers.
+        let finalizers = old
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
+        object_mut(new, "spec").insert("finalizers".into(), finalizers);
+    }
+
     fn default(&self, obj: &mut Value) {
         let name = str_at(obj, "/metadata/name").to_owned();
         // NamespaceDefaultLabelName: the label always equals the name.
