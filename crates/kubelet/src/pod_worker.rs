@@ -1070,14 +1070,26 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_pod_runs_in_its_qos_cgroup_with_its_containers_limits() {
-        use crate::cgroups::{resources::Amounts, CgroupTree as _, PodCgroups};
+    /// A fixture whose worker keeps pod cgroups (under `/t`) in a fake tree.
+    fn cgroup_fixture() -> (
+        Arc<FakeRuntime>,
+        Arc<crate::fake::FakeCgroups>,
+        Worker,
+        [tempfile::TempDir; 2],
+    ) {
+        use crate::cgroups::{resources::Amounts, PodCgroups};
         let f = fixture(&["busybox:1"]);
         let tree = Arc::new(crate::fake::FakeCgroups::default());
         let dir = tempfile::tempdir().unwrap();
         let cgroups = PodCgroups::new(tree.clone(), "/t", Amounts::default(), dir.path());
         let worker = f.worker.with_cgroups(Some(Arc::new(cgroups)));
+        (f.rt, tree, worker, [f._dir, dir])
+    }
+
+    #[test]
+    fn a_pod_runs_in_its_qos_cgroup_with_its_containers_limits() {
+        use crate::cgroups::CgroupTree as _;
+        let (rt, tree, worker, _dirs) = cgroup_fixture();
         let mut p = pod(
             serde_json::json!({"spec": {"restartPolicy": "Never", "containers": [
             {"name": "app", "image": "busybox:1", "resources": {
@@ -1088,7 +1100,7 @@ mod tests {
         assert_eq!(s.qos_class.as_deref(), Some("Burstable"));
         let pod_cgroup = "/t/kubepods/burstable/poduid-1";
         assert_eq!(
-            f.rt.last_sandbox_config().unwrap().cgroup_parent.as_deref(),
+            rt.last_sandbox_config().unwrap().cgroup_parent.as_deref(),
             Some(pod_cgroup)
         );
         let limits = tree.limits(pod_cgroup).unwrap();
@@ -1096,7 +1108,7 @@ mod tests {
             (limits.cpu_shares, limits.cpu_quota, limits.memory),
             (Some(256), Some(50_000), Some(64 << 20))
         );
-        let r = f.rt.config_of("app").unwrap().resources;
+        let r = rt.config_of("app").unwrap().resources;
         assert_eq!(
             (
                 r.cpu_shares,
@@ -1107,7 +1119,7 @@ mod tests {
             (Some(256), Some(50_000), Some(100_000), Some(64 << 20))
         );
         // Finished: nothing of the pod runs, its cgroup goes.
-        f.rt.exit("app", 0);
+        rt.exit("app", 0);
         p.status = Some(status_of(worker.sync_pod(&p).unwrap()));
         assert_eq!(
             p.status.as_ref().unwrap().phase.as_deref(),
@@ -1120,12 +1132,8 @@ mod tests {
 
     #[test]
     fn a_deleted_pods_cgroup_is_removed() {
-        use crate::cgroups::{resources::Amounts, CgroupTree as _, PodCgroups};
-        let f = fixture(&["busybox:1"]);
-        let tree = Arc::new(crate::fake::FakeCgroups::default());
-        let dir = tempfile::tempdir().unwrap();
-        let cgroups = PodCgroups::new(tree.clone(), "/t", Amounts::default(), dir.path());
-        let worker = f.worker.with_cgroups(Some(Arc::new(cgroups)));
+        use crate::cgroups::CgroupTree as _;
+        let (_rt, tree, worker, _dirs) = cgroup_fixture();
         let mut p = pod(
             serde_json::json!({"spec": {"containers": [{"name": "app", "image": "busybox:1"}]}}),
         );

@@ -76,6 +76,22 @@ impl Cluster {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        Cluster::when_ready(skiff, child, "node-a never became Ready", |cluster| {
+            cluster.jsonpath(
+                "node/node-a",
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            ) == "True"
+        })
+    }
+
+    /// The cluster of the server `child` on `skiff`'s root, once its kubeconfig exists and
+    /// `ready` holds (panicking with `never` after 30 s).
+    fn when_ready(
+        skiff: Skiff,
+        child: Child,
+        never: &str,
+        ready: impl Fn(&Cluster) -> bool,
+    ) -> (Cluster, ServerProcess) {
         let server = ServerProcess(child);
         let kubeconfig = skiff.root.path().join("server/admin.kubeconfig");
         let cluster = Cluster {
@@ -84,13 +100,8 @@ impl Cluster {
             kubeconfig,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !cluster.kubeconfig.exists()
-            || cluster.jsonpath(
-                "node/node-a",
-                "{.status.conditions[?(@.type==\"Ready\")].status}",
-            ) != "True"
-        {
-            assert!(Instant::now() < deadline, "node-a never became Ready");
+        while !cluster.kubeconfig.exists() || !ready(&cluster) {
+            assert!(Instant::now() < deadline, "{never}");
             std::thread::sleep(Duration::from_millis(100));
         }
         (cluster, server)
@@ -110,24 +121,12 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .unwrap();
-        let server = ServerProcess(child);
-        let kubeconfig = skiff.root.path().join("server/admin.kubeconfig");
-        let cluster = Cluster {
-            skiff,
-            kubectl: kubectl_133(),
-            kubeconfig,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !cluster.kubeconfig.exists()
-            || !cluster
+        Cluster::when_ready(skiff, child, "skiff server never answered", |cluster| {
+            cluster
                 .kubectl(&["get", "serviceaccount", "default", "-n", "default"])
                 .status
                 .success()
-        {
-            assert!(Instant::now() < deadline, "skiff server never answered");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        (cluster, server)
+        })
     }
 
     /// The cgroup the kubelet keeps its QoS levels and pod cgroups below.
