@@ -241,3 +241,41 @@ fn pods_bind_through_the_binding_subresource() {
         scenario(&kubectl);
     }
 }
+
+/// Discovery lists the pod subresources the kubelet serves through the API server, with
+/// Kubernetes' kinds and verbs (clients such as `kubectl auth can-i create pods/exec` and
+/// conformance's discovery checks rely on them).
+#[test]
+fn discovery_lists_the_pod_streaming_subresources() {
+    let s = TestServer::start();
+    let kubectl = &kubectls()[0];
+    let raw = ok(
+        s.kubectl(kubectl, &["get", "--raw", "/api/v1"]),
+        "get /api/v1",
+    );
+    let list: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let find = |name: &str| {
+        list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing from /api/v1"))
+            .clone()
+    };
+    for (name, kind, verbs) in [
+        ("pods/attach", "PodAttachOptions", vec!["create", "get"]),
+        ("pods/exec", "PodExecOptions", vec!["create", "get"]),
+        ("pods/log", "Pod", vec!["get"]),
+        (
+            "pods/portforward",
+            "PodPortForwardOptions",
+            vec!["create", "get"],
+        ),
+    ] {
+        let r = find(name);
+        assert_eq!(r["kind"], kind, "{r}");
+        assert_eq!(r["verbs"], serde_json::json!(verbs), "{r}");
+        assert_eq!(r["namespaced"], true, "{r}");
+    }
+}

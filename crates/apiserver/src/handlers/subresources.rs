@@ -521,7 +521,7 @@ pub(super) struct Subresource {
     pub verbs: &'static [&'static str],
 }
 
-/// The subresources of core resources besides status and scale.
+/// The subresources of core resources besides status and scale, as discovery lists them.
 pub(super) const EXTRA_SUBRESOURCES: &[Subresource] = &[
     Subresource {
         resource: "pods",
@@ -538,6 +538,39 @@ pub(super) const EXTRA_SUBRESOURCES: &[Subresource] = &[
         version: "v1",
         kind: "Eviction",
         verbs: &["create"],
+    },
+    // Served by the pod's kubelet through the API server (`node_proxy`).
+    Subresource {
+        resource: "pods",
+        name: "attach",
+        group: "",
+        version: "v1",
+        kind: "PodAttachOptions",
+        verbs: &["create", "get"],
+    },
+    Subresource {
+        resource: "pods",
+        name: "exec",
+        group: "",
+        version: "v1",
+        kind: "PodExecOptions",
+        verbs: &["create", "get"],
+    },
+    Subresource {
+        resource: "pods",
+        name: "log",
+        group: "",
+        version: "v1",
+        kind: "Pod",
+        verbs: &["get"],
+    },
+    Subresource {
+        resource: "pods",
+        name: "portforward",
+        group: "",
+        version: "v1",
+        kind: "PodPortForwardOptions",
+        verbs: &["create", "get"],
     },
     Subresource {
         resource: "namespaces",
