@@ -29,12 +29,24 @@ const APPLY_PATCH_YAML: &str = "application/apply-patch+yaml";
 /// Responses above this size return the memory freed while building them to the system.
 const LARGE_RESPONSE_BYTES: usize = 1 << 20;
 
-/// Returns free heap memory to the kernel: after a large list the allocator would otherwise
-/// keep the pages of its transient objects, and the server's RSS would stay at its peak.
-fn release_free_memory() {
-    // SAFETY: malloc_trim only releases free memory; it does not touch live allocations.
-    unsafe {
-        libc::malloc_trim(0);
+/// A large response body that, once sent and dropped, returns free heap memory to the
+/// kernel: after a large list the allocator would otherwise keep the pages of the body and
+/// of the transient objects encoded into it, and the server's RSS would stay at its peak.
+struct ReleasedWhenSent(Vec<u8>);
+
+impl AsRef<[u8]> for ReleasedWhenSent {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for ReleasedWhenSent {
+    fn drop(&mut self) {
+        drop(std::mem::take(&mut self.0));
+        // SAFETY: malloc_trim only releases free memory; it does not touch live allocations.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
 }
 
@@ -409,12 +421,18 @@ impl Ctx<'_> {
         out.extend_from_slice(b"],\"metadata\":");
         serde_json::to_writer(&mut out, &meta).map_err(ApiError::internal)?;
         out.push(b'}');
-        let large = out.len() > LARGE_RESPONSE_BYTES;
-        let body = String::from_utf8(out).map_err(ApiError::internal)?;
-        if large {
-            release_free_memory();
+        if out.len() <= LARGE_RESPONSE_BYTES {
+            let body = String::from_utf8(out).map_err(ApiError::internal)?;
+            return Ok(Reply::text(body).with_content_type("application/json"));
         }
-        Ok(Reply::text(body).with_content_type("application/json"))
+        // Returned to the system once sent: the response is the largest allocation here.
+        let body = bytes::Bytes::from_owner(ReleasedWhenSent(out));
+        Ok(Reply {
+            status: StatusCode::OK,
+            body: super::ReplyBody::Stream(super::full(body)),
+            content_type: "application/json".into(),
+            warnings: Vec::new(),
+        })
     }
 
     /// Validates the metadata every object has (`ValidateObjectMeta`).
