@@ -7,7 +7,7 @@
 //!
 //! - [`replicaset`], [`deployment`], [`garbage_collector`], [`job`], [`ttl_after_finished`],
 //!   [`endpoints`], [`endpointslice`], [`daemonset`], [`statefulset`], [`cronjob`],
-//!   [`namespace`], [`podgc`]: the controllers, registered under kube-controller-manager's
+//!   [`namespace`], [`podgc`], [`nodelifecycle`]: the controllers, registered under kube-controller-manager's
 //!   names;
 //! - [`simulated_agent`]: kwok-style nodes that run no containers;
 //! - [`connect`]: how a component finds the API server; [`events`]: Event recording.
@@ -23,11 +23,13 @@ pub mod garbage_collector;
 pub mod history;
 pub mod job;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod pod_util;
 pub mod podgc;
 pub mod replicaset;
 pub mod simulated_agent;
 pub mod statefulset;
+pub mod sweep;
 pub mod ttl_after_finished;
 
 use kube::Client;
@@ -40,10 +42,12 @@ type Loop = fn(Client) -> futures::future::BoxFuture<'static, ()>;
 pub struct ControllerManagerConfig {
     /// Controller names to run (`replicaset`, `deployment`, `garbagecollector`, `job`,
     /// `ttl-after-finished`, `cronjob`, `daemonset`, `statefulset`, `endpoint`,
-    /// `endpointslice`, `namespace`, `podgc`); empty means all.
+    /// `endpointslice`, `namespace`, `podgc`, `nodelifecycle`); empty means all.
     pub controllers: Vec<String>,
     /// Settings of the pod garbage collector.
     pub pod_gc: podgc::PodGcConfig,
+    /// Settings of the node lifecycle controller.
+    pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
 }
 
 /// Why the controller manager stopped.
@@ -91,6 +95,13 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
         tasks.spawn(async move {
             run.await;
             Err(Error::Stopped("podgc"))
+        });
+    }
+    if enabled("nodelifecycle") {
+        let run = nodelifecycle::run(client.clone(), config.node_lifecycle.clone());
+        tasks.spawn(async move {
+            run.await;
+            Err(Error::Stopped("nodelifecycle"))
         });
     }
     if enabled("garbagecollector") {

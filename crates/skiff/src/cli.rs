@@ -804,6 +804,30 @@ pub struct ControllerArgs {
         default_value_t = skiff_controllers::podgc::PodGcConfig::default().terminated_pod_gc_threshold
     )]
     pub terminated_pod_gc_threshold: i32,
+    /// How long a node may go without a heartbeat (Lease or status) before it counts as
+    /// unreachable: seconds, or with a unit (`40s`, `2m`, `500ms`).
+    #[arg(long = "node-monitor-grace-period", default_value = "40s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// How often the node lifecycle controller checks nodes when nothing changes.
+    #[arg(long = "node-monitor-period", default_value = "5s", value_parser = parse_duration)]
+    pub node_monitor_period: std::time::Duration,
+}
+
+/// A duration of seconds (`40`), or with a unit (`ms`, `s`, `m`, `h`).
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?}"))?;
+    let millis = match unit {
+        "ms" => n,
+        "" | "s" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        _ => return Err(format!("not a duration: {s:?} (units: ms, s, m, h)")),
+    };
+    Ok(std::time::Duration::from_millis(millis))
 }
 
 /// `token ...`: bootstrap tokens, as `kubeadm token` manages them.

@@ -11,6 +11,7 @@ mod kubelet_pods;
 mod kubelet_resources;
 mod namespaces;
 mod network;
+mod node_lifecycle;
 mod registry;
 mod server;
 mod services;

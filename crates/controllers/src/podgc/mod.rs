@@ -102,15 +102,8 @@ pub async fn run(client: Client, config: PodGcConfig) {
     };
     loop {
         let next = gc.sweep(&pods, &nodes).await.min(config.check_period);
-        let mut wake = Instant::now() + next;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(wake) => break,
-                change = changes.next() => match change {
-                    None => return,
-                    Some(()) => wake = wake.min(Instant::now() + DEBOUNCE),
-                },
-            }
+        if !crate::sweep::wait_for_next(next, DEBOUNCE, &mut changes).await {
+            return;
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use anyhow::{Context as _, Result};
 use skiff_controllers::connect::{connect, Target};
+use skiff_controllers::nodelifecycle::NodeLifecycleConfig;
 use skiff_controllers::podgc::PodGcConfig;
 use skiff_controllers::ControllerManagerConfig;
 
@@ -14,6 +15,10 @@ pub(super) fn config(args: &ControllerArgs) -> ControllerManagerConfig {
         pod_gc: PodGcConfig {
             terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
             ..Default::default()
+        },
+        node_lifecycle: NodeLifecycleConfig {
+            grace_period: args.node_monitor_grace_period,
+            monitor_period: args.node_monitor_period,
         },
         ..Default::default()
     }
