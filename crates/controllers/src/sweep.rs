@@ -6,6 +6,21 @@ use std::time::Duration;
 use futures::{Stream, StreamExt as _};
 use tokio::time::Instant;
 
+/// Drains `changes` until `ready` (the caches' first lists) completes; false when `changes`
+/// ended first. The changes drive the caches, so they must be polled meanwhile.
+pub async fn until_ready<S>(ready: impl std::future::Future, changes: &mut S) -> bool
+where
+    S: Stream<Item = ()> + Unpin,
+{
+    tokio::pin!(ready);
+    loop {
+        tokio::select! {
+            _ = &mut ready => return true,
+            change = changes.next() => if change.is_none() { return false },
+        }
+    }
+}
+
 /// Waits `due` or, after a change arrives on `changes`, at most `debounce` more (changes
 /// come in bursts, one sweep follows them all). False once `changes` has ended.
 pub async fn wait_for_next<S>(due: Duration, debounce: Duration, changes: &mut S) -> bool

@@ -106,12 +106,8 @@ pub async fn run(client: Client, config: NodeLifecycleConfig) {
         let _ = nodes.wait_until_ready().await;
         let _ = leases.wait_until_ready().await;
     };
-    tokio::pin!(ready);
-    loop {
-        tokio::select! {
-            _ = &mut ready => break,
-            change = changes.next() => if change.is_none() { return },
-        }
+    if !crate::sweep::until_ready(ready, &mut changes).await {
+        return;
     }
     let mut controller = NodeLifecycle {
         client,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client, ResourceExt as _};
@@ -88,12 +88,8 @@ pub async fn run(client: Client, config: PodGcConfig) {
         let _ = pods.wait_until_ready().await;
         let _ = nodes.wait_until_ready().await;
     };
-    tokio::pin!(ready);
-    loop {
-        tokio::select! {
-            _ = &mut ready => break,
-            change = changes.next() => if change.is_none() { return },
-        }
+    if !crate::sweep::until_ready(ready, &mut changes).await {
+        return;
     }
     let mut gc = PodGc {
         client,
@@ -199,15 +195,7 @@ impl PodGc {
                     .map(drop),
             )?;
         }
-        let dp = DeleteParams {
-            grace_period_seconds: Some(0),
-            // Not a newer pod of the same name.
-            preconditions: Some(Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
+        let dp = crate::pod_util::force_delete_params(pod);
         ignore_gone(api.delete(&name, &dp).await.map(drop))
     }
 }

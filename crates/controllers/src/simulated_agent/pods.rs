@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::json;
@@ -80,14 +80,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action, PodError>
         source,
     };
     if pod.metadata.deletion_timestamp.is_some() {
-        let dp = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: pod.metadata.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
+        let dp = crate::pod_util::force_delete_params(&pod);
         return match api.delete(&pod.name_any(), &dp).await {
             Ok(_) => Ok(Action::await_change()),
             Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
