@@ -84,7 +84,7 @@ impl std::fmt::Debug for Api {
 pub struct Security {
     /// The RBAC authorizer.
     pub rbac: Arc<Rbac>,
-    /// The mirror of RBAC objects and service accounts.
+    /// The mirror of what RBAC, authentication and admission read on every request.
     pub reflector: Arc<Reflector>,
     /// The service account token issuer.
     pub tokens: Arc<TokenIssuer>,
