@@ -628,15 +628,21 @@ pub fn track_update(old: &Value, new: &mut Value, request: &UpdateRequest<'_>, s
         request.root,
         request.without_status && !status_only,
     );
-    let changed: FieldSet = after
-        .iter()
-        .filter(|p| !status_only || p.first().map(String::as_str) == Some("f:status"))
-        .filter(|p| match p.last().map(String::as_str) {
-            Some(".") => value_at(old, p).is_none(),
-            _ => value_at(old, p) != value_at(new, p),
-        })
-        .cloned()
-        .collect();
+    let in_scope =
+        |p: &FieldPath| !status_only || p.first().map(String::as_str) == Some("f:status");
+    // A create (nothing before) changes every field it sets.
+    let changed: FieldSet = if old.as_object().is_some_and(serde_json::Map::is_empty) {
+        after.into_iter().filter(in_scope).collect()
+    } else {
+        after
+            .into_iter()
+            .filter(in_scope)
+            .filter(|p| match p.last().map(String::as_str) {
+                Some(".") => value_at(old, p).is_none(),
+                _ => value_at(old, p) != value_at(new, p),
+            })
+            .collect()
+    };
     for m in &mut managers {
         m.fields
             .retain(|o| !changed.contains(o) && value_at(new, o).is_some());

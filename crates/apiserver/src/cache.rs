@@ -18,8 +18,8 @@ use tokio::sync::watch;
 use crate::registry::ResourceDef;
 use crate::storage::Storage;
 
-/// Objects by store key.
-type Objects = BTreeMap<String, Value>;
+/// Objects by store key, shared with readers: a read hands out a reference, not a copy.
+type Objects = BTreeMap<String, Arc<Value>>;
 
 /// The mirror of a fixed set of resources.
 pub struct Reflector {
@@ -78,7 +78,7 @@ impl Reflector {
             revision = Some(page.revision);
             for (key, obj) in page.items {
                 start = Some(key.clone());
-                fresh.insert(key, obj);
+                fresh.insert(key, Arc::new(obj));
             }
             if !page.more {
                 break;
@@ -113,7 +113,7 @@ impl Reflector {
                     match event.kind {
                         EventKind::Put => match Storage::decode(&event.kv, event.kv.mod_revision) {
                             Ok(obj) => {
-                                objects.insert(event.kv.key.clone(), obj);
+                                objects.insert(event.kv.key.clone(), Arc::new(obj));
                             }
                             Err(err) => tracing::warn!("reflector: {}", err.message),
                         },
@@ -169,12 +169,12 @@ impl Reflector {
     }
 
     /// Every object of a resource (all namespaces).
-    pub fn list(&self, def: &ResourceDef) -> Vec<Value> {
+    pub fn list(&self, def: &ResourceDef) -> Vec<Arc<Value>> {
         self.list_in(def, None)
     }
 
     /// The objects of a resource in one namespace (or all, with `None`).
-    pub fn list_in(&self, def: &ResourceDef, namespace: Option<&str>) -> Vec<Value> {
+    pub fn list_in(&self, def: &ResourceDef, namespace: Option<&str>) -> Vec<Arc<Value>> {
         let prefix = Storage::prefix(def, namespace);
         let objects = self.objects.read().unwrap_or_else(|p| p.into_inner());
         objects
@@ -185,7 +185,7 @@ impl Reflector {
     }
 
     /// One object.
-    pub fn get(&self, def: &ResourceDef, namespace: &str, name: &str) -> Option<Value> {
+    pub fn get(&self, def: &ResourceDef, namespace: &str, name: &str) -> Option<Arc<Value>> {
         let objects = self.objects.read().unwrap_or_else(|p| p.into_inner());
         objects
             .get(&Storage::key(def, namespace, name))
@@ -198,9 +198,13 @@ impl Reflector {
     }
 }
 
-/// A mirrored (stored) object in the version of `def`.
-fn served(def: &ResourceDef, stored: &Value) -> Value {
-    let mut obj = stored.clone();
+/// A mirrored (stored) object in the version of `def`: the stored object itself unless
+/// `def` is served in another version than it is stored in.
+fn served(def: &ResourceDef, stored: &Arc<Value>) -> Arc<Value> {
+    if def.conversion.is_none() && def.custom.is_none() {
+        return stored.clone();
+    }
+    let mut obj = Value::clone(stored);
     def.to_served(&mut obj);
-    obj
+    Arc::new(obj)
 }

@@ -339,7 +339,7 @@ async fn bootstrap(storage: &Storage) -> Result<(), ServerError> {
         obj["metadata"]["creationTimestamp"] = json!(crate::handlers::now_rfc3339());
         def.strategy.prepare_for_create(&mut obj);
         def.strategy.default(&mut obj);
-        match storage.create(def, "", &name, &obj).await {
+        match storage.create(def, "", &name, obj).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(ServerError::Bootstrap(e.message)),
@@ -413,7 +413,7 @@ async fn bootstrap_kubernetes_service(
         ),
     ];
     for (def, obj) in objects {
-        match storage.create(def, "default", "kubernetes", &obj).await {
+        match storage.create(def, "default", "kubernetes", obj).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(err(e)),

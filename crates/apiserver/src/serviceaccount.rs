@@ -90,7 +90,21 @@ pub struct TokenIssuer {
     key: EcdsaKeyPair,
     key_id: String,
     rng: SystemRandom,
+    /// Tokens verified lately, so that a client sending the same token on every request
+    /// does not pay a signature check each time (kube-apiserver caches successful token
+    /// authentications for 10 s the same way).
+    verified: std::sync::Mutex<VerifiedTokens>,
 }
+
+/// Successfully verified tokens by SHA-256 of the token, with their expiry (Unix seconds)
+/// and when they were verified.
+type VerifiedTokens = std::collections::HashMap<[u8; 32], (TokenClaims, i64, std::time::Instant)>;
+
+/// How long a verified token is trusted without checking its signature again.
+const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Most tokens remembered; the memory is cleared when it is full.
+const VERIFIED_MAX: usize = 4096;
 
 impl std::fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,7 +144,12 @@ impl TokenIssuer {
         .map_err(|e| TokenError::Key(e.to_string()))?;
         // Like kube-apiserver, the key id is a hash of the public key.
         let key_id = B64URL.encode(sha2::Sha256::digest(key.public_key().as_ref()));
-        Ok(TokenIssuer { key, key_id, rng })
+        Ok(TokenIssuer {
+            key,
+            key_id,
+            rng,
+            verified: Default::default(),
+        })
     }
 
     /// Issues a token for a service account, valid for `expiration_seconds`, optionally
@@ -184,8 +203,31 @@ impl TokenIssuer {
         ))
     }
 
-    /// Verifies a token's signature, issuer and lifetime.
+    /// Verifies a token's signature, issuer and lifetime; a token verified in the last
+    /// [`VERIFIED_TTL`] is not checked again until it expires.
     pub fn verify(&self, token: &str) -> Result<TokenClaims, TokenError> {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = jiff::Timestamp::now().as_second();
+        {
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((claims, exp, at)) = verified.get(&digest) {
+                if *exp >= now && at.elapsed() < VERIFIED_TTL {
+                    return Ok(claims.clone());
+                }
+            }
+        }
+        let (claims, exp) = self.verify_signed(token)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(digest, (claims.clone(), exp, std::time::Instant::now()));
+        Ok(claims)
+    }
+
+    /// Checks a token's signature, issuer and lifetime; its claims and expiry.
+    fn verify_signed(&self, token: &str) -> Result<(TokenClaims, i64), TokenError> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(sig), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -218,12 +260,13 @@ impl TokenIssuer {
                 .collect(),
             _ => Vec::new(),
         };
-        Ok(TokenClaims {
+        let claims = TokenClaims {
             namespace: str_at(&claims, "/kubernetes.io/namespace").to_owned(),
             name: str_at(&claims, "/kubernetes.io/serviceaccount/name").to_owned(),
             uid: str_at(&claims, "/kubernetes.io/serviceaccount/uid").to_owned(),
             audiences,
-        })
+        };
+        Ok((claims, exp))
     }
 }
 
@@ -274,13 +317,14 @@ async fn reconcile(storage: &Storage, cache: &Reflector, ca_pem: &str) {
         let wanted = json!({"ca.crt": ca_pem});
         match cache.get(configmaps, namespace, ROOT_CA_CONFIGMAP) {
             Some(cm) if cm.get("data") == Some(&wanted) => {}
-            Some(mut cm) => {
+            Some(cm) => {
+                let mut cm = Value::clone(&cm);
                 let revision = str_at(&cm, "/metadata/resourceVersion")
                     .parse()
                     .unwrap_or(0);
                 cm["data"] = wanted;
                 let _ = storage
-                    .update(configmaps, namespace, ROOT_CA_CONFIGMAP, &cm, revision)
+                    .update(configmaps, namespace, ROOT_CA_CONFIGMAP, cm, revision)
                     .await;
             }
             None => {
@@ -309,7 +353,7 @@ async fn create_quietly(
     name: &str,
     obj: &Value,
 ) {
-    match storage.create(def, namespace, name, obj).await {
+    match storage.create(def, namespace, name, obj.clone()).await {
         Ok(_) => {}
         Err(e) if e.reason == "AlreadyExists" => {}
         Err(e) => tracing::warn!(%namespace, %name, "creating {}: {}", def.kind, e.message),
@@ -340,7 +384,7 @@ pub async fn admit_pod(storage: &Storage, cache: &Reflector, pod: &mut Value) ->
         None => storage
             .get(def, &namespace, &account)
             .await?
-            .map(|(sa, _)| sa),
+            .map(|(sa, _)| std::sync::Arc::new(sa)),
     };
     let Some(sa) = found else {
         let pods = REGISTRY

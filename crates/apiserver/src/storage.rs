@@ -79,16 +79,21 @@ impl Storage {
         Ok(obj)
     }
 
-    /// Encodes an object for the store, in the version its resource is stored in.
-    fn encode(def: &ResourceDef, obj: &Value) -> ApiResult<Vec<u8>> {
-        let mut obj = obj.clone();
-        def.to_stored(&mut obj);
-        omit_empty_metadata(&mut obj);
+    /// Brings `obj` into the form a read returns once it is written (empty metadata lists
+    /// and maps omitted, no resourceVersion or selfLink) and encodes it for the store, in the
+    /// version its resource is stored in. Copies the object only when that version differs.
+    fn encode(def: &ResourceDef, obj: &mut Value) -> ApiResult<Vec<u8>> {
+        omit_empty_metadata(obj);
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
             meta.remove("selfLink");
         }
-        serde_json::to_vec(&obj).map_err(ApiError::internal)
+        if def.conversion.is_none() && def.custom.is_none() {
+            return serde_json::to_vec(obj).map_err(ApiError::internal);
+        }
+        let mut stored = obj.clone();
+        def.to_stored(&mut stored);
+        serde_json::to_vec(&stored).map_err(ApiError::internal)
     }
 
     /// Reads one object with its mod revision.
@@ -109,13 +114,11 @@ impl Storage {
         }
     }
 
-    /// What a read returns after `obj` was written at `revision`.
-    fn written(def: &ResourceDef, obj: &Value, revision: i64) -> Value {
-        let mut out = obj.clone();
-        omit_empty_metadata(&mut out);
-        def.through_storage(&mut out);
-        set_resource_version(&mut out, revision);
-        out
+    /// What a read returns after `obj`, [`Storage::encode`]d, was written at `revision`.
+    fn written(def: &ResourceDef, mut obj: Value, revision: i64) -> Value {
+        def.through_storage(&mut obj);
+        set_resource_version(&mut obj, revision);
+        obj
     }
 
     /// Creates an object; fails with AlreadyExists when the key exists.
@@ -124,10 +127,11 @@ impl Storage {
         def: &ResourceDef,
         namespace: &str,
         name: &str,
-        obj: &Value,
+        mut obj: Value,
     ) -> ApiResult<Value> {
         let key = Storage::key(def, namespace, name);
-        match self.store.create(&key, Storage::encode(def, obj)?).await {
+        let bytes = Storage::encode(def, &mut obj)?;
+        match self.store.create(&key, bytes).await {
             Ok(revision) => Ok(Storage::written(def, obj, revision)),
             Err(StoreError::AlreadyExists { .. }) => Err(ApiError::already_exists(def, name)),
             Err(e) => Err(e.into()),
@@ -140,15 +144,12 @@ impl Storage {
         def: &ResourceDef,
         namespace: &str,
         name: &str,
-        obj: &Value,
+        mut obj: Value,
         expected: i64,
     ) -> ApiResult<Value> {
         let key = Storage::key(def, namespace, name);
-        match self
-            .store
-            .update(&key, Storage::encode(def, obj)?, expected)
-            .await
-        {
+        let bytes = Storage::encode(def, &mut obj)?;
+        match self.store.update(&key, bytes, expected).await {
             Ok(revision) => Ok(Storage::written(def, obj, revision)),
             Err(StoreError::Conflict { .. }) => Err(ApiError::stale(def, name)),
             Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(def, name)),

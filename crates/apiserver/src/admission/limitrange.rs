@@ -85,7 +85,7 @@ async fn limit_ranges(api: &Api, namespace: &str) -> ApiResult<Vec<Vec<LimitItem
     };
     // From the server's mirror, which every acknowledged LimitRange write has reached.
     let ranges = api.reflector().list_in(def, Some(namespace));
-    Ok(ranges.iter().map(items_of).collect())
+    Ok(ranges.iter().map(|r| items_of(r)).collect())
 }
 
 /// One entry of a LimitRange's `spec.limits`.

@@ -202,7 +202,7 @@ async fn namespace_policy(api: &Api, namespace: &str) -> ApiResult<(Policy, bool
             .storage()
             .get(def, "", namespace)
             .await?
-            .map(|(ns, _)| ns),
+            .map(|(ns, _)| std::sync::Arc::new(ns)),
     };
     let labels = ns.and_then(|ns| ns.pointer("/metadata/labels").cloned());
     let (policy, errors) = policy(labels.as_ref().and_then(Value::as_object));

@@ -761,7 +761,7 @@ async fn reconcile(storage: &Storage, namespace: &str) -> ApiResult<()> {
         // A conflict means someone wrote the quota meanwhile; that write's event brings
         // the namespace back.
         storage
-            .update(def, namespace, &name, &updated, revision)
+            .update(def, namespace, &name, updated, revision)
             .await?;
     }
     Ok(())
@@ -893,7 +893,7 @@ mod tests {
             p["metadata"]["name"] = json!(name);
             p
         };
-        storage.create(pods, "ns", "a", &named("a")).await.unwrap();
+        storage.create(pods, "ns", "a", named("a")).await.unwrap();
         let quota = json!({"spec": {"hard": {"pods": "5", "requests.cpu": "1"}}});
         let mut pending = vec![Pending {
             prefix: pods.storage_prefix,
@@ -917,7 +917,7 @@ mod tests {
         );
         assert_eq!(pending.len(), 1);
         // Stored: counted once, and the pending write is done.
-        storage.create(pods, "ns", "b", &named("b")).await.unwrap();
+        storage.create(pods, "ns", "b", named("b")).await.unwrap();
         assert_eq!(
             used_of(&storage, &quota, &mut pending).await,
             ("2".into(), "200m".into())
@@ -939,7 +939,7 @@ mod tests {
             ("2".into(), "600m".into())
         );
         storage
-            .update(pods, "ns", "a", &bigger, revision)
+            .update(pods, "ns", "a", bigger.clone(), revision)
             .await
             .unwrap();
         assert_eq!(

@@ -84,7 +84,7 @@ async fn establish(storage: &Storage, crd: &Value) -> ApiResult<()> {
     );
     let name = str_at(crd, "/metadata/name");
     storage
-        .update(crd_def(), "", name, &updated, revision_of(crd))
+        .update(crd_def(), "", name, updated, revision_of(crd))
         .await?;
     Ok(())
 }
@@ -128,7 +128,7 @@ async fn finalize(storage: &Storage, crd: &Value) -> ApiResult<()> {
     } else {
         updated["metadata"]["finalizers"] = Value::Array(finalizers);
         storage
-            .update(crd_def(), "", name, &updated, revision_of(crd))
+            .update(crd_def(), "", name, updated, revision_of(crd))
             .await?;
     }
     Ok(())

@@ -295,7 +295,11 @@ pub fn crd_def() -> &'static ResourceDef {
 
 /// Serves what `crds` define, replacing the registry's custom rows; `cache` keeps the rows
 /// of CRDs whose spec did not change (by uid and generation), so nothing leaks again.
-pub fn serve(registry: &Registry, crds: &[Value], cache: &mut controller::RowCache) {
+pub fn serve(
+    registry: &Registry,
+    crds: &[std::sync::Arc<Value>],
+    cache: &mut controller::RowCache,
+) {
     let mut defs = Vec::new();
     let mut live = std::collections::HashSet::new();
     for crd in crds {

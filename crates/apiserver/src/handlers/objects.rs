@@ -557,7 +557,7 @@ impl Ctx<'_> {
                 .storage
                 .get(namespaces, "", self.namespace())
                 .await?
-                .map(|(ns, _)| ns),
+                .map(|(ns, _)| std::sync::Arc::new(ns)),
         };
         match namespace {
             None => Err(ApiError::namespace_not_found(self.namespace())),
@@ -690,18 +690,15 @@ impl Ctx<'_> {
             }
             None => self.track_update(&json!({}), &mut obj),
         }
+        // As kube-apiserver: defaults on decoding, mutating admission, then one validation
+        // (BeforeCreate) of what admission made, then validating admission.
         self.def.strategy.default(&mut obj);
-        let mut errs = self.validate_meta(&obj);
-        errs.extend(self.def.strategy.validate(&obj));
-        if !errs.is_empty() {
-            return Err(self.invalid(&obj, &errs));
-        }
         let name = str_at(&obj, "/metadata/name").to_owned();
         self.check_namespace(&name).await?;
         let mut warnings = warnings;
         let attrs = self.admission_attributes(Operation::Create, &name, None)?;
         admission::mutate(self.api, &attrs, &mut obj, &mut warnings).await?;
-        // Mutating plugins may have changed anything: default and validate again.
+        // Mutating plugins may have changed anything: default again.
         self.def.strategy.default(&mut obj);
         let mut errs = self.validate_meta(&obj);
         errs.extend(self.def.strategy.validate(&obj));
@@ -720,15 +717,18 @@ impl Ctx<'_> {
         let mut name = name;
         let mut attempts = 0;
         let created = loop {
+            // Only a generated name may need the object again.
+            let retry = (generated && attempts < 7).then(|| obj.clone());
             match self
                 .api
                 .storage
-                .create(self.def, self.namespace(), &name, &obj)
+                .create(self.def, self.namespace(), &name, obj)
                 .await
             {
-                Err(err) if err.reason == "AlreadyExists" && generated && attempts < 7 => {
+                Err(err) if err.reason == "AlreadyExists" && retry.is_some() => {
                     attempts += 1;
                     name = format!("{generate_name}{}", random_suffix());
+                    obj = retry.expect("kept for a retry");
                     obj["metadata"]["name"] = json!(name);
                 }
                 result => break result?,
@@ -1040,7 +1040,7 @@ impl Ctx<'_> {
             let updated = self
                 .api
                 .storage
-                .update(self.def, self.namespace(), &name, &obj, revision)
+                .update(self.def, self.namespace(), &name, obj, revision)
                 .await?;
             let revision = str_at(&updated, "/metadata/resourceVersion")
                 .parse()
@@ -1056,7 +1056,7 @@ impl Ctx<'_> {
         let updated = self
             .api
             .storage
-            .update(self.def, self.namespace(), &name, &obj, revision)
+            .update(self.def, self.namespace(), &name, obj, revision)
             .await?;
         self.settle(&updated).await;
         Ok(Reply::ok(updated).with_warnings(warnings))
@@ -1231,7 +1231,7 @@ impl Ctx<'_> {
                 match self
                     .api
                     .storage
-                    .update(self.def, self.namespace(), name, &marked, revision)
+                    .update(self.def, self.namespace(), name, marked, revision)
                     .await
                 {
                     Ok(updated) => {

@@ -273,7 +273,7 @@ pub(super) async fn bind(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Reply> {
         match ctx
             .api
             .storage()
-            .update(ctx.def, &ctx.info.namespace, name, &bound, revision)
+            .update(ctx.def, &ctx.info.namespace, name, bound.clone(), revision)
             .await
         {
             Ok(_) => break,

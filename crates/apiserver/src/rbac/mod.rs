@@ -342,13 +342,13 @@ async fn aggregate(storage: &Storage, cache: &Reflector) {
         if array_at(role, "/rules") == rules.as_slice() {
             continue;
         }
-        let mut updated = role.clone();
+        let mut updated = Value::clone(role);
         updated["rules"] = json!(rules);
         let revision = str_at(role, "/metadata/resourceVersion")
             .parse()
             .unwrap_or(0);
         if let Err(err) = storage
-            .update(cluster_roles, "", name, &updated, revision)
+            .update(cluster_roles, "", name, updated, revision)
             .await
         {
             // A conflict means a newer version is on its way through the reflector.
