@@ -12,6 +12,7 @@
 //!   selectors, patch formats, server-side printing, resource quantities);
 //! - [`storage`]: objects in a [`skiff_store::Store`] under Kubernetes' key layout;
 //!   [`cache`]: the reflector mirroring some of them for the server's own controllers;
+//! - [`resource_metrics`]: `metrics.k8s.io`, kubelets' usage scraped as metrics-server does;
 //! - [`handlers`]: the HTTP layer; [`server`]: TLS, listener and startup.
 
 pub mod admission;
@@ -33,6 +34,7 @@ pub mod quantity;
 pub mod rbac;
 pub mod registry;
 pub mod request;
+pub mod resource_metrics;
 pub mod schema;
 pub mod selector;
 pub mod server;

@@ -186,7 +186,8 @@ impl Server {
             tokens: Arc::new(tokens),
         };
         let kubelet_client =
-            crate::handlers::kubelet_client_config(&pki).map_err(ServerError::Tls)?;
+            Arc::new(crate::handlers::kubelet_client_config(&pki).map_err(ServerError::Tls)?);
+        let resource_metrics = Arc::new(crate::resource_metrics::MetricsStore::default());
         let api = Arc::new(
             Api::new(
                 storage.clone(),
@@ -195,7 +196,8 @@ impl Server {
                 security,
                 server_address,
             )
-            .with_kubelet_client(Arc::new(kubelet_client))
+            .with_kubelet_client(kubelet_client.clone())
+            .with_resource_metrics(resource_metrics.clone())
             .with_service_ranges(service_ranges),
         );
         let controllers = [
@@ -211,6 +213,12 @@ impl Server {
                 crd_rows,
             )),
             tokio::spawn(rbac::run_aggregation(storage.clone(), reflector)),
+            tokio::spawn(crate::resource_metrics::run(
+                storage.clone(),
+                kubelet_client,
+                resource_metrics,
+                crate::resource_metrics::resolution(),
+            )),
             tokio::spawn(crate::admission::run_quota_controller(storage)),
         ];
 

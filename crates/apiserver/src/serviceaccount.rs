@@ -482,4 +482,17 @@ mod tests {
         let (expired, _) = issuer.issue(&sa, &[], -10, None).unwrap();
         assert!(issuer.verify(&expired).is_err());
     }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = TokenIssuer::load_or_create(&dir.path().join("sa.key")).unwrap();
+        let sa = json!({"metadata": {"name": "robot", "namespace": "team", "uid": "u1"}});
+        let (token, _) = issuer.issue(&sa, &[], 1, None).unwrap();
+        let first = issuer.verify(&token).unwrap();
+        assert_eq!(issuer.verify(&token).unwrap(), first, "served from memory");
+        assert_eq!(issuer.verified.lock().unwrap().len(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert!(issuer.verify(&token).is_err(), "expired while remembered");
+    }
 }

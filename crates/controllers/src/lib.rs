@@ -7,8 +7,11 @@
 //!
 //! - [`replicaset`], [`deployment`], [`garbage_collector`], [`job`], [`ttl_after_finished`],
 //!   [`endpoints`], [`endpointslice`], [`daemonset`], [`statefulset`], [`cronjob`],
-//!   [`namespace`], [`podgc`], [`nodelifecycle`]: the controllers, registered under kube-controller-manager's
-//!   names;
+//!   [`namespace`], [`podgc`], [`nodelifecycle`], [`persistentvolume`], [`podautoscaler`]:
+//!   the controllers,
+//!   registered under kube-controller-manager's names;
+//! - [`localpath`]: the local-path volume provisioner (started by `skiff server`, which
+//!   knows the node's filesystem);
 //! - [`simulated_agent`]: kwok-style nodes that run no containers;
 //! - [`connect`]: how a component finds the API server; [`events`]: Event recording.
 
@@ -22,9 +25,12 @@ pub mod events;
 pub mod garbage_collector;
 pub mod history;
 pub mod job;
+pub mod localpath;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod persistentvolume;
 pub mod pod_util;
+pub mod podautoscaler;
 pub mod podgc;
 pub mod replicaset;
 pub mod simulated_agent;
@@ -42,12 +48,16 @@ type Loop = fn(Client) -> futures::future::BoxFuture<'static, ()>;
 pub struct ControllerManagerConfig {
     /// Controller names to run (`replicaset`, `deployment`, `garbagecollector`, `job`,
     /// `ttl-after-finished`, `cronjob`, `daemonset`, `statefulset`, `endpoint`,
-    /// `endpointslice`, `namespace`, `podgc`, `nodelifecycle`); empty means all.
+    /// `endpointslice`, `namespace`, `podgc`, `nodelifecycle`, `persistentvolume-binder`,
+    /// `horizontalpodautoscaling`);
+    /// empty means all.
     pub controllers: Vec<String>,
     /// Settings of the pod garbage collector.
     pub pod_gc: podgc::PodGcConfig,
     /// Settings of the node lifecycle controller.
     pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
+    /// Settings of the HorizontalPodAutoscaler controller.
+    pub pod_autoscaler: podautoscaler::PodAutoscalerConfig,
 }
 
 /// Why the controller manager stopped.
@@ -67,7 +77,7 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
         |name: &str| config.controllers.is_empty() || config.controllers.iter().any(|c| c == name);
     let mut tasks = tokio::task::JoinSet::new();
     // The controllers that run until their watches end.
-    let loops: [(&'static str, Loop); 10] = [
+    let loops: [(&'static str, Loop); 11] = [
         ("replicaset", |c| Box::pin(replicaset::run(c))),
         ("deployment", |c| Box::pin(deployment::run(c))),
         ("job", |c| Box::pin(job::run(c))),
@@ -80,6 +90,9 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
         ("statefulset", |c| Box::pin(statefulset::run(c))),
         ("cronjob", |c| Box::pin(cronjob::run(c))),
         ("namespace", |c| Box::pin(namespace::run(c))),
+        ("persistentvolume-binder", |c| {
+            Box::pin(persistentvolume::run(c))
+        }),
     ];
     for (name, start) in loops {
         if enabled(name) {
@@ -102,6 +115,13 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
         tasks.spawn(async move {
             run.await;
             Err(Error::Stopped("nodelifecycle"))
+        });
+    }
+    if enabled("horizontalpodautoscaling") {
+        let run = podautoscaler::run(client.clone(), config.pod_autoscaler.clone());
+        tasks.spawn(async move {
+            run.await;
+            Err(Error::Stopped("horizontalpodautoscaling"))
         });
     }
     if enabled("garbagecollector") {

@@ -239,6 +239,18 @@ impl ContainerStatus {
     }
 }
 
+/// CRI's `ContainerStats`: the cumulative cpu time and the memory working set of a
+/// container, when they were read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerStats {
+    /// When the figures were read.
+    pub timestamp: DateTime<Utc>,
+    /// cpu time consumed since the container started, nanoseconds (`usage_core_nano_seconds`).
+    pub cpu_usage_nanos: u64,
+    /// Memory in use minus the inactive file cache, bytes (`working_set_bytes`).
+    pub memory_working_set_bytes: u64,
+}
+
 /// CRI's `RuntimeService`: sandboxes and containers.
 pub trait RuntimeService: Send + Sync {
     /// Creates and starts a sandbox holding the pod's namespaces; returns its id.
@@ -277,6 +289,13 @@ pub trait RuntimeService: Send + Sync {
         cmd: &[String],
         timeout: std::time::Duration,
     ) -> Result<ExecSyncResult>;
+
+    /// The container's cpu and memory (`ContainerStats`); `None` when the runtime cannot
+    /// tell (the container has no cgroup, or the runtime measures nothing).
+    fn container_stats(&self, id: &str) -> Result<Option<ContainerStats>> {
+        let _ = id;
+        Ok(None)
+    }
 
     // --- Streaming: CRI's Exec, Attach, PortForward and the container's log path. ---
     // CRI hands out a URL of the runtime's streaming server; skiff's kubelet serves the

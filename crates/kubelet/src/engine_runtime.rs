@@ -321,6 +321,21 @@ impl RuntimeService for EngineRuntime {
             .collect())
     }
 
+    fn container_stats(&self, id: &str) -> Result<Option<cri::ContainerStats>> {
+        let c = self.engine.find(id).map_err(err)?;
+        // The container's own cgroup, as the shim created it from the OCI spec.
+        let reader = skiff_runtime::cgroups::CgroupReader::new(&c.record.spec.cgroup_path);
+        if !reader.exists() {
+            return Ok(None);
+        }
+        let usage = reader.usage();
+        Ok(Some(cri::ContainerStats {
+            timestamp: chrono::Utc::now(),
+            cpu_usage_nanos: usage.cpu_nanos,
+            memory_working_set_bytes: usage.memory_bytes,
+        }))
+    }
+
     // ExecSync: implemented in the `exec_sync` block at the end of this file.
 
     fn exec_sync(

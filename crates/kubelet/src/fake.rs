@@ -31,6 +31,8 @@ struct State {
     configs: BTreeMap<String, ContainerConfig>,
     /// Configs of sandboxes, in order of creation.
     sandbox_configs: Vec<PodSandboxConfig>,
+    /// What `container_stats` answers, by container id.
+    stats: BTreeMap<String, cri::ContainerStats>,
 }
 
 impl FakeRuntime {
@@ -79,6 +81,11 @@ impl FakeRuntime {
     /// The config the newest sandbox was created with.
     pub fn last_sandbox_config(&self) -> Option<PodSandboxConfig> {
         self.state.lock().unwrap().sandbox_configs.last().cloned()
+    }
+
+    /// Makes `container_stats` of container `id` answer `stats`.
+    pub fn set_stats(&self, id: &str, stats: cri::ContainerStats) {
+        self.state.lock().unwrap().stats.insert(id.into(), stats);
     }
 
     /// The calls made so far.
@@ -243,6 +250,10 @@ impl RuntimeService for FakeRuntime {
             .get(id)
             .cloned()
             .ok_or_else(|| CriError::NotFound(id.into()))
+    }
+
+    fn container_stats(&self, id: &str) -> Result<Option<cri::ContainerStats>> {
+        Ok(self.state.lock().unwrap().stats.get(id).cloned())
     }
 
     fn list_containers(&self, labels: &BTreeMap<String, String>) -> Result<Vec<ContainerStatus>> {
@@ -493,6 +504,7 @@ pub struct FakeCgroups {
 struct FakeTree {
     cgroups: BTreeMap<String, skiff_runtime::Resources>,
     writes: usize,
+    usage: BTreeMap<String, skiff_runtime::cgroups::Usage>,
 }
 
 impl FakeCgroups {
@@ -509,6 +521,15 @@ impl FakeCgroups {
     /// How many times limits were written.
     pub fn writes(&self) -> usize {
         self.state.lock().unwrap().writes
+    }
+
+    /// Makes `usage()` of `path` answer `usage`.
+    pub fn set_usage(&self, path: &str, usage: skiff_runtime::cgroups::Usage) {
+        self.state
+            .lock()
+            .unwrap()
+            .usage
+            .insert(path.to_string(), usage);
     }
 }
 
@@ -579,5 +600,12 @@ impl crate::cgroups::CgroupTree for FakeCgroups {
         }
         st.cgroups.remove(path);
         Ok(true)
+    }
+
+    fn usage(&self, path: &str) -> Option<skiff_runtime::cgroups::Usage> {
+        let st = self.state.lock().unwrap();
+        st.cgroups
+            .contains_key(path)
+            .then(|| st.usage.get(path).cloned().unwrap_or_default())
     }
 }

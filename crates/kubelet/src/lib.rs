@@ -4,7 +4,8 @@
 //!
 //! Layout follows the kubelet's managers: [`node`] (registration, lease),
 //! [`pod_worker`] (level-triggered syncs), [`status`] (what is reported), [`server`] (the
-//! kubelet API the API server proxies logs, exec, attach and port-forward to).
+//! kubelet API the API server proxies logs, exec, attach and port-forward to, and scrapes
+//! [`stats`] from).
 //! A sync builds each container from [`env`] and [`volumes`], runs [`hooks`], and
 //! reads what the [`probes`] found; API reads go through [`objects`], [`events`] record
 //! what happened. [`cgroups`] keeps each pod in a cgroup of its [`qos`] class.
@@ -23,6 +24,7 @@ pub mod pod_worker;
 pub mod probes;
 pub mod qos;
 pub mod server;
+pub mod stats;
 pub mod status;
 pub mod volumes;
 
@@ -123,9 +125,13 @@ pub async fn run(
         None => cluster_ca(&client).await,
     };
     let tls = server::tls_config(&client_ca, &[name.clone(), ip.clone()])?;
+    let cgroups = pod_cgroups(&config, &cap);
     let state = Arc::new(server::State {
         runtime: runtime.clone(),
         client: client.clone(),
+        node_name: name.clone(),
+        pod_cgroups: cgroups.clone(),
+        host: Arc::new(stats::ProcHost),
     });
     // Pods still run without it (another kubelet on this host may hold the port).
     if let Err(e) = server::start(port, tls, state).await {
@@ -190,7 +196,7 @@ pub async fn run(
         sync_frequency(),
     )
     .with_cluster_dns(config.cluster_dns.clone())
-    .with_cgroups(pod_cgroups(&config, &cap));
+    .with_cgroups(cgroups);
     let ctx = Arc::new(pod_worker::Ctx {
         runtime,
         client: client.clone(),

@@ -20,6 +20,7 @@
 //!   ├── nft         skiff's nftables table           (trait Nft: NftCli | FakeNft)
 //!   ├── sysctl      ip_forward, route_localnet        (trait Sysctl: ProcSysctl | FakeSysctl)
 //!   ├── service_proxy  Kubernetes Services' data path, a table of its own
+//!   ├── network_policy Kubernetes NetworkPolicies' data path, a table of its own
 //!   ├── hostports   free host ports for -p 80, -P     (trait HostPorts: SocketHostPorts | FakeHostPorts)
 //!   ├── dns         per-network resolver on the gateway address
 //!   └── netns       run code in a namespace; persistent namespaces
@@ -45,6 +46,7 @@ pub mod ipam;
 mod lock;
 pub mod netlink;
 pub mod netns;
+pub mod network_policy;
 mod networking;
 pub mod nft;
 pub mod ports;

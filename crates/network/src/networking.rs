@@ -47,6 +47,12 @@ impl NetworkingConfig {
         format!("{}_svc", self.table)
     }
 
+    /// The table of the NetworkPolicy enforcer ([`crate::network_policy`]) of this root:
+    /// `<table>_pol`, removed with the engine's by [`Networking::teardown_all`].
+    pub fn policy_table(&self) -> String {
+        format!("{}_pol", self.table)
+    }
+
     /// Defaults: table `skiff`, default subnet 10.88.0.0/16, no resolver command.
     pub fn new(state_root: impl Into<PathBuf>) -> Self {
         NetworkingConfig {
@@ -211,6 +217,10 @@ impl Networking {
         let services = crate::service_proxy::ServiceRules::new(&self.config.service_table())?;
         if self.nft.list_table(services.table())?.is_some() {
             self.nft.apply(services.table(), &services.delete_table())?;
+        }
+        let policies = crate::network_policy::PolicyRules::new(&self.config.policy_table())?;
+        if self.nft.list_table(policies.table())?.is_some() {
+            self.nft.apply(policies.table(), &policies.delete_table())?;
         }
         Ok(())
     }

@@ -4,14 +4,19 @@
 //! - [`caches`]: the watches both share (reflectors over the API);
 //! - [`proxy`]: kube-proxy's job, a level-triggered loop programming
 //!   [`skiff_network::service_proxy`] (cluster IPs and node ports in nftables);
+//! - [`network_policy`]: NetworkPolicies of this node's pods, programmed through
+//!   [`skiff_network::network_policy`];
 //! - [`dns`]: CoreDNS's `kubernetes` plugin: `<svc>.<ns>.svc.cluster.local`, SRV, PTR,
-//!   ExternalName, and forwarding of other names.
+//!   ExternalName, and forwarding of other names;
+//! - [`ingress`]: the built-in Ingress controller, an HTTP/HTTPS proxy to the pods.
 //!
 //! Both are clients of the API like any other component, through `kube`.
 
 pub mod caches;
 pub mod dns;
+pub mod ingress;
 pub mod model;
+pub mod network_policy;
 pub mod proxy;
 
 pub use caches::Caches;

@@ -24,6 +24,8 @@ pub struct EndpointAddr {
     pub serving: bool,
     /// Terminating.
     pub terminating: bool,
+    /// The node the endpoint runs on, when the slice says.
+    pub node_name: Option<String>,
     /// Port name to port number, from the slice this address came in.
     pub ports: BTreeMap<(String, String), u16>,
 }
@@ -81,6 +83,7 @@ fn endpoint_addr(
         ready,
         serving: c.and_then(|c| c.serving).unwrap_or(ready),
         terminating: c.and_then(|c| c.terminating).unwrap_or(false),
+        node_name: ep.node_name.clone(),
         ports: ports.clone(),
     }
 }
@@ -98,10 +101,14 @@ pub fn usable(endpoints: &[EndpointAddr]) -> Vec<&EndpointAddr> {
         .collect()
 }
 
-/// What the data path must hold for `services`, given their endpoints.
+/// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
+
+/// What the data path of node `node` must hold for `services`, given their endpoints.
 pub fn service_map<'a>(
     services: impl IntoIterator<Item = &'a Service>,
     endpoints: &BTreeMap<(String, String), Vec<EndpointAddr>>,
+    node: &str,
 ) -> ServiceMap {
     let mut out = ServiceMap::new();
     for svc in services {
@@ -118,6 +125,36 @@ pub fn service_map<'a>(
             .map(Vec::as_slice)
             .unwrap_or_default();
         let usable = usable(eps);
+        // The Local traffic policies choose among this node's endpoints alone, with the
+        // same fallback to terminating ones.
+        let on_node: Vec<EndpointAddr> = eps
+            .iter()
+            .filter(|e| e.node_name.as_deref() == Some(node))
+            .cloned()
+            .collect();
+        let usable_here = self::usable(&on_node);
+        let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .and_then(|t| u32::try_from(t).ok())
+                .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
+        });
+        let load_balancer_ips: Vec<Ipv4Addr> = if spec.type_.as_deref() == Some("LoadBalancer") {
+            svc.status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+        let external_local = node_ports && spec.external_traffic_policy.as_deref() == Some("Local");
         let mut ports = Vec::new();
         for p in spec.ports.iter().flatten() {
             let proto_name = p.protocol.clone().unwrap_or_else(|| "TCP".into());
@@ -130,15 +167,20 @@ pub fn service_map<'a>(
             let Ok(port) = u16::try_from(p.port) else {
                 continue;
             };
-            let mut targets: Vec<SocketAddrV4> = usable
-                .iter()
-                .filter_map(|e| {
-                    let target = e.ports.get(&(port_name.clone(), proto_name.clone()))?;
-                    Some(SocketAddrV4::new(e.ip, *target))
-                })
-                .collect();
-            targets.sort();
-            targets.dedup();
+            let addresses = |eps: &[&EndpointAddr]| {
+                let mut targets: Vec<SocketAddrV4> = eps
+                    .iter()
+                    .filter_map(|e| {
+                        let target = e.ports.get(&(port_name.clone(), proto_name.clone()))?;
+                        Some(SocketAddrV4::new(e.ip, *target))
+                    })
+                    .collect();
+                targets.sort();
+                targets.dedup();
+                targets
+            };
+            let targets = addresses(&usable);
+            let local_targets = addresses(&usable_here);
             ports.push(ServicePort {
                 name: port_name,
                 protocol,
@@ -148,7 +190,12 @@ pub fn service_map<'a>(
                     .node_port
                     .filter(|_| node_ports)
                     .and_then(|n| u16::try_from(n).ok()),
+                load_balancer_ips: load_balancer_ips.clone(),
                 endpoints: targets,
+                local_endpoints: local_targets,
+                internal_local,
+                external_local,
+                affinity_timeout,
             });
         }
         if !ports.is_empty() {
@@ -190,7 +237,7 @@ mod tests {
             {"addresses": ["10.88.0.3"], "conditions": {"ready": false, "serving": true, "terminating": true}},
             {"addresses": ["10.88.0.4"], "conditions": {"ready": false}},
         ]))]);
-        let map = service_map([&svc], &eps);
+        let map = service_map([&svc], &eps, "node-a");
         let port = &map["default/web"][0];
         assert_eq!(port.cluster_ip, Some(Ipv4Addr::new(10, 43, 0, 5)));
         assert_eq!(port.node_port, Some(30080));
@@ -200,7 +247,7 @@ mod tests {
             {"addresses": ["10.88.0.3"], "conditions": {"ready": false, "serving": true, "terminating": true}},
             {"addresses": ["10.88.0.4"], "conditions": {"ready": false}},
         ]))]);
-        let map = service_map([&svc], &eps);
+        let map = service_map([&svc], &eps, "node-a");
         assert_eq!(
             map["default/web"][0].endpoints,
             vec!["10.88.0.3:8080".parse().unwrap()]
@@ -210,13 +257,49 @@ mod tests {
     #[test]
     fn external_names_and_other_services_ports() {
         let ext = service(json!({"type": "ExternalName", "externalName": "example.com"}));
-        assert!(service_map([&ext], &BTreeMap::new()).is_empty());
+        assert!(service_map([&ext], &BTreeMap::new(), "node-a").is_empty());
         // A slice port of another name does not serve this port.
         let svc =
             service(json!({"clusterIP": "10.43.0.5", "ports": [{"name": "https", "port": 443}]}));
         let eps = endpoints_by_service(&[slice(json!([{"addresses": ["10.88.0.2"]}]))]);
-        let map = service_map([&svc], &eps);
+        let map = service_map([&svc], &eps, "node-a");
         assert!(map["default/web"][0].endpoints.is_empty());
         assert_eq!(map["default/web"][0].node_port, None);
+    }
+
+    #[test]
+    fn affinity_load_balancer_addresses_and_local_policies() {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.43.0.5",
+                "sessionAffinity": "ClientIP",
+                "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}},
+        }))
+        .unwrap();
+        let eps = endpoints_by_service(&[slice(json!([
+            {"addresses": ["10.88.0.2"], "nodeName": "node-a"},
+            {"addresses": ["10.88.0.3"], "nodeName": "node-b"},
+        ]))]);
+        let port = &service_map([&svc], &eps, "node-a")["default/web"][0];
+        assert_eq!(port.affinity_timeout, Some(DEFAULT_AFFINITY_TIMEOUT));
+        assert_eq!(port.load_balancer_ips, vec![Ipv4Addr::new(192, 0, 2, 10)]);
+        assert!(port.internal_local && port.external_local);
+        assert_eq!(port.endpoints.len(), 2);
+        assert_eq!(
+            port.local_endpoints,
+            vec!["10.88.0.2:8080".parse().unwrap()]
+        );
+        // Another node sees its own endpoint as local; a custom timeout is kept.
+        let mut svc = svc;
+        svc.spec.as_mut().unwrap().session_affinity_config =
+            serde_json::from_value(json!({"clientIP": {"timeoutSeconds": 60}})).unwrap();
+        let port = &service_map([&svc], &eps, "node-b")["default/web"][0];
+        assert_eq!(
+            port.local_endpoints,
+            vec!["10.88.0.3:8080".parse().unwrap()]
+        );
+        assert_eq!(port.affinity_timeout, Some(60));
     }
 }

@@ -19,7 +19,8 @@ use crate::model;
 pub const VERIFY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Runs until the runtime stops: syncs on every change and every [`VERIFY_INTERVAL`].
-pub async fn run(caches: Caches, proxy: ServiceProxy) {
+/// `node` is this node's name, for the Local traffic policies.
+pub async fn run(caches: Caches, proxy: ServiceProxy, node: String) {
     let proxy = Arc::new(Mutex::new(proxy));
     let mut changes = caches.changes();
     caches.ready().await;
@@ -28,6 +29,7 @@ pub async fn run(caches: Caches, proxy: ServiceProxy) {
         let desired = model::service_map(
             caches.services().iter().map(|s| s.as_ref()),
             &caches.endpoints(),
+            &node,
         );
         let syncing = proxy.clone();
         let result =

@@ -44,6 +44,7 @@ pub struct Usage {
 /// Reads a cgroup of the container at `cgroup_path` (as given in the OCI spec).
 #[derive(Debug, Clone)]
 pub struct CgroupReader {
+    root: PathBuf,
     hierarchy: Hierarchy,
     path: String,
 }
@@ -51,20 +52,28 @@ pub struct CgroupReader {
 impl CgroupReader {
     /// A reader for the cgroup at `cgroup_path` on the detected hierarchy.
     pub fn new(cgroup_path: &str) -> Self {
+        CgroupReader::at(CGROUP_ROOT, Hierarchy::detect(), cgroup_path)
+    }
+
+    /// A reader for the cgroup at `cgroup_path` of the cgroup filesystem mounted at `root`.
+    pub fn at(root: impl Into<PathBuf>, hierarchy: Hierarchy, cgroup_path: &str) -> Self {
         Self {
-            hierarchy: Hierarchy::detect(),
+            root: root.into(),
+            hierarchy,
             path: cgroup_path.trim_start_matches('/').to_string(),
         }
     }
 
     fn file(&self, controller: &str, name: &str) -> PathBuf {
         match self.hierarchy {
-            Hierarchy::Unified => Path::new(CGROUP_ROOT).join(&self.path).join(name),
-            Hierarchy::Legacy => Path::new(CGROUP_ROOT)
-                .join(controller)
-                .join(&self.path)
-                .join(name),
+            Hierarchy::Unified => self.root.join(&self.path).join(name),
+            Hierarchy::Legacy => self.root.join(controller).join(&self.path).join(name),
         }
+    }
+
+    /// Whether the cgroup exists (v1: in the cpuacct hierarchy, where its cpu time is).
+    pub fn exists(&self) -> bool {
+        self.file("cpuacct", "").is_dir()
     }
 
     fn read_keyed(&self, controller: &str, name: &str, key: &str) -> Option<u64> {
@@ -225,6 +234,11 @@ impl CgroupFs {
     /// The layout.
     pub fn hierarchy(&self) -> Hierarchy {
         self.hierarchy
+    }
+
+    /// A reader of cgroup `path`'s usage.
+    pub fn reader(&self, path: &str) -> CgroupReader {
+        CgroupReader::at(self.root.clone(), self.hierarchy, path)
     }
 
     /// The directories of cgroup `path` in the hierarchies of `controllers` that are

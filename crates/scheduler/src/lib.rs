@@ -73,6 +73,8 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
     }
     let component = config.profiles[0].scheduler_name.clone();
     let api: Arc<dyn api::ClusterApi> = Arc::new(api::KubeApi::new(client.clone(), component));
+    let (volumes, mut volume_changes) =
+        plugins::volume_binding::CachedVolumes::start(client.clone());
     let profiles: HashMap<String, framework::Framework> = config
         .profiles
         .iter()
@@ -80,6 +82,7 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
             let handle = plugins::Handle {
                 api: api.clone(),
                 scoring: p.scoring,
+                volumes: volumes.clone(),
             };
             (
                 p.scheduler_name.clone(),
@@ -92,13 +95,21 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
     let pods = watch(Api::<Pod>::all(client.clone()), tx.clone(), |e| {
         scheduler::Input::Pod(Box::new(e))
     });
-    let nodes = watch(Api::<Node>::all(client), tx, |e| {
+    let nodes = watch(Api::<Node>::all(client), tx.clone(), |e| {
         scheduler::Input::Node(Box::new(e))
     });
+    let volumes = async move {
+        while volume_changes.next().await.is_some() {
+            if tx.send(scheduler::Input::VolumesChanged).is_err() {
+                return;
+            }
+        }
+    };
     tokio::select! {
         _ = scheduler.run(rx) => {}
         _ = pods => {}
         _ = nodes => {}
+        _ = volumes => {}
     }
     Err(Error::WatchEnded)
 }

@@ -327,6 +327,7 @@ mod tests {
         let fw = default_framework(&Handle {
             api: Arc::new(FakeApi::default()),
             scoring: ScoringStrategy::LeastAllocated,
+            volumes: Arc::new(crate::plugins::volume_binding::NoVolumes),
         });
         SchedulingQueue::new(fw.queue_sort().unwrap(), fw)
     }

@@ -26,6 +26,8 @@ pub enum Input {
     Pod(Box<watcher::Event<Pod>>),
     /// A node watch event.
     Node(Box<watcher::Event<Node>>),
+    /// A claim, volume or StorageClass changed: pods waiting for volumes may fit now.
+    VolumesChanged,
     /// A binding cycle ended.
     Bound {
         /// The pod's key.
@@ -164,6 +166,7 @@ impl Scheduler {
         match input {
             Input::Pod(event) => self.handle_pod_event(*event),
             Input::Node(event) => self.handle_node_event(*event),
+            Input::VolumesChanged => self.queue.move_all_to_active_or_backoff(),
             Input::Bound {
                 key,
                 info,
@@ -516,6 +519,7 @@ mod tests {
         let fw = default_framework(&Handle {
             api: api.clone(),
             scoring: ScoringStrategy::LeastAllocated,
+            volumes: Arc::new(crate::plugins::volume_binding::NoVolumes),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let profiles = HashMap::from([("default-scheduler".to_owned(), fw)]);

@@ -685,6 +685,10 @@ pub struct ServerArgs {
         default_value = skiff_kubelet::cgroups::DEFAULT_CGROUP_ROOT
     )]
     pub kubelet_cgroup_root: String,
+    /// Directory of the volumes the local-path provisioner creates on this node (k3s's
+    /// flag); DIR/storage when absent.
+    #[arg(long = "default-local-storage-path")]
+    pub default_local_storage_path: Option<std::path::PathBuf>,
     /// Range Services' cluster IPs come from (the first is the `kubernetes` Service's, the
     /// tenth the cluster DNS's).
     #[arg(long = "service-cidr", default_value = skiff_apiserver::DEFAULT_SERVICE_CIDR)]
@@ -700,6 +704,30 @@ pub struct ServerArgs {
     /// the nameservers of /etc/resolv.conf).
     #[arg(long = "cluster-dns-upstream", value_delimiter = ',')]
     pub cluster_dns_upstream: Vec<std::net::SocketAddr>,
+    /// Do not run the built-in Ingress controller (k3s: `--disable traefik`).
+    #[arg(long = "disable-ingress", env = "SKIFF_DISABLE_INGRESS")]
+    pub disable_ingress: bool,
+    /// Address the Ingress controller listens on.
+    #[arg(
+        long = "ingress-bind-address",
+        env = "SKIFF_INGRESS_BIND_ADDRESS",
+        default_value = "0.0.0.0"
+    )]
+    pub ingress_bind_address: std::net::IpAddr,
+    /// Port of the Ingress controller's HTTP listener.
+    #[arg(
+        long = "ingress-http-port",
+        env = "SKIFF_INGRESS_HTTP_PORT",
+        default_value_t = 80
+    )]
+    pub ingress_http_port: u16,
+    /// Port of the Ingress controller's HTTPS listener.
+    #[arg(
+        long = "ingress-https-port",
+        env = "SKIFF_INGRESS_HTTPS_PORT",
+        default_value_t = 443
+    )]
+    pub ingress_https_port: u16,
     /// Settings of the controllers the server runs.
     #[command(flatten)]
     pub controllers: ControllerArgs,
@@ -811,6 +839,17 @@ pub struct ControllerArgs {
     /// How often the node lifecycle controller checks nodes when nothing changes.
     #[arg(long = "node-monitor-period", default_value = "5s", value_parser = parse_duration)]
     pub node_monitor_period: std::time::Duration,
+    /// How often the HorizontalPodAutoscaler controller syncs each HPA.
+    #[arg(long = "horizontal-pod-autoscaler-sync-period", default_value = "15s", value_parser = parse_duration)]
+    pub horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// How long an HPA without a scale-down behavior keeps the highest recent
+    /// recommendation before scaling down.
+    #[arg(
+        long = "horizontal-pod-autoscaler-downscale-stabilization",
+        default_value = "5m",
+        value_parser = parse_duration
+    )]
+    pub horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
 }
 
 /// A duration of seconds (`40`), or with a unit (`ms`, `s`, `m`, `h`).

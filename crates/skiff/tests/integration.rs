@@ -4,6 +4,7 @@
 mod build;
 mod common;
 mod engine;
+mod ingress;
 mod join;
 mod kubectl_streaming;
 mod kubelet;
@@ -11,7 +12,10 @@ mod kubelet_pods;
 mod kubelet_resources;
 mod namespaces;
 mod network;
+mod network_policy;
 mod node_lifecycle;
 mod registry;
+mod resource_metrics;
 mod server;
 mod services;
+mod storage;

@@ -1,12 +1,13 @@
 //! The admission chain: what kube-apiserver's admission plugins do between decoding a write
 //! and storing it.
 //!
-//! Mutating plugins run first and may change the object (ServiceAccount, LimitRanger's
-//! defaults, mutating webhooks); the object is then defaulted and validated by its strategy;
+//! Mutating plugins run first and may change the object (ServiceAccount, DefaultStorageClass,
+//! LimitRanger's defaults, mutating webhooks); the object is then defaulted and validated by its strategy;
 //! validating plugins run last and may only refuse (LimitRanger's bounds, Pod Security,
 //! ResourceQuota, validating webhooks). NamespaceLifecycle lives in the generic handlers,
 //! which already load the namespace.
 
+mod default_storage_class;
 mod limitrange;
 mod podsecurity;
 mod quota;
@@ -82,6 +83,7 @@ pub(crate) async fn mutate(
     {
         crate::serviceaccount::admit_pod(api.storage(), api.reflector(), obj).await?;
     }
+    default_storage_class::mutate(api, attrs, obj).await?;
     limitrange::mutate(api, attrs, obj).await?;
     webhook::mutate(api, attrs, obj, warnings).await?;
     Ok(())

@@ -9,6 +9,7 @@ use super::subresources::{Subresource, EXTRA_SUBRESOURCES};
 use super::{reply_with, Api, Reply};
 use crate::registry::ResourceDef;
 use crate::request::{negotiate, Representation};
+use crate::resource_metrics;
 use crate::status::{ApiError, ApiResult};
 
 /// Serves a discovery path, split into its segments.
@@ -37,9 +38,19 @@ pub(super) fn serve(api: &Api, parts: &[&str], accept: Option<&str>) -> ApiResul
                 "groups": api.registry.groups().into_iter()
                     .filter(|(g, _)| !g.is_empty())
                     .map(|(g, versions)| api_group(g, &versions))
+                    .chain([resource_metrics::api_group()])
                     .collect::<Vec<_>>(),
             }),
         ),
+        (["apis", resource_metrics::GROUP], _) => {
+            let mut body = resource_metrics::api_group();
+            body["kind"] = json!("APIGroup");
+            body["apiVersion"] = json!("v1");
+            reply_with(representation, body)
+        }
+        (["apis", resource_metrics::GROUP, resource_metrics::VERSION], _) => {
+            reply_with(representation, resource_metrics::resource_list())
+        }
         (["apis", group], _) => {
             let (g, versions) = api
                 .registry
@@ -156,6 +167,8 @@ fn aggregated(api: &Api, core: bool, version: &str) -> Reply {
             }
             json!({"metadata": metadata, "versions": versions})
         })
+        // metrics.k8s.io, as an aggregated API (metrics-server's APIService) is listed.
+        .chain((!core).then(resource_metrics::aggregated_discovery_item))
         .collect();
     let media_type =
         format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList");

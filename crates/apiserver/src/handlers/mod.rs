@@ -35,6 +35,7 @@ use crate::status::{ApiError, ApiResult};
 use crate::storage::Storage;
 
 pub use node_proxy::kubelet_client_config;
+pub(crate) use node_proxy::kubelet_get;
 pub(crate) use objects::{now_rfc3339, random_suffix};
 
 /// The body of every response.
@@ -69,6 +70,8 @@ pub struct Api {
     kubelet_client: Option<Arc<rustls::ClientConfig>>,
     /// Cluster IPs and node ports of Services.
     services: Arc<crate::kinds::service::allocator::ServiceAllocator>,
+    /// What `metrics.k8s.io` serves (filled by [`crate::resource_metrics::run`]).
+    resource_metrics: Arc<crate::resource_metrics::MetricsStore>,
 }
 
 impl std::fmt::Debug for Api {
@@ -204,6 +207,7 @@ impl Api {
             metrics: crate::metrics::Metrics::new(),
             kubelet_client: None,
             services: Arc::default(),
+            resource_metrics: Arc::default(),
         }
     }
 
@@ -222,6 +226,15 @@ impl Api {
     /// `tls` (see [`kubelet_client_config`]).
     pub fn with_kubelet_client(mut self, tls: Arc<rustls::ClientConfig>) -> Api {
         self.kubelet_client = Some(tls);
+        self
+    }
+
+    /// The same API, serving `metrics.k8s.io` from `store`.
+    pub fn with_resource_metrics(
+        mut self,
+        store: Arc<crate::resource_metrics::MetricsStore>,
+    ) -> Api {
+        self.resource_metrics = store;
         self
     }
 
@@ -400,6 +413,12 @@ impl Api {
                 return Ok(self.metrics_text().await);
             }
             return self.non_resource(path, query, accept.as_deref());
+        }
+        if info.group == crate::resource_metrics::GROUP {
+            let served =
+                crate::resource_metrics::serve(&self.resource_metrics, &self.storage, &info, query)
+                    .await?;
+            return Ok(Reply::ok(served));
         }
         let def = self
             .registry

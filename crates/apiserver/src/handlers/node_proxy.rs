@@ -189,6 +189,75 @@ fn kubelet_address(node: &Value) -> Option<(String, u16)> {
     Some((address, u16::try_from(port).ok()?))
 }
 
+/// An HTTP/1.1 connection to the kubelet at `host:port` over `tls` (upgrades allowed).
+async fn dial(
+    tls: Arc<rustls::ClientConfig>,
+    host: &str,
+    port: u16,
+) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String> {
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let server_name = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?,
+    };
+    let tls = tokio_rustls::TlsConnector::from(tls)
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!("kubelet connection: {e}");
+        }
+    });
+    Ok(sender)
+}
+
+/// GETs `path` from the kubelet of `node` over `tls` (the resource metrics scraper); the
+/// body of a 200, or why there is none.
+pub(crate) async fn kubelet_get(
+    tls: Arc<rustls::ClientConfig>,
+    node: &Value,
+    path: &str,
+) -> Result<Bytes, String> {
+    let (host, port) = kubelet_address(node).ok_or("the node has no address")?;
+    let mut sender = dial(tls, &host, port)
+        .await
+        .map_err(|e| format!("dialing the kubelet at {host}:{port}: {e}"))?;
+    let request = Request::builder()
+        .uri(path)
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!(
+            "the kubelet at {host}:{port} answered {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    Ok(body)
+}
+
 /// Serves `pods/{log,exec,attach,portforward}` by proxying to the kubelet.
 pub(super) async fn proxy(
     api: &Api,
@@ -308,30 +377,7 @@ pub(super) async fn proxy(
             format!("error dialing the kubelet of node {node_name} at {host}:{port}: {e}"),
         )
     };
-    let tcp = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio::net::TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    .map_err(|e| unavailable(&e))?
-    .map_err(|e| unavailable(&e))?;
-    let _ = tcp.set_nodelay(true);
-    let server_name = match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => ServerName::IpAddress(ip.into()),
-        Err(_) => ServerName::try_from(host.clone()).map_err(|e| unavailable(&e))?,
-    };
-    let tls = tokio_rustls::TlsConnector::from(tls)
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| unavailable(&e))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.with_upgrades().await {
-            tracing::debug!("kubelet connection: {e}");
-        }
-    });
+    let mut sender = dial(tls, &host, port).await.map_err(|e| unavailable(&e))?;
 
     let mut outgoing = Request::builder()
         .method(method)

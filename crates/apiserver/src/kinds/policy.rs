@@ -155,9 +155,11 @@ fn hpa_targets(obj: &Value) -> String {
     if metrics.is_empty() {
         return "<none>".into();
     }
+    let current_metrics = array_at(obj, "/status/currentMetrics");
     let parts: Vec<String> = metrics
         .iter()
-        .map(|m| {
+        .enumerate()
+        .map(|(i, m)| {
             let (name, target) = match str_at(m, "/type") {
                 "Resource" => (str_at(m, "/resource/name"), m.pointer("/resource/target")),
                 "ContainerResource" => (
@@ -187,7 +189,32 @@ fn hpa_targets(obj: &Value) -> String {
                     })
                     .unwrap_or_default(),
             };
-            format!("{name}: <unknown>/{wanted}")
+            // The status entry of the same index and type, as kubectl's printer pairs them.
+            let status = current_metrics
+                .get(i)
+                .filter(|c| str_at(c, "/type") == str_at(m, "/type"));
+            let current = status
+                .and_then(|c| {
+                    let key = match str_at(c, "/type") {
+                        "Resource" => "resource",
+                        "ContainerResource" => "containerResource",
+                        "Pods" => "pods",
+                        "Object" => "object",
+                        _ => "external",
+                    };
+                    let current = c.get(key)?.get("current")?;
+                    if target.get("averageUtilization").is_some() {
+                        let u = current.get("averageUtilization")?.as_i64()?;
+                        return Some(format!("{u}%"));
+                    }
+                    current
+                        .get("averageValue")
+                        .or_else(|| current.get("value"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                })
+                .unwrap_or_else(|| "<unknown>".to_owned());
+            format!("{name}: {current}/{wanted}")
         })
         .collect();
     parts.join(", ")
@@ -380,5 +407,34 @@ impl Strategy for WebhookConfigurationStrategy {
             json!(array_at(obj, "/webhooks").len()),
             table::age_cell(obj, now),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hpa_targets_pair_each_metric_with_its_current_value() {
+        let mut hpa = json!({
+            "apiVersion": "autoscaling/v2",
+            "spec": {"metrics": [
+                {"type": "Resource", "resource": {"name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 50}}},
+                {"type": "Resource", "resource": {"name": "memory",
+                    "target": {"type": "AverageValue", "averageValue": "100Mi"}}},
+            ]},
+        });
+        assert_eq!(
+            hpa_targets(&hpa),
+            "cpu: <unknown>/50%, memory: <unknown>/100Mi"
+        );
+        hpa["status"] = json!({"currentMetrics": [
+            {"type": "Resource", "resource": {"name": "cpu",
+                "current": {"averageUtilization": 250, "averageValue": "250m"}}},
+            {"type": "Resource", "resource": {"name": "memory",
+                "current": {"averageValue": "20Mi"}}},
+        ]});
+        assert_eq!(hpa_targets(&hpa), "cpu: 250%/50%, memory: 20Mi/100Mi");
     }
 }

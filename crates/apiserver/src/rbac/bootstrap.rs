@@ -184,6 +184,21 @@ pub fn cluster_roles() -> Vec<Value> {
                 rule(&["coordination.k8s.io"], &["leases"], ALL),
             ],
         ),
+        // What metrics-server's manifest installs with its APIService: reading
+        // metrics.k8s.io is part of view, edit and admin.
+        cluster_role(
+            "system:aggregated-metrics-reader",
+            &[
+                (AGGREGATE_TO_VIEW, "true"),
+                (AGGREGATE_TO_EDIT, "true"),
+                (AGGREGATE_TO_ADMIN, "true"),
+            ],
+            vec![rule(
+                &["metrics.k8s.io"],
+                &["pods", "nodes"],
+                &["get", "list", "watch"],
+            )],
+        ),
         cluster_role(
             "system:aggregate-to-view",
             &[(AGGREGATE_TO_VIEW, "true")],

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
-use skiff_runtime::cgroups::{CgroupError, CgroupFs};
+use skiff_runtime::cgroups::{CgroupError, CgroupFs, Usage};
 use skiff_runtime::Resources;
 
 use crate::qos::{self, QosClass};
@@ -76,6 +76,10 @@ pub trait CgroupTree: Send + Sync {
     fn remove(&self, path: &str) -> Result<(), CgroupError>;
     /// Removes the cgroup if it has no children; whether it is gone.
     fn remove_if_empty(&self, path: &str) -> Result<bool, CgroupError>;
+    /// The cgroup's cpu time and memory working set, if it exists.
+    fn usage(&self, _path: &str) -> Option<Usage> {
+        None
+    }
 }
 
 impl CgroupTree for CgroupFs {
@@ -96,6 +100,10 @@ impl CgroupTree for CgroupFs {
     }
     fn remove_if_empty(&self, path: &str) -> Result<bool, CgroupError> {
         CgroupFs::remove_if_empty(self, path)
+    }
+    fn usage(&self, path: &str) -> Option<Usage> {
+        let reader = self.reader(path);
+        reader.exists().then(|| reader.usage())
     }
 }
 
@@ -349,6 +357,14 @@ impl PodCgroups {
             self.tree.remove(&self.layout.pod(class, uid))?;
         }
         tracked
+    }
+
+    /// The usage of the pod's cgroup (whichever level it is in), if it has one: what the
+    /// kubelet reports as the pod's cpu and memory.
+    pub fn pod_usage(&self, uid: &str) -> Option<Usage> {
+        QosClass::ALL
+            .iter()
+            .find_map(|class| self.tree.usage(&self.layout.pod(*class, uid)))
     }
 
     /// The UIDs of the pods that have a cgroup.

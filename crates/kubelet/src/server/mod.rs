@@ -7,6 +7,8 @@
 //! | `GET/POST /exec/{ns}/{pod}/{container}?command=..` | a command in the container ([`streaming`]) |
 //! | `GET/POST /attach/{ns}/{pod}/{container}` | the container's own stdio |
 //! | `GET/POST /portForward/{ns}/{pod}` | TCP connections to the pod's ports |
+//! | `GET /metrics/resource` | cpu and memory of the node, pods, containers ([`crate::stats`]) |
+//! | `GET /stats/summary` | the same figures as the Summary API's JSON |
 //!
 //! Trust: every request must present a client certificate signed by the cluster CA (the API
 //! server's kubelet-client certificate); anonymous requests get 401. Clients are not told
@@ -114,12 +116,36 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-/// What the handlers share: the runtime, the API (for pods' specs and statuses).
+/// What the handlers share: the runtime, the API (for pods' specs and statuses), and
+/// where usage is read.
 pub struct State {
     /// The container runtime.
     pub runtime: Arc<dyn Runtime>,
     /// The API client.
     pub client: Client,
+    /// The node's name.
+    pub node_name: String,
+    /// The pods' cgroups, when the kubelet keeps them (pods' own usage).
+    pub pod_cgroups: Option<Arc<crate::cgroups::PodCgroups>>,
+    /// The host's usage.
+    pub host: Arc<dyn crate::stats::HostStats>,
+}
+
+impl State {
+    /// Measures the node and its pods (file reads: off the async threads).
+    async fn summary(self: &Arc<Self>) -> Result<crate::stats::Summary, HttpError> {
+        let state = self.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::stats::summarize(
+                &state.node_name,
+                state.runtime.as_ref(),
+                state.pod_cgroups.as_deref(),
+                state.host.as_ref(),
+            )
+        })
+        .await
+        .map_err(|e| HttpError::internal(format!("measuring usage: {e}")))
+    }
 }
 
 impl State {
@@ -320,6 +346,23 @@ async fn route(
     let get_or_post = get || method == hyper::Method::POST;
     let result = match parts.as_slice() {
         ["healthz"] if get => Ok(text(StatusCode::OK, "ok")),
+        ["metrics", "resource"] if get => state.summary().await.map(|s| {
+            let mut response = text(StatusCode::OK, crate::stats::resource_metrics_text(&s));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }),
+        ["stats", "summary"] if get => state.summary().await.map(|s| {
+            let body = crate::stats::summary_json(&s).to_string();
+            let mut response = text(StatusCode::OK, body);
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            response
+        }),
         ["containerLogs", ns, pod, container] if get => {
             logs::serve(&state, ns, pod, container, &query).await
         }

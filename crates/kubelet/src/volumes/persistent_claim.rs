@@ -1,5 +1,7 @@
 //! `persistentVolumeClaim`: the claim's bound PersistentVolume, when it is a
-//! `hostPath` or `local` volume of this node (no provisioner or attach/detach here).
+//! `hostPath` or `local` volume of this node — made by hand or by the local-path
+//! provisioner, whose `DirectoryOrCreate` directories are created here on first mount on
+//! nodes other than the server's (no attach/detach here).
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource;
 
@@ -24,7 +26,7 @@ pub fn setup(
         .filter(|_| {
             claim.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Pending")
         })
-        .ok_or_else(|| format!("persistentvolumeclaim {name:?} is not bound to a volume yet (this kubelet has no provisioner: bind it to a hostPath or local PersistentVolume)"))?;
+        .ok_or_else(|| format!("persistentvolumeclaim {name:?} is not bound to a volume yet (the PV controller binds it to a matching PersistentVolume, or to one its StorageClass's provisioner creates)"))?;
     let pv = ctx
         .objects
         .volume(&bound)

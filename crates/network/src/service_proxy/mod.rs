@@ -46,9 +46,40 @@ pub struct ServicePort {
     pub port: u16,
     /// The node port, for NodePort and LoadBalancer Services.
     pub node_port: Option<u16>,
+    /// The addresses a load balancer gave the Service (`status.loadBalancer.ingress`),
+    /// reached on `port` like the node port.
+    pub load_balancer_ips: Vec<Ipv4Addr>,
     /// Where connections go, one chosen at random per connection: the ready endpoints,
     /// or the serving (terminating) ones when none is ready.
     pub endpoints: Vec<SocketAddrV4>,
+    /// The same, among the endpoints on this node only (chosen the same way).
+    pub local_endpoints: Vec<SocketAddrV4>,
+    /// `internalTrafficPolicy: Local`: cluster-IP traffic only to `local_endpoints`.
+    pub internal_local: bool,
+    /// `externalTrafficPolicy: Local`: node-port and load-balancer traffic only to
+    /// `local_endpoints`, with the client's source address kept.
+    pub external_local: bool,
+    /// `sessionAffinity: ClientIP`: seconds a client keeps reaching the endpoint it had.
+    pub affinity_timeout: Option<u32>,
+}
+
+impl ServicePort {
+    /// A port without node port, load balancer, endpoints, policies or affinity.
+    pub fn new(name: &str, protocol: Protocol, cluster_ip: Option<Ipv4Addr>, port: u16) -> Self {
+        ServicePort {
+            name: name.to_string(),
+            protocol,
+            cluster_ip,
+            port,
+            node_port: None,
+            load_balancer_ips: Vec::new(),
+            endpoints: Vec::new(),
+            local_endpoints: Vec::new(),
+            internal_local: false,
+            external_local: false,
+            affinity_timeout: None,
+        }
+    }
 }
 
 /// Every Service's ports, by `namespace/name`.
@@ -147,7 +178,7 @@ impl ServiceProxy {
             Some(listing) => {
                 let (chains, elements) = listed_chains_and_elements(&listing);
                 chains == self.rules.chain_names(applied)
-                    && elements == render::cluster_ip_elements(applied)
+                    && elements == render::service_elements(applied)
             }
         };
         if !ok {

@@ -2,15 +2,31 @@
 //!
 //! ```text
 //! table ip <table>
-//!   map services        ip . proto . port : verdict     cluster IP -> goto svc_<hash>
-//!   map node_ports      proto . port : verdict          node port  -> goto svc_<hash>
-//!   set node_port_keys  proto . port                    node ports (marked for masquerade)
+//!   map services        ip . proto . port : verdict    cluster IP -> goto svc_/svl_<hash>,
+//!                                                      load-balancer IP -> goto ext_<hash>
+//!   map node_ports      proto . port : verdict         node port -> goto ext_<hash>
+//!   map no_endpoints    ip . proto . port : verdict    cluster/LB IP without endpoints:
+//!                                                      goto reject_conn, or drop
+//!   map no_endpoint_node_ports  proto . port : verdict the same for node ports
 //!   chain prerouting    nat, prerouting -110: jump services   (pods, other hosts)
 //!   chain output        nat, output -110:     jump services   (the host itself)
-//!   chain services      the three lookups above
+//!   chain services      the lookups of `services` and `node_ports`
+//!   chain ext_<hash>    one per external Service port (node port, load-balancer IPs):
+//!                       masquerade and goto svc_ (externalTrafficPolicy Cluster), or
+//!                       goto svl_ keeping the source (Local; the host itself still
+//!                       reaches every endpoint, masqueraded)
 //!   chain svc_<hash>    one per Service port: numgen random mod N vmap { i : goto ep_<hash> }
-//!   chain ep_<hash>     one per endpoint: mark hairpin traffic, dnat to the endpoint
+//!                       (sessionAffinity ClientIP: first `ip saddr @aff_<hash> goto ep_`)
+//!   chain svl_<hash>    the same over this node's endpoints only (a traffic policy Local)
+//!   chain ep_<hash>     one per endpoint: mark hairpin traffic, remember the client in
+//!                       aff_<hash> (affinity), dnat to the endpoint
+//!   set aff_<hash>      per endpoint with affinity: client addresses, with a timeout
 //!   chain postrouting   nat, postrouting 110: masquerade what carries MASQUERADE_MARK
+//!   chain filter_input, filter_forward, filter_output
+//!                       filter, -10: new connections to Services without endpoints hit
+//!                       `no_endpoints` / `no_endpoint_node_ports` (reject, or drop
+//!                       when only a Local policy leaves no endpoint)
+//!   chain reject_conn   TCP reset or ICMP port unreachable, as kube-proxy's reject
 //! ```
 //!
 //! Chain names are hashes of the Service, port and endpoint, so a Service's chains keep
@@ -30,7 +46,19 @@ use crate::nft::{validate_table, NftError};
 /// 0x4000; another bit, so the two never confuse each other's traffic).
 pub const MASQUERADE_MARK: u32 = 0x2000;
 
-const BASE_CHAINS: [&str; 4] = ["prerouting", "output", "postrouting", "services"];
+/// The chain new connections to a Service without endpoints go to.
+pub const REJECT_CHAIN: &str = "reject_conn";
+
+const BASE_CHAINS: [&str; 8] = [
+    "prerouting",
+    "output",
+    "postrouting",
+    "services",
+    "filter_input",
+    "filter_forward",
+    "filter_output",
+    REJECT_CHAIN,
+];
 
 /// Renders the scripts of one service table.
 #[derive(Debug, Clone)]
@@ -56,12 +84,19 @@ impl ServiceRules {
         &self.table
     }
 
-    /// The chain a Service port's traffic goes to.
+    /// The chain a Service port's traffic goes to (every endpoint of the cluster).
     pub fn service_chain(key: &str, port: &ServicePort) -> String {
-        format!(
-            "svc_{}",
-            hash12(&format!("{key}/{}/{}", port.name, port.protocol))
-        )
+        format!("svc_{}", port_hash(key, port))
+    }
+
+    /// The chain over this node's endpoints of a Service port (a traffic policy Local).
+    pub fn local_chain(key: &str, port: &ServicePort) -> String {
+        format!("svl_{}", port_hash(key, port))
+    }
+
+    /// The chain of a Service port's node port and load-balancer traffic.
+    pub fn external_chain(key: &str, port: &ServicePort) -> String {
+        format!("ext_{}", port_hash(key, port))
     }
 
     /// The chain that sends a Service port's connection to `endpoint`.
@@ -70,6 +105,19 @@ impl ServiceRules {
             "ep_{}",
             hash12(&format!("{key}/{}/{}/{endpoint}", port.name, port.protocol))
         )
+    }
+
+    /// The set of clients stuck to `endpoint` (sessionAffinity ClientIP); the timeout is
+    /// part of the name, as a set's timeout cannot change.
+    pub fn affinity_set(key: &str, port: &ServicePort, endpoint: SocketAddrV4) -> Option<String> {
+        let timeout = port.affinity_timeout?;
+        Some(format!(
+            "aff_{}",
+            hash12(&format!(
+                "{key}/{}/{}/{endpoint}/{timeout}",
+                port.name, port.protocol
+            ))
+        ))
     }
 
     /// Every chain the table holds for `services`, base chains included.
@@ -88,30 +136,32 @@ impl ServiceRules {
     pub fn base(&self) -> String {
         let t = &self.table;
         let mut s = format!("add table ip {t}\n");
-        let _ = writeln!(
-            s,
-            "add map ip {t} services {{ type ipv4_addr . inet_proto . inet_service : verdict; }}"
-        );
-        let _ = writeln!(
-            s,
-            "add map ip {t} node_ports {{ type inet_proto . inet_service : verdict; }}"
-        );
-        let _ = writeln!(
-            s,
-            "add set ip {t} node_port_keys {{ type inet_proto . inet_service; }}"
-        );
-        let _ = writeln!(s, "add chain ip {t} services");
-        for (name, hook, priority) in [
-            ("prerouting", "prerouting", -110),
-            ("output", "output", -110),
-            ("postrouting", "postrouting", 110),
+        for (map, key) in [
+            ("services", "ipv4_addr . inet_proto . inet_service"),
+            ("node_ports", "inet_proto . inet_service"),
+            ("no_endpoints", "ipv4_addr . inet_proto . inet_service"),
+            ("no_endpoint_node_ports", "inet_proto . inet_service"),
+        ] {
+            let _ = writeln!(s, "add map ip {t} {map} {{ type {key} : verdict; }}");
+        }
+        for chain in ["services", REJECT_CHAIN] {
+            let _ = writeln!(s, "add chain ip {t} {chain}");
+        }
+        for (name, kind, hook, priority) in [
+            ("prerouting", "nat", "prerouting", -110),
+            ("output", "nat", "output", -110),
+            ("postrouting", "nat", "postrouting", 110),
+            ("filter_input", "filter", "input", -10),
+            ("filter_forward", "filter", "forward", -10),
+            ("filter_output", "filter", "output", -10),
         ] {
             let _ = writeln!(
                 s,
-                "add chain ip {t} {name} {{ type nat hook {hook} priority {priority}; policy accept; }}"
+                "add chain ip {t} {name} {{ type {kind} hook {hook} priority {priority}; policy accept; }}"
             );
         }
         let m = MASQUERADE_MARK;
+        let no_endpoints = "ct state new ip daddr . meta l4proto . th dport vmap @no_endpoints";
         for (chain, rules) in [
             ("prerouting", vec!["jump services".to_string()]),
             ("output", vec!["jump services".to_string()]),
@@ -121,16 +171,30 @@ impl ServiceRules {
                     "ip daddr . meta l4proto . th dport vmap @services".to_string(),
                     // Node ports: on any of the host's addresses, 127.0.0.1 included (the
                     // engine turns route_localnet on for its bridges, which the replies
-                    // of such connections need). Masqueraded so replies come back here.
-                    format!(
-                        "fib daddr type local meta l4proto . th dport @node_port_keys meta mark set meta mark | {m:#x}"
-                    ),
+                    // of such connections need).
                     "fib daddr type local meta l4proto . th dport vmap @node_ports".to_string(),
                 ],
             ),
             (
                 "postrouting",
                 vec![format!("meta mark & {m:#x} == {m:#x} masquerade")],
+            ),
+            (
+                "filter_input",
+                vec![
+                    "ct state new fib daddr type local meta l4proto . th dport vmap @no_endpoint_node_ports"
+                        .to_string(),
+                    no_endpoints.to_string(),
+                ],
+            ),
+            ("filter_forward", vec![no_endpoints.to_string()]),
+            ("filter_output", vec![no_endpoints.to_string()]),
+            (
+                REJECT_CHAIN,
+                vec![
+                    "meta l4proto tcp reject with tcp reset".to_string(),
+                    "reject".to_string(),
+                ],
             ),
         ] {
             let _ = writeln!(s, "flush chain ip {t} {chain}");
@@ -141,11 +205,18 @@ impl ServiceRules {
         s
     }
 
-    /// Rewrites one Service from `old` (what the table holds for it) to `new`: its chains,
-    /// then its map elements, then the chains it no longer needs.
+    /// Rewrites one Service from `old` (what the table holds for it) to `new`: its sets
+    /// and chains, then its map elements, then the chains and sets it no longer needs.
     pub fn service(&self, key: &str, old: &[ServicePort], new: &[ServicePort]) -> String {
         let t = &self.table;
         let mut s = String::new();
+        let wanted_sets = sets_of(key, new);
+        for (name, timeout) in &wanted_sets {
+            let _ = writeln!(
+                s,
+                "add set ip {t} {name} {{ type ipv4_addr; flags dynamic,timeout; timeout {timeout}s; }}"
+            );
+        }
         let wanted = chains_of(key, new);
         let wanted_names: BTreeSet<&String> = wanted.iter().map(|(n, _)| n).collect();
         for (name, rules) in &wanted {
@@ -174,6 +245,11 @@ impl ServiceRules {
         for name in &stale {
             let _ = writeln!(s, "delete chain ip {t} {name}");
         }
+        for (name, _) in sets_of(key, old) {
+            if !wanted_sets.iter().any(|(n, _)| *n == name) {
+                let _ = writeln!(s, "delete set ip {t} {name}");
+            }
+        }
         s
     }
 
@@ -193,74 +269,219 @@ impl ServiceRules {
     }
 }
 
-/// Ports that are programmed: those with endpoints (without, no element leads anywhere).
-fn programmed(ports: &[ServicePort]) -> impl Iterator<Item = &ServicePort> {
-    ports.iter().filter(|p| !p.endpoints.is_empty())
+fn port_hash(key: &str, port: &ServicePort) -> String {
+    hash12(&format!("{key}/{}/{}", port.name, port.protocol))
+}
+
+/// Where a Service port's traffic can go, after its traffic policies.
+struct Paths<'a> {
+    /// Cluster-IP traffic: every endpoint, or this node's (internalTrafficPolicy Local).
+    internal: &'a [SocketAddrV4],
+    /// Node-port and load-balancer traffic from elsewhere: every endpoint, or this node's
+    /// (externalTrafficPolicy Local).
+    external: &'a [SocketAddrV4],
+    /// The port is reached from outside the cluster network (node port or LB address).
+    exposed: bool,
+}
+
+fn paths(port: &ServicePort) -> Paths<'_> {
+    let pick = |local: bool| {
+        if local {
+            port.local_endpoints.as_slice()
+        } else {
+            port.endpoints.as_slice()
+        }
+    };
+    Paths {
+        internal: pick(port.internal_local),
+        external: pick(port.external_local),
+        exposed: port.node_port.is_some() || !port.load_balancer_ips.is_empty(),
+    }
+}
+
+/// One `svc_`/`svl_` chain: stick to the endpoint a client had (affinity), else pick one
+/// at random.
+fn balance(key: &str, port: &ServicePort, endpoints: &[SocketAddrV4]) -> Vec<String> {
+    let mut rules = Vec::new();
+    let mut choices = Vec::new();
+    for (i, ep) in endpoints.iter().enumerate() {
+        let chain = ServiceRules::endpoint_chain(key, port, *ep);
+        if let Some(set) = ServiceRules::affinity_set(key, port, *ep) {
+            rules.push(format!("ip saddr @{set} goto {chain}"));
+        }
+        choices.push(format!("{i} : goto {chain}"));
+    }
+    rules.push(format!(
+        "numgen random mod {} vmap {{ {} }}",
+        choices.len(),
+        choices.join(", ")
+    ));
+    rules
+}
+
+/// The affinity sets of one Service and their timeouts in seconds.
+fn sets_of(key: &str, ports: &[ServicePort]) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for port in ports {
+        let Some(timeout) = port.affinity_timeout else {
+            continue;
+        };
+        for ep in all_endpoints(port) {
+            if let Some(set) = ServiceRules::affinity_set(key, port, ep) {
+                out.push((set, timeout));
+            }
+        }
+    }
+    out
+}
+
+/// Every endpoint some chain of `port` leads to.
+fn all_endpoints(port: &ServicePort) -> BTreeSet<SocketAddrV4> {
+    port.endpoints
+        .iter()
+        .chain(&port.local_endpoints)
+        .copied()
+        .collect()
 }
 
 /// The chains of one Service and their rules: endpoint chains first.
 fn chains_of(key: &str, ports: &[ServicePort]) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
-    for port in programmed(ports) {
-        let mut choices = Vec::new();
-        for (i, ep) in port.endpoints.iter().enumerate() {
-            let name = ServiceRules::endpoint_chain(key, port, *ep);
-            out.push((
-                name.clone(),
-                vec![
-                    // Hairpin: a pod reaching itself through its Service must see the
-                    // connection come from elsewhere, or its reply would skip the NAT.
-                    format!(
-                        "ip saddr {} meta mark set meta mark | {:#x}",
-                        ep.ip(),
-                        MASQUERADE_MARK
-                    ),
-                    format!(
-                        "meta l4proto {} dnat ip to {}:{}",
-                        port.protocol,
-                        ep.ip(),
-                        ep.port()
-                    ),
-                ],
+    for port in ports {
+        for ep in all_endpoints(port) {
+            let mut rules = vec![
+                // Hairpin: a pod reaching itself through its Service must see the
+                // connection come from elsewhere, or its reply would skip the NAT.
+                format!(
+                    "ip saddr {} meta mark set meta mark | {:#x}",
+                    ep.ip(),
+                    MASQUERADE_MARK
+                ),
+            ];
+            if let Some(set) = ServiceRules::affinity_set(key, port, ep) {
+                rules.push(format!("update @{set} {{ ip saddr }}"));
+            }
+            rules.push(format!(
+                "meta l4proto {} dnat ip to {}:{}",
+                port.protocol,
+                ep.ip(),
+                ep.port()
             ));
-            choices.push(format!("{i} : goto {name}"));
+            out.push((ServiceRules::endpoint_chain(key, port, ep), rules));
         }
-        out.push((
-            ServiceRules::service_chain(key, port),
-            vec![format!(
-                "numgen random mod {} vmap {{ {} }}",
-                choices.len(),
-                choices.join(", ")
-            )],
-        ));
+        if !port.endpoints.is_empty() {
+            out.push((
+                ServiceRules::service_chain(key, port),
+                balance(key, port, &port.endpoints),
+            ));
+        }
+        let local = port.internal_local || port.external_local;
+        if local && !port.local_endpoints.is_empty() {
+            out.push((
+                ServiceRules::local_chain(key, port),
+                balance(key, port, &port.local_endpoints),
+            ));
+        }
+        let p = paths(port);
+        if p.exposed && !port.endpoints.is_empty() {
+            let m = MASQUERADE_MARK;
+            let cluster = ServiceRules::service_chain(key, port);
+            let rules = if port.external_local {
+                // The source is kept, so only this node's endpoints can answer; the host
+                // itself (and 127.0.0.1) still reaches every endpoint, masqueraded.
+                let mut rules = vec![format!(
+                    "fib saddr type local meta mark set meta mark | {m:#x} goto {cluster}"
+                )];
+                if !p.external.is_empty() {
+                    rules.push(format!("goto {}", ServiceRules::local_chain(key, port)));
+                }
+                rules
+            } else {
+                vec![
+                    // Masqueraded so replies come back through this node.
+                    format!("meta mark set meta mark | {m:#x}"),
+                    format!("goto {cluster}"),
+                ]
+            };
+            out.push((ServiceRules::external_chain(key, port), rules));
+        }
     }
     out
 }
 
-/// The map and set elements of one Service: `(set, "key : data")` or `(set, "key")`.
+/// The map elements of one Service: `(map, "key : data")`.
 fn elements_of(key: &str, ports: &[ServicePort]) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
-    for port in programmed(ports) {
-        let chain = ServiceRules::service_chain(key, port);
+    for port in ports {
+        let p = paths(port);
+        let proto = port.protocol;
+        // Without any endpoint the connection is refused; when only a Local policy leaves
+        // none, kube-proxy drops it instead (another node may have endpoints).
+        let none = |local: bool| {
+            if port.endpoints.is_empty() || !local {
+                format!("goto {REJECT_CHAIN}")
+            } else {
+                "drop".to_string()
+            }
+        };
         if let Some(ip) = port.cluster_ip {
-            out.push((
-                "services",
-                format!("{ip} . {} . {} : goto {chain}", port.protocol, port.port),
-            ));
+            if p.internal.is_empty() {
+                out.push((
+                    "no_endpoints",
+                    format!(
+                        "{ip} . {proto} . {} : {}",
+                        port.port,
+                        none(port.internal_local)
+                    ),
+                ));
+            } else {
+                let chain = if port.internal_local {
+                    ServiceRules::local_chain(key, port)
+                } else {
+                    ServiceRules::service_chain(key, port)
+                };
+                out.push((
+                    "services",
+                    format!("{ip} . {proto} . {} : goto {chain}", port.port),
+                ));
+            }
         }
-        if let Some(np) = port.node_port {
-            out.push((
-                "node_ports",
-                format!("{} . {np} : goto {chain}", port.protocol),
-            ));
-            out.push(("node_port_keys", format!("{} . {np}", port.protocol)));
+        if !p.exposed {
+            continue;
+        }
+        if !port.endpoints.is_empty() {
+            let chain = ServiceRules::external_chain(key, port);
+            for ip in &port.load_balancer_ips {
+                out.push((
+                    "services",
+                    format!("{ip} . {proto} . {} : goto {chain}", port.port),
+                ));
+            }
+            if let Some(np) = port.node_port {
+                out.push(("node_ports", format!("{proto} . {np} : goto {chain}")));
+            }
+        }
+        if p.external.is_empty() {
+            let verdict = none(port.external_local);
+            for ip in &port.load_balancer_ips {
+                out.push((
+                    "no_endpoints",
+                    format!("{ip} . {proto} . {} : {verdict}", port.port),
+                ));
+            }
+            if let Some(np) = port.node_port {
+                out.push((
+                    "no_endpoint_node_ports",
+                    format!("{proto} . {np} : {verdict}"),
+                ));
+            }
         }
     }
     out
 }
 
 /// How many elements the `services` map holds for `services`.
-pub fn cluster_ip_elements(services: &ServiceMap) -> usize {
+pub fn service_elements(services: &ServiceMap) -> usize {
     services
         .iter()
         .map(|(k, p)| {

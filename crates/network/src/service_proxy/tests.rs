@@ -1,5 +1,6 @@
 use std::process::{Command, Stdio};
 
+use super::render::{MASQUERADE_MARK, REJECT_CHAIN};
 use super::*;
 use crate::nft::FakeNft;
 
@@ -10,17 +11,24 @@ fn port(
     node_port: Option<u16>,
     eps: &[[u8; 4]],
 ) -> ServicePort {
-    ServicePort {
-        name: name.into(),
-        protocol: Protocol::Tcp,
-        cluster_ip: Some(Ipv4Addr::from(ip)),
-        port,
-        node_port,
-        endpoints: eps
-            .iter()
-            .map(|e| SocketAddrV4::new(Ipv4Addr::from(*e), 8080))
-            .collect(),
-    }
+    let mut p = ServicePort::new(name, Protocol::Tcp, Some(Ipv4Addr::from(ip)), port);
+    p.node_port = node_port;
+    p.endpoints = eps.iter().map(|e| ep(*e)).collect();
+    p
+}
+
+fn ep(ip: [u8; 4]) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(ip), 8080)
+}
+
+/// The rules `script` adds to `chain`.
+fn rules_of(script: &str, table: &str, chain: &str) -> Vec<String> {
+    let prefix = format!("add rule ip {table} {chain} ");
+    script
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(str::to_string)
+        .collect()
 }
 
 fn two_services() -> ServiceMap {
@@ -57,7 +65,7 @@ fn scripts_only_touch_the_service_table() {
     assert_eq!(script.matches("vmap @services").count(), 1);
     assert_eq!(script.matches("vmap @node_ports").count(), 1);
     assert!(script.contains("add element ip skiff_svc services { 10.43.0.5 . tcp . 80 : goto svc_"));
-    assert!(script.contains("add element ip skiff_svc node_ports { tcp . 30080 : goto svc_"));
+    assert!(script.contains("add element ip skiff_svc node_ports { tcp . 30080 : goto ext_"));
     assert!(script.contains("numgen random mod 2 vmap { 0 : goto ep_"));
     assert!(script.contains("meta l4proto tcp dnat ip to 10.88.0.3:8080"));
 }
@@ -105,21 +113,237 @@ fn one_service_change_rewrites_only_that_service() {
     proxy.sync(&desired).unwrap();
     assert_eq!(nft.elements("t", "services"), 1);
     assert_eq!(nft.elements("t", "node_ports"), 0);
-    assert_eq!(nft.elements("t", "node_port_keys"), 0);
+    assert_eq!(nft.elements("t", "no_endpoint_node_ports"), 0);
     assert!(proxy.verify().unwrap());
 }
 
 #[test]
-fn no_ready_endpoints_means_no_elements() {
+fn no_ready_endpoints_means_rejected_connections() {
     let nft = Arc::new(FakeNft::default());
     let mut proxy = ServiceProxy::new("t", nft.clone()).unwrap();
-    let desired = ServiceMap::from([(
+    let mut desired = ServiceMap::from([(
         "default/web".to_string(),
         vec![port("", [10, 43, 0, 5], 80, Some(30080), &[])],
     )]);
     proxy.sync(&desired).unwrap();
     assert_eq!(nft.elements("t", "services"), 0);
     assert_eq!(nft.elements("t", "node_ports"), 0);
+    // New connections are refused (kube-proxy's reject), not left to time out.
+    let script = nft.scripts().last().unwrap().clone();
+    assert!(
+        script
+            .contains("add element ip t no_endpoints { 10.43.0.5 . tcp . 80 : goto reject_conn }"),
+        "{script}"
+    );
+    assert!(script
+        .contains("add element ip t no_endpoint_node_ports { tcp . 30080 : goto reject_conn }"));
+    let reject = rules_of(&script, "t", REJECT_CHAIN);
+    assert_eq!(reject[0], "meta l4proto tcp reject with tcp reset");
+    for chain in ["filter_forward", "filter_output", "filter_input"] {
+        assert!(
+            rules_of(&script, "t", chain)
+                .iter()
+                .any(|r| r.contains("vmap @no_endpoints")),
+            "{chain}"
+        );
+    }
+    assert!(proxy.verify().unwrap());
+
+    // An endpoint appears: the reject goes, the Service is programmed.
+    desired.get_mut("default/web").unwrap()[0].endpoints = vec![ep([10, 88, 0, 2])];
+    proxy.sync(&desired).unwrap();
+    assert_eq!(nft.elements("t", "no_endpoints"), 0);
+    assert_eq!(nft.elements("t", "no_endpoint_node_ports"), 0);
+    assert_eq!(nft.elements("t", "services"), 1);
+    assert_eq!(nft.elements("t", "node_ports"), 1);
+    assert!(proxy.verify().unwrap());
+}
+
+#[test]
+fn load_balancer_addresses_lead_to_the_external_chain() {
+    let mut web = port("", [10, 43, 0, 5], 80, Some(30080), &[[10, 88, 0, 2]]);
+    web.load_balancer_ips = vec![Ipv4Addr::new(127, 241, 0, 1)];
+    let key = "default/web";
+    let ext = ServiceRules::external_chain(key, &web);
+    let svc = ServiceRules::service_chain(key, &web);
+    let services = ServiceMap::from([(key.to_string(), vec![web])]);
+    let script = ServiceRules::new("t").unwrap().replace(&services);
+    assert!(
+        script.contains(&format!(
+            "add element ip t services {{ 127.241.0.1 . tcp . 80 : goto {ext} }}"
+        )),
+        "{script}"
+    );
+    assert!(script.contains(&format!(
+        "add element ip t node_ports {{ tcp . 30080 : goto {ext} }}"
+    )));
+    assert!(script.contains(&format!(
+        "add element ip t services {{ 10.43.0.5 . tcp . 80 : goto {svc} }}"
+    )));
+    // externalTrafficPolicy Cluster: masqueraded, then any endpoint.
+    assert_eq!(
+        rules_of(&script, "t", &ext),
+        vec![
+            format!("meta mark set meta mark | {MASQUERADE_MARK:#x}"),
+            format!("goto {svc}")
+        ]
+    );
+    let nft = Arc::new(FakeNft::default());
+    let mut proxy = ServiceProxy::new("t", nft.clone()).unwrap();
+    proxy.sync(&services).unwrap();
+    assert_eq!(nft.elements("t", "services"), 2);
+    assert!(proxy.verify().unwrap());
+}
+
+#[test]
+fn client_ip_affinity_remembers_clients_per_endpoint() {
+    let mut web = port(
+        "",
+        [10, 43, 0, 5],
+        80,
+        None,
+        &[[10, 88, 0, 2], [10, 88, 0, 3]],
+    );
+    web.affinity_timeout = Some(10800);
+    let key = "default/web";
+    let svc = ServiceRules::service_chain(key, &web);
+    let sets: Vec<String> = web
+        .endpoints
+        .iter()
+        .map(|e| ServiceRules::affinity_set(key, &web, *e).unwrap())
+        .collect();
+    let chains: Vec<String> = web
+        .endpoints
+        .iter()
+        .map(|e| ServiceRules::endpoint_chain(key, &web, *e))
+        .collect();
+    let rules = ServiceRules::new("t").unwrap();
+    let mut services = ServiceMap::from([(key.to_string(), vec![web.clone()])]);
+    let script = rules.replace(&services);
+    for (set, chain) in sets.iter().zip(&chains) {
+        assert!(
+            script.contains(&format!(
+                "add set ip t {set} {{ type ipv4_addr; flags dynamic,timeout; timeout 10800s; }}"
+            )),
+            "{script}"
+        );
+        // The endpoint refreshes the client's entry on every new connection.
+        let ep_rules = rules_of(&script, "t", chain);
+        assert_eq!(ep_rules[1], format!("update @{set} {{ ip saddr }}"));
+        assert!(ep_rules[2].contains("dnat ip to"));
+    }
+    // A known client goes where it went before; only others are balanced.
+    let svc_rules = rules_of(&script, "t", &svc);
+    assert_eq!(svc_rules.len(), 3);
+    assert_eq!(
+        svc_rules[0],
+        format!("ip saddr @{} goto {}", sets[0], chains[0])
+    );
+    assert_eq!(
+        svc_rules[1],
+        format!("ip saddr @{} goto {}", sets[1], chains[1])
+    );
+    assert!(svc_rules[2].starts_with("numgen random mod 2 vmap"));
+
+    // Another timeout is another set (a set's timeout cannot change); the old ones go.
+    let old = services.clone();
+    services.get_mut(key).unwrap()[0].affinity_timeout = Some(60);
+    let update = rules.service(key, &old[key], &services[key]);
+    assert!(update.contains("timeout 60s"), "{update}");
+    for set in &sets {
+        assert!(
+            update.contains(&format!("delete set ip t {set}")),
+            "{update}"
+        );
+    }
+    // Affinity off: no sets, no lookups.
+    let script = rules.replace(&ServiceMap::from([(
+        key.to_string(),
+        vec![port("", [10, 43, 0, 5], 80, None, &[[10, 88, 0, 2]])],
+    )]));
+    assert!(!script.contains("aff_"), "{script}");
+}
+
+#[test]
+fn internal_traffic_policy_local_uses_this_nodes_endpoints_or_drops() {
+    let key = "default/web";
+    let mut web = port(
+        "",
+        [10, 43, 0, 5],
+        80,
+        None,
+        &[[10, 88, 0, 2], [10, 89, 0, 7]],
+    );
+    web.internal_local = true;
+    web.local_endpoints = vec![ep([10, 88, 0, 2])];
+    let svl = ServiceRules::local_chain(key, &web);
+    let rules = ServiceRules::new("t").unwrap();
+    let script = rules.replace(&ServiceMap::from([(key.to_string(), vec![web.clone()])]));
+    assert!(
+        script.contains(&format!(
+            "add element ip t services {{ 10.43.0.5 . tcp . 80 : goto {svl} }}"
+        )),
+        "{script}"
+    );
+    let svl_rules = rules_of(&script, "t", &svl);
+    assert_eq!(svl_rules.len(), 1);
+    assert!(svl_rules[0].starts_with("numgen random mod 1 vmap"));
+    let local_chain = ServiceRules::endpoint_chain(key, &web, ep([10, 88, 0, 2]));
+    assert!(svl_rules[0].contains(&local_chain));
+
+    // No endpoint on this node: dropped (there are endpoints elsewhere), not rejected.
+    web.local_endpoints.clear();
+    let script = rules.replace(&ServiceMap::from([(key.to_string(), vec![web])]));
+    assert!(
+        script.contains("add element ip t no_endpoints { 10.43.0.5 . tcp . 80 : drop }"),
+        "{script}"
+    );
+    assert!(!script.contains("add element ip t services"), "{script}");
+}
+
+#[test]
+fn external_traffic_policy_local_keeps_the_source() {
+    let key = "default/web";
+    let mut web = port(
+        "",
+        [10, 43, 0, 5],
+        80,
+        Some(30080),
+        &[[10, 88, 0, 2], [10, 89, 0, 7]],
+    );
+    web.load_balancer_ips = vec![Ipv4Addr::new(127, 241, 0, 1)];
+    web.external_local = true;
+    web.local_endpoints = vec![ep([10, 88, 0, 2])];
+    let (ext, svc, svl) = (
+        ServiceRules::external_chain(key, &web),
+        ServiceRules::service_chain(key, &web),
+        ServiceRules::local_chain(key, &web),
+    );
+    let rules = ServiceRules::new("t").unwrap();
+    let script = rules.replace(&ServiceMap::from([(key.to_string(), vec![web.clone()])]));
+    // Only the host's own connections are masqueraded (and may go anywhere).
+    assert_eq!(
+        rules_of(&script, "t", &ext),
+        vec![
+            format!(
+                "fib saddr type local meta mark set meta mark | {MASQUERADE_MARK:#x} goto {svc}"
+            ),
+            format!("goto {svl}"),
+        ]
+    );
+    // The cluster IP still reaches every endpoint (internalTrafficPolicy Cluster).
+    assert!(script.contains(&format!(
+        "add element ip t services {{ 10.43.0.5 . tcp . 80 : goto {svc} }}"
+    )));
+    assert!(rules_of(&script, "t", &svc)[0].starts_with("numgen random mod 2"));
+
+    // No endpoint here: outside traffic is dropped, the host's still goes anywhere.
+    web.local_endpoints.clear();
+    let script = rules.replace(&ServiceMap::from([(key.to_string(), vec![web])]));
+    assert_eq!(rules_of(&script, "t", &ext).len(), 1);
+    assert!(script.contains("add element ip t no_endpoints { 127.241.0.1 . tcp . 80 : drop }"));
+    assert!(script.contains("add element ip t no_endpoint_node_ports { tcp . 30080 : drop }"));
+    assert!(!script.contains(&format!("add chain ip t {svl}")));
 }
 
 #[test]
@@ -148,11 +372,24 @@ fn real_nft_accepts_the_scripts() {
     }
     let rules = ServiceRules::new("svc_test").unwrap();
     let mut desired = two_services();
+    // Every feature once: affinity, both Local policies, an LB address, no endpoints.
+    let web = &mut desired.get_mut("default/web").unwrap()[0];
+    web.affinity_timeout = Some(10800);
+    web.load_balancer_ips = vec![Ipv4Addr::new(127, 241, 0, 1)];
+    web.external_local = true;
+    web.local_endpoints = vec![ep([10, 88, 0, 2])];
+    let api = &mut desired.get_mut("default/api").unwrap()[0];
+    api.internal_local = true;
+    desired.insert(
+        "default/empty".to_string(),
+        vec![port("", [10, 43, 0, 7], 80, Some(30081), &[])],
+    );
     let mut script = rules.replace(&desired);
     let old = desired.clone();
     desired.get_mut("default/web").unwrap()[0].endpoints.pop();
     desired.remove("default/api");
-    for key in ["default/web", "default/api"] {
+    desired.get_mut("default/web").unwrap()[0].affinity_timeout = Some(60);
+    for key in ["default/web", "default/api", "default/empty"] {
         script.push_str(&rules.service(
             key,
             old.get(key).map(Vec::as_slice).unwrap_or_default(),

@@ -15,6 +15,7 @@ mod pod_topology_spread;
 mod queue_sort;
 mod scheduling_gates;
 mod taint_toleration;
+pub mod volume_binding;
 
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ pub struct Handle {
     pub api: Arc<dyn ClusterApi>,
     /// NodeResourcesFit's scoring strategy.
     pub scoring: ScoringStrategy,
+    /// Claims, volumes and classes, for VolumeBinding.
+    pub volumes: Arc<dyn volume_binding::VolumeApi>,
 }
 
 /// Builds a plugin.
@@ -59,6 +62,9 @@ pub static REGISTRY: &[(&str, Factory)] = &[
     (pod_topology_spread::NAME, |_| {
         Arc::new(pod_topology_spread::PodTopologySpread)
     }),
+    (volume_binding::NAME, |h| {
+        Arc::new(volume_binding::VolumeBinding::new(h.volumes.clone()))
+    }),
     (default_preemption::NAME, |h| {
         Arc::new(default_preemption::DefaultPreemption {
             filters: framework_of(h, |name| name != default_preemption::NAME),
@@ -83,6 +89,7 @@ pub const DEFAULT_PROFILE: &[(&str, i64)] = &[
     (node_ports::NAME, 0),
     (node_resources_fit::NAME, 1),
     (pod_topology_spread::NAME, 2),
+    (volume_binding::NAME, 0),
     (default_preemption::NAME, 0),
     (balanced_allocation::NAME, 1),
     (default_binder::NAME, 0),

@@ -3,6 +3,7 @@
 use anyhow::{Context as _, Result};
 use skiff_controllers::connect::{connect, Target};
 use skiff_controllers::nodelifecycle::NodeLifecycleConfig;
+use skiff_controllers::podautoscaler::PodAutoscalerConfig;
 use skiff_controllers::podgc::PodGcConfig;
 use skiff_controllers::ControllerManagerConfig;
 
@@ -19,6 +20,11 @@ pub(super) fn config(args: &ControllerArgs) -> ControllerManagerConfig {
         node_lifecycle: NodeLifecycleConfig {
             grace_period: args.node_monitor_grace_period,
             monitor_period: args.node_monitor_period,
+        },
+        pod_autoscaler: PodAutoscalerConfig {
+            sync_period: args.horizontal_pod_autoscaler_sync_period,
+            downscale_stabilization: args.horizontal_pod_autoscaler_downscale_stabilization,
+            ..Default::default()
         },
         ..Default::default()
     }

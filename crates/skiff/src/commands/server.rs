@@ -51,6 +51,7 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
     } else {
         None
     };
+    let local_node = kubelet.as_ref().map(|(_, c)| c.node_name.clone());
     let config = ServerConfig {
         data_dir: data_dir(ctx),
         bind_address: args.bind_address,
@@ -98,6 +99,21 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
                 tokio::spawn(skiff_scheduler::run(client.clone(), config));
             }
             if controllers {
+                // The local-path provisioner writes this host's filesystem: the volumes of
+                // this server's own node live under its storage directory.
+                let storage = skiff_controllers::localpath::LocalPathConfig {
+                    storage_dir: args
+                        .default_local_storage_path
+                        .clone()
+                        .map(|p| absolute(&p))
+                        .unwrap_or_else(|| absolute(&ctx.roots().data).join("storage")),
+                    local_node: local_node.clone(),
+                };
+                tokio::spawn(skiff_controllers::localpath::run(
+                    client.clone(),
+                    storage,
+                    std::sync::Arc::new(skiff_controllers::localpath::HostDirs),
+                ));
                 let config = super::controller_manager::config(&args.controllers);
                 tokio::spawn(skiff_controllers::run(client, config));
             }
@@ -122,12 +138,38 @@ fn start_services(
     cluster_dns_ip: std::net::Ipv4Addr,
 ) -> Result<()> {
     let networking = engine.networking();
+    // This node's name, as its kubelet registers it.
+    let node = args
+        .node_name
+        .clone()
+        .unwrap_or_else(skiff_kubelet::hostname);
     let caches = skiff_proxy::Caches::start(client);
     let proxy = skiff_network::service_proxy::ServiceProxy::new(
         &networking.config().service_table(),
         std::sync::Arc::new(skiff_network::nft::NftCli::default()),
     )?;
-    tokio::spawn(skiff_proxy::proxy::run(caches.clone(), proxy));
+    tokio::spawn(skiff_proxy::proxy::run(caches.clone(), proxy, node.clone()));
+
+    // NetworkPolicies of this node's pods; bridged pod-to-pod traffic reaches the
+    // policy chain only through br_netfilter.
+    use skiff_network::network_policy::{ensure_bridge_netfilter, PolicyEnforcer};
+    match ensure_bridge_netfilter(&skiff_network::sysctl::ProcSysctl) {
+        Ok(true) => eprintln!("skiff server: turned on net.bridge.bridge-nf-call-iptables"),
+        Ok(false) => {}
+        Err(e) => eprintln!(
+            "skiff server: {e}; NetworkPolicies cannot filter traffic between pods of \
+             this node without the br_netfilter module"
+        ),
+    }
+    let enforcer = PolicyEnforcer::new(
+        &networking.config().policy_table(),
+        std::sync::Arc::new(skiff_network::nft::NftCli::default()),
+    )?;
+    tokio::spawn(skiff_proxy::network_policy::run(
+        client.clone(),
+        node.clone(),
+        enforcer,
+    ));
 
     let gateway = networking
         .network(skiff_network::DEFAULT_NETWORK)
@@ -149,7 +191,10 @@ fn start_services(
             timeout: std::time::Duration::from_secs(2),
         },
     )?;
-    tokio::spawn(dns.serve(Some(caches)));
+    tokio::spawn(dns.serve(Some(caches.clone())));
+    if !args.disable_ingress {
+        start_ingress(client, caches, args);
+    }
     let client = client.clone();
     tokio::spawn(async move {
         // The API may still be warming up (RBAC caches): retry until it takes them.
@@ -162,6 +207,31 @@ fn start_services(
         }
     });
     Ok(())
+}
+
+/// Starts the built-in Ingress controller; a port that cannot be bound (another
+/// proxy holds :80) is logged, and the server goes on without it.
+fn start_ingress(client: &kube::Client, caches: skiff_proxy::Caches, args: &ServerArgs) {
+    let bind = args.ingress_bind_address;
+    // The address Ingresses show: the one listened on, or this host's when all are.
+    let address = if bind.is_unspecified() {
+        skiff_kubelet::node::host_ip()
+            .parse()
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())
+    } else {
+        bind
+    };
+    let config = skiff_proxy::ingress::IngressConfig {
+        http: std::net::SocketAddr::new(bind, args.ingress_http_port),
+        https: std::net::SocketAddr::new(bind, args.ingress_https_port),
+        address,
+    };
+    let client = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = skiff_proxy::ingress::start(client, caches, config).await {
+            tracing::error!("{e} (the Ingress controller is off; see --disable-ingress)");
+        }
+    });
 }
 
 /// Prints the admin kubeconfig.
