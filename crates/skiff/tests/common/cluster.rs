@@ -18,7 +18,8 @@ impl Drop for ServerProcess {
     }
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -56,18 +57,27 @@ impl Cluster {
     /// Starts `skiff server` with node `node-a` and `env` set, and waits for the node
     /// to be Ready. Keep the process alive as long as the cluster.
     pub fn start(env: &[(&str, &str)]) -> (Cluster, ServerProcess) {
+        Cluster::start_with(&[], env)
+    }
+
+    /// [`Cluster::start`] with `args` added to `skiff server`'s.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> (Cluster, ServerProcess) {
         let skiff = Skiff::with_busybox();
-        let port = free_port();
-        let mut cmd = skiff.cmd(&[
-            "server",
-            "--port",
-            &port.to_string(),
-            "--node-name",
-            "node-a",
-        ]);
+        let port = free_port().to_string();
+        let mut all = vec!["server", "--port", &port, "--node-name", "node-a"];
+        // Each cluster's kubelet API on a port of its own (logs, exec, metrics), unless
+        // the test chose one.
+        let kubelet_port = free_port().to_string();
+        if !args.contains(&"--kubelet-port") {
+            all.extend(["--kubelet-port", kubelet_port.as_str()]);
+        }
+        all.extend_from_slice(args);
+        let mut cmd = skiff.cmd(&all);
         // The kubelet's cgroups of each test apart from every other's, removed with the
         // root by `system reset`.
         cmd.env("SKIFF_KUBELET_CGROUP_ROOT", kubelet_cgroup_root(&skiff));
+        // The Ingress controller's listeners stay on loopback (tests pick their ports).
+        cmd.env("SKIFF_INGRESS_BIND_ADDRESS", "127.0.0.1");
         for (k, v) in env {
             cmd.env(k, v);
         }
