@@ -355,6 +355,21 @@ spec:
 #[test]
 fn statefulset_scales_in_order_keeps_claims_and_updates_by_partition() {
     let c = Cluster::start(2);
+    // No provisioner runs here: the claims bind to volumes made in advance, as they must
+    // before the scheduler places a pod whose claim is unbound.
+    for i in 0..3 {
+        c.apply(&format!(
+            "apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: pv-{i}}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {{path: /tmp/skiff-sts-pv-{i}}}
+"
+        ));
+    }
     c.apply(
         "apiVersion: v1
 kind: Service
