@@ -44,10 +44,12 @@ fn kubectl(version: &str) -> PathBuf {
 /// The oldest and the newest kubectl.
 const KUBECTLS: &[&str] = &["1.27", "1.33"];
 
+/// Fields drop in order: the server stops before the root is reset, or its kubelet
+/// would start the pods again on the host after the reset.
 struct Cluster {
+    _server: ServerProcess,
     skiff: Skiff,
     kubeconfig: PathBuf,
-    _server: ServerProcess,
 }
 
 fn text(out: &Output) -> (String, String) {
