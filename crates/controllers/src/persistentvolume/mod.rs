@@ -177,21 +177,7 @@ impl Controller {
                 }
             }
         }
-        let mut current = cached.clone();
-        if desired.spec != cached.spec
-            || desired.metadata.annotations != cached.metadata.annotations
-        {
-            let mut next = cached.clone();
-            next.spec = desired.spec.clone();
-            next.metadata.annotations = desired.metadata.annotations.clone();
-            current = api.replace(&name, &PostParams::default(), &next).await?;
-        }
-        if desired.status != current.status {
-            current.status = desired.status.clone();
-            api.replace_status(&name, &PostParams::default(), &current)
-                .await?;
-        }
-        Ok(())
+        write_changes(&api, &name, cached, desired).await
     }
 
     /// Writes the claim's spec and metadata, then its status, where they changed.
@@ -206,20 +192,64 @@ impl Controller {
             desired.metadata.namespace.as_deref().unwrap_or("default"),
         );
         let name = desired.metadata.name.clone().unwrap_or_default();
-        let mut current = cached.clone();
-        if desired.spec != cached.spec
-            || desired.metadata.annotations != cached.metadata.annotations
-        {
-            let mut next = cached.clone();
-            next.spec = desired.spec.clone();
-            next.metadata.annotations = desired.metadata.annotations.clone();
-            current = api.replace(&name, &PostParams::default(), &next).await?;
-        }
-        if desired.status != current.status {
-            current.status = desired.status.clone();
-            api.replace_status(&name, &PostParams::default(), &current)
-                .await?;
-        }
-        Ok(())
+        write_changes(&api, &name, cached, desired).await
     }
+}
+
+/// A volume or a claim: what the binder writes of it.
+trait Bindable: Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug {
+    /// Whether `self` and `other` differ in spec or annotations (the main resource).
+    fn main_differs(&self, other: &Self) -> bool;
+    /// `self` with `other`'s spec and annotations.
+    fn with_main_of(&self, other: &Self) -> Self;
+    /// Whether the status differs.
+    fn status_differs(&self, other: &Self) -> bool;
+    /// Takes `other`'s status.
+    fn take_status_of(&mut self, other: &Self);
+}
+
+macro_rules! bindable {
+    ($kind:ty) => {
+        impl Bindable for $kind {
+            fn main_differs(&self, other: &Self) -> bool {
+                self.spec != other.spec || self.metadata.annotations != other.metadata.annotations
+            }
+            fn with_main_of(&self, other: &Self) -> Self {
+                let mut next = self.clone();
+                next.spec = other.spec.clone();
+                next.metadata.annotations = other.metadata.annotations.clone();
+                next
+            }
+            fn status_differs(&self, other: &Self) -> bool {
+                self.status != other.status
+            }
+            fn take_status_of(&mut self, other: &Self) {
+                self.status = other.status.clone();
+            }
+        }
+    };
+}
+bindable!(PersistentVolume);
+bindable!(PersistentVolumeClaim);
+
+/// Writes `desired`'s spec and annotations over `cached`, then its status, each only when
+/// it changed.
+async fn write_changes<K: Bindable>(
+    api: &Api<K>,
+    name: &str,
+    cached: &K,
+    desired: &K,
+) -> Result<(), kube::Error> {
+    let mut current = cached.clone();
+    if desired.main_differs(cached) {
+        current = api
+            .replace(name, &PostParams::default(), &cached.with_main_of(desired))
+            .await?;
+    }
+    if desired.status_differs(&current) {
+        current.take_status_of(desired);
+        api.replace_status(name, &PostParams::default(), &current)
+            .await?;
+    }
+    Ok(())
 }
