@@ -411,21 +411,34 @@ fn bind(addr: SocketAddrV4) -> Result<(UdpSocket, TcpListener), DnsError> {
             .map_err(err(format!("binding {at}")))?;
         Ok(fd)
     };
-    let udp = std::net::UdpSocket::from(open(SockType::Datagram, addr.port())?);
-    // Port 0 (tests): TCP takes the port UDP got.
-    let port = udp
-        .local_addr()
-        .map_err(|source| DnsError::Io {
-            context: "reading the bound address".into(),
-            source,
-        })?
-        .port();
-    let tcp_fd = open(SockType::Stream, port)?;
-    socket::listen(
-        &tcp_fd,
-        socket::Backlog::new(128).unwrap_or(socket::Backlog::MAXCONN),
-    )
-    .map_err(err(format!("listening on {addr}")))?;
+    // Port 0 (tests): TCP takes the port UDP got. Another process may hold that
+    // TCP port already, so a few fresh UDP ports are tried.
+    let mut attempts = if addr.port() == 0 { 16 } else { 1 };
+    let (udp, tcp_fd) = loop {
+        attempts -= 1;
+        let udp = std::net::UdpSocket::from(open(SockType::Datagram, addr.port())?);
+        let port = udp
+            .local_addr()
+            .map_err(|source| DnsError::Io {
+                context: "reading the bound address".into(),
+                source,
+            })?
+            .port();
+        let listening = open(SockType::Stream, port).and_then(|fd| {
+            socket::listen(
+                &fd,
+                socket::Backlog::new(128).unwrap_or(socket::Backlog::MAXCONN),
+            )
+            .map_err(err(format!("listening on {addr}")))?;
+            Ok(fd)
+        });
+        match listening {
+            Ok(tcp_fd) => break (udp, tcp_fd),
+            Err(DnsError::Io { source, .. })
+                if attempts > 0 && source.kind() == io::ErrorKind::AddrInUse => {}
+            Err(e) => return Err(e),
+        }
+    };
     let tcp = std::net::TcpListener::from(tcp_fd);
     let io = |context: &str| {
         let context = context.to_string();
