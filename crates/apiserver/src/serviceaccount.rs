@@ -152,6 +152,35 @@ impl TokenIssuer {
         })
     }
 
+    /// The OpenID provider configuration served at `/.well-known/openid-configuration`
+    /// (kube-apiserver's ServiceAccountIssuerDiscovery), so that other parties can verify
+    /// the tokens.
+    pub fn openid_configuration(&self) -> Value {
+        serde_json::json!({
+            "issuer": ISSUER,
+            "jwks_uri": format!("{ISSUER}/openid/v1/jwks"),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+        })
+    }
+
+    /// The public key as a JSON Web Key Set (`/openid/v1/jwks`).
+    pub fn jwks(&self) -> Value {
+        // An uncompressed P-256 point: 0x04, then x and y of 32 bytes each.
+        let point = self.key.public_key().as_ref();
+        let (x, y) = point[1..].split_at(32);
+        serde_json::json!({"keys": [{
+            "use": "sig",
+            "kty": "EC",
+            "kid": self.key_id,
+            "crv": "P-256",
+            "alg": "ES256",
+            "x": B64URL.encode(x),
+            "y": B64URL.encode(y),
+        }]})
+    }
+
     /// Issues a token for a service account, valid for `expiration_seconds`, optionally
     /// bound to an object (`{"kind", "name", "uid"}`).
     pub fn issue(
@@ -481,6 +510,32 @@ mod tests {
         assert!(issuer.verify(&tampered).is_err());
         let (expired, _) = issuer.issue(&sa, &[], -10, None).unwrap();
         assert!(issuer.verify(&expired).is_err());
+    }
+
+    #[test]
+    fn the_published_key_verifies_issued_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let issuer = TokenIssuer::load_or_create(&dir.path().join("sa.key")).unwrap();
+        let sa = serde_json::json!({"metadata": {"namespace": "ns", "name": "sa", "uid": "u"}});
+        let (token, _) = issuer.issue(&sa, &[ISSUER.to_owned()], 600, None).unwrap();
+        let jwks = issuer.jwks();
+        let key = &jwks["keys"][0];
+        assert_eq!(key["kid"], issuer.key_id.as_str());
+        let mut point = vec![4u8];
+        point.extend(B64URL.decode(key["x"].as_str().unwrap()).unwrap());
+        point.extend(B64URL.decode(key["y"].as_str().unwrap()).unwrap());
+        let (signed, sig) = token.rsplit_once('.').unwrap();
+        let header: Value =
+            serde_json::from_slice(&B64URL.decode(signed.split('.').next().unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(header["kid"], key["kid"]);
+        UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point)
+            .verify(signed.as_bytes(), &B64URL.decode(sig).unwrap())
+            .expect("the JWKS key verifies the token");
+        assert_eq!(
+            issuer.openid_configuration()["jwks_uri"],
+            format!("{ISSUER}/openid/v1/jwks")
+        );
     }
 
     #[test]

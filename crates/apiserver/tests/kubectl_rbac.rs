@@ -376,6 +376,32 @@ fn rbac_and_service_accounts(kubectl: &Path) {
         "TokenReview",
     );
     assert_eq!(reviewed, "system:serviceaccount:team:robot", "{v}");
+    // Service account issuer discovery: any service account reads the issuer's
+    // configuration and the key that signed its token.
+    let config = ok(
+        r(&["get", "--raw", "/.well-known/openid-configuration"]),
+        "openid-configuration",
+    );
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(
+        config["issuer"], "https://kubernetes.default.svc.cluster.local",
+        "{v}"
+    );
+    assert_eq!(
+        config["jwks_uri"], "https://kubernetes.default.svc.cluster.local/openid/v1/jwks",
+        "{v}"
+    );
+    let jwks = ok(r(&["get", "--raw", "/openid/v1/jwks"]), "jwks");
+    let jwks: serde_json::Value = serde_json::from_str(&jwks).unwrap();
+    let header: serde_json::Value = {
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap();
+        serde_json::from_slice(&raw).unwrap()
+    };
+    assert_eq!(jwks["keys"][0]["kid"], header["kid"], "{v}: {jwks}");
+    assert_eq!(jwks["keys"][0]["crv"], "P-256", "{v}");
     // Deleting the account revokes its tokens.
     ok(k(&["delete", "sa", "robot", "-n", "team"]), "delete sa");
     eventually("the token to stop working", || {

@@ -14,6 +14,7 @@ mod namespaces;
 mod network;
 mod network_policy;
 mod node_lifecycle;
+mod proxy_subresources;
 mod registry;
 mod resource_metrics;
 mod server;

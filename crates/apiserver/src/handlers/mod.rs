@@ -6,6 +6,7 @@ mod discovery;
 mod node_proxy;
 mod objects;
 mod openapi;
+mod proxy;
 mod reviews;
 mod subresources;
 mod watch;
@@ -427,6 +428,9 @@ impl Api {
         if node_proxy::serves(&info) {
             return node_proxy::proxy(&self, request, &info, &user).await;
         }
+        if proxy::serves(&info) {
+            return proxy::proxy(&self, request, &info).await;
+        }
         check_scope(def, &info)?;
         let representation =
             negotiate(accept.as_deref(), false).ok_or_else(ApiError::not_acceptable)?;
@@ -528,6 +532,12 @@ impl Api {
                 Ok(health(parts[0], parts.get(1).copied(), query))
             }
             ["version"] => Ok(Reply::ok(version_info())),
+            [".well-known", "openid-configuration"] => {
+                Ok(Reply::ok(self.tokens.openid_configuration()))
+            }
+            ["openid", "v1", "jwks"] => {
+                Ok(Reply::ok(self.tokens.jwks()).with_content_type("application/jwk-set+json"))
+            }
             ["openapi", "v2"] => openapi::v2(self, accept),
             ["openapi", "v3"] => Ok(openapi::v3_index(self)),
             ["openapi", "v3", rest @ ..] => openapi::v3_group_version(self, &rest.join("/")),

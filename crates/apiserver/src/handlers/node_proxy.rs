@@ -73,6 +73,20 @@ pub fn kubelet_client_config(pki: &Pki) -> Result<rustls::ClientConfig, String> 
     Ok(config)
 }
 
+/// TLS to in-cluster HTTPS servers behind the proxy subresources: no client certificate,
+/// and, as kube-apiserver's proxy, no verification of the server's certificate.
+pub(super) fn insecure_client_config() -> Result<rustls::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(UnverifiedKubelet(provider)))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// Accepts any kubelet serving certificate (signatures are still checked).
 #[derive(Debug)]
 struct UnverifiedKubelet(Arc<rustls::crypto::CryptoProvider>);
@@ -171,7 +185,7 @@ pub(super) fn pick_container(pod: &Value, requested: &str) -> ApiResult<String> 
 }
 
 /// The `host:port` of the node's kubelet.
-fn kubelet_address(node: &Value) -> Option<(String, u16)> {
+pub(super) fn kubelet_address(node: &Value) -> Option<(String, u16)> {
     let addresses = node.pointer("/status/addresses")?.as_array()?;
     let address = ["InternalIP", "ExternalIP", "Hostname"]
         .iter()
@@ -189,12 +203,19 @@ fn kubelet_address(node: &Value) -> Option<(String, u16)> {
     Some((address, u16::try_from(port).ok()?))
 }
 
-/// An HTTP/1.1 connection to the kubelet at `host:port` over `tls` (upgrades allowed).
-async fn dial(
-    tls: Arc<rustls::ClientConfig>,
+/// A byte stream to a backend: TCP, or TLS over it.
+pub(super) trait Stream:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
+{
+}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Connects to `host:port` (10 s at most), speaking TLS over `tls` when given.
+pub(super) async fn connect(
+    tls: Option<Arc<rustls::ClientConfig>>,
     host: &str,
     port: u16,
-) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String> {
+) -> Result<Box<dyn Stream>, String> {
     let tcp = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         tokio::net::TcpStream::connect((host, port)),
@@ -203,6 +224,9 @@ async fn dial(
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok(Box::new(tcp));
+    };
     let server_name = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
         Err(_) => ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?,
@@ -211,7 +235,17 @@ async fn dial(
         .connect(server_name, tcp)
         .await
         .map_err(|e| e.to_string())?;
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+    Ok(Box::new(tls))
+}
+
+/// An HTTP/1.1 connection to the kubelet at `host:port` over `tls` (upgrades allowed).
+async fn dial(
+    tls: Arc<rustls::ClientConfig>,
+    host: &str,
+    port: u16,
+) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String> {
+    let stream = connect(Some(tls), host, port).await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
@@ -256,6 +290,38 @@ pub(crate) async fn kubelet_get(
         ));
     }
     Ok(body)
+}
+
+/// Copies bytes both ways between two upgraded connections once both are upgraded.
+pub(super) fn splice(
+    from_client: hyper::upgrade::OnUpgrade,
+    from_backend: hyper::upgrade::OnUpgrade,
+) {
+    tokio::spawn(async move {
+        match tokio::try_join!(from_client, from_backend) {
+            Ok((client, backend)) => {
+                let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+            }
+            Err(e) => tracing::debug!("proxied upgrade: {e}"),
+        }
+    });
+}
+
+/// A backend's body passed on, ending at its end (or at an error reading from it).
+pub(super) fn passed_body(body: Incoming) -> super::Body {
+    let stream = futures::stream::unfold(body, |mut body| async move {
+        loop {
+            match body.frame().await? {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => return Some((Ok(Frame::data(data)), body)),
+                    Err(_) => continue,
+                },
+                Err(_) => return None,
+            }
+        }
+    });
+    StreamBody::new(stream).boxed()
 }
 
 /// Serves `pods/{log,exec,attach,portforward}` by proxying to the kubelet.
@@ -398,19 +464,10 @@ pub(super) async fn proxy(
     let status = response.status();
 
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        let from_client = hyper::upgrade::on(&mut request);
-        let from_kubelet = hyper::upgrade::on(&mut response);
-        tokio::spawn(async move {
-            let (client, kubelet) = match tokio::try_join!(from_client, from_kubelet) {
-                Ok(both) => both,
-                Err(e) => {
-                    tracing::debug!("streaming upgrade: {e}");
-                    return;
-                }
-            };
-            let (mut client, mut kubelet) = (TokioIo::new(client), TokioIo::new(kubelet));
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut kubelet).await;
-        });
+        splice(
+            hyper::upgrade::on(&mut request),
+            hyper::upgrade::on(&mut response),
+        );
         let mut reply = Response::new(super::full(Bytes::new()));
         *reply.status_mut() = status;
         *reply.headers_mut() = response.headers().clone();
@@ -444,21 +501,9 @@ pub(super) async fn proxy(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("text/plain")
         .to_string();
-    // A stream ending at the kubelet's end (or at an error reading from it).
-    let stream = futures::stream::unfold(response.into_body(), |mut body| async move {
-        loop {
-            match body.frame().await? {
-                Ok(frame) => match frame.into_data() {
-                    Ok(data) => return Some((Ok(Frame::data(data)), body)),
-                    Err(_) => continue,
-                },
-                Err(_) => return None,
-            }
-        }
-    });
     Ok(Reply {
         status: StatusCode::OK,
-        body: ReplyBody::Stream(StreamBody::new(stream).boxed()),
+        body: ReplyBody::Stream(passed_body(response.into_body())),
         content_type,
         warnings: Vec::new(),
     })
