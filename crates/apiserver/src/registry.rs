@@ -307,6 +307,13 @@ pub trait Strategy: Send + Sync {
     /// Prepares a new object (e.g. resets status), before defaulting and validation.
     fn prepare_for_create(&self, _obj: &mut Value) {}
 
+    /// Records who creates the object (a CertificateSigningRequest's `spec.username`).
+    fn set_requester(&self, _obj: &mut Value, _user: &crate::authn::UserInfo) {}
+
+    /// Prepares an update through `subresource` (`status`, `approval`) from the stored
+    /// `old`, after the subresource's part of `new` was merged into `old`.
+    fn prepare_for_subresource(&self, _subresource: &str, _old: &Value, _new: &mut Value) {}
+
     /// Prepares an update through the main resource (not a subresource) from the stored
     /// `old`: fields only a subresource may change keep their old values.
     fn prepare_for_update(&self, _old: &Value, _new: &mut Value) {}

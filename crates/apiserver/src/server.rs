@@ -169,6 +169,11 @@ impl Server {
             mirrored.extend(REGISTRY.by_kind("admissionregistration.k8s.io", "v1", kind));
         }
         mirrored.push(crd::crd_def());
+        mirrored.extend(REGISTRY.by_kind(
+            "certificates.k8s.io",
+            "v1",
+            "CertificateSigningRequest",
+        ));
         let reflector = Reflector::start(storage.clone(), mirrored).await;
         // Each server has its own registry: the custom rows depend on its store.
         let registry: &'static Registry = Box::leak(Box::new(Registry::new(RESOURCES)));
@@ -211,6 +216,11 @@ impl Server {
                 reflector.clone(),
                 registry,
                 crd_rows,
+            )),
+            tokio::spawn(crate::csr_signer::run(
+                storage.clone(),
+                reflector.clone(),
+                pki.ca.clone(),
             )),
             tokio::spawn(rbac::run_aggregation(storage.clone(), reflector)),
             tokio::spawn(crate::resource_metrics::run(

@@ -5,30 +5,12 @@
 
 use crate::common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use common::{fails, kubectls, ok, TestServer};
-
-/// A kubeconfig for `user` (cert and key PEM, or a token) next to the admin's.
-fn user_kubeconfig(s: &TestServer, name: &str, credentials: &str) -> PathBuf {
-    let admin = std::fs::read_to_string(&s.kubeconfig).unwrap();
-    let server = admin
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .unwrap()
-        .to_owned();
-    let ca = BASE64.encode(std::fs::read(s.ca_path()).unwrap());
-    s.write(
-        &format!("{name}.kubeconfig"),
-        &format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}\n  user:\n{credentials}contexts:\n- name: {name}\n  context:\n    cluster: skiff\n    user: {name}\ncurrent-context: {name}\n"
-        ),
-    )
-}
+use common::{as_user, eventually, fails, kubectls, ok, TestServer};
 
 /// Issues a client certificate for `user` in `groups` from the cluster CA.
 fn client_certificate(s: &TestServer, user: &str, groups: &[&str]) -> String {
@@ -55,25 +37,6 @@ fn client_certificate(s: &TestServer, user: &str, groups: &[&str]) -> String {
         BASE64.encode(cert.pem()),
         BASE64.encode(key.serialize_pem())
     )
-}
-
-fn as_user(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
-    std::process::Command::new(kubectl)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// Retries `f` until it returns true (RBAC and controllers follow the store within
-/// milliseconds, kubectl is a separate process).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn stdout(out: &Output) -> String {
@@ -151,7 +114,7 @@ fn rbac_and_service_accounts(kubectl: &Path) {
     });
 
     // A second user, bob (group devs), with a certificate from the cluster CA.
-    let bob = user_kubeconfig(&s, "bob", &client_certificate(&s, "bob", &["devs"]));
+    let bob = s.user_kubeconfig("bob", &client_certificate(&s, "bob", &["devs"]));
     let b = |args: &[&str]| as_user(kubectl, &bob, args);
     let err = fails(b(&["get", "pods"]), "bob lists pods");
     assert!(
@@ -337,7 +300,7 @@ fn rbac_and_service_accounts(kubectl: &Path) {
     );
     let token = token.trim();
     assert_eq!(token.split('.').count(), 3, "{v}: a JWT: {token}");
-    let robot = user_kubeconfig(&s, "robot", &format!("    token: {token}\n"));
+    let robot = s.user_kubeconfig("robot", &format!("    token: {token}\n"));
     let r = |args: &[&str]| as_user(kubectl, &robot, args);
     let err = fails(r(&["get", "pods", "-n", "team"]), "robot lists pods");
     assert!(
@@ -489,7 +452,7 @@ fn impersonation(kubectl: &Path, newest: bool) {
     // A user without the impersonate verb is refused, in Kubernetes' words. Discovery is
     // refused too (kubectl only says "unknown" then), so bob's discovery cache is warmed
     // first, as any earlier use of kubectl would have.
-    let bob = user_kubeconfig(&s, "bob", &client_certificate(&s, "bob", &[]));
+    let bob = s.user_kubeconfig("bob", &client_certificate(&s, "bob", &[]));
     let cache = s.root.path().join("bob-cache");
     let cache = cache.to_str().unwrap();
     let b = |args: &[&str]| {

@@ -7,6 +7,7 @@
 //! ResourceQuota, validating webhooks). NamespaceLifecycle lives in the generic handlers,
 //! which already load the namespace.
 
+mod certificates;
 mod default_storage_class;
 mod limitrange;
 mod podsecurity;
@@ -97,6 +98,7 @@ pub(crate) async fn validate(
     warnings: &mut Warnings,
 ) -> ApiResult<()> {
     limitrange::validate(api, attrs, obj).await?;
+    certificates::validate(api, attrs, obj)?;
     podsecurity::validate(api, attrs, obj, warnings).await?;
     webhook::validate(api, attrs, obj, warnings).await?;
     // Quota last: it charges usage, so only writes every other plugin accepted count.

@@ -233,7 +233,7 @@ fn subresources(def: &ResourceDef) -> Vec<Subresource> {
     subs.extend(
         EXTRA_SUBRESOURCES
             .iter()
-            .filter(|s| def.group.is_empty() && s.resource == def.plural),
+            .filter(|s| (def.group.is_empty() || s.group == def.group) && s.resource == def.plural),
     );
     subs
 }

@@ -287,6 +287,11 @@ impl Api {
         &self.storage
     }
 
+    /// The server's authorizer's answer (for admission plugins that check extra verbs).
+    pub(crate) fn authorize(&self, attributes: &Attributes<'_>) -> Decision {
+        self.authorizer.authorize(attributes)
+    }
+
     /// The user of a bearer token: a bootstrap token's (see [`crate::bootstrap_token`]), or
     /// the service account a JWT was issued to, if the token verifies and the account still
     /// exists with the same uid (Kubernetes' bound-token check).

@@ -684,6 +684,7 @@ impl Ctx<'_> {
             meta.remove("generation");
         }
         self.def.strategy.prepare_for_create(&mut obj);
+        self.def.strategy.set_requester(&mut obj, self.user);
         match applied {
             Some(managed) => {
                 obj["metadata"]["managedFields"] = managed;
@@ -949,8 +950,14 @@ impl Ctx<'_> {
         new: Value,
         tracked: bool,
     ) -> ApiResult<Reply> {
-        let status_endpoint = self.info.subresource == "status";
+        // `approval` (CertificateSigningRequests) writes status conditions like `status`.
+        let status_endpoint = matches!(self.info.subresource.as_str(), "status" | "approval");
         let mut obj = self.endpoint_changes(&old, new, status_endpoint);
+        if status_endpoint {
+            self.def
+                .strategy
+                .prepare_for_subresource(&self.info.subresource, &old, &mut obj);
+        }
         // Fields of metadata the system owns.
         let old_meta = old.get("metadata").cloned().unwrap_or_default();
         let meta = crate::kinds::object_mut(&mut obj, "metadata");

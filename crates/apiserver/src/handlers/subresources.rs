@@ -596,6 +596,15 @@ pub(super) const EXTRA_SUBRESOURCES: &[Subresource] = &[
         kind: "NodeProxyOptions",
         verbs: &["create", "delete", "get", "patch", "update"],
     },
+    // certificates.k8s.io: only the approval conditions change through it.
+    Subresource {
+        resource: "certificatesigningrequests",
+        name: "approval",
+        group: "certificates.k8s.io",
+        version: "v1",
+        kind: "CertificateSigningRequest",
+        verbs: &["get", "patch", "update"],
+    },
     Subresource {
         resource: "namespaces",
         name: "finalize",
@@ -618,6 +627,6 @@ pub(super) const EXTRA_SUBRESOURCES: &[Subresource] = &[
 pub(super) fn verbs_of(group: &str, resource: &str, sub: &str) -> Option<&'static [&'static str]> {
     EXTRA_SUBRESOURCES
         .iter()
-        .find(|s| group.is_empty() && s.resource == resource && s.name == sub)
+        .find(|s| (group.is_empty() || s.group == group) && s.resource == resource && s.name == sub)
         .map(|s| s.verbs)
 }

@@ -3,6 +3,7 @@
 //! `pkg/apis/*/v1/defaults.go` and `pkg/printers/internalversion`.
 
 mod batch;
+pub mod certificates;
 mod config;
 mod conversion;
 mod event;
@@ -25,6 +26,7 @@ use k8s_openapi::api::authorization::v1 as authz;
 use k8s_openapi::api::autoscaling::v1 as autoscaling_v1;
 use k8s_openapi::api::autoscaling::v2 as autoscaling_v2;
 use k8s_openapi::api::batch::v1 as batch_v1;
+use k8s_openapi::api::certificates::v1 as certificates_v1;
 use k8s_openapi::api::coordination::v1 as coordination;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
@@ -42,6 +44,7 @@ use k8s_pb::api::authorization::v1 as pb_authz;
 use k8s_pb::api::autoscaling::v1 as pb_autoscaling_v1;
 use k8s_pb::api::autoscaling::v2 as pb_autoscaling_v2;
 use k8s_pb::api::batch::v1 as pb_batch;
+use k8s_pb::api::certificates::v1 as pb_certificates;
 use k8s_pb::api::coordination::v1 as pb_coordination;
 use k8s_pb::api::core::v1 as pb_core;
 use k8s_pb::api::discovery::v1 as pb_discovery;
@@ -254,6 +257,17 @@ pub static RESOURCES: &[ResourceDef] = &[
         .in_all()
         .status()
         .strategy(&batch::CronJobStrategy),
+    // certificates.k8s.io/v1
+    row::<certificates_v1::CertificateSigningRequest, pb_certificates::CertificateSigningRequest>(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        ("certificatesigningrequests", "certificatesigningrequest"),
+    )
+    .cluster()
+    .short(&["csr"])
+    .status()
+    .strategy(&certificates::CsrStrategy),
     // autoscaling/v1 and v2: one resource, stored once, served in both versions.
     row::<autoscaling_v2::HorizontalPodAutoscaler, pb_autoscaling_v2::HorizontalPodAutoscaler>(
         "autoscaling",

@@ -131,6 +131,26 @@ impl TestServer {
         child.wait_with_output().expect("kubectl finishes")
     }
 
+    /// A kubeconfig for `name` (credentials: the indented `user:` fields, e.g. a client
+    /// certificate and key, or a token) next to the admin's, with the same server and CA.
+    pub fn user_kubeconfig(&self, name: &str, credentials: &str) -> PathBuf {
+        use base64::Engine as _;
+        let admin = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let server = admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: "))
+            .unwrap()
+            .to_owned();
+        let ca = base64::engine::general_purpose::STANDARD
+            .encode(std::fs::read(self.ca_path()).unwrap());
+        self.write(
+            &format!("{name}.kubeconfig"),
+            &format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {name}\n  user:\n{credentials}contexts:\n- name: {name}\n  context:\n    cluster: skiff\n    user: {name}\ncurrent-context: {name}\n"
+            ),
+        )
+    }
+
     /// Writes a file under the temporary root and returns its path.
     pub fn write(&self, name: &str, contents: &str) -> PathBuf {
         let path = self.root.path().join(name);
@@ -202,4 +222,24 @@ pub fn fails(out: Output, what: &str) -> String {
         "{what} unexpectedly succeeded:\n{stdout}"
     );
     stderr
+}
+
+/// Runs `kubectl` with another user's kubeconfig.
+pub fn as_user(kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Retries `f` until it returns true, for 10 s (RBAC and controllers follow the store
+/// within milliseconds, kubectl is a separate process).
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
