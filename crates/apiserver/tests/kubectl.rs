@@ -470,3 +470,67 @@ fn aggregated_discovery_echoes_the_requested_version() {
         assert!(text.contains(r#""resource":"deployments""#), "{text}");
     }
 }
+
+/// Patches that name no resourceVersion never fail for racing each other: a lost
+/// compare-and-swap is retried on the newer object, as kube-apiserver's patcher does.
+#[test]
+fn concurrent_patches_without_a_resource_version_all_apply() {
+    let s = TestServer::start();
+    let kubectl = kubectls().pop().unwrap();
+    ok(
+        s.kubectl(&kubectl, &["create", "configmap", "shared"]),
+        "create",
+    );
+    let patchers: Vec<_> = (0..12)
+        .map(|i| {
+            Command::new(&kubectl)
+                .arg("--kubeconfig")
+                .arg(&s.kubeconfig)
+                .args([
+                    "patch",
+                    "configmap",
+                    "shared",
+                    "--type=merge",
+                    "-p",
+                    &format!(r#"{{"data":{{"k{i}":"v{i}"}}}}"#),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for patcher in patchers {
+        let out = patcher.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let data = ok(
+        s.kubectl(
+            &kubectl,
+            &["get", "configmap", "shared", "-o", "jsonpath={.data}"],
+        ),
+        "get",
+    );
+    let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(data.as_object().unwrap().len(), 12, "{data}");
+    // A patch that names a stale resourceVersion still conflicts.
+    let stale = fails(
+        s.kubectl(
+            &kubectl,
+            &[
+                "patch",
+                "configmap",
+                "shared",
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"resourceVersion":"1"},"data":{"x":"y"}}"#,
+            ],
+        ),
+        "stale patch",
+    );
+    assert!(stale.contains("the object has been modified"), "{stale}");
+}

@@ -826,12 +826,11 @@ impl Ctx<'_> {
                     )],
                 ));
             }
+            // A lost compare-and-swap retries: the patch is applied again to the newer
+            // object, and a resourceVersion the patch itself named no longer matches then.
+            // (The patched object always carries the version it was applied to.)
             match self.write_update(old, revision, patched, false).await {
-                Err(err)
-                    if err.code == 409 && err.reason == "Conflict" && precondition.is_empty() =>
-                {
-                    continue
-                }
+                Err(err) if err.code == 409 && err.reason == "Conflict" => continue,
                 result => return result.map(|r| r.with_warnings(warnings)),
             }
         }
