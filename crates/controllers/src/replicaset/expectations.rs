@@ -1,6 +1,10 @@
 //! Expectations (`controller_utils.go`'s `ControllerExpectations`): pods a controller created
 //! or deleted that its pod cache has not shown yet. While any are outstanding the
 //! controller does not create or delete more, so a stale cache cannot make it act twice.
+//!
+//! The watch may show a pod before the call that created or deleted it has returned (and
+//! the expectation has been recorded): what the watch showed of pods that were not awaited
+//! is remembered for a short while, and an expectation it already answers is not recorded.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -13,6 +17,17 @@ use crate::pod_util::controller_of;
 
 /// Outstanding expectations give up after this long (`ExpectationsTimeout`).
 const TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// How long a sighting nobody awaited yet is kept for an expectation about to be recorded.
+const EARLY_WINDOW: Duration = Duration::from_secs(30);
+/// A pod younger than this may still be awaited by the controller that created it.
+const YOUNG: i64 = 30;
+
+/// What the watch showed of a pod.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Seen {
+    Created,
+    Deleted,
+}
 
 #[derive(Default)]
 struct Pending {
@@ -24,22 +39,58 @@ struct Pending {
 /// Expected creations and deletions per owner UID; cheap to clone (shared).
 #[derive(Clone, Default)]
 pub struct Expectations {
-    inner: Arc<Mutex<HashMap<String, Pending>>>,
+    inner: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<String, Pending>,
+    /// Sightings no expectation awaited yet, by (owner UID, pod name).
+    early: HashMap<(String, String), (Seen, Instant)>,
+}
+
+impl State {
+    /// Whether the watch already showed `seen` for the pod (forgetting the sighting).
+    fn already(&mut self, owner: &str, pod: &str, seen: Seen) -> bool {
+        let key = (owner.to_owned(), pod.to_owned());
+        match self.early.get(&key) {
+            Some((s, at)) if *s == seen && at.elapsed() < EARLY_WINDOW => {
+                self.early.remove(&key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Records a sighting no expectation awaited (old ones are dropped).
+    fn remember(&mut self, owner: &str, pod: &str, seen: Seen) {
+        if self.early.len() > 64 {
+            self.early.retain(|_, (_, at)| at.elapsed() < EARLY_WINDOW);
+        }
+        self.early
+            .insert((owner.to_owned(), pod.to_owned()), (seen, Instant::now()));
+    }
 }
 
 impl Expectations {
     /// Remembers that `pod` was created for `owner`.
     pub fn expect_create(&self, owner: &str, pod: String) {
-        let mut map = self.inner.lock().expect("expectations lock");
-        let p = map.entry(owner.to_owned()).or_default();
+        let mut state = self.inner.lock().expect("expectations lock");
+        if state.already(owner, &pod, Seen::Created) {
+            return;
+        }
+        let p = state.pending.entry(owner.to_owned()).or_default();
         p.creates.insert(pod);
         p.since.get_or_insert_with(Instant::now);
     }
 
     /// Remembers that `pod` of `owner` was deleted.
     pub fn expect_delete(&self, owner: &str, pod: String) {
-        let mut map = self.inner.lock().expect("expectations lock");
-        let p = map.entry(owner.to_owned()).or_default();
+        let mut state = self.inner.lock().expect("expectations lock");
+        if state.already(owner, &pod, Seen::Deleted) {
+            return;
+        }
+        let p = state.pending.entry(owner.to_owned()).or_default();
         p.deletes.insert(pod);
         p.since.get_or_insert_with(Instant::now);
     }
@@ -50,12 +101,22 @@ impl Expectations {
             return;
         };
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let mut map = self.inner.lock().expect("expectations lock");
-        if let Some(p) = map.get_mut(&owner.uid) {
-            p.creates.remove(&name);
-            if pod.metadata.deletion_timestamp.is_some() {
-                p.deletes.remove(&name);
-            }
+        let deleting = pod.metadata.deletion_timestamp.is_some();
+        let mut state = self.inner.lock().expect("expectations lock");
+        let (created, deleted) = match state.pending.get_mut(&owner.uid) {
+            Some(p) => (p.creates.remove(&name), deleting && p.deletes.remove(&name)),
+            None => (false, false),
+        };
+        let young = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_none_or(|t| jiff::Timestamp::now().as_second() - t.0.as_second() < YOUNG);
+        if !created && young {
+            state.remember(&owner.uid, &name, Seen::Created);
+        }
+        if deleting && !deleted {
+            state.remember(&owner.uid, &name, Seen::Deleted);
         }
     }
 
@@ -65,10 +126,16 @@ impl Expectations {
             return;
         };
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let mut map = self.inner.lock().expect("expectations lock");
-        if let Some(p) = map.get_mut(&owner.uid) {
-            p.deletes.remove(&name);
-            p.creates.remove(&name);
+        let mut state = self.inner.lock().expect("expectations lock");
+        let deleted = match state.pending.get_mut(&owner.uid) {
+            Some(p) => {
+                p.creates.remove(&name);
+                p.deletes.remove(&name)
+            }
+            None => false,
+        };
+        if !deleted {
+            state.remember(&owner.uid, &name, Seen::Deleted);
         }
     }
 
@@ -83,13 +150,13 @@ impl Expectations {
 
     /// Whether `owner` may act: nothing outstanding, or outstanding for too long.
     pub fn satisfied(&self, owner: &str) -> bool {
-        let mut map = self.inner.lock().expect("expectations lock");
-        let Some(p) = map.get(owner) else {
+        let mut state = self.inner.lock().expect("expectations lock");
+        let Some(p) = state.pending.get(owner) else {
             return true;
         };
         let done = p.creates.is_empty() && p.deletes.is_empty();
         if done || p.since.is_some_and(|s| s.elapsed() > TIMEOUT) {
-            map.remove(owner);
+            state.pending.remove(owner);
             return true;
         }
         false
@@ -121,5 +188,20 @@ mod tests {
         assert!(!e.satisfied("u"));
         e.observe(&pod("u", "b", true));
         assert!(e.satisfied("u"));
+    }
+
+    #[test]
+    fn a_watch_faster_than_the_call_still_satisfies() {
+        let e = Expectations::default();
+        // The watch shows the new pod, then its deletion, before either call returned.
+        e.observe(&pod("u", "a", false));
+        e.expect_create("u", "a".into());
+        assert!(e.satisfied("u"), "the creation was already seen");
+        e.observe_deleted(&pod("u", "a", false));
+        e.expect_delete("u", "a".into());
+        assert!(e.satisfied("u"), "the deletion was already seen");
+        // A sighting answers one expectation only.
+        e.expect_delete("u", "a".into());
+        assert!(!e.satisfied("u"));
     }
 }
