@@ -23,8 +23,31 @@ impl Strategy for ServiceStrategy {
         let spec = object_mut(obj, "spec");
         set_default(spec, "type", json!("ClusterIP"));
         set_default(spec, "sessionAffinity", json!("None"));
-        if spec.get("type").and_then(Value::as_str) != Some("ExternalName") {
+        let kind = spec
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if kind != "ExternalName" {
             set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+        }
+        if matches!(kind.as_str(), "NodePort" | "LoadBalancer") {
+            set_default(spec, "externalTrafficPolicy", json!("Cluster"));
+        }
+        if kind == "LoadBalancer" {
+            set_default(spec, "allocateLoadBalancerNodePorts", json!(true));
+        }
+        if spec.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP") {
+            let config = spec
+                .entry("sessionAffinityConfig")
+                .or_insert_with(|| json!({}));
+            if let Some(config) = config.as_object_mut() {
+                let client_ip = config.entry("clientIP").or_insert_with(|| json!({}));
+                if let Some(client_ip) = client_ip.as_object_mut() {
+                    // Three hours, as Kubernetes' DefaultClientIPServiceAffinitySeconds.
+                    set_default(client_ip, "timeoutSeconds", json!(10800));
+                }
+            }
         }
         if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
             for port in ports.iter_mut().filter_map(Value::as_object_mut) {
@@ -54,6 +77,18 @@ impl Strategy for ServiceStrategy {
         let headless = str_at(obj, "/spec/clusterIP") == "None";
         if ports.is_empty() && kind != "ExternalName" && !headless {
             errs.push(FieldError::required("spec.ports", ""));
+        }
+        if let Some(timeout) = obj
+            .pointer("/spec/sessionAffinityConfig/clientIP/timeoutSeconds")
+            .and_then(Value::as_i64)
+        {
+            if !(1..=86400).contains(&timeout) {
+                errs.push(FieldError::invalid(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    json!(timeout),
+                    "must be greater than 0 and less than 86400",
+                ));
+            }
         }
         for (i, port) in ports.iter().enumerate() {
             let number = int_at(port, "/port");
@@ -173,5 +208,44 @@ impl Strategy for EndpointsStrategy {
             or_none(shown),
             table::age_cell(obj, now),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_are_defaulted_as_kubernetes_does() {
+        let mut lb = json!({"spec": {"type": "LoadBalancer", "sessionAffinity": "ClientIP",
+            "ports": [{"port": 80}]}});
+        ServiceStrategy.default(&mut lb);
+        let spec = &lb["spec"];
+        assert_eq!(spec["externalTrafficPolicy"], "Cluster");
+        assert_eq!(spec["internalTrafficPolicy"], "Cluster");
+        assert_eq!(spec["allocateLoadBalancerNodePorts"], true);
+        assert_eq!(
+            spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"],
+            10800
+        );
+        assert_eq!(spec["ports"][0]["targetPort"], 80);
+        assert_eq!(spec["ports"][0]["protocol"], "TCP");
+
+        let mut plain = json!({"spec": {"ports": [{"port": 80}]}});
+        ServiceStrategy.default(&mut plain);
+        let spec = plain["spec"].as_object().unwrap();
+        assert_eq!(spec["type"], "ClusterIP");
+        assert!(!spec.contains_key("externalTrafficPolicy"));
+        assert!(!spec.contains_key("allocateLoadBalancerNodePorts"));
+        assert!(!spec.contains_key("sessionAffinityConfig"));
+
+        let mut long = json!({"spec": {"sessionAffinity": "ClientIP", "ports": [{"port": 80}],
+            "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 100000}}}});
+        ServiceStrategy.default(&mut long);
+        let errs = ServiceStrategy.validate(&long);
+        assert_eq!(
+            errs[0].field,
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
+        );
     }
 }
