@@ -22,6 +22,7 @@
 
 pub mod render;
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
@@ -138,27 +139,36 @@ impl ServiceProxy {
                 services_changed: desired.len(),
             });
         };
-        let keys: BTreeSet<&String> = applied.keys().chain(desired.keys()).collect();
-        let mut script = String::new();
-        let mut changed = 0;
-        for key in keys {
-            let old = applied.get(key).map(Vec::as_slice).unwrap_or_default();
-            let new = desired.get(key).map(Vec::as_slice).unwrap_or_default();
-            if old != new {
-                script.push_str(&self.rules.service(key, old, new));
-                changed += 1;
-            }
-        }
-        if changed == 0 {
+        let changes = changed_services(applied, desired);
+        if changes.is_empty() {
             return Ok(SyncReport::default());
         }
+        let mut script = String::new();
+        for (key, old, new) in &changes {
+            script.push_str(&self.rules.service(key, old, new));
+        }
+        let changed = changes.len();
+        // What the table will hold, by changed key only: copying the whole map on every
+        // change would cost more than the diff at 10,000 Services.
+        let updates: Vec<(String, Vec<ServicePort>)> = changes
+            .into_iter()
+            .map(|(key, _, new)| (key.clone(), new.to_vec()))
+            .collect();
         if let Err(e) = self.nft.apply(&table, &script) {
             // Nothing of the transaction was applied, but the table may differ from what
             // we believe (someone changed it): start over next time.
             self.applied = None;
             return Err(e);
         }
-        self.applied = Some(desired.clone());
+        if let Some(applied) = &mut self.applied {
+            for (key, ports) in updates {
+                if ports.is_empty() {
+                    applied.remove(&key);
+                } else {
+                    applied.insert(key, ports);
+                }
+            }
+        }
         Ok(SyncReport {
             rebuilt: false,
             services_changed: changed,
@@ -193,6 +203,44 @@ impl ServiceProxy {
         let table = self.rules.table().to_string();
         self.nft.apply(&table, &self.rules.delete_table())
     }
+}
+
+/// The Services whose ports differ between `old` and `new` (a missing Service has no
+/// ports), with both versions, in key order. One walk over the two sorted maps: no
+/// lookups, no allocation per unchanged Service.
+fn changed_services<'a>(
+    old: &'a ServiceMap,
+    new: &'a ServiceMap,
+) -> Vec<(&'a String, &'a [ServicePort], &'a [ServicePort])> {
+    let mut out = Vec::new();
+    let (mut olds, mut news) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let order = match (olds.peek(), news.peek()) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some((a, _)), Some((b, _))) => a.cmp(b),
+        };
+        let (key, before, after): (&String, &[ServicePort], &[ServicePort]) = match order {
+            Ordering::Less => {
+                let (key, ports) = olds.next().expect("peeked");
+                (key, ports, &[])
+            }
+            Ordering::Greater => {
+                let (key, ports) = news.next().expect("peeked");
+                (key, &[], ports)
+            }
+            Ordering::Equal => {
+                let (key, before) = olds.next().expect("peeked");
+                let (_, after) = news.next().expect("peeked");
+                (key, before, after)
+            }
+        };
+        if before != after {
+            out.push((key, before, after));
+        }
+    }
+    out
 }
 
 /// Chain names and the number of elements of the `services` map in a listing.

@@ -419,3 +419,56 @@ fn real_nft_accepts_the_scripts() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_diff_walks_both_maps_and_treats_no_ports_as_absent() {
+    let old = two_services();
+    let mut new = two_services();
+    assert!(changed_services(&old, &new).is_empty());
+    // A Service without ports is the same as no Service.
+    new.insert("default/empty".to_string(), Vec::new());
+    assert!(changed_services(&old, &new).is_empty());
+    assert!(changed_services(&new, &old).is_empty());
+    // Added, changed and removed Services, in key order, with both versions.
+    new.remove("default/api");
+    new.insert(
+        "a/first".to_string(),
+        vec![port("", [10, 43, 0, 9], 80, None, &[[10, 88, 0, 9]])],
+    );
+    new.get_mut("default/web").unwrap()[0].endpoints.pop();
+    let changes: Vec<(&str, usize, usize)> = changed_services(&old, &new)
+        .into_iter()
+        .map(|(k, before, after)| (k.as_str(), before.len(), after.len()))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("a/first", 0, 1),
+            ("default/api", 1, 0),
+            ("default/web", 1, 1)
+        ]
+    );
+}
+
+#[test]
+fn the_applied_state_follows_each_change() {
+    let nft = Arc::new(FakeNft::default());
+    let mut proxy = ServiceProxy::new("t", nft.clone()).unwrap();
+    let mut desired = two_services();
+    proxy.sync(&desired).unwrap();
+    desired.remove("default/api");
+    desired.insert("default/empty".to_string(), Vec::new());
+    assert_eq!(proxy.sync(&desired).unwrap().services_changed, 1);
+    // What was applied is what the table holds: nothing left to do, and it verifies.
+    assert_eq!(proxy.sync(&desired).unwrap(), SyncReport::default());
+    assert!(proxy.verify().unwrap());
+    assert_eq!(nft.elements("t", "services"), 1);
+    // Added back: rewritten again.
+    desired.insert(
+        "default/api".to_string(),
+        two_services()["default/api"].clone(),
+    );
+    assert_eq!(proxy.sync(&desired).unwrap().services_changed, 1);
+    assert_eq!(nft.elements("t", "services"), 2);
+    assert!(proxy.verify().unwrap());
+}

@@ -529,7 +529,7 @@ async fn resolve(
     let request = Message::from_vec(query).ok()?;
     let current = records.read().unwrap().clone();
     match answer(&current, &config.domain, &request) {
-        Reply::Answer(m) => m.to_vec().ok(),
+        Reply::Answer(m) => chase_cname(m, config, &current).await.to_vec().ok(),
         Reply::Forward => {
             let mut answer = forward_udp(query, config).await;
             let truncated = answer
@@ -541,6 +541,55 @@ async fn resolve(
             answer.or_else(|| servfail(query))
         }
     }
+}
+
+/// Most CNAMEs followed for one answer.
+const MAX_CNAME_CHAIN: usize = 8;
+
+/// An answer ending in a CNAME (an ExternalName Service) for an address query gets the
+/// target's addresses too, as CoreDNS adds them: from the cluster's own records for a name
+/// in the cluster domain, otherwise from the upstreams. Stub resolvers that do not chase
+/// CNAMEs themselves (musl's, busybox's) then reach the target by the Service's name.
+async fn chase_cname(mut response: Message, config: &DnsConfig, records: &Records) -> Message {
+    let Some(qtype) = response.queries().first().map(|q| q.query_type()) else {
+        return response;
+    };
+    if !matches!(qtype, RecordType::A | RecordType::AAAA) {
+        return response;
+    }
+    for _ in 0..MAX_CNAME_CHAIN {
+        let Some(last) = response.answers().last() else {
+            return response;
+        };
+        let RData::CNAME(CNAME(target)) = last.data() else {
+            return response;
+        };
+        let target = target.clone();
+        let mut request = Message::new();
+        request.set_id(response.id().wrapping_add(1));
+        request.set_recursion_desired(true);
+        request.add_query(hickory_proto::op::Query::query(target.clone(), qtype));
+        let found = match answer(records, &config.domain, &request) {
+            Reply::Answer(m) => m,
+            Reply::Forward => {
+                let Some(bytes) = request.to_vec().ok() else {
+                    return response;
+                };
+                match forward_udp(&bytes, config)
+                    .await
+                    .and_then(|b| Message::from_vec(&b).ok())
+                {
+                    Some(m) => m,
+                    None => return response,
+                }
+            }
+        };
+        if found.answers().is_empty() {
+            return response;
+        }
+        response.add_answers(found.answers().iter().cloned());
+    }
+    response
 }
 
 async fn forward_udp(query: &[u8], config: &DnsConfig) -> Option<Vec<u8>> {

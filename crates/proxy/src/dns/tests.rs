@@ -189,3 +189,72 @@ async fn serves_udp_and_forwards() {
     let m = Message::from_vec(&read_frame(&mut stream).await.unwrap()).unwrap();
     assert_eq!(data(&m), ["10.88.0.7", "10.88.0.8"]);
 }
+
+/// An ExternalName answer carries the target's addresses: from the upstream for an outside
+/// name, from the cluster's records for a Service name.
+#[tokio::test]
+async fn external_names_are_followed_to_addresses() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 512];
+        let (n, from) = upstream.recv_from(&mut buf).await.unwrap();
+        let request = Message::from_vec(&buf[..n]).unwrap();
+        assert_eq!(request.queries()[0].name().to_ascii(), "example.com.");
+        let mut response = Message::new();
+        response.set_header(Header::response_from_request(request.header()));
+        response.add_query(request.queries()[0].clone());
+        response.add_answer(Record::from_rdata(
+            request.queries()[0].name().clone(),
+            60,
+            RData::A(A(Ipv4Addr::new(192, 0, 2, 55))),
+        ));
+        upstream
+            .send_to(&response.to_vec().unwrap(), from)
+            .await
+            .unwrap();
+    });
+    let config = DnsConfig {
+        domain: "cluster.local".into(),
+        upstreams: vec![upstream_addr],
+        timeout: Duration::from_secs(2),
+    };
+    let services: Vec<Service> = serde_json::from_value(json!([
+        {"metadata": {"name": "web", "namespace": "default"},
+         "spec": {"type": "ClusterIP", "clusterIP": "10.43.0.5",
+                  "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}},
+        {"metadata": {"name": "ext", "namespace": "default"},
+         "spec": {"type": "ExternalName", "externalName": "example.com"}},
+        {"metadata": {"name": "alias", "namespace": "default"},
+         "spec": {"type": "ExternalName", "externalName": "web.default.svc.cluster.local"}},
+    ]))
+    .unwrap();
+    let records = RwLock::new(Arc::new(Records::build(
+        &services,
+        &Default::default(),
+        "cluster.local",
+    )));
+    for (qname, want) in [
+        (
+            "ext.default.svc.cluster.local.",
+            ["192.0.2.55", "example.com."],
+        ),
+        (
+            "alias.default.svc.cluster.local.",
+            ["10.43.0.5", "web.default.svc.cluster.local."],
+        ),
+    ] {
+        let mut request = Message::new();
+        request.set_id(9);
+        request.add_query(Query::query(
+            Name::from_ascii(qname).unwrap(),
+            RecordType::A,
+        ));
+        let bytes = resolve(&request.to_vec().unwrap(), &config, &records, false)
+            .await
+            .unwrap();
+        let m = Message::from_vec(&bytes).unwrap();
+        assert_eq!(m.id(), 9);
+        assert_eq!(data(&m), want, "{qname}");
+    }
+}
