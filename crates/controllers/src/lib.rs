@@ -7,7 +7,8 @@
 //!
 //! - [`replicaset`], [`deployment`], [`garbage_collector`], [`job`], [`ttl_after_finished`],
 //!   [`endpoints`], [`endpointslice`], [`daemonset`], [`statefulset`], [`cronjob`],
-//!   [`namespace`], [`podgc`], [`nodelifecycle`], [`persistentvolume`], [`podautoscaler`]:
+//!   [`namespace`], [`podgc`], [`nodelifecycle`], [`persistentvolume`], [`podautoscaler`],
+//!   [`servicelb`] (addresses for LoadBalancer Services, from a pool or the nodes'):
 //!   the controllers,
 //!   registered under kube-controller-manager's names;
 //! - [`localpath`]: the local-path volume provisioner (started by `skiff server`, which
@@ -33,6 +34,7 @@ pub mod pod_util;
 pub mod podautoscaler;
 pub mod podgc;
 pub mod replicaset;
+pub mod servicelb;
 pub mod simulated_agent;
 pub mod statefulset;
 pub mod sweep;
@@ -49,7 +51,7 @@ pub struct ControllerManagerConfig {
     /// Controller names to run (`replicaset`, `deployment`, `garbagecollector`, `job`,
     /// `ttl-after-finished`, `cronjob`, `daemonset`, `statefulset`, `endpoint`,
     /// `endpointslice`, `namespace`, `podgc`, `nodelifecycle`, `persistentvolume-binder`,
-    /// `horizontalpodautoscaling`);
+    /// `horizontalpodautoscaling`, `service-lb-controller`);
     /// empty means all.
     pub controllers: Vec<String>,
     /// Settings of the pod garbage collector.
@@ -58,6 +60,8 @@ pub struct ControllerManagerConfig {
     pub node_lifecycle: nodelifecycle::NodeLifecycleConfig,
     /// Settings of the HorizontalPodAutoscaler controller.
     pub pod_autoscaler: podautoscaler::PodAutoscalerConfig,
+    /// Settings of the service load-balancer controller.
+    pub service_lb: servicelb::ServiceLbConfig,
 }
 
 /// Why the controller manager stopped.
@@ -122,6 +126,13 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
         tasks.spawn(async move {
             run.await;
             Err(Error::Stopped("horizontalpodautoscaling"))
+        });
+    }
+    if enabled("service-lb-controller") {
+        let run = servicelb::run(client.clone(), config.service_lb.clone());
+        tasks.spawn(async move {
+            run.await;
+            Err(Error::Stopped("service-lb-controller"))
         });
     }
     if enabled("garbagecollector") {

@@ -148,6 +148,9 @@ pub fn service_map<'a>(
                 .and_then(|lb| lb.ingress.as_ref())
                 .into_iter()
                 .flatten()
+                // `ipMode: Proxy`: the load balancer itself forwards to the nodes, so the
+                // address is not taken over here (kube-proxy's rule).
+                .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
                 .filter_map(|i| i.ip.as_deref()?.parse().ok())
                 .collect()
         } else {
@@ -301,5 +304,23 @@ mod tests {
             vec!["10.88.0.3:8080".parse().unwrap()]
         );
         assert_eq!(port.affinity_timeout, Some(60));
+    }
+
+    #[test]
+    fn proxy_mode_load_balancer_addresses_are_not_taken_over() {
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.43.0.5",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]},
+            "status": {"loadBalancer": {"ingress": [
+                {"ip": "192.0.2.10", "ipMode": "VIP"},
+                {"ip": "192.0.2.11", "ipMode": "Proxy"},
+                {"hostname": "lb.example.com"}
+            ]}},
+        }))
+        .unwrap();
+        let eps = endpoints_by_service(&[slice(json!([{"addresses": ["10.88.0.2"]}]))]);
+        let port = &service_map([&svc], &eps, "node-a")["default/web"][0];
+        assert_eq!(port.load_balancer_ips, vec![Ipv4Addr::new(192, 0, 2, 10)]);
     }
 }

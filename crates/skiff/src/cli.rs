@@ -850,6 +850,16 @@ pub struct ControllerArgs {
         value_parser = parse_duration
     )]
     pub horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
+    /// Addresses for Services of type LoadBalancer, one per Service (comma-separated IPv4
+    /// CIDRs, ranges A.B.C.D-E.F.G.H, or addresses); without it every such Service shows
+    /// the InternalIP addresses of the Ready nodes, as k3s's servicelb does.
+    #[arg(long = "service-lb-pool", value_name = "CIDRS", value_parser = parse_service_lb_pool)]
+    pub service_lb_pool: Option<skiff_controllers::servicelb::Pool>,
+}
+
+fn parse_service_lb_pool(s: &str) -> Result<skiff_controllers::servicelb::Pool, String> {
+    s.parse()
+        .map_err(|e: skiff_controllers::servicelb::PoolError| e.to_string())
 }
 
 /// A duration of seconds (`40`), or with a unit (`ms`, `s`, `m`, `h`).

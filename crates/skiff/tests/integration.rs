@@ -18,5 +18,6 @@ mod proxy_subresources;
 mod registry;
 mod resource_metrics;
 mod server;
+mod service_traffic;
 mod services;
 mod storage;

@@ -5,6 +5,7 @@ use skiff_controllers::connect::{connect, Target};
 use skiff_controllers::nodelifecycle::NodeLifecycleConfig;
 use skiff_controllers::podautoscaler::PodAutoscalerConfig;
 use skiff_controllers::podgc::PodGcConfig;
+use skiff_controllers::servicelb::ServiceLbConfig;
 use skiff_controllers::ControllerManagerConfig;
 
 use super::Context;
@@ -25,6 +26,9 @@ pub(super) fn config(args: &ControllerArgs) -> ControllerManagerConfig {
             sync_period: args.horizontal_pod_autoscaler_sync_period,
             downscale_stabilization: args.horizontal_pod_autoscaler_downscale_stabilization,
             ..Default::default()
+        },
+        service_lb: ServiceLbConfig {
+            pool: args.service_lb_pool.clone(),
         },
         ..Default::default()
     }
