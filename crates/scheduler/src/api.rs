@@ -24,6 +24,14 @@ pub enum ApiError {
         /// The API error.
         source: kube::Error,
     },
+    /// Deleting a preemption victim failed.
+    #[error("preempting pod {pod}: {source}")]
+    Preempt {
+        /// `namespace/name` of the victim.
+        pod: String,
+        /// The API error.
+        source: kube::Error,
+    },
     /// Updating the pod's status failed.
     #[error("updating the status of pod {pod}: {source}")]
     Status {
@@ -47,15 +55,36 @@ pub struct PodEvent {
     pub message: String,
 }
 
+/// What a failed scheduling attempt does to `status.nominatedNodeName`
+/// (`framework.NominatingInfo`'s modes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nomination {
+    /// Leave it as it is (`ModeNoop`).
+    Keep,
+    /// Set it; `""` clears it (`ModeOverride`).
+    Set(String),
+}
+
 /// What the scheduler writes.
 pub trait ClusterApi: Send + Sync + 'static {
     /// Binds the pod to the node.
     fn bind(&self, pod: &Pod, node: &str) -> BoxFuture<'static, Result<(), ApiError>>;
-    /// Sets the pod's `PodScheduled` condition (and clears `nominatedNodeName`).
+    /// Sets the pod's `PodScheduled` condition and, as `nomination` says, its
+    /// `nominatedNodeName`.
     fn set_condition(
         &self,
         pod: &Pod,
         condition: PodCondition,
+        nomination: Nomination,
+    ) -> BoxFuture<'static, Result<(), ApiError>>;
+    /// Preempts `victim` for `preemptor` on `node` (`prepareCandidate`): marks it with a
+    /// `DisruptionTarget` condition (reason `PreemptionByScheduler`), deletes it and records
+    /// a `Preempted` Event on it.
+    fn preempt(
+        &self,
+        victim: &Pod,
+        preemptor: &Pod,
+        node: &str,
     ) -> BoxFuture<'static, Result<(), ApiError>>;
     /// Records an Event; never blocks (drops when the recorder is backed up, as
     /// client-go's broadcaster does).
@@ -68,6 +97,20 @@ fn key(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or(""),
         pod.metadata.name.as_deref().unwrap_or("")
     )
+}
+
+/// The pod's conditions with `condition` replacing the one of its type (a merge patch
+/// replaces the whole list).
+fn with_condition(pod: &Pod, condition: PodCondition) -> Vec<PodCondition> {
+    let mut conditions: Vec<PodCondition> = pod
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .filter(|c| c.type_ != condition.type_)
+        .cloned()
+        .collect();
+    conditions.push(condition);
+    conditions
 }
 
 /// [`ClusterApi`] over a kube client.
@@ -122,25 +165,24 @@ impl ClusterApi for KubeApi {
         &self,
         pod: &Pod,
         condition: PodCondition,
+        nomination: Nomination,
     ) -> BoxFuture<'static, Result<(), ApiError>> {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
-        let mut conditions: Vec<PodCondition> = pod
-            .status
-            .iter()
-            .flat_map(|s| s.conditions.iter().flatten())
-            .filter(|c| c.type_ != condition.type_)
-            .cloned()
-            .collect();
-        conditions.push(condition);
-        let mut status = json!({"conditions": conditions});
-        if pod
+        let mut status = json!({"conditions": with_condition(pod, condition)});
+        let current = pod
             .status
             .as_ref()
-            .and_then(|s| s.nominated_node_name.as_ref())
-            .is_some()
-        {
-            status["nominatedNodeName"] = serde_json::Value::Null;
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .unwrap_or("");
+        match nomination {
+            Nomination::Set(node) if node.is_empty() && !current.is_empty() => {
+                status["nominatedNodeName"] = serde_json::Value::Null;
+            }
+            Nomination::Set(node) if !node.is_empty() && node != current => {
+                status["nominatedNodeName"] = json!(node);
+            }
+            _ => {}
         }
         let patch = json!({"status": status});
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
@@ -153,6 +195,75 @@ impl ClusterApi for KubeApi {
                     pod: pod_key,
                     source,
                 })
+        })
+    }
+
+    fn preempt(
+        &self,
+        victim: &Pod,
+        preemptor: &Pod,
+        node: &str,
+    ) -> BoxFuture<'static, Result<(), ApiError>> {
+        let namespace = victim.metadata.namespace.clone().unwrap_or_default();
+        let name = victim.metadata.name.clone().unwrap_or_default();
+        let scheduler = preemptor
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.clone())
+            .unwrap_or_else(|| crate::DEFAULT_SCHEDULER_NAME.into());
+        let condition = PodCondition {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+            reason: Some("PreemptionByScheduler".into()),
+            message: Some(format!(
+                "{scheduler}: preempting to accommodate a higher priority pod"
+            )),
+            last_transition_time: Some(Time(jiff::Timestamp::now())),
+            ..Default::default()
+        };
+        let patch = json!({"status": {"conditions": with_condition(victim, condition)}});
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let event = PodEvent {
+            pod: Arc::new(victim.clone()),
+            type_: "Normal",
+            reason: "Preempted",
+            message: format!(
+                "Preempted by pod {} on node {node}",
+                preemptor.metadata.uid.as_deref().unwrap_or("")
+            ),
+        };
+        let events = self.events.clone();
+        let uid = victim.metadata.uid.clone();
+        let pod_key = key(victim);
+        Box::pin(async move {
+            let fail = |source| ApiError::Preempt {
+                pod: pod_key.clone(),
+                source,
+            };
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+                Err(e) => return Err(fail(e)),
+            }
+            let params = kube::api::DeleteParams {
+                preconditions: uid.map(|uid| kube::api::Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api.delete(&name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+                Err(e) => return Err(fail(e)),
+            }
+            if events.try_send(event).is_err() {
+                tracing::debug!("event recorder backed up; dropping an event");
+            }
+            Ok(())
         })
     }
 
@@ -194,10 +305,10 @@ async fn write_events(client: Client, component: String, mut rx: mpsc::Receiver<
             last_timestamp: Some(stamp),
             event_time: Some(MicroTime(now)),
             action: Some(
-                if event.reason == "Scheduled" {
-                    "Binding"
-                } else {
-                    "Scheduling"
+                match event.reason {
+                    "Scheduled" => "Binding",
+                    "Preempted" => "Preempting",
+                    _ => "Scheduling",
                 }
                 .into(),
             ),
@@ -229,6 +340,10 @@ pub(crate) mod tests {
         pub bindings: Mutex<Vec<(String, String)>>,
         /// `(pod key, condition)` of each status update.
         pub conditions: Mutex<Vec<(String, PodCondition)>>,
+        /// `(pod key, nomination)` of each status update.
+        pub nominations: Mutex<Vec<(String, Nomination)>>,
+        /// `(victim key, preemptor key, node)` of each preemption.
+        pub preemptions: Mutex<Vec<(String, String, String)>>,
         /// Recorded events.
         pub events: Mutex<Vec<PodEvent>>,
     }
@@ -245,8 +360,25 @@ pub(crate) mod tests {
             &self,
             pod: &Pod,
             condition: PodCondition,
+            nomination: Nomination,
         ) -> BoxFuture<'static, Result<(), ApiError>> {
             self.conditions.lock().unwrap().push((key(pod), condition));
+            self.nominations
+                .lock()
+                .unwrap()
+                .push((key(pod), nomination));
+            Box::pin(async { Ok(()) })
+        }
+        fn preempt(
+            &self,
+            victim: &Pod,
+            preemptor: &Pod,
+            node: &str,
+        ) -> BoxFuture<'static, Result<(), ApiError>> {
+            self.preemptions
+                .lock()
+                .unwrap()
+                .push((key(victim), key(preemptor), node.to_owned()));
             Box::pin(async { Ok(()) })
         }
         fn record(&self, event: PodEvent) {

@@ -183,6 +183,12 @@ impl Cache {
         matches!(self.pods.get(key), Some(PodState::Assumed { .. }))
     }
 
+    /// The pod as the cache holds it (assumed or bound).
+    pub fn pod(&self, key: &str) -> Option<&Arc<Pod>> {
+        let node = self.pods.get(key)?.node();
+        self.node(node)?.pods.get(key)
+    }
+
     /// Whether the cache holds the pod (assumed or bound).
     pub fn contains_pod(&self, key: &str) -> bool {
         self.pods.contains_key(key)

@@ -75,6 +75,10 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
     let api: Arc<dyn api::ClusterApi> = Arc::new(api::KubeApi::new(client.clone(), component));
     let (volumes, mut volume_changes) =
         plugins::volume_binding::CachedVolumes::start(client.clone());
+    let (budgets, budget_changes) =
+        plugins::default_preemption::CachedBudgets::start(client.clone());
+    let (namespaces, namespace_changes) =
+        plugins::inter_pod_affinity::CachedNamespaces::start(client.clone());
     let profiles: HashMap<String, framework::Framework> = config
         .profiles
         .iter()
@@ -83,6 +87,8 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
                 api: api.clone(),
                 scoring: p.scoring,
                 volumes: volumes.clone(),
+                budgets: budgets.clone(),
+                namespaces: namespaces.clone(),
             };
             (
                 p.scheduler_name.clone(),
@@ -105,8 +111,12 @@ pub async fn run(client: Client, config: SchedulerConfig) -> Result<(), Error> {
             }
         }
     };
+    // Budget and namespace changes need no retry: budgets only steer the choice of
+    // victims, and namespaces matter only with the pods added to them.
+    let budgets = futures::stream::select(budget_changes, namespace_changes).for_each(|_| async {});
     tokio::select! {
         _ = scheduler.run(rx) => {}
+        _ = budgets => {}
         _ = pods => {}
         _ = nodes => {}
         _ = volumes => {}

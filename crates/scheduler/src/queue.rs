@@ -44,6 +44,20 @@ struct Entry {
     cycle: u64,
 }
 
+/// Whether a pod changed in more than its status and bookkeeping (`isPodUpdated`).
+fn pod_updated(old: &Pod, new: &Pod) -> bool {
+    let strip = |pod: &Pod| {
+        let mut p = pod.clone();
+        p.metadata.resource_version = None;
+        p.metadata.generation = None;
+        p.metadata.managed_fields = None;
+        p.metadata.finalizers = None;
+        p.status = None;
+        p
+    };
+    strip(old) != strip(new)
+}
+
 /// The three queues of one scheduler.
 pub struct SchedulingQueue {
     sort: Arc<dyn Plugin>,
@@ -122,11 +136,14 @@ impl SchedulingQueue {
     /// Places a pod that is new or was updated: active unless a PreEnqueue plugin holds it.
     pub fn add_or_update(&mut self, key: &str, pod: Arc<Pod>) {
         if let Some(entry) = self.entries.get_mut(key) {
+            let updated = pod_updated(&entry.info.pod, &pod);
             entry.info.pod = pod;
             match entry.place {
                 Place::InFlight | Place::Active | Place::Backoff => return,
+                // Only a change beyond the status may make it schedulable: the scheduler's
+                // own condition and nomination writes must not retry it at once.
+                Place::Unschedulable if !updated => return,
                 Place::Unschedulable => {
-                    // An update may have made it schedulable (k8s' isPodUpdated check).
                     let info = entry.info.clone();
                     self.enqueue(key, info, Instant::now());
                     return;
@@ -252,6 +269,28 @@ impl SchedulingQueue {
         }
     }
 
+    /// An event that may help only pods some of `plugins` rejected (a pod added to a node
+    /// helps inter-pod affinity, not resources): moves those of the unschedulable pods.
+    pub fn move_rejected_by(&mut self, plugins: &[&str]) {
+        let now = Instant::now();
+        self.move_request_cycle = self.cycle;
+        let keys: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                e.place == Place::Unschedulable
+                    && e.info
+                        .unschedulable_plugins
+                        .iter()
+                        .any(|p| plugins.contains(p))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.retry(&key, now);
+        }
+    }
+
     fn retry(&mut self, key: &str, now: Instant) {
         let Some(entry) = self.entries.get_mut(key) else {
             return;
@@ -328,6 +367,8 @@ mod tests {
             api: Arc::new(FakeApi::default()),
             scoring: ScoringStrategy::LeastAllocated,
             volumes: Arc::new(crate::plugins::volume_binding::NoVolumes),
+            budgets: Arc::new(crate::plugins::default_preemption::NoBudgets),
+            namespaces: Arc::new(crate::plugins::inter_pod_affinity::NoNamespaces),
         });
         SchedulingQueue::new(fw.queue_sort().unwrap(), fw)
     }
@@ -373,6 +414,23 @@ mod tests {
         assert!(q.pop().is_none());
         q.flush(Instant::now() + Duration::from_secs(2));
         assert_eq!(q.pop().map(|(k, i)| (k, i.attempts)), Some(("p".into(), 2)));
+    }
+
+    #[test]
+    fn status_only_updates_leave_unschedulable_pods_waiting() {
+        let mut q = queue();
+        q.add_or_update("p", pod(0, false));
+        q.pop().unwrap();
+        q.requeue_failed("p", vec!["NodeResourcesFit"], false);
+        let mut with_status = (*pod(0, false)).clone();
+        with_status.status =
+            Some(serde_json::from_value(serde_json::json!({"nominatedNodeName": "a"})).unwrap());
+        with_status.metadata.resource_version = Some("7".into());
+        q.add_or_update("p", Arc::new(with_status.clone()));
+        assert_eq!(q.place("p"), Some(Place::Unschedulable));
+        with_status.metadata.labels = Some([("k".to_owned(), "v".to_owned())].into());
+        q.add_or_update("p", Arc::new(with_status));
+        assert_eq!(q.place("p"), Some(Place::Active));
     }
 
     #[test]

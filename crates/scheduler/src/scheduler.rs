@@ -12,7 +12,7 @@ use kube::runtime::watcher;
 use rand::Rng as _;
 use tokio::sync::mpsc;
 
-use crate::api::{ClusterApi, PodEvent};
+use crate::api::{ClusterApi, Nomination, PodEvent};
 use crate::cache::{node_changed_for_scheduling, Cache};
 use crate::framework::{
     num_feasible_nodes_to_find, CycleState, Diagnosis, FitError, Framework, NodeInfo,
@@ -64,6 +64,10 @@ fn scheduler_name(pod: &Pod) -> &str {
         .unwrap_or("default-scheduler")
 }
 
+fn priority(pod: &Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+}
+
 fn terminal(pod: &Pod) -> bool {
     matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -82,6 +86,26 @@ pub struct Stats {
     pub errors: u64,
 }
 
+/// Why a scheduling cycle found no node.
+struct Failure {
+    /// Set when the pod fits no node (rather than an error).
+    fit: Option<Box<FitError>>,
+    /// The error, when there is no `fit`.
+    error: String,
+    /// What happens to `status.nominatedNodeName`.
+    nomination: Nomination,
+}
+
+impl Failure {
+    fn error(error: impl Into<String>) -> Failure {
+        Failure {
+            fit: None,
+            error: error.into(),
+            nomination: Nomination::Set(String::new()),
+        }
+    }
+}
+
 /// The scheduler's state, owned by its loop.
 pub struct Scheduler {
     profiles: HashMap<String, Framework>,
@@ -92,6 +116,9 @@ pub struct Scheduler {
     next_start_node: usize,
     relisting_pods: Option<HashSet<String>>,
     relisting_nodes: Option<HashSet<String>>,
+    /// Pending pods nominated to a node by preemption, by key: the node and the pod
+    /// (`nominator`); lower-priority pods are filtered as if they ran there already.
+    nominated: HashMap<String, (String, Arc<Pod>)>,
     bindings: Arc<tokio::sync::Semaphore>,
     /// Progress counters.
     pub stats: Stats,
@@ -125,6 +152,7 @@ impl Scheduler {
             next_start_node: 0,
             relisting_pods: None,
             relisting_nodes: None,
+            nominated: HashMap::new(),
             bindings: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_BINDINGS)),
             stats: Stats::default(),
         }
@@ -212,6 +240,7 @@ impl Scheduler {
     }
 
     fn delete_pod(&mut self, key: &str) {
+        self.nominated.remove(key);
         if self.cache.remove_pod(key) {
             self.queue.move_all_to_active_or_backoff();
         }
@@ -222,14 +251,38 @@ impl Scheduler {
         let key = pod_key(&pod);
         if node_name(&pod).is_some() {
             self.queue.delete(&key);
+            self.nominated.remove(&key);
             if terminal(&pod) {
                 if self.cache.remove_pod(&key) {
                     self.queue.move_all_to_active_or_backoff();
                 }
             } else {
+                // A new pod on a node, or new labels, may satisfy pods waiting for
+                // inter-pod affinity or topology spread (`AssignedPodAdd`/`Update`).
+                // An assumed pod confirmed by the watch is new to the other pods' eyes.
+                let moves = match self.cache.pod(&key) {
+                    None => true,
+                    Some(_) if self.cache.is_assumed(&key) => true,
+                    Some(old) => old.metadata.labels != pod.metadata.labels,
+                };
                 self.cache.add_pod(&key, pod);
+                if moves {
+                    self.queue.move_rejected_by(&[
+                        crate::plugins::inter_pod_affinity::NAME,
+                        crate::plugins::pod_topology_spread::NAME,
+                    ]);
+                }
             }
             return;
+        }
+        if let Some(node) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .filter(|n| !n.is_empty())
+        {
+            self.nominated
+                .insert(key.clone(), (node.to_owned(), pod.clone()));
         }
         if pod.metadata.deletion_timestamp.is_some()
             || !self.profiles.contains_key(scheduler_name(&pod))
@@ -284,15 +337,15 @@ impl Scheduler {
         framework: &Framework,
         state: &mut CycleState,
         pod: &Pod,
-    ) -> Result<String, (Option<FitError>, String)> {
+    ) -> Result<String, Failure> {
         let nodes = self.cache.nodes();
         if nodes.is_empty() {
-            return Err((None, "no nodes available to schedule pods".into()));
+            return Err(Failure::error("no nodes available to schedule pods"));
         }
         let mut diagnosis = Diagnosis::default();
         let pre = framework.run_pre_filter(state, pod, &nodes);
         if pre.code == crate::framework::Code::Error {
-            return Err((None, pre.message()));
+            return Err(Failure::error(pre.message()));
         }
         if pre.is_rejected() {
             diagnosis.pre_filter_msg = pre.message();
@@ -300,8 +353,7 @@ impl Scheduler {
                 .iter()
                 .map(|n| (n.name().to_owned(), pre.clone()))
                 .collect();
-            let fit = self.post_filter(framework, state, pod, &nodes, diagnosis);
-            return Err((Some(fit), String::new()));
+            return Err(self.post_filter(framework, state, pod, &nodes, diagnosis));
         }
         let want = num_feasible_nodes_to_find(nodes.len());
         let start = self.next_start_node % nodes.len();
@@ -310,14 +362,14 @@ impl Scheduler {
         for i in 0..nodes.len() {
             let node = nodes[(start + i) % nodes.len()];
             evaluated += 1;
-            let status = framework.run_filter(state, pod, node);
+            let status = self.filter_with_nominated(framework, state, pod, node);
             if status.is_success() {
                 feasible.push(node);
                 if feasible.len() >= want {
                     break;
                 }
             } else if status.code == crate::framework::Code::Error {
-                return Err((None, status.message()));
+                return Err(Failure::error(status.message()));
             } else {
                 diagnosis
                     .node_statuses
@@ -326,15 +378,14 @@ impl Scheduler {
         }
         self.next_start_node = (start + evaluated) % nodes.len();
         if feasible.is_empty() {
-            let fit = self.post_filter(framework, state, pod, &nodes, diagnosis);
-            return Err((Some(fit), String::new()));
+            return Err(self.post_filter(framework, state, pod, &nodes, diagnosis));
         }
         if feasible.len() == 1 {
             return Ok(feasible[0].name().to_owned());
         }
         let scores = framework
-            .run_scoring(state, pod, &feasible)
-            .map_err(|s| (None, s.message()))?;
+            .run_scoring(state, pod, &feasible, &nodes)
+            .map_err(|s| Failure::error(s.message()))?;
         Ok(select_host(&feasible, &scores))
     }
 
@@ -345,13 +396,55 @@ impl Scheduler {
         pod: &Pod,
         nodes: &[&NodeInfo],
         mut diagnosis: Diagnosis,
-    ) -> FitError {
-        let (_, message) = framework.run_post_filter(state, pod, nodes, &diagnosis);
+    ) -> Failure {
+        let (nominated, message) = framework.run_post_filter(state, pod, nodes, &diagnosis);
         diagnosis.post_filter_msg = message;
-        FitError {
-            num_all_nodes: nodes.len(),
-            diagnosis,
+        Failure {
+            fit: Some(Box::new(FitError {
+                num_all_nodes: nodes.len(),
+                diagnosis,
+            })),
+            error: String::new(),
+            nomination: nominated.map_or(Nomination::Keep, Nomination::Set),
         }
+    }
+
+    /// Runs the filters with the pods nominated to `node` that are at least as important
+    /// as `pod` counted there, and then without them (`RunFilterPluginsWithNominatedPods`),
+    /// so room freed by preemption stays for its preemptor.
+    fn filter_with_nominated(
+        &self,
+        framework: &Framework,
+        state: &CycleState,
+        pod: &Pod,
+        node: &NodeInfo,
+    ) -> Status {
+        let key = pod_key(pod);
+        let nominated: Vec<(&String, &Arc<Pod>)> = self
+            .nominated
+            .iter()
+            .filter(|(k, (n, p))| {
+                n == node.name()
+                    && **k != key
+                    && priority(p) >= priority(pod)
+                    && !node.pods.contains_key(*k)
+            })
+            .map(|(k, (_, p))| (k, p))
+            .collect();
+        if nominated.is_empty() {
+            return framework.run_filter(state, pod, node);
+        }
+        let mut with_nominated = node.clone();
+        for (k, p) in nominated {
+            let mut assumed = (**p).clone();
+            assumed.spec.get_or_insert_with(Default::default).node_name = Some(node.name().into());
+            with_nominated.add_pod(k, Arc::new(assumed));
+        }
+        let status = framework.run_filter(state, pod, &with_nominated);
+        if !status.is_success() {
+            return status;
+        }
+        framework.run_filter(state, pod, node)
     }
 
     /// One scheduling cycle for one pod; starts its binding cycle on success.
@@ -364,8 +457,8 @@ impl Scheduler {
         let mut state = CycleState::default();
         let host = match self.find_node(&framework, &mut state, &pod) {
             Ok(host) => host,
-            Err((fit, error)) => {
-                self.fail(&key, &info, fit, error);
+            Err(failure) => {
+                self.fail(&key, &info, failure);
                 return;
             }
         };
@@ -384,7 +477,7 @@ impl Scheduler {
                 framework.run_unreserve(&state, &pod, &host);
             }
             self.cache.forget(&key);
-            self.fail(&key, &info, None, permit.message());
+            self.fail(&key, &info, Failure::error(permit.message()));
             return;
         }
         let binding = framework.run_binding(pod.clone(), host.clone());
@@ -420,11 +513,16 @@ impl Scheduler {
         if let Some(framework) = self.profiles.get(scheduler_name(&pod)) {
             framework.run_unreserve(&CycleState::default(), &pod, &node);
         }
-        self.fail(&key, &info, None, status.message());
+        self.fail(&key, &info, Failure::error(status.message()));
     }
 
     /// Records a failed attempt: requeue, the PodScheduled condition and an Event.
-    fn fail(&mut self, key: &str, info: &QueuedPodInfo, fit: Option<FitError>, error: String) {
+    fn fail(&mut self, key: &str, info: &QueuedPodInfo, failure: Failure) {
+        let Failure {
+            fit,
+            error,
+            nomination,
+        } = failure;
         let (message, plugins, is_error) = match &fit {
             Some(fit) => (fit.to_string(), fit.unschedulable_plugins(), false),
             None if error == "no nodes available to schedule pods" => (error, Vec::new(), false),
@@ -443,6 +541,25 @@ impl Scheduler {
             "Unschedulable"
         };
         let pod = info.pod.clone();
+        match &nomination {
+            Nomination::Set(node) if node.is_empty() => {
+                self.nominated.remove(key);
+            }
+            Nomination::Set(node) => {
+                self.nominated
+                    .insert(key.to_owned(), (node.clone(), pod.clone()));
+            }
+            Nomination::Keep => {}
+        }
+        let nominated_now = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .unwrap_or("");
+        let nomination_unchanged = match &nomination {
+            Nomination::Keep => true,
+            Nomination::Set(node) => node == nominated_now,
+        };
         let current = pod
             .status
             .iter()
@@ -453,7 +570,7 @@ impl Scheduler {
                 && c.reason.as_deref() == Some(reason)
                 && c.message.as_deref() == Some(message.as_str())
         });
-        if !unchanged {
+        if !unchanged || !nomination_unchanged {
             let condition = PodCondition {
                 type_: "PodScheduled".into(),
                 status: "False".into(),
@@ -462,7 +579,7 @@ impl Scheduler {
                 last_transition_time: Some(Time(jiff::Timestamp::now())),
                 ..Default::default()
             };
-            let update = self.api.set_condition(&pod, condition);
+            let update = self.api.set_condition(&pod, condition, nomination);
             tokio::spawn(async move {
                 if let Err(e) = update.await {
                     tracing::debug!("{e}");
@@ -520,6 +637,8 @@ mod tests {
             api: api.clone(),
             scoring: ScoringStrategy::LeastAllocated,
             volumes: Arc::new(crate::plugins::volume_binding::NoVolumes),
+            budgets: Arc::new(crate::plugins::default_preemption::NoBudgets),
+            namespaces: Arc::new(crate::plugins::inter_pod_affinity::NoNamespaces),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let profiles = HashMap::from([("default-scheduler".to_owned(), fw)]);
@@ -552,6 +671,66 @@ mod tests {
         while let Ok(input) = rx.try_recv() {
             s.handle(input);
         }
+    }
+
+    fn with_priority(mut p: Pod, priority: i32, node: Option<&str>) -> Pod {
+        let spec = p.spec.as_mut().unwrap();
+        spec.priority = Some(priority);
+        spec.node_name = node.map(str::to_owned);
+        p
+    }
+
+    #[tokio::test]
+    async fn preemption_nominates_and_keeps_the_room_for_the_preemptor() {
+        let api = Arc::new(FakeApi::default());
+        let (mut s, mut rx) = scheduler(api.clone());
+        s.handle(Input::Node(Box::new(watcher::Event::Apply(node(
+            "a", "2", false,
+        )))));
+        let low = with_priority(pod("low", "2", "default-scheduler"), 1, Some("a"));
+        s.handle(Input::Pod(Box::new(watcher::Event::Apply(low.clone()))));
+        let high = with_priority(pod("high", "2", "default-scheduler"), 10, None);
+        s.handle(Input::Pod(Box::new(watcher::Event::Apply(high))));
+        drain(&mut s, &mut rx).await;
+        assert_eq!(
+            api.preemptions.lock().unwrap().clone(),
+            [("d/low".to_owned(), "d/high".to_owned(), "a".to_owned())]
+        );
+        assert_eq!(
+            api.nominations.lock().unwrap().last().cloned(),
+            Some(("d/high".to_owned(), Nomination::Set("a".into())))
+        );
+        // The preemption worked: the failure message has no preemption part.
+        assert_eq!(
+            api.conditions
+                .lock()
+                .unwrap()
+                .last()
+                .unwrap()
+                .1
+                .message
+                .as_deref(),
+            Some("0/1 nodes are available: 1 Insufficient cpu.")
+        );
+        assert!(api.bindings.lock().unwrap().is_empty());
+
+        // The victim goes while a lower-priority pod waits: the room is the preemptor's,
+        // even though the preemptor is still backing off.
+        let small = with_priority(pod("small", "1", "default-scheduler"), 0, None);
+        s.handle(Input::Pod(Box::new(watcher::Event::Apply(small))));
+        s.handle(Input::Pod(Box::new(watcher::Event::Delete(low))));
+        drain(&mut s, &mut rx).await;
+        assert!(api.bindings.lock().unwrap().is_empty());
+        assert_eq!(
+            s.queue().place("d/high"),
+            Some(crate::queue::Place::Backoff)
+        );
+        s.queue.flush(Instant::now() + Duration::from_secs(2));
+        drain(&mut s, &mut rx).await;
+        assert_eq!(
+            api.bindings.lock().unwrap().clone(),
+            [("d/high".to_owned(), "a".to_owned())]
+        );
     }
 
     #[tokio::test]

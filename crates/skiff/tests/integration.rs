@@ -17,6 +17,7 @@ mod node_lifecycle;
 mod proxy_subresources;
 mod registry;
 mod resource_metrics;
+mod scheduling;
 mod server;
 mod service_traffic;
 mod services;

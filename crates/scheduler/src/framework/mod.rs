@@ -262,8 +262,15 @@ pub trait PostFilterPlugin: Plugin {
 
 /// Runs once per cycle before scoring.
 pub trait PreScorePlugin: Plugin {
-    /// Precomputes state for Score over the feasible nodes.
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, nodes: &[&NodeInfo]) -> Status;
+    /// Precomputes state for Score over the `feasible` nodes; `all` is every node in the
+    /// snapshot (pods on infeasible nodes still count for topology domains).
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        feasible: &[&NodeInfo],
+        all: &[&NodeInfo],
+    ) -> Status;
 }
 
 /// Ranks one feasible node.
@@ -415,15 +422,17 @@ impl Framework {
         (None, messages.join(" "))
     }
 
-    /// Runs PreScore, Score, NormalizeScore and weights; one total per node.
+    /// Runs PreScore, Score, NormalizeScore and weights over the feasible `nodes`; one
+    /// total per node. `all` is every node of the snapshot.
     pub fn run_scoring(
         &self,
         state: &mut CycleState,
         pod: &Pod,
         nodes: &[&NodeInfo],
+        all: &[&NodeInfo],
     ) -> Result<Vec<i64>, Status> {
         for (e, p) in self.each(|p| p.as_pre_score()) {
-            let status = p.pre_score(state, pod, nodes);
+            let status = p.pre_score(state, pod, nodes, all);
             match status.code {
                 Code::Success => {}
                 Code::Skip => state.skip_score.push(e.plugin.name()),

@@ -169,6 +169,25 @@ pub struct NodeInfo {
     pub allocatable: Resource,
     /// Host ports in use.
     pub used_ports: Vec<HostPort>,
+    /// How many pods have pod affinity or anti-affinity terms (InterPodAffinity skips
+    /// nodes without any).
+    pub pods_with_affinity: usize,
+    /// How many pods have required pod anti-affinity terms.
+    pub pods_with_required_anti_affinity: usize,
+}
+
+/// Whether the pod has pod affinity or anti-affinity, and required anti-affinity terms.
+fn affinity_kinds(pod: &Pod) -> (bool, bool) {
+    let affinity = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+    let any = affinity.is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some());
+    let required_anti = affinity
+        .and_then(|a| a.pod_anti_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .is_some_and(|t| !t.is_empty());
+    (any, required_anti)
 }
 
 impl NodeInfo {
@@ -198,6 +217,9 @@ impl NodeInfo {
         self.requested.add(&pod_requests(&pod));
         self.non_zero_requested.add(&non_zero_requests(&pod));
         self.used_ports.extend(pod_host_ports(&pod));
+        let (any, required_anti) = affinity_kinds(&pod);
+        self.pods_with_affinity += usize::from(any);
+        self.pods_with_required_anti_affinity += usize::from(required_anti);
         self.pods.insert(key.to_owned(), pod);
     }
 
@@ -208,6 +230,9 @@ impl NodeInfo {
         };
         self.requested.sub(&pod_requests(&pod));
         self.non_zero_requested.sub(&non_zero_requests(&pod));
+        let (any, required_anti) = affinity_kinds(&pod);
+        self.pods_with_affinity -= usize::from(any);
+        self.pods_with_required_anti_affinity -= usize::from(required_anti);
         for port in pod_host_ports(&pod) {
             if let Some(i) = self.used_ports.iter().position(|p| *p == port) {
                 self.used_ports.swap_remove(i);

@@ -4,14 +4,15 @@
 
 mod balanced_allocation;
 mod default_binder;
-mod default_preemption;
+pub mod default_preemption;
 pub mod helpers;
+pub mod inter_pod_affinity;
 pub mod node_affinity;
 mod node_name;
 mod node_ports;
 pub mod node_resources_fit;
 mod node_unschedulable;
-mod pod_topology_spread;
+pub mod pod_topology_spread;
 mod queue_sort;
 mod scheduling_gates;
 mod taint_toleration;
@@ -32,6 +33,10 @@ pub struct Handle {
     pub scoring: ScoringStrategy,
     /// Claims, volumes and classes, for VolumeBinding.
     pub volumes: Arc<dyn volume_binding::VolumeApi>,
+    /// PodDisruptionBudgets, for DefaultPreemption.
+    pub budgets: Arc<dyn default_preemption::DisruptionBudgets>,
+    /// Namespaces and their labels, for InterPodAffinity's `namespaceSelector`.
+    pub namespaces: Arc<dyn inter_pod_affinity::Namespaces>,
 }
 
 /// Builds a plugin.
@@ -62,12 +67,19 @@ pub static REGISTRY: &[(&str, Factory)] = &[
     (pod_topology_spread::NAME, |_| {
         Arc::new(pod_topology_spread::PodTopologySpread)
     }),
+    (inter_pod_affinity::NAME, |h| {
+        Arc::new(inter_pod_affinity::InterPodAffinity {
+            namespaces: h.namespaces.clone(),
+        })
+    }),
     (volume_binding::NAME, |h| {
         Arc::new(volume_binding::VolumeBinding::new(h.volumes.clone()))
     }),
     (default_preemption::NAME, |h| {
         Arc::new(default_preemption::DefaultPreemption {
             filters: framework_of(h, |name| name != default_preemption::NAME),
+            api: h.api.clone(),
+            budgets: h.budgets.clone(),
         })
     }),
     (balanced_allocation::NAME, |_| {
@@ -89,6 +101,7 @@ pub const DEFAULT_PROFILE: &[(&str, i64)] = &[
     (node_ports::NAME, 0),
     (node_resources_fit::NAME, 1),
     (pod_topology_spread::NAME, 2),
+    (inter_pod_affinity::NAME, 2),
     (volume_binding::NAME, 0),
     (default_preemption::NAME, 0),
     (balanced_allocation::NAME, 1),

@@ -141,7 +141,13 @@ impl FilterPlugin for PodTopologySpread {
 }
 
 impl PreScorePlugin for PodTopologySpread {
-    fn pre_score(&self, state: &mut CycleState, pod: &Pod, nodes: &[&NodeInfo]) -> Status {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &Pod,
+        nodes: &[&NodeInfo],
+        _all: &[&NodeInfo],
+    ) -> Status {
         let soft = constraints(pod, "ScheduleAnyway");
         if soft.is_empty() {
             return Status::skip();
