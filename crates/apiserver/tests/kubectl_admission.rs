@@ -528,3 +528,119 @@ fn kubectl_pod_security_enforces_and_warns() {
         pod_security(&TestServer::start(), &kubectl);
     }
 }
+
+/// Priority admission: a pod's priority and preemption policy come from its PriorityClass
+/// (or the global default); unknown classes and disagreeing values are refused.
+#[test]
+fn kubectl_priority_classes_set_pod_priority() {
+    let s = TestServer::start();
+    let kubectl = kubectls().pop().unwrap();
+    let k = |args: &[&str]| s.kubectl(&kubectl, args);
+    ok(
+        k(&[
+            "create",
+            "priorityclass",
+            "high",
+            "--value=1000",
+            "--preemption-policy=Never",
+        ]),
+        "create class",
+    );
+    let with_class = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: important\nspec:\n  priorityClassName: high\n  containers:\n  - name: c\n    image: busybox\n";
+    ok(
+        create(&s, &kubectl, "default", with_class),
+        "create important",
+    );
+    assert_eq!(
+        ok(
+            k(&[
+                "get",
+                "pod",
+                "important",
+                "-o",
+                "jsonpath={.spec.priority} {.spec.preemptionPolicy}"
+            ]),
+            "priority",
+        ),
+        "1000 Never"
+    );
+    // Without a class and without a global default: 0.
+    ok(
+        create(&s, &kubectl, "default", &pod("plain", "{}")),
+        "create plain",
+    );
+    assert_eq!(
+        ok(
+            k(&[
+                "get",
+                "pod",
+                "plain",
+                "-o",
+                "jsonpath={.spec.priority} {.spec.preemptionPolicy}"
+            ]),
+            "priority",
+        ),
+        "0 PreemptLowerPriority"
+    );
+    let unknown = with_class
+        .replace("important", "lost")
+        .replace("priorityClassName: high", "priorityClassName: nosuch");
+    let err = stderr(&create(&s, &kubectl, "default", &unknown));
+    assert!(
+        err.contains(r#"pods "lost" is forbidden: no PriorityClass with name nosuch was found"#),
+        "{err}"
+    );
+    let disagreeing = with_class.replace("important", "liar").replace(
+        "priorityClassName: high",
+        "priorityClassName: high\n  priority: 5",
+    );
+    let err = stderr(&create(&s, &kubectl, "default", &disagreeing));
+    assert!(
+        err.contains("the integer value of priority (5) must not be provided in pod spec; priority admission controller computed 1000 from the given PriorityClass name"),
+        "{err}"
+    );
+    fails(k(&["get", "pod", "liar"]), "the refused pod was not stored");
+    // A global default applies to pods that name no class; templates stay as written.
+    let default = s.write(
+        "default-class.yaml",
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata:\n  name: everyday\nvalue: 7\nglobalDefault: true\n",
+    );
+    ok(
+        k(&["create", "-f", default.to_str().unwrap()]),
+        "default class",
+    );
+    ok(
+        create(&s, &kubectl, "default", &pod("later", "{}")),
+        "create later",
+    );
+    assert_eq!(
+        ok(
+            k(&[
+                "get",
+                "pod",
+                "later",
+                "-o",
+                "jsonpath={.spec.priorityClassName} {.spec.priority}"
+            ]),
+            "priority",
+        ),
+        "everyday 7"
+    );
+    ok(
+        k(&["create", "deployment", "web", "--image=busybox"]),
+        "create deployment",
+    );
+    assert_eq!(
+        ok(
+            k(&[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.spec.template.spec.priority}"
+            ]),
+            "template priority",
+        ),
+        ""
+    );
+}

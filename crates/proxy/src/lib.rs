@@ -8,12 +8,14 @@
 //!   [`skiff_network::network_policy`];
 //! - [`dns`]: CoreDNS's `kubernetes` plugin: `<svc>.<ns>.svc.cluster.local`, SRV, PTR,
 //!   ExternalName, and forwarding of other names;
-//! - [`ingress`]: the built-in Ingress controller, an HTTP/HTTPS proxy to the pods.
+//! - [`ingress`]: the built-in Ingress controller, an HTTP/HTTPS proxy to the pods;
+//! - [`gateway`]: the Gateway API (GatewayClass, Gateway, HTTPRoute) on the same proxy.
 //!
 //! Both are clients of the API like any other component, through `kube`.
 
 pub mod caches;
 pub mod dns;
+pub mod gateway;
 pub mod ingress;
 pub mod model;
 pub mod network_policy;

@@ -4,6 +4,7 @@
 mod build;
 mod common;
 mod engine;
+mod gateway;
 mod ingress;
 mod join;
 mod kubectl_streaming;

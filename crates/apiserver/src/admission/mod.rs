@@ -2,15 +2,17 @@
 //! and storing it.
 //!
 //! Mutating plugins run first and may change the object (ServiceAccount, DefaultStorageClass,
-//! LimitRanger's defaults, mutating webhooks); the object is then defaulted and validated by its strategy;
+//! DefaultIngressClass, LimitRanger's defaults, mutating webhooks); the object is then defaulted and validated by its strategy;
 //! validating plugins run last and may only refuse (LimitRanger's bounds, Pod Security,
 //! ResourceQuota, validating webhooks). NamespaceLifecycle lives in the generic handlers,
 //! which already load the namespace.
 
 mod certificates;
+mod default_ingress_class;
 mod default_storage_class;
 mod limitrange;
 mod podsecurity;
+mod priority;
 mod quota;
 mod webhook;
 
@@ -84,7 +86,9 @@ pub(crate) async fn mutate(
     {
         crate::serviceaccount::admit_pod(api.storage(), api.reflector(), obj).await?;
     }
+    priority::mutate(api, attrs, obj).await?;
     default_storage_class::mutate(api, attrs, obj).await?;
+    default_ingress_class::mutate(api, attrs, obj).await?;
     limitrange::mutate(api, attrs, obj).await?;
     webhook::mutate(api, attrs, obj, warnings).await?;
     Ok(())

@@ -419,7 +419,13 @@ impl OperationBuilder<'_> {
         op["responses"] = responses;
         if let Some((media, schema)) = body {
             let media_types: Vec<&str> = if media == "patch" {
-                crate::patch::PATCH_MEDIA_TYPES.to_vec()
+                // Custom resources take no strategic merge patch (as kube-apiserver's CRD
+                // OpenAPI says); kubectl apply reads this list to choose its patch type.
+                crate::patch::PATCH_MEDIA_TYPES
+                    .iter()
+                    .copied()
+                    .filter(|m| self.def.custom.is_none() || !m.contains("strategic"))
+                    .collect()
             } else {
                 vec![media]
             };

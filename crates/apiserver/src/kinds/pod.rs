@@ -314,8 +314,8 @@ pub(crate) fn default_pod_spec(spec: &mut serde_json::Map<String, Value>) {
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "enableServiceLinks", json!(true));
-    set_default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
-    set_default(spec, "priority", json!(0));
+    // `priority` and `preemptionPolicy` come from the Priority admission plugin (pods only,
+    // not templates).
     for list in ["containers", "initContainers"] {
         if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for container in containers.iter_mut().filter_map(Value::as_object_mut) {

@@ -12,7 +12,8 @@
 //!
 //! The loop [`start`] spawns is level-triggered: every change recomputes the routing table and the
 //! certificates from the caches and swaps them in whole, then corrects the statuses.
-//! The Gateway API is not implemented.
+//! The Gateway API controller ([`crate::gateway`]) shares the listeners, the proxy and the
+//! certificate resolver: [`start`] starts it too.
 
 pub mod model;
 pub mod routes;
@@ -72,12 +73,14 @@ pub struct IngressConfig {
     pub address: IpAddr,
 }
 
-/// Binds both listeners, then serves and reconciles until the runtime stops.
+/// Installs the Gateway API CRDs, binds both listeners, then serves Ingresses and Gateways
+/// and reconciles until the runtime stops.
 pub async fn start(
     client: Client,
     caches: Caches,
     config: IngressConfig,
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
+    crate::gateway::install(client.clone());
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
@@ -90,6 +93,14 @@ pub async fn start(
     tokio::spawn(proxy.clone().serve_https(https, resolver.clone()));
     tokio::spawn(ensure_class(client.clone()));
     let watches = IngressWatches::start(&client);
+    tokio::spawn(crate::gateway::run(
+        client.clone(),
+        caches.clone(),
+        watches.clone(),
+        proxy.clone(),
+        resolver.clone(),
+        config.address,
+    ));
     Ok(tokio::spawn(reconcile(
         client,
         caches,

@@ -125,23 +125,53 @@ fn backend(
     let Some(svc) = services.get(&key) else {
         return Backend::new(name, vec![]);
     };
+    let port = match port_ref {
+        Some(r) => match (&r.name, r.number) {
+            (Some(n), _) => ServicePortRef::Name(n),
+            (None, Some(n)) => ServicePortRef::Number(n),
+            (None, None) => return Backend::new(name, vec![]),
+        },
+        None => return Backend::new(name, vec![]),
+    };
+    Backend::new(
+        name,
+        port_endpoints(svc, port, endpoints).unwrap_or_default(),
+    )
+}
+
+/// A Service port, by number or by name.
+#[derive(Debug, Clone, Copy)]
+pub enum ServicePortRef<'a> {
+    /// `port`.
+    Number(i32),
+    /// `name`.
+    Name(&'a str),
+}
+
+/// The ready, not terminating endpoints of `svc`'s port (sorted); `None` when the Service
+/// has no such port. Shared with the Gateway API's backends.
+pub fn port_endpoints(
+    svc: &Service,
+    port: ServicePortRef<'_>,
+    endpoints: &BTreeMap<(String, String), Vec<EndpointAddr>>,
+) -> Option<Vec<SocketAddr>> {
     let svc_port = svc
         .spec
         .as_ref()
         .and_then(|s| s.ports.as_ref())
         .into_iter()
         .flatten()
-        .find(|p| match port_ref {
-            Some(r) if r.name.is_some() => p.name == r.name,
-            Some(r) => Some(p.port) == r.number,
-            None => false,
-        });
-    let Some(svc_port) = svc_port else {
-        return Backend::new(name, vec![]);
-    };
+        .find(|p| match port {
+            ServicePortRef::Name(n) => p.name.as_deref() == Some(n),
+            ServicePortRef::Number(n) => p.port == n,
+        })?;
     let port_key = (
         svc_port.name.clone().unwrap_or_default(),
         svc_port.protocol.clone().unwrap_or_else(|| "TCP".into()),
+    );
+    let key = (
+        svc.metadata.namespace.clone().unwrap_or_default(),
+        svc.metadata.name.clone().unwrap_or_default(),
     );
     let mut addrs: Vec<SocketAddr> = endpoints
         .get(&key)
@@ -155,7 +185,7 @@ fn backend(
         .collect();
     addrs.sort();
     addrs.dedup();
-    Backend::new(name, addrs)
+    Some(addrs)
 }
 
 /// The TLS hosts of `ingresses` (oldest first) and the `(namespace, secret)` serving

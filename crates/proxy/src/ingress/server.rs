@@ -1,10 +1,12 @@
-//! The HTTP and HTTPS listeners: each request is routed through the current
-//! [`RoutingTable`] and proxied to a pod over a pooled HTTP/1.1 client.
+//! The HTTP and HTTPS listeners: each request is routed through the current HTTPRoutes
+//! ([`GatewayRoutes`]), then, when none matches, the current Ingress [`RoutingTable`], and
+//! proxied to a pod over a pooled HTTP/1.1 client.
 //!
 //! Clients get HTTP/1.1 keep-alive; the `X-Forwarded-For/-Proto/-Host/-Port` and
 //! `X-Real-Ip` headers are set (replaced, not appended: like ingress-nginx and
 //! Traefik by default, a client's own are not trusted). No route is a 404, a route
-//! without ready endpoints a 503, a pod that does not answer a 502.
+//! without ready endpoints a 503, a pod that does not answer a 502, an HTTPRoute rule
+//! whose backend does not resolve a 500.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::routes::{Route, RoutingTable};
 use super::tls::CertResolver;
+use crate::gateway::routes::{Protocol, RequestView, RouteTable as GatewayRoutes, Routed};
 
 /// Headers that belong to one connection, not forwarded either way (RFC 9110 7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -46,6 +49,7 @@ type Body = BoxBody<Bytes, hyper::Error>;
 #[derive(Debug)]
 pub struct Proxy {
     routes: RwLock<Arc<RoutingTable>>,
+    gateway_routes: RwLock<Arc<GatewayRoutes>>,
     client: Client<HttpConnector, Incoming>,
 }
 
@@ -61,6 +65,7 @@ impl Proxy {
             .build(connector);
         Arc::new(Proxy {
             routes: RwLock::default(),
+            gateway_routes: RwLock::default(),
             client,
         })
     }
@@ -72,6 +77,15 @@ impl Proxy {
 
     fn routes(&self) -> Arc<RoutingTable> {
         self.routes.read().unwrap().clone()
+    }
+
+    /// Replaces the HTTPRoutes' table (the Gateway API controller's).
+    pub fn set_gateway_routes(&self, table: GatewayRoutes) {
+        *self.gateway_routes.write().unwrap() = Arc::new(table);
+    }
+
+    fn gateway_routes(&self) -> Arc<GatewayRoutes> {
+        self.gateway_routes.read().unwrap().clone()
     }
 
     /// Serves plain HTTP on `listener` until the runtime stops.
@@ -159,9 +173,35 @@ impl Proxy {
             .map(str::to_owned)
             .or_else(|| req.uri().authority().map(|a| a.to_string()))
             .unwrap_or_default();
-        let backend = match self.routes().route(&host, req.uri().path()) {
-            Route::Backend(b) => b,
-            Route::NotFound => return text(StatusCode::NOT_FOUND, "404 page not found\n"),
+        let gateway = self.gateway_routes();
+        let routed = if gateway.is_empty() {
+            Routed::NoMatch
+        } else {
+            gateway.route(&RequestView {
+                protocol: if scheme == "https" {
+                    Protocol::Https
+                } else {
+                    Protocol::Http
+                },
+                host: &host,
+                method: req.method().as_str(),
+                path: req.uri().path(),
+                query: req.uri().query(),
+                headers: req.headers(),
+            })
+        };
+        let backend = match routed {
+            Routed::Backend(b) => b,
+            Routed::Invalid => {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "500 internal server error\n",
+                )
+            }
+            Routed::NoMatch => match self.routes().route(&host, req.uri().path()) {
+                Route::Backend(b) => b,
+                Route::NotFound => return text(StatusCode::NOT_FOUND, "404 page not found\n"),
+            },
         };
         let Some(endpoint) = backend.pick() else {
             return text(StatusCode::SERVICE_UNAVAILABLE, "no available server\n");
@@ -299,5 +339,54 @@ mod tests {
         assert!(none.starts_with("HTTP/1.1 404"), "{none}");
         let empty = get(addr, "empty.test").await;
         assert!(empty.starts_with("HTTP/1.1 503"), "{empty}");
+    }
+
+    #[tokio::test]
+    async fn http_routes_first_then_ingress_rules_and_500() {
+        use crate::gateway::routes::{Action, Match, Origin, WeightedBackend};
+        let backend = echo_backend().await;
+        let mut ingress = RoutingTable::default();
+        ingress.host_mut("").add(
+            "/",
+            PathType::Prefix,
+            Arc::new(Backend::new("ns/ingress:80", vec![])),
+        );
+        let weighted = |name: &str, endpoints: Vec<SocketAddr>, resolved| {
+            Arc::new(Action::new(vec![WeightedBackend {
+                backend: Arc::new(Backend::new(name, endpoints)),
+                weight: 1,
+                resolved,
+            }]))
+        };
+        let mut gateway = GatewayRoutes::default();
+        gateway.add(
+            Protocol::Http,
+            "a.test",
+            Match::any(),
+            weighted("ns/a:80", vec![backend], true),
+            Origin::default(),
+        );
+        gateway.add(
+            Protocol::Http,
+            "broken.test",
+            Match::any(),
+            weighted("ns/missing:80", vec![], false),
+            Origin::default(),
+        );
+        let proxy = Proxy::new();
+        proxy.set_routes(ingress);
+        proxy.set_gateway_routes(gateway.finish());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(proxy.serve_http(listener));
+
+        let ok = get(addr, "a.test").await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains("host: a.test\n"), "{ok}");
+        // No HTTPRoute for the host: the Ingress rule (without endpoints: 503).
+        let other = get(addr, "other.test").await;
+        assert!(other.starts_with("HTTP/1.1 503"), "{other}");
+        let broken = get(addr, "broken.test").await;
+        assert!(broken.starts_with("HTTP/1.1 500"), "{broken}");
     }
 }

@@ -18,6 +18,9 @@ pub struct CertTable {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// `*.example.com` keyed by `example.com`.
     wildcards: HashMap<String, Arc<CertifiedKey>>,
+    /// For names no host certificate covers (a Gateway's HTTPS listener without a
+    /// hostname), before the self-signed default.
+    fallback: Option<Arc<CertifiedKey>>,
 }
 
 impl CertTable {
@@ -30,6 +33,11 @@ impl CertTable {
         };
     }
 
+    /// Serves `key` for names no host certificate covers, unless one is set already.
+    pub fn set_fallback(&mut self, key: Arc<CertifiedKey>) {
+        self.fallback.get_or_insert(key);
+    }
+
     /// The certificate for the SNI name `host`, if one is configured.
     pub fn get(&self, host: &str) -> Option<Arc<CertifiedKey>> {
         let host = host.to_ascii_lowercase();
@@ -40,11 +48,14 @@ impl CertTable {
     }
 }
 
-/// rustls' certificate choice: the current [`CertTable`], else the default.
+/// rustls' certificate choice: the Gateways' certificate for the name, else the
+/// Ingresses', else a Gateway's fallback, else the self-signed default.
 #[derive(Debug)]
 pub struct CertResolver {
-    /// Swapped whole by the controller on every change.
+    /// Swapped whole by the Ingress controller on every change.
     pub table: RwLock<Arc<CertTable>>,
+    /// Swapped whole by the Gateway API controller on every change.
+    pub gateway_table: RwLock<Arc<CertTable>>,
     default: Arc<CertifiedKey>,
 }
 
@@ -61,23 +72,34 @@ impl CertResolver {
         )?;
         Ok(CertResolver {
             table: RwLock::default(),
+            gateway_table: RwLock::default(),
             default: Arc::new(default),
         })
     }
 
-    /// Replaces the host certificates.
+    /// Replaces the Ingresses' host certificates.
     pub fn set(&self, table: CertTable) {
         *self.table.write().unwrap() = Arc::new(table);
+    }
+
+    /// Replaces the Gateways' certificates.
+    pub fn set_gateway(&self, table: CertTable) {
+        *self.gateway_table.write().unwrap() = Arc::new(table);
+    }
+
+    /// The certificate served for the SNI name `name` (`None`: no SNI).
+    pub fn choose(&self, name: Option<&str>) -> Arc<CertifiedKey> {
+        let ingress = self.table.read().unwrap().clone();
+        let gateway = self.gateway_table.read().unwrap().clone();
+        name.and_then(|n| gateway.get(n).or_else(|| ingress.get(n)))
+            .or_else(|| gateway.fallback.clone())
+            .unwrap_or_else(|| self.default.clone())
     }
 }
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let table = self.table.read().unwrap().clone();
-        hello
-            .server_name()
-            .and_then(|name| table.get(name))
-            .or_else(|| Some(self.default.clone()))
+        Some(self.choose(hello.server_name()))
     }
 }
 
@@ -138,6 +160,26 @@ mod tests {
         assert!(t.get("y.x.w.test").is_none());
         assert!(t.get("b.test").is_none());
         assert!(CertResolver::new().is_ok());
+    }
+
+    #[test]
+    fn gateway_certificates_first_then_ingress_then_fallback() {
+        let (g, i, f) = (key_for("g.test"), key_for("i.test"), key_for("any"));
+        let resolver = CertResolver::new().unwrap();
+        let mut ingress = CertTable::default();
+        ingress.insert("i.test", i.clone());
+        ingress.insert("g.test", i.clone());
+        resolver.set(ingress);
+        let mut gateway = CertTable::default();
+        gateway.insert("g.test", g.clone());
+        gateway.set_fallback(f.clone());
+        resolver.set_gateway(gateway);
+        assert!(Arc::ptr_eq(&resolver.choose(Some("g.test")), &g));
+        assert!(Arc::ptr_eq(&resolver.choose(Some("i.test")), &i));
+        assert!(Arc::ptr_eq(&resolver.choose(Some("x.test")), &f));
+        assert!(Arc::ptr_eq(&resolver.choose(None), &f));
+        resolver.set_gateway(CertTable::default());
+        assert!(Arc::ptr_eq(&resolver.choose(None), &resolver.default));
     }
 
     #[test]

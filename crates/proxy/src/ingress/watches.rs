@@ -19,6 +19,7 @@ pub struct IngressWatches {
     classes: Store<IngressClass>,
     secrets: Store<Secret>,
     changes: watch::Receiver<u64>,
+    ready: watch::Receiver<bool>,
 }
 
 impl IngressWatches {
@@ -51,19 +52,30 @@ impl IngressWatches {
                 tx.send_modify(|n| *n += 1);
             }
         });
+        // One waiter on the stores' readiness, relayed to any number (the Ingress and the
+        // Gateway API loops): the stores' own future wakes only the last task that polled it.
+        let (ready_tx, ready) = watch::channel(false);
+        let stores = (ingresses.clone(), classes.clone(), secrets.clone());
+        tokio::spawn(async move {
+            if stores.0.wait_until_ready().await.is_ok()
+                && stores.1.wait_until_ready().await.is_ok()
+                && stores.2.wait_until_ready().await.is_ok()
+            {
+                let _ = ready_tx.send(true);
+            }
+        });
         IngressWatches {
             ingresses,
             classes,
             secrets,
             changes,
+            ready,
         }
     }
 
     /// Waits until the three mirrors hold a complete first list.
     pub async fn ready(&self) {
-        let _ = self.ingresses.wait_until_ready().await;
-        let _ = self.classes.wait_until_ready().await;
-        let _ = self.secrets.wait_until_ready().await;
+        let _ = self.ready.clone().wait_for(|r| *r).await;
     }
 
     /// A receiver that sees every change from now on.

@@ -1,0 +1,424 @@
+//! The Gateway API on the built-in ingress proxy end to end: the CRDs skiff installs, a
+//! Gateway with an HTTP and an HTTPS listener, HTTPRoutes by hostname, path (prefix and
+//! exact), header and weights to two busybox httpd Deployments, route and Gateway
+//! statuses, a missing backend; and the DefaultIngressClass admission. Driven by the real
+//! kubectl 1.33 and curl against `skiff server`; the listeners are on 127.0.0.1.
+
+use crate::common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+
+const APPS: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app-a}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: a}}
+  template:
+    metadata: {labels: {app: a}}
+    spec:
+      containers:
+      - name: httpd
+        image: busybox:latest
+        imagePullPolicy: Never
+        command: ["sh", "-c", "mkdir -p /www && echo page-of-a > /www/index.html && exec httpd -f -p 80 -h /www"]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app-b}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: b}}
+  template:
+    metadata: {labels: {app: b}}
+    spec:
+      containers:
+      - name: httpd
+        image: busybox:latest
+        imagePullPolicy: Never
+        command: ["sh", "-c", "mkdir -p /www/exact && echo page-of-b > /www/index.html && echo page-of-b > /www/exact/index.html && exec httpd -f -p 8080 -h /www"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: app-a}
+spec:
+  selector: {app: a}
+  ports: [{port: 80, targetPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: app-b}
+spec:
+  selector: {app: b}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+"#;
+
+/// Shaped like the Gateway API's own examples (upstream's `http-routing` and
+/// `tls-basic`), with the fields the CRDs default left out.
+const GATEWAY: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: web}
+spec:
+  gatewayClassName: skiff
+  listeners:
+  - name: http
+    protocol: HTTP
+    port: 80
+  - name: https
+    protocol: HTTPS
+    port: 443
+    hostname: secure.example.test
+    tls:
+      mode: Terminate
+      certificateRefs:
+      - kind: Secret
+        group: ""
+        name: secure-tls
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: route-a}
+spec:
+  parentRefs:
+  - name: web
+    sectionName: http
+  hostnames: ["a.example.test"]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /}
+    backendRefs:
+    - name: app-a
+      port: 80
+  - matches:
+    - path: {type: Exact, value: /exact/}
+    backendRefs:
+    - name: app-b
+      port: 80
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: route-b}
+spec:
+  parentRefs: [{name: web, sectionName: http}]
+  hostnames: ["b.example.test"]
+  rules:
+  - matches:
+    - headers: [{name: x-split, value: "yes"}]
+    backendRefs:
+    - {name: app-a, port: 80, weight: 1}
+    - {name: app-b, port: 80, weight: 1}
+  - backendRefs: [{name: app-b, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: HTTPRoute
+metadata: {name: secure}
+spec:
+  parentRefs: [{name: web, sectionName: https}]
+  rules:
+  - backendRefs: [{name: app-a, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: broken}
+spec:
+  parentRefs: [{name: web}]
+  hostnames: ["broken.example.test"]
+  rules:
+  - backendRefs: [{name: no-such-service, port: 80}]
+"#;
+
+/// A port below the ephemeral range (and the node port range) that is free now.
+fn free_low_port() -> u16 {
+    let mut seed = std::process::id() as u64 * 104729
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    loop {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let port = 20000 + (seed >> 33) as u16 % 9000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// `curl ARGS`: (HTTP status, body without its final newline); status 0 when curl failed.
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    let code = if out.status.success() {
+        code.trim().parse().unwrap_or(0)
+    } else {
+        0
+    };
+    (code, body.trim_end().to_owned())
+}
+
+fn get(port: u16, host: &str, path: &str, extra: &[&str]) -> (u16, String) {
+    let mut args = vec!["-H".to_owned(), format!("Host: {host}")];
+    for h in extra {
+        args.extend(["-H".to_owned(), h.to_string()]);
+    }
+    args.push(format!("http://127.0.0.1:{port}{path}"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    curl(&args)
+}
+
+/// Polls `f` until it returns true, for at most `secs` seconds.
+fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+const ACCEPTED: &str = "{.status.parents[0].conditions[?(@.type==\"Accepted\")].status}";
+const RESOLVED_REASON: &str = "{.status.parents[0].conditions[?(@.type==\"ResolvedRefs\")].reason}";
+
+#[test]
+fn gateway_routes_by_host_path_header_weight_tls_and_status() {
+    let (http, https) = (free_low_port(), free_low_port());
+    let (http_s, https_s) = (http.to_string(), https.to_string());
+    let (c, _server) = Cluster::start(&[
+        ("SKIFF_INGRESS_HTTP_PORT", &http_s),
+        ("SKIFF_INGRESS_HTTPS_PORT", &https_s),
+    ]);
+
+    // The three CRDs, served, and skiff's GatewayClass, accepted.
+    eventually(30, "the Gateway API CRDs", || {
+        let crds = c.kubectl_ok(&["get", "crd", "-o", "name"]);
+        ["gatewayclasses", "gateways", "httproutes"]
+            .iter()
+            .all(|p| crds.contains(&format!("{p}.gateway.networking.k8s.io")))
+    });
+    c.wait_until(
+        "gatewayclass/skiff",
+        "{.status.conditions[?(@.type==\"Accepted\")].status}",
+        60,
+        |s| s == "True",
+    );
+    assert_eq!(
+        c.jsonpath("gatewayclass/skiff", "{.spec.controllerName}"),
+        "skiff.dev/gateway-controller"
+    );
+    let classes = c.kubectl_ok(&["get", "gatewayclass"]);
+    assert!(
+        classes.contains("CONTROLLER") && classes.contains("skiff.dev/gateway-controller"),
+        "{classes}"
+    );
+
+    // The HTTPS listener's certificate, made by openssl, stored by kubectl.
+    let dir = c.skiff.root.path();
+    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=secure.example.test"])
+        .args(["-addext", "subjectAltName=DNS:secure.example.test"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.kubectl_ok(&[
+        "create",
+        "secret",
+        "tls",
+        "secure-tls",
+        &format!("--cert={}", crt.display()),
+        &format!("--key={}", key.display()),
+    ]);
+
+    c.apply(APPS);
+    c.apply(GATEWAY);
+
+    let mut last = (0, String::new());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while last != (200, "page-of-a".into()) {
+        assert!(
+            Instant::now() < deadline,
+            "a.example.test through the gateway: {last:?}\n{}\n{}",
+            c.kubectl_ok(&["get", "pods,endpointslices,gateway,httproute", "-o", "wide"]),
+            c.kubectl_ok(&["get", "gateway,httproute", "-o", "yaml"]),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        last = get(http, "a.example.test", "/", &[]);
+    }
+    eventually(60, "b.example.test through the gateway", || {
+        get(http, "b.example.test", "/", &[]) == (200, "page-of-b".into())
+    });
+    // The exact path goes to b; below it, the prefix rule's a (which has no such file).
+    assert_eq!(
+        get(http, "a.example.test", "/exact/", &[]),
+        (200, "page-of-b".into())
+    );
+    assert_eq!(
+        get(http, "a.example.test", "/index.html", &[]).1,
+        "page-of-a"
+    );
+    // A host no route names: 404 (nor any Ingress).
+    assert_eq!(get(http, "c.example.test", "/", &[]).0, 404);
+    // The header match splits between a and b by weight (1:1, in turn; a rebuild of the
+    // table between two requests restarts the turn, so only both being seen is certain).
+    let split: Vec<String> = (0..10)
+        .map(|_| get(http, "b.example.test", "/", &["x-split: yes"]).1)
+        .collect();
+    assert!(split.iter().any(|b| b == "page-of-a"), "{split:?}");
+    assert!(split.iter().any(|b| b == "page-of-b"), "{split:?}");
+    assert!(
+        split.iter().all(|b| b == "page-of-a" || b == "page-of-b"),
+        "{split:?}"
+    );
+
+    // HTTPS by SNI with the Secret's certificate, verified against it.
+    let crt_path = crt.display().to_string();
+    let resolve = format!("secure.example.test:{https}:127.0.0.1");
+    let url = format!("https://secure.example.test:{https}/");
+    eventually(30, "secure.example.test over TLS", || {
+        curl(&["--cacert", &crt_path, "--resolve", &resolve, &url]) == (200, "page-of-a".into())
+    });
+    // The HTTPS listener's routes are not on the HTTP listener.
+    assert_eq!(get(http, "secure.example.test", "/", &[]).0, 404);
+
+    // Statuses.
+    for route in ["route-a", "route-b", "secure"] {
+        c.wait_until(&format!("httproute/{route}"), ACCEPTED, 30, |s| s == "True");
+        assert_eq!(
+            c.jsonpath(&format!("httproute/{route}"), RESOLVED_REASON),
+            "ResolvedRefs"
+        );
+    }
+    c.wait_until("httproute/broken", RESOLVED_REASON, 30, |s| {
+        s == "BackendNotFound"
+    });
+    assert_eq!(c.jsonpath("httproute/broken", ACCEPTED), "True");
+    assert_eq!(
+        c.jsonpath("httproute/broken", "{.status.parents[0].controllerName}"),
+        "skiff.dev/gateway-controller"
+    );
+    assert_eq!(get(http, "broken.example.test", "/", &[]).0, 500);
+    c.wait_until(
+        "gateway/web",
+        "{.status.conditions[?(@.type==\"Programmed\")].status}",
+        30,
+        |s| s == "True",
+    );
+    assert_eq!(
+        c.jsonpath("gateway/web", "{.status.addresses[0].value}"),
+        "127.0.0.1"
+    );
+    assert_eq!(
+        c.jsonpath("gateway/web", "{.status.listeners[*].attachedRoutes}"),
+        "3 1"
+    );
+    // Statuses are written once, not on every round their own writes start.
+    let versions = || {
+        [
+            "gateway/web",
+            "httproute/route-a",
+            "httproute/broken",
+            "gatewayclass/skiff",
+        ]
+        .map(|o| c.jsonpath(o, "{.metadata.resourceVersion}"))
+    };
+    let before = versions();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(versions(), before);
+    let table = c.kubectl_ok(&["get", "gateway", "web"]);
+    assert!(
+        table.contains("127.0.0.1") && table.contains("True") && table.contains("skiff"),
+        "{table}"
+    );
+
+    // Routes follow edits without a restart: `kubectl apply` of the edited manifest
+    // (a merge patch of each object) points the broken route at app-b.
+    c.apply(&GATEWAY.replace("no-such-service", "app-b"));
+    c.wait_until("httproute/broken", RESOLVED_REASON, 30, |s| {
+        s == "ResolvedRefs"
+    });
+    eventually(60, "broken.example.test after the edit", || {
+        get(http, "broken.example.test", "/", &[]) == (200, "page-of-b".into())
+    });
+}
+
+#[test]
+fn ingress_without_a_class_gets_the_newest_default_class() {
+    let (c, _server) = Cluster::start_control_plane(&[]);
+    c.apply(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: first
+  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
+spec: {controller: example.com/first}
+"#,
+    );
+    let ingress = |name: &str, class: &str| {
+        format!(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: {name}}}
+spec:
+  {class}
+  defaultBackend: {{service: {{name: web, port: {{number: 80}}}}}}
+"#
+        )
+    };
+    c.apply(&ingress("plain", ""));
+    assert_eq!(
+        c.jsonpath("ingress/plain", "{.spec.ingressClassName}"),
+        "first"
+    );
+    // A class named explicitly stays.
+    c.apply(&ingress("named", "ingressClassName: other"));
+    assert_eq!(
+        c.jsonpath("ingress/named", "{.spec.ingressClassName}"),
+        "other"
+    );
+    // Two defaults: the newest wins (creation timestamps have one-second resolution).
+    std::thread::sleep(Duration::from_millis(1100));
+    c.apply(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: second
+  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
+spec: {controller: example.com/second}
+"#,
+    );
+    c.apply(&ingress("later", ""));
+    assert_eq!(
+        c.jsonpath("ingress/later", "{.spec.ingressClassName}"),
+        "second"
+    );
+    // An existing Ingress is not changed by admission on update.
+    c.kubectl_ok(&["label", "ingress", "plain", "touched=yes"]);
+    assert_eq!(
+        c.jsonpath("ingress/plain", "{.spec.ingressClassName}"),
+        "first"
+    );
+}
