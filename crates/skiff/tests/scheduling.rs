@@ -222,9 +222,8 @@ spec:
     assert!(orphan == "sim-0" || orphan == "sim-1", "{orphan}");
 }
 
-/// PriorityClasses and a Deployment of low-priority pods filling two 2-cpu nodes.
-/// The pods carry `priority` beside `priorityClassName`, with the class's value (what
-/// the Priority admission plugin writes, and accepts when given).
+/// PriorityClasses and a Deployment of low-priority pods filling two 2-cpu nodes (the
+/// Priority admission plugin turns each pod's class into its priority).
 const LOW_FILLERS: &str = r#"
 apiVersion: scheduling.k8s.io/v1
 kind: PriorityClass
@@ -236,6 +235,12 @@ kind: PriorityClass
 metadata: {name: high}
 value: 1000
 ---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: high-polite}
+value: 1000
+preemptionPolicy: Never
+---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: filler, namespace: default}
@@ -246,7 +251,6 @@ spec:
     metadata: {labels: {app: filler}}
     spec:
       priorityClassName: low
-      priority: 100
       containers:
       - name: c
         image: busybox
@@ -273,7 +277,6 @@ kind: Pod
 metadata: {name: vip, namespace: default}
 spec:
   priorityClassName: high
-  priority: 1000
   containers:
   - name: c
     image: busybox
@@ -324,9 +327,7 @@ apiVersion: v1
 kind: Pod
 metadata: {name: polite, namespace: default}
 spec:
-  priorityClassName: high
-  priority: 1000
-  preemptionPolicy: Never
+  priorityClassName: high-polite
   containers:
   - name: c
     image: busybox
