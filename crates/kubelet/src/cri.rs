@@ -141,6 +141,65 @@ pub struct ContainerConfig {
     pub mounts: Vec<Mount>,
     /// cgroup limits (CRI's `LinuxContainerConfig.resources`).
     pub resources: LinuxContainerResources,
+    /// Users, capabilities, seccomp and the like (CRI's
+    /// `LinuxContainerConfig.security_context`).
+    pub security: LinuxContainerSecurityContext,
+}
+
+/// CRI's `LinuxContainerSecurityContext`: the container's process identity and
+/// privileges, already merged from the pod's and the container's `securityContext`
+/// ([`crate::security_context`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinuxContainerSecurityContext {
+    /// The uid of the process; the image's USER when `None`.
+    pub run_as_user: Option<i64>,
+    /// The gid of the process; the user's primary group when `None`.
+    pub run_as_group: Option<i64>,
+    /// Supplementary groups added to the user's own (`supplementalGroups`, `fsGroup`).
+    pub supplemental_groups: Vec<i64>,
+    /// Mount the root filesystem read-only.
+    pub readonly_rootfs: bool,
+    /// All capabilities, no seccomp, no masked paths, the host's devices.
+    pub privileged: bool,
+    /// Capabilities added to the runtime's default set (`NET_ADMIN` or `CAP_NET_ADMIN`, `ALL`).
+    pub add_capabilities: Vec<String>,
+    /// Capabilities dropped from it (`ALL` empties it before additions).
+    pub drop_capabilities: Vec<String>,
+    /// Set no_new_privs: setuid binaries and file capabilities grant nothing.
+    pub no_new_privs: bool,
+    /// The seccomp filter.
+    pub seccomp: SecurityProfile,
+    /// Namespaced kernel parameters of the pod (`sysctls`).
+    pub sysctls: Vec<(String, String)>,
+}
+
+/// CRI's `SecurityProfile` for seccomp.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SecurityProfile {
+    /// No filter: Kubernetes' default when no profile is set.
+    #[default]
+    Unconfined,
+    /// The runtime's default profile.
+    RuntimeDefault,
+    /// A profile file on the node.
+    Localhost(std::path::PathBuf),
+}
+
+/// CRI's `AuthConfig`: credentials for one pull.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// User name.
+    pub username: String,
+    /// Password (or token).
+    pub password: String,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// CRI's `LinuxContainerResources`: a container's cgroup limits; `None` leaves the
@@ -378,8 +437,14 @@ impl std::fmt::Debug for StreamingProcess {
 pub trait ImageService: Send + Sync {
     /// The image's id when present on the node.
     fn image_status(&self, image: &str) -> Result<Option<String>>;
-    /// Pulls the image; returns its id.
-    fn pull_image(&self, image: &str) -> Result<String>;
+    /// Pulls the image, with `auth` when given (else anonymously); returns its id.
+    fn pull_image(&self, image: &str, auth: Option<&AuthConfig>) -> Result<String>;
+    /// The image's configured user (`USER`, as `user[:group]`; empty for root), as
+    /// `ImageStatus` reports its uid or username; `None` when the image is not present.
+    fn image_user(&self, image: &str) -> Result<Option<String>> {
+        let _ = image;
+        Ok(None)
+    }
 }
 
 /// Labels naming one pod.

@@ -107,6 +107,44 @@ struct PodSandboxConfigRef<'a> {
     uid: &'a str,
 }
 
+/// A uid or gid of the pod spec as the kernel's.
+fn id_number(what: &str, id: i64) -> Result<u32> {
+    u32::try_from(id).map_err(|_| CriError::Runtime(format!("invalid {what} {id}")))
+}
+
+/// The engine's `--security-opt` values for a CRI security context: seccomp (the
+/// engine's default profile is `RuntimeDefault`) and no_new_privs.
+fn security_opts(sc: &cri::LinuxContainerSecurityContext) -> Result<Vec<String>> {
+    let seccomp = match &sc.seccomp {
+        cri::SecurityProfile::Unconfined => Some("seccomp=unconfined".to_string()),
+        cri::SecurityProfile::RuntimeDefault => None,
+        cri::SecurityProfile::Localhost(path) => {
+            let path = path.display().to_string();
+            if !std::path::Path::new(&path).is_file() {
+                return Err(CriError::Runtime(format!(
+                    "failed to generate seccomp spec opts: cannot load seccomp profile \"{path}\": no such file"
+                )));
+            }
+            Some(format!("seccomp={path}"))
+        }
+    };
+    Ok(seccomp
+        .into_iter()
+        .chain([format!("no-new-privileges={}", sc.no_new_privs)])
+        .collect())
+}
+
+/// A pull failure as the kubelet reports it: authentication failures carry the
+/// registry's status.
+fn pull_message(e: &skiff_images::RegistryError) -> String {
+    use skiff_images::RegistryError as E;
+    match e {
+        E::AuthRequired { .. } | E::AuthFailed { .. } => format!("401 Unauthorized: {e}"),
+        E::Denied { .. } => format!("403 Forbidden: {e}"),
+        _ => e.to_string(),
+    }
+}
+
 /// A CRI mount as the engine's `-v HOST:DEST[:ro]`.
 fn bind_spec(m: &cri::Mount) -> Result<String> {
     let host = m.host_path.display().to_string();
@@ -261,6 +299,7 @@ impl RuntimeService for EngineRuntime {
             namespace: &namespace,
             uid: &uid,
         };
+        let sc = &config.security;
         let req = CreateRequest {
             image: config.image.clone(),
             name: Some(engine_name(&config.name, &pod, config.attempt)),
@@ -285,10 +324,22 @@ impl RuntimeService for EngineRuntime {
             // A pod's containers share the cgroup parent of its sandbox (the pod's
             // cgroup), as containerd places them.
             cgroup_parent: sandbox.record.request.cgroup_parent.clone(),
+            user: self.process_user(&config.image, sc)?,
+            read_only: sc.readonly_rootfs,
+            privileged: sc.privileged,
+            cap_add: sc.add_capabilities.clone(),
+            cap_drop: sc.drop_capabilities.clone(),
+            security_opt: security_opts(sc)?,
             ..Default::default()
         };
         let opts = CreateOptions {
             namespaces_of: Some(sandbox.record.id.clone()),
+            group_add: sc
+                .supplemental_groups
+                .iter()
+                .map(|g| id_number("supplemental group", *g))
+                .collect::<Result<_>>()?,
+            sysctls: sc.sysctls.clone(),
             ..Default::default()
         };
         Ok(self.engine.create_with(&req, &opts).map_err(err)?.id)
@@ -376,7 +427,7 @@ impl ImageService for EngineRuntime {
             .map(|r| r.id.to_string()))
     }
 
-    fn pull_image(&self, image: &str) -> Result<String> {
+    fn pull_image(&self, image: &str, auth: Option<&cri::AuthConfig>) -> Result<String> {
         let fail = |message: String| CriError::Pull {
             image: image.to_string(),
             message,
@@ -386,15 +437,71 @@ impl ImageService for EngineRuntime {
             .enable_all()
             .build()
             .map_err(|e| fail(e.to_string()))?;
+        let host = reference.registry();
+        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        let opts = skiff_images::PullOptions {
+            // Registries on loopback may speak plain HTTP, as Docker allows for 127.0.0.0/8.
+            insecure: host == "localhost" || host.starts_with("127.") || host == "[::1]",
+            credentials: auth.map(|a| skiff_images::Credentials::new(&a.username, &a.password)),
+            ..Default::default()
+        };
         let record = rt
             .block_on(skiff_images::pull(
                 self.engine.images(),
                 &reference,
-                &Default::default(),
+                &opts,
                 &skiff_images::NoProgress,
             ))
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| fail(pull_message(&e)))?;
         Ok(record.id.to_string())
+    }
+
+    fn image_user(&self, image: &str) -> Result<Option<String>> {
+        let Ok(record) = self.engine.images().resolve(image) else {
+            return Ok(None);
+        };
+        let config = self
+            .engine
+            .images()
+            .config(&record)
+            .map_err(|e| CriError::Runtime(format!("image {image}: {e}")))?;
+        Ok(Some(
+            config
+                .config()
+                .as_ref()
+                .and_then(|c| c.user().clone())
+                .unwrap_or_default(),
+        ))
+    }
+}
+
+impl EngineRuntime {
+    /// The engine's `--user` for a security context: `runAsUser[:runAsGroup]`, or the
+    /// image's user with `runAsGroup`; `None` leaves the image's.
+    fn process_user(
+        &self,
+        image: &str,
+        sc: &cri::LinuxContainerSecurityContext,
+    ) -> Result<Option<String>> {
+        let group = sc
+            .run_as_group
+            .map(|g| id_number("runAsGroup", g))
+            .transpose()?;
+        let user = match sc.run_as_user {
+            Some(u) => id_number("runAsUser", u)?.to_string(),
+            None if group.is_none() => return Ok(None),
+            None => {
+                let image_user = self.image_user(image)?.unwrap_or_default();
+                match image_user.split(':').next().unwrap_or_default() {
+                    "" => "0".to_string(),
+                    u => u.to_string(),
+                }
+            }
+        };
+        Ok(Some(match group {
+            Some(g) => format!("{user}:{g}"),
+            None => user,
+        }))
     }
 }
 

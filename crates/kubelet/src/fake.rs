@@ -33,6 +33,10 @@ struct State {
     sandbox_configs: Vec<PodSandboxConfig>,
     /// What `container_stats` answers, by container id.
     stats: BTreeMap<String, cri::ContainerStats>,
+    /// Images a pull finds, with the credentials it needs (`None`: anonymous).
+    registry: BTreeMap<String, Option<cri::AuthConfig>>,
+    /// The configured USER of present images.
+    image_users: BTreeMap<String, String>,
 }
 
 impl FakeRuntime {
@@ -86,6 +90,24 @@ impl FakeRuntime {
     /// Makes `container_stats` of container `id` answer `stats`.
     pub fn set_stats(&self, id: &str, stats: cri::ContainerStats) {
         self.state.lock().unwrap().stats.insert(id.into(), stats);
+    }
+
+    /// Makes `image` pullable, only with `auth` when given.
+    pub fn put_registry_image(&self, image: &str, auth: Option<cri::AuthConfig>) {
+        self.state
+            .lock()
+            .unwrap()
+            .registry
+            .insert(image.into(), auth);
+    }
+
+    /// Sets the configured USER of the present image `image`.
+    pub fn set_image_user(&self, image: &str, user: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .image_users
+            .insert(image.into(), user.into());
     }
 
     /// The calls made so far.
@@ -296,11 +318,34 @@ impl ImageService for FakeRuntime {
             .then(|| "sha256:fake".to_string()))
     }
 
-    fn pull_image(&self, image: &str) -> Result<String> {
-        Err(CriError::Pull {
+    fn pull_image(&self, image: &str, auth: Option<&cri::AuthConfig>) -> Result<String> {
+        let mut st = self.state.lock().unwrap();
+        st.calls.push(format!(
+            "pull_image {image} as {}",
+            auth.map(|a| a.username.as_str()).unwrap_or("anonymous")
+        ));
+        let fail = |message: &str| CriError::Pull {
             image: image.into(),
-            message: "the fake runtime pulls nothing".into(),
-        })
+            message: message.into(),
+        };
+        match st.registry.get(image) {
+            None => Err(fail("the fake registry has no such image")),
+            Some(Some(wanted)) if Some(wanted) != auth => {
+                Err(fail("401 Unauthorized: authentication required"))
+            }
+            Some(_) => {
+                st.images.push(image.into());
+                Ok("sha256:fake".into())
+            }
+        }
+    }
+
+    fn image_user(&self, image: &str) -> Result<Option<String>> {
+        let st = self.state.lock().unwrap();
+        if !st.images.iter().any(|i| i == image) {
+            return Ok(None);
+        }
+        Ok(Some(st.image_users.get(image).cloned().unwrap_or_default()))
     }
 }
 
@@ -312,6 +357,7 @@ pub struct FakeObjects {
     claims: Mutex<BTreeMap<(String, String), k8s_openapi::api::core::v1::PersistentVolumeClaim>>,
     volumes: Mutex<BTreeMap<String, k8s_openapi::api::core::v1::PersistentVolume>>,
     tokens: Mutex<u32>,
+    service_accounts: Mutex<BTreeMap<(String, String), k8s_openapi::api::core::v1::ServiceAccount>>,
 }
 
 impl FakeObjects {
@@ -352,6 +398,33 @@ impl FakeObjects {
             .insert((namespace.into(), name.into()), s);
     }
 
+    /// Creates or replaces a Secret of `type_` with these data.
+    pub fn put_typed_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        type_: &str,
+        data: &[(&str, &str)],
+    ) {
+        self.put_secret(namespace, name, data);
+        if let Some(s) = self
+            .secrets
+            .lock()
+            .unwrap()
+            .get_mut(&(namespace.into(), name.into()))
+        {
+            s.type_ = Some(type_.into());
+        }
+    }
+
+    /// Creates or replaces a ServiceAccount (JSON form).
+    pub fn put_service_account(&self, namespace: &str, name: &str, sa: serde_json::Value) {
+        self.service_accounts.lock().unwrap().insert(
+            (namespace.into(), name.into()),
+            serde_json::from_value(sa).unwrap(),
+        );
+    }
+
     /// Creates or replaces a claim (JSON form).
     pub fn put_claim(&self, namespace: &str, name: &str, claim: serde_json::Value) {
         self.claims.lock().unwrap().insert(
@@ -377,6 +450,20 @@ impl crate::objects::ObjectSource for FakeObjects {
     ) -> Result<Option<k8s_openapi::api::core::v1::ConfigMap>, crate::objects::ObjectError> {
         Ok(self
             .config_maps
+            .lock()
+            .unwrap()
+            .get(&(namespace.into(), name.into()))
+            .cloned())
+    }
+
+    fn service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<k8s_openapi::api::core::v1::ServiceAccount>, crate::objects::ObjectError>
+    {
+        Ok(self
+            .service_accounts
             .lock()
             .unwrap()
             .get(&(namespace.into(), name.into()))

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret, ServiceAccount,
+};
 
 /// A failed read (anything but "not found", which is `Ok(None)`).
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -59,6 +61,15 @@ pub trait ObjectSource: Send + Sync {
     /// A token for `spec` (reused until 80% of its lifetime has passed, as the
     /// kubelet's token manager does).
     fn token(&self, spec: &TokenSpec) -> Result<Token, ObjectError>;
+    /// A ServiceAccount (for its `imagePullSecrets`), `None` when it does not exist.
+    fn service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ServiceAccount>, ObjectError> {
+        let _ = (namespace, name);
+        Ok(None)
+    }
 }
 
 /// [`ObjectSource`] over the API server.
@@ -120,9 +131,16 @@ impl ObjectSource for ApiObjects {
         self.get(kube::Api::all(self.client.clone()), name)
     }
 
+    fn service_account(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ServiceAccount>, ObjectError> {
+        self.get(kube::Api::namespaced(self.client.clone(), namespace), name)
+    }
+
     fn token(&self, spec: &TokenSpec) -> Result<Token, ObjectError> {
         use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-        use k8s_openapi::api::core::v1::ServiceAccount;
         let now = Utc::now();
         if let Some((t, issued)) = self.tokens.lock().unwrap().get(spec) {
             if !token_needs_refresh(*issued, t.expires, now) {

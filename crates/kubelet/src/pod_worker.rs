@@ -22,6 +22,7 @@ use crate::events::{EventSink, EventType, PodEvent};
 use crate::objects::ObjectSource;
 use crate::probes::handler::Target;
 use crate::probes::{ProbeKind, ProbeManager};
+use crate::security_context;
 use crate::status::{self, Observed, Waiting};
 use crate::volumes::{self, HostVolume, Mounter};
 use crate::Runtime;
@@ -110,6 +111,9 @@ pub struct Worker {
     volumes: Mutex<HashMap<String, PodVolumes>>,
     cluster_dns: Option<crate::dns::ClusterDns>,
     cgroups: Option<Arc<PodCgroups>>,
+    puller: crate::image_pull::ImagePuller,
+    /// Where `Localhost` seccomp profiles live (`ROOT/kubelet/seccomp`).
+    seccomp_root: PathBuf,
 }
 
 impl Worker {
@@ -145,8 +149,10 @@ impl Worker {
             mounter: services.mounter,
             events: services.events,
             node,
+            seccomp_root: pods_dir.parent().unwrap_or(&pods_dir).join("seccomp"),
             pods_dir,
             sync_frequency,
+            puller: Default::default(),
             volumes: Mutex::new(HashMap::new()),
             cluster_dns: None,
             cgroups: None,
@@ -229,6 +235,7 @@ impl Worker {
     /// Stops the pod's probes and removes its volumes and its cgroup from the node.
     pub fn forget_pod(&self, uid: &str) {
         self.probes.remove_pod(uid);
+        self.puller.forget_pod(uid);
         self.volumes.lock().unwrap().remove(uid);
         if let Err(e) = volumes::teardown(&self.pods_dir, uid, self.mounter.as_ref()) {
             tracing::warn!(pod_uid = %uid, "removing the pod's volumes: {e}");
@@ -332,7 +339,7 @@ impl Worker {
                 let Some(first) = spec.containers.first() else {
                     return Err(CriError::Runtime("pod has no containers".into()));
                 };
-                if let Err(w) = ensure_image(rt, first) {
+                if let Err(w) = self.ensure_image(pod, first) {
                     observed.waiting.insert(first.name.clone(), w);
                     return Ok(Outcome::Status(Box::new(status::pod_status(
                         pod, &observed,
@@ -540,7 +547,7 @@ impl Worker {
                 }
             }
         }
-        if let Err(w) = ensure_image(rt, c) {
+        if let Err(w) = self.ensure_image(s.pod, c) {
             observed.waiting.insert(c.name.clone(), w);
             return Ok(false);
         }
@@ -690,6 +697,25 @@ impl Worker {
         let envs = crate::env::container_env(c, s.pod, &downward, self.objects.as_ref())
             .map_err(|e| e.to_string())?;
         let mounts = volumes::container_mounts(c, s.volumes, &envs)?;
+        let pod_sc = s
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|p| p.security_context.as_ref());
+        let image = c.image.clone().unwrap_or_default();
+        let effective = security_context::effective(pod_sc, c);
+        if effective.run_as_non_root == Some(true) {
+            let image_user = self
+                .runtime
+                .image_user(&image)
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default();
+            let pod = security_context::pod_description(&s.p.name, &s.p.namespace, &s.p.uid);
+            security_context::verify_run_as_non_root(&effective, &pod, &c.name, &image_user)
+                .map_err(|e| e.to_string())?;
+        }
+        let security = security_context::linux_security_context(pod_sc, c, &self.seccomp_root)
+            .map_err(|e| e.to_string())?;
         Ok(ContainerConfig {
             name: c.name.clone(),
             attempt,
@@ -704,6 +730,7 @@ impl Worker {
             labels: BTreeMap::new(),
             mounts,
             resources: crate::cgroups::resources::container_resources(c),
+            security,
         })
     }
 
@@ -774,28 +801,39 @@ struct StartContext<'a> {
     volumes: &'a BTreeMap<String, HostVolume>,
 }
 
-/// The image's presence as `imagePullPolicy` wants it, or why the container waits.
-fn ensure_image(rt: &dyn Runtime, c: &Container) -> Result<(), Waiting> {
-    let image = c.image.clone().unwrap_or_default();
-    let latest = !image.contains(':') || image.ends_with(":latest");
-    let policy = c
-        .image_pull_policy
-        .clone()
-        .unwrap_or_else(|| if latest { "Always" } else { "IfNotPresent" }.into());
-    let present = rt.image_status(&image).ok().flatten().is_some();
-    match policy.as_str() {
-        "Never" if !present => Err(Waiting {
-            reason: "ErrImageNeverPull".into(),
-            message: format!(
-                "Container image \"{image}\" is not present with pull policy of Never"
-            ),
-        }),
-        "Never" => Ok(()),
-        "IfNotPresent" if present => Ok(()),
-        _ => rt.pull_image(&image).map(drop).map_err(|e| Waiting {
-            reason: "ErrImagePull".into(),
-            message: e.to_string(),
-        }),
+impl Worker {
+    /// The image of `c` present as its `imagePullPolicy` wants it, pulled with the
+    /// credentials of the pod's pull secrets; or why the container waits.
+    fn ensure_image(&self, pod: &Pod, c: &Container) -> Result<(), Waiting> {
+        let credentials = || {
+            let (ring, problems) = crate::pull_secrets::keyring(pod, self.objects.as_ref());
+            for problem in problems {
+                self.event(
+                    pod,
+                    None,
+                    EventType::Warning,
+                    "FailedToRetrieveImagePullSecret",
+                    format!(
+                        "Unable to retrieve some image pull secrets ({problem}); attempting to pull the image may not succeed."
+                    ),
+                );
+            }
+            ring.lookup(c.image.as_deref().unwrap_or_default())
+        };
+        let mut events = Vec::new();
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let result = self.puller.ensure_image(
+            self.runtime.as_ref(),
+            uid,
+            c,
+            &credentials,
+            Instant::now(),
+            &mut events,
+        );
+        for (type_, reason, message) in events {
+            self.event(pod, Some(&c.name), type_, reason, message);
+        }
+        result
     }
 }
 
@@ -1182,6 +1220,86 @@ mod tests {
             .waiting
             .unwrap();
         (w.reason.unwrap(), w.message.unwrap_or_default())
+    }
+
+    #[test]
+    fn run_as_non_root_refuses_a_root_image_and_the_security_context_reaches_the_runtime() {
+        let f = fixture(&["busybox:1", "app:1"]);
+        f.rt.set_image_user("app:1", "1000:1000");
+        let mut p = pod(serde_json::json!({"spec": {
+            "securityContext": {"runAsNonRoot": true, "fsGroup": 2000,
+                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {"name": "root", "image": "busybox:1"},
+                {"name": "app", "image": "app:1", "securityContext": {
+                    "runAsGroup": 3000, "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}}}]}}));
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        let statuses = s.container_statuses.clone().unwrap();
+        let root = statuses.iter().find(|c| c.name == "root").unwrap();
+        let w = root.state.clone().unwrap().waiting.unwrap();
+        assert_eq!(w.reason.as_deref(), Some("CreateContainerConfigError"));
+        assert_eq!(
+            w.message.as_deref(),
+            Some("container has runAsNonRoot and image will run as root (pod: \"p_default(uid-1)\", container: root)")
+        );
+        assert!(
+            f.rt.config_of("root").is_none(),
+            "the container is not created"
+        );
+        let config = f.rt.config_of("app").unwrap();
+        assert_eq!(
+            config.security,
+            cri::LinuxContainerSecurityContext {
+                run_as_group: Some(3000),
+                supplemental_groups: vec![2000],
+                readonly_rootfs: true,
+                drop_capabilities: vec!["ALL".into()],
+                no_new_privs: true,
+                seccomp: cri::SecurityProfile::RuntimeDefault,
+                ..Default::default()
+            }
+        );
+        // A named image user cannot be checked.
+        f.rt.set_image_user("busybox:1", "nobody");
+        p.status = Some(s);
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert!(waiting_of(&s)
+            .1
+            .contains("image has non-numeric user (nobody)"));
+    }
+
+    #[test]
+    fn image_pull_secrets_give_the_pull_its_credentials() {
+        let f = fixture(&[]);
+        let alice = cri::AuthConfig {
+            username: "alice".into(),
+            password: "s3cret".into(),
+        };
+        f.rt.put_registry_image("127.0.0.1:5000/app:1", Some(alice));
+        let config = serde_json::json!({"auths": {"127.0.0.1:5000": {"username": "alice", "password": "s3cret"}}});
+        f.objects.put_typed_secret(
+            "default",
+            "regcred",
+            "kubernetes.io/dockerconfigjson",
+            &[(".dockerconfigjson", &config.to_string())],
+        );
+        let spec = |secrets: serde_json::Value| {
+            pod(serde_json::json!({"spec": {"imagePullSecrets": secrets,
+                "containers": [{"name": "app", "image": "127.0.0.1:5000/app:1"}]}}))
+        };
+        let s = status_of(f.worker.sync_pod(&spec(serde_json::json!([]))).unwrap());
+        let (reason, message) = waiting_of(&s);
+        assert_eq!(reason, "ErrImagePull");
+        assert!(message.contains("401 Unauthorized"), "{message}");
+        let mut p = spec(serde_json::json!([{"name": "regcred"}]));
+        p.metadata.uid = Some("uid-2".into());
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert!(f
+            .rt
+            .calls()
+            .contains(&"pull_image 127.0.0.1:5000/app:1 as alice".to_string()));
     }
 
     #[test]

@@ -328,7 +328,8 @@ impl ContainerSpec {
         } else {
             self.cwd.clone()
         };
-        let spec = json!({
+        let no_new_privileges = !self.allow_privilege_escalation && !self.privileged;
+        let mut spec = json!({
             "ociVersion": "1.0.2",
             "root": {"path": self.rootfs, "readonly": self.readonly_rootfs},
             "hostname": self.hostname,
@@ -342,12 +343,16 @@ impl ContainerSpec {
                     "bounding": caps, "effective": caps, "permitted": caps,
                 },
                 "rlimits": [nofile_limit()],
-                "noNewPrivileges": !self.allow_privilege_escalation && !self.privileged,
             },
             "mounts": mounts,
             "linux": linux,
             "annotations": self.annotations.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         });
+        // Only when set: libcontainer loads seccomp before dropping capabilities (as it
+        // must without no_new_privs) only when the field is absent, not when it is false.
+        if no_new_privileges {
+            spec["process"]["noNewPrivileges"] = json!(true);
+        }
         Ok(serde_json::from_value(spec)?)
     }
 
@@ -416,6 +421,15 @@ mod tests {
             oci.process().as_ref().unwrap().no_new_privileges(),
             Some(true)
         );
+    }
+
+    #[test]
+    fn allowed_escalation_leaves_no_new_privs_unset_for_seccomp_to_load_first() {
+        let mut spec = base();
+        spec.allow_privilege_escalation = true;
+        let oci = spec.to_oci().unwrap();
+        assert_eq!(oci.process().as_ref().unwrap().no_new_privileges(), None);
+        assert!(oci.linux().as_ref().unwrap().seccomp().is_some());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod kubectl_streaming;
 mod kubelet;
 mod kubelet_pods;
 mod kubelet_resources;
+mod kubelet_security;
 mod namespaces;
 mod network;
 mod network_policy;

@@ -162,6 +162,12 @@ pub struct CreateOptions {
     /// Run skiff's built-in pause process instead of a command (a pod sandbox): it
     /// needs no file in the image.
     pub pause: bool,
+    /// Supplementary group ids added to the user's own (a pod's `supplementalGroups`
+    /// and `fsGroup`; Docker's `--group-add` with numbers).
+    pub group_add: Vec<u32>,
+    /// Namespaced kernel parameters set in the container (a pod's `sysctls`; Docker's
+    /// `--sysctl`).
+    pub sysctls: Vec<(String, String)>,
 }
 
 impl Engine {
@@ -291,7 +297,12 @@ impl Engine {
             .clone()
             .or_else(|| config.user().clone())
             .unwrap_or_default();
-        let user = users::resolve(&rootfs, &user_spec)?;
+        let mut user = users::resolve(&rootfs, &user_spec)?;
+        for gid in &opts.group_add {
+            if *gid != user.gid && !user.additional_gids.contains(gid) {
+                user.additional_gids.push(*gid);
+            }
+        }
         let cwd = req
             .workdir
             .clone()
@@ -450,7 +461,7 @@ impl Engine {
             uts: NamespaceMode::Private,
             cgroup_path: cgroup_path(req.cgroup_parent.as_deref(), id)?,
             init: req.init,
-            sysctls: Vec::new(),
+            sysctls: opts.sysctls.clone(),
             annotations: if opts.pause {
                 vec![(
                     skiff_runtime::init::PAUSE_ANNOTATION.to_string(),

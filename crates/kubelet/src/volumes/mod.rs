@@ -11,6 +11,7 @@ pub mod atomic_writer;
 pub mod config_map;
 pub mod downward_api;
 pub mod empty_dir;
+pub mod fs_group;
 pub mod host_path;
 pub mod persistent_claim;
 pub mod projected;
@@ -186,6 +187,12 @@ pub fn setup(ctx: &SetupContext<'_>) -> Result<BTreeMap<String, HostVolume>, Vol
         .as_ref()
         .and_then(|s| s.volumes.clone())
         .unwrap_or_default();
+    let fs_group = ctx
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|sc| sc.fs_group);
     for v in &volumes {
         let fail = |message: String| VolumeError {
             volume: v.name.clone(),
@@ -208,7 +215,28 @@ pub fn setup(ctx: &SetupContext<'_>) -> Result<BTreeMap<String, HostVolume>, Vol
         } else {
             Err("volume type not supported by this kubelet (supported: emptyDir, configMap, secret, hostPath, downwardAPI, projected, persistentVolumeClaim)".to_string())
         };
-        out.insert(v.name.clone(), host.map_err(fail)?);
+        let host = host.map_err(fail)?;
+        // The volumes the kubelet owns become the pod's `fsGroup`'s (hostPath and
+        // claims keep their owners, as their plugins do not support ownership).
+        if let Some(gid) = fs_group {
+            let owned = v.empty_dir.is_some()
+                || v.config_map.is_some()
+                || v.secret.is_some()
+                || v.downward_api.is_some()
+                || v.projected.is_some();
+            if owned {
+                let gid = u32::try_from(gid).map_err(|_| fail(format!("invalid fsGroup {gid}")))?;
+                // emptyDir's content is the pod's: once, when the root is not yet the
+                // group's (`fsGroupChangePolicy: OnRootMismatch`); API data on every write.
+                let changed = if v.empty_dir.is_some() {
+                    fs_group::apply_on_root_mismatch(&host.path, gid, host.read_only)
+                } else {
+                    fs_group::apply(&host.path, gid, host.read_only)
+                };
+                changed.map_err(|e| fail(format!("applying fsGroup {gid}: {e}")))?;
+            }
+        }
+        out.insert(v.name.clone(), host);
     }
     Ok(out)
 }
