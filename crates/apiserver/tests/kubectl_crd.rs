@@ -404,3 +404,111 @@ fn custom_resources_with_kubectl() {
         assert_eq!(left.trim(), "", "{version}: {left}");
     }
 }
+
+const RULED_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: scalers.example.com
+spec:
+  group: example.com
+  names: {plural: scalers, singular: scaler, kind: Scaler}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations:
+            - rule: "self.replicas <= self.maxReplicas"
+              message: "replicas must not exceed maxReplicas"
+            - rule: "self.mode == oldSelf.mode"
+              message: "mode is immutable"
+            properties:
+              replicas: {type: integer}
+              maxReplicas: {type: integer}
+              mode: {type: string}
+              name:
+                type: string
+                x-kubernetes-validations:
+                - rule: "self.startsWith('app-')"
+                  messageExpression: "'name ' + self + ' must start with app-'"
+"#;
+
+fn scaler(replicas: u32, mode: &str, name: &str) -> String {
+    format!(
+        "apiVersion: example.com/v1\nkind: Scaler\nmetadata:\n  name: s\nspec:\n  replicas: {replicas}\n  maxReplicas: 3\n  mode: {mode}\n  name: {name}\n"
+    )
+}
+
+/// CEL validation rules (`x-kubernetes-validations`) through kubectl: plain rules on every
+/// write, transition rules (`oldSelf`) on updates, messages and messageExpressions, and a
+/// CRD whose rule does not compile refused.
+#[test]
+fn crd_validation_rules_with_kubectl() {
+    let s = TestServer::start();
+    let kubectl = kubectls().pop().unwrap();
+    let apply = |yaml: &str| s.kubectl_stdin(&kubectl, &["apply", "-f", "-"], Some(yaml));
+    ok(apply(RULED_CRD), "create the CRD");
+    let mut created = apply(&scaler(2, "fast", "app-one"));
+    for _ in 0..50 {
+        if created.status.success() {
+            break;
+        }
+        // The new kind is served a moment after the CRD is established.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        created = apply(&scaler(2, "fast", "app-one"));
+    }
+    ok(created, "a valid object");
+    let err = fails(apply(&scaler(5, "fast", "app-one")), "too many replicas");
+    assert!(
+        err.contains(r#"The Scaler "s" is invalid: spec: Invalid value: "object": replicas must not exceed maxReplicas"#),
+        "{err}"
+    );
+    let err = fails(apply(&scaler(2, "slow", "app-one")), "a changed mode");
+    assert!(err.contains("mode is immutable"), "{err}");
+    let err = fails(apply(&scaler(2, "fast", "web")), "a bad name");
+    assert!(
+        err.contains(r#"spec.name: Invalid value: "string": name web must start with app-"#),
+        "{err}"
+    );
+    // The stored object is the valid one.
+    assert_eq!(
+        ok(
+            s.kubectl(
+                &kubectl,
+                &[
+                    "get",
+                    "scaler",
+                    "s",
+                    "-o",
+                    "jsonpath={.spec.replicas} {.spec.mode}"
+                ]
+            ),
+            "get"
+        ),
+        "2 fast"
+    );
+    // A new object may have any mode: transition rules need an old value.
+    ok(
+        apply(&scaler(1, "slow", "app-two").replace("name: s\n", "name: t\n")),
+        "another object",
+    );
+    let broken = RULED_CRD
+        .replace("scalers.example.com", "brokens.example.com")
+        .replace(
+            "{plural: scalers, singular: scaler, kind: Scaler}",
+            "{plural: brokens, singular: broken, kind: Broken}",
+        )
+        .replace("self.replicas <= self.maxReplicas", "self.replicas <=");
+    let err = fails(apply(&broken), "a rule that does not compile");
+    assert!(
+        err.contains("x-kubernetes-validations[0].rule") && err.contains("compilation failed"),
+        "{err}"
+    );
+}

@@ -16,6 +16,7 @@
 pub mod columns;
 pub mod controller;
 pub mod definition;
+pub mod rules;
 pub mod structural;
 
 use schemars::{Schema, SchemaGenerator};
@@ -113,7 +114,13 @@ impl Strategy for CustomResource {
     }
 
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
-        structural::validate_object(&self.schema, obj)
+        let mut errs = structural::validate_object(&self.schema, obj);
+        errs.extend(rules::validate(&self.schema, obj));
+        errs
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        rules::validate_update(&self.schema, new, old)
     }
 
     fn columns(&self) -> Vec<Column> {

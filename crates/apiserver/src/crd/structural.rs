@@ -479,6 +479,7 @@ fn check_node(schema: &Value, path: &str, role: &str, errs: &mut Vec<FieldError>
     if let Some(default) = map.get("default") {
         validate(schema, default, &format!("{path}.default"), errs);
     }
+    super::rules::check(schema, path, errs);
     if let Some(properties) = map.get("properties").and_then(Value::as_object) {
         for (name, s) in properties {
             check_node(
