@@ -10,52 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-
-const APPS: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: app-a}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: a}}
-  template:
-    metadata: {labels: {app: a}}
-    spec:
-      containers:
-      - name: httpd
-        image: busybox:latest
-        imagePullPolicy: Never
-        command: ["sh", "-c", "mkdir -p /www && echo page-of-a > /www/index.html && exec httpd -f -p 80 -h /www"]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: app-b}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: b}}
-  template:
-    metadata: {labels: {app: b}}
-    spec:
-      containers:
-      - name: httpd
-        image: busybox:latest
-        imagePullPolicy: Never
-        command: ["sh", "-c", "mkdir -p /www/exact && echo page-of-b > /www/index.html && echo page-of-b > /www/exact/index.html && exec httpd -f -p 8080 -h /www"]
----
-apiVersion: v1
-kind: Service
-metadata: {name: app-a}
-spec:
-  selector: {app: a}
-  ports: [{port: 80, targetPort: 80}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: app-b}
-spec:
-  selector: {app: b}
-  ports: [{name: http, port: 80, targetPort: 8080}]
-"#;
+use common::web::{curl, eventually, free_low_port, get, TWO_APPS as APPS};
 
 /// Shaped like the Gateway API's own examples (upstream's `http-routing` and
 /// `tls-basic`), with the fields the CRDs default left out.
@@ -131,60 +86,6 @@ spec:
   rules:
   - backendRefs: [{name: no-such-service, port: 80}]
 "#;
-
-/// A port below the ephemeral range (and the node port range) that is free now.
-fn free_low_port() -> u16 {
-    let mut seed = std::process::id() as u64 * 104729
-        + std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as u64;
-    loop {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let port = 20000 + (seed >> 33) as u16 % 9000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// `curl ARGS`: (HTTP status, body without its final newline); status 0 when curl failed.
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    let code = if out.status.success() {
-        code.trim().parse().unwrap_or(0)
-    } else {
-        0
-    };
-    (code, body.trim_end().to_owned())
-}
-
-fn get(port: u16, host: &str, path: &str, extra: &[&str]) -> (u16, String) {
-    let mut args = vec!["-H".to_owned(), format!("Host: {host}")];
-    for h in extra {
-        args.extend(["-H".to_owned(), h.to_string()]);
-    }
-    args.push(format!("http://127.0.0.1:{port}{path}"));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    curl(&args)
-}
-
-/// Polls `f` until it returns true, for at most `secs` seconds.
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 const ACCEPTED: &str = "{.status.parents[0].conditions[?(@.type==\"Accepted\")].status}";
 const RESOLVED_REASON: &str = "{.status.parents[0].conditions[?(@.type==\"ResolvedRefs\")].reason}";

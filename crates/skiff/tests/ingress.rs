@@ -9,52 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-
-const APPS: &str = r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: app-a}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: a}}
-  template:
-    metadata: {labels: {app: a}}
-    spec:
-      containers:
-      - name: httpd
-        image: busybox:latest
-        imagePullPolicy: Never
-        command: ["sh", "-c", "mkdir -p /www && echo page-of-a > /www/index.html && exec httpd -f -p 80 -h /www"]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: app-b}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: b}}
-  template:
-    metadata: {labels: {app: b}}
-    spec:
-      containers:
-      - name: httpd
-        image: busybox:latest
-        imagePullPolicy: Never
-        command: ["sh", "-c", "mkdir -p /www/b && echo page-of-b > /www/index.html && echo page-of-b > /www/b/index.html && exec httpd -f -p 8080 -h /www"]
----
-apiVersion: v1
-kind: Service
-metadata: {name: app-a}
-spec:
-  selector: {app: a}
-  ports: [{port: 80, targetPort: 80}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: app-b}
-spec:
-  selector: {app: b}
-  ports: [{name: http, port: 80, targetPort: 8080}]
-"#;
+use common::web::{curl, eventually, free_low_port, get, TWO_APPS as APPS};
 
 const INGRESS: &str = r#"
 apiVersion: networking.k8s.io/v1
@@ -78,55 +33,6 @@ spec:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: app-a, port: {number: 80}}}}
 "#;
-
-/// A port below the ephemeral range (and the node port range) that is free now.
-fn free_low_port() -> u16 {
-    let mut seed = std::process::id() as u64 * 7919 + Instant::now().elapsed().as_nanos() as u64;
-    loop {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let port = 20000 + (seed >> 33) as u16 % 9000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-/// `curl ARGS`: (HTTP status, body without its final newline); status 0 when curl
-/// failed.
-fn curl(args: &[&str]) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    let code = if out.status.success() {
-        code.trim().parse().unwrap_or(0)
-    } else {
-        0
-    };
-    (code, body.trim_end().to_owned())
-}
-
-fn get(port: u16, host: &str, path: &str) -> (u16, String) {
-    curl(&[
-        "-H",
-        &format!("Host: {host}"),
-        &format!("http://127.0.0.1:{port}{path}"),
-    ])
-}
-
-/// Polls `f` until it returns true, for at most `secs` seconds.
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
 
 #[test]
 fn ingress_hosts_paths_tls_status_and_503() {
@@ -192,13 +98,13 @@ fn ingress_hosts_paths_tls_status_and_503() {
             std::fs::read_to_string(c.skiff.root.path().join("server.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(500));
-        last = get(http, "a.example.test", "/");
+        last = get(http, "a.example.test", "/", &[]);
     }
     eventually(60, "b.example.test/b through the ingress", || {
-        get(http, "b.example.test", "/b/") == (200, "page-of-b".into())
+        get(http, "b.example.test", "/b/", &[]) == (200, "page-of-b".into())
     });
-    assert_eq!(get(http, "b.example.test", "/").0, 404);
-    assert_eq!(get(http, "unknown.example.test", "/").0, 404);
+    assert_eq!(get(http, "b.example.test", "/", &[]).0, 404);
+    assert_eq!(get(http, "unknown.example.test", "/", &[]).0, 404);
     // Keep-alive: curl reuses one connection for two URLs.
     let (code, body) = curl(&[
         "-H",
@@ -243,7 +149,7 @@ fn ingress_hosts_paths_tls_status_and_503() {
     // No ready endpoint: 503; back with a replica.
     c.kubectl_ok(&["scale", "deployment", "app-a", "--replicas=0"]);
     eventually(90, "503 once app-a has no endpoints", || {
-        get(http, "a.example.test", "/").0 == 503
+        get(http, "a.example.test", "/", &[]).0 == 503
     });
     // Routes follow edits of the Ingress without a restart: host a now goes to app b.
     c.kubectl_ok(&[
@@ -255,6 +161,6 @@ fn ingress_hosts_paths_tls_status_and_503() {
         r#"[{"op":"replace","path":"/spec/rules/0/http/paths/0/backend/service","value":{"name":"app-b","port":{"number":80}}}]"#,
     ]);
     eventually(30, "a.example.test to app b after the edit", || {
-        get(http, "a.example.test", "/") == (200, "page-of-b".into())
+        get(http, "a.example.test", "/", &[]) == (200, "page-of-b".into())
     });
 }
