@@ -23,6 +23,7 @@ pub mod bootstrap_token;
 pub mod ca_pin;
 pub mod cache;
 pub mod crd;
+pub mod expressions;
 pub mod csr_signer;
 pub mod handlers;
 pub mod impersonation;

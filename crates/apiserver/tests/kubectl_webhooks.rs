@@ -790,3 +790,93 @@ fn service_reference_through_endpoints() {
     );
     assert_eq!(labels, "{\"mutated-by\":\"webhook\"}");
 }
+
+/// `matchConditions` (CEL over `object`, `oldObject` and `request`): a webhook is called
+/// only when every condition holds; a condition that cannot be evaluated fails the call
+/// under `failurePolicy: Fail` and skips the webhook under `Ignore`.
+#[test]
+fn match_conditions_decide_which_requests_reach_a_webhook() {
+    let s = TestServer::start();
+    let hooks = Webhooks::start();
+    let kubectl = kubectls().pop().unwrap();
+    let conditions = "  matchConditions:\n  - name: named-guarded\n    expression: \"object.metadata.name.startsWith('guarded-')\"\n  - name: not-by-nobody\n    expression: \"request.userInfo.username != 'nobody'\"\n";
+    let broken = "  matchConditions:\n  - name: broken\n    expression: \"object.metadata.nosuchfield == 'x'\"\n";
+    let scenario =
+        |name: &str| format!("  objectSelector:\n    matchLabels:\n      scenario: {name}\n");
+    let validating = configuration(
+        "ValidatingWebhookConfiguration",
+        "test-conditions",
+        &[
+            webhook(
+                "guarded.skiff.test",
+                &url_config(&hooks, "/validate"),
+                "configmaps",
+                &format!("{}{conditions}", scenario("guarded")),
+            ),
+            webhook(
+                "broken-fail.skiff.test",
+                &url_config(&hooks, "/validate"),
+                "configmaps",
+                &format!("{}{broken}  failurePolicy: Fail\n", scenario("broken-fail")),
+            ),
+            webhook(
+                "broken-ignore.skiff.test",
+                &url_config(&hooks, "/validate"),
+                "configmaps",
+                &format!(
+                    "{}{broken}  failurePolicy: Ignore\n",
+                    scenario("broken-ignore")
+                ),
+            ),
+        ],
+    );
+    let create = |yaml: &str| s.kubectl_stdin(&kubectl, &["create", "-f", "-"], Some(yaml));
+    ok(create(&validating), "create the configuration");
+    // The webhook denies objects labelled deny=true; it sees only guarded-* names.
+    let mut refused = String::new();
+    for _ in 0..50 {
+        let out = create(&configmap(
+            "default",
+            "guarded-one",
+            &[("scenario", "guarded"), ("deny", "true")],
+        ));
+        refused = stderr(&out);
+        if !out.status.success() {
+            break;
+        }
+        // The configuration may not have reached the mirror yet: try with a new name.
+        ok(
+            s.kubectl(&kubectl, &["delete", "configmap", "guarded-one"]),
+            "delete",
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        refused.contains("objects labelled deny=true are not allowed"),
+        "{refused}"
+    );
+    ok(
+        create(&configmap(
+            "default",
+            "plain-one",
+            &[("scenario", "guarded"), ("deny", "true")],
+        )),
+        "a name the condition does not match is not sent to the webhook",
+    );
+    let err = fails(
+        create(&configmap("default", "b1", &[("scenario", "broken-fail")])),
+        "a broken condition under Fail",
+    );
+    assert!(
+        err.contains(r#"failed calling webhook "broken-fail.skiff.test": failed to evaluate match condition "broken""#),
+        "{err}"
+    );
+    ok(
+        create(&configmap(
+            "default",
+            "b2",
+            &[("scenario", "broken-ignore")],
+        )),
+        "a broken condition under Ignore",
+    );
+}

@@ -5,35 +5,14 @@
 //! be evaluated) is a field error at the node's path (plus the rule's `fieldPath`) with the
 //! rule's `message`, its `messageExpression`'s result, or `failed rule: <rule>`.
 //!
-//! Rules are compiled with the `cel` crate when the CRD is written ([`check`]) and again,
-//! from a small cache, when objects are validated.
+//! Rules are compiled (`crate::expressions`) when the CRD is written ([`check`]) and
+//! again, from a small cache, when objects are validated.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
-
-use cel::objects::{Key, Map};
-use cel::{Context, Program, Value as Cel};
+use cel::{Context, Value as Cel};
 use serde_json::{json, Value};
 
+use crate::expressions::{compiled, to_cel};
 use crate::validation::FieldError;
-
-/// Compiled rules kept for reuse (by source text); cleared when it grows past this.
-const CACHE_MAX: usize = 1024;
-
-fn compiled(rule: &str) -> Result<Arc<Program>, String> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Program>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(program) = cache.lock().unwrap().get(rule) {
-        return Ok(program.clone());
-    }
-    let program = Arc::new(Program::compile(rule).map_err(|e| e.to_string())?);
-    let mut cache = cache.lock().unwrap();
-    if cache.len() >= CACHE_MAX {
-        cache.clear();
-    }
-    cache.insert(rule.to_owned(), program.clone());
-    Ok(program)
-}
 
 /// Whether a rule compares with the old value (a transition rule).
 fn is_transition(rule: &str) -> bool {
@@ -237,46 +216,6 @@ fn message_of(rule: &Value, text: &str, context: &Context) -> String {
     match rule.get("message").and_then(Value::as_str) {
         Some(m) if !m.is_empty() => m.to_owned(),
         _ => format!("failed rule: {text}"),
-    }
-}
-
-/// A JSON value as CEL sees it, typed by its schema where known: integers are `int`,
-/// `number` fields are `double` even when written without a fraction.
-fn to_cel(value: &Value, schema: Option<&Value>) -> Cel {
-    let schema_type = schema
-        .and_then(|s| s.get("type"))
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    match value {
-        Value::Null => Cel::Null,
-        Value::Bool(b) => Cel::Bool(*b),
-        Value::Number(n) => match (schema_type, n.as_i64()) {
-            ("number", _) | (_, None) => Cel::Float(n.as_f64().unwrap_or(f64::NAN)),
-            (_, Some(i)) => Cel::Int(i),
-        },
-        Value::String(s) => Cel::String(Arc::new(s.clone())),
-        Value::Array(items) => {
-            let item_schema = schema.and_then(|s| s.get("items"));
-            Cel::List(Arc::new(
-                items.iter().map(|i| to_cel(i, item_schema)).collect(),
-            ))
-        }
-        Value::Object(map) => {
-            let properties = schema
-                .and_then(|s| s.get("properties"))
-                .and_then(Value::as_object);
-            let additional = schema.and_then(|s| s.get("additionalProperties"));
-            let entries: HashMap<Key, Cel> = map
-                .iter()
-                .map(|(k, v)| {
-                    let s = properties.and_then(|p| p.get(k)).or(additional);
-                    (Key::String(Arc::new(k.clone())), to_cel(v, s))
-                })
-                .collect();
-            Cel::Map(Map {
-                map: Arc::new(entries),
-            })
-        }
     }
 }
 

@@ -62,14 +62,16 @@ pub(super) struct Hook {
     pub timeout: Duration,
     /// `reinvocationPolicy: IfNeeded` (mutating webhooks).
     pub reinvoke: bool,
+    /// `matchConditions`: (name, CEL expression); all must hold for the webhook to be
+    /// called.
+    pub match_conditions: Vec<(String, String)>,
     /// How to call it, or why it cannot be called (reported as a failed call, under the
     /// failure policy).
     pub client: Result<Client, String>,
 }
 
 impl Hook {
-    /// A webhook from its JSON form. `matchConditions` (CEL) are not evaluated: a webhook
-    /// with conditions is called as if they all held.
+    /// A webhook from its JSON form.
     pub fn from_json(webhook: &Value, flavor: Flavor) -> Hook {
         let selector = |field: &str| {
             LabelSelector::parse(&selector_string(webhook.get(field)))
@@ -106,6 +108,15 @@ impl Hook {
             timeout: Duration::from_secs(timeout),
             reinvoke: flavor == Flavor::Mutating
                 && str_at(webhook, "/reinvocationPolicy") == "IfNeeded",
+            match_conditions: array_at(webhook, "/matchConditions")
+                .iter()
+                .map(|c| {
+                    (
+                        str_at(c, "/name").to_owned(),
+                        str_at(c, "/expression").to_owned(),
+                    )
+                })
+                .collect(),
             client,
         }
     }

@@ -7,7 +7,7 @@
 //! `reinvocationPolicy: IfNeeded` run once more when a later webhook changed the object.
 //! Validating webhooks run concurrently; the first refusal in configuration order wins.
 //! `matchPolicy: Equivalent` is treated as `Exact` (skiff serves each resource in one
-//! version), and `matchConditions` (CEL) are not evaluated.
+//! version); `matchConditions` (CEL) decide whether a selected webhook is called.
 
 mod client;
 mod config;
@@ -147,6 +147,38 @@ async fn selects(
         };
         if labels_of.is_some_and(|ns| !hook.namespace_selector.matches(ns)) {
             return Ok(false);
+        }
+    }
+    if !hook.match_conditions.is_empty() {
+        // `object` is null for deletions, `oldObject` for creations, as in the request.
+        let review = review::request(attrs, "", None);
+        let request = &review["request"];
+        let object = if attrs.operation == Operation::Delete {
+            &Value::Null
+        } else {
+            obj
+        };
+        let old = attrs.old.unwrap_or(&Value::Null);
+        let variables = [
+            ("object", object),
+            ("oldObject", old),
+            ("request", request),
+        ];
+        for (name, expression) in &hook.match_conditions {
+            match crate::expressions::evaluate_bool(expression, &variables) {
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                // An error counts as a failed call: refused, or skipped under `Ignore`.
+                Err(e) => {
+                    return match failed(
+                        hook,
+                        &format!("failed to evaluate match condition {name:?}: {e}"),
+                    ) {
+                        Some(err) => Err(err),
+                        None => Ok(false),
+                    }
+                }
+            }
         }
     }
     if attrs.dry_run && !hook.dry_run_safe {
