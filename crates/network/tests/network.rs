@@ -479,3 +479,82 @@ fn persistent_namespaces() {
         .arg(dir.path().join("netns"))
         .status();
 }
+
+/// The service table's periodic check lists only chains and the `services` map (not every
+/// rule), and still notices a chain or element removed behind skiff's back. Runs the real
+/// `nft` inside a network namespace of its own.
+#[test]
+fn the_service_table_check_lists_chains_and_the_map_only() {
+    use skiff_network::nft::NftCli;
+    use skiff_network::ports::Protocol;
+    use skiff_network::service_proxy::{ServiceMap, ServicePort, ServiceProxy};
+    use std::net::SocketAddrV4;
+    use std::sync::Arc;
+
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("nft");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", ns.name),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nft = Arc::new(NftCli::new(&wrapper));
+    // A table of someone else's beside ours: its chains must not count.
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns.name,
+        "nft",
+        "add table ip other; add chain ip other c",
+    ]);
+
+    let services: ServiceMap = (0..3)
+        .map(|i| {
+            let mut port = ServicePort::new(
+                "",
+                Protocol::Tcp,
+                Some(Ipv4Addr::new(10, 43, 0, 10 + i)),
+                80,
+            );
+            port.endpoints = vec![SocketAddrV4::new(Ipv4Addr::new(10, 88, 0, 10 + i), 8080)];
+            (format!("default/s{i}"), vec![port])
+        })
+        .collect();
+    let mut proxy = ServiceProxy::new("svc_check", nft.clone()).unwrap();
+    proxy.sync(&services).unwrap();
+    let listing = skiff_network::nft::Nft::list_chains_and_map(&*nft, "svc_check", "services")
+        .unwrap()
+        .unwrap();
+    let items = listing["nftables"].as_array().unwrap();
+    assert!(
+        items.iter().all(|i| i.get("rule").is_none()),
+        "no rules listed"
+    );
+    assert!(items
+        .iter()
+        .all(|i| i.pointer("/chain/table").is_none_or(|t| t == "svc_check")));
+    assert!(proxy.verify().unwrap(), "the table as applied passes");
+
+    // An element deleted by hand is noticed, and the next sync rebuilds.
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns.name,
+        "nft",
+        "delete element ip svc_check services { 10.43.0.10 . tcp . 80 }",
+    ]);
+    assert!(!proxy.verify().unwrap(), "a missing element is noticed");
+    assert!(proxy.sync(&services).unwrap().rebuilt);
+    assert!(proxy.verify().unwrap());
+    proxy.remove().unwrap();
+    assert!(
+        skiff_network::nft::Nft::list_chains_and_map(&*nft, "svc_check", "services")
+            .unwrap()
+            .is_none()
+    );
+}

@@ -438,10 +438,12 @@ pub async fn run(client: Client, node: String, enforcer: PolicyEnforcer) {
             }
             _ = verify.tick() => {
                 let checking = enforcer.clone();
+                let started = std::time::Instant::now();
                 let checked = tokio::task::spawn_blocking(move || checking.lock().unwrap().verify()).await;
                 if let Ok(Ok(false)) = checked {
                     tracing::info!("network policy: the policy table differs from what was applied; rebuilding");
                 }
+                verify.reset_after(crate::proxy::verify_interval(started.elapsed()));
             }
         }
     }

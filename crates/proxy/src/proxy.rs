@@ -59,11 +59,36 @@ pub async fn run(caches: Caches, proxy: ServiceProxy, node: String) {
             }
             _ = verify.tick() => {
                 let checking = proxy.clone();
+                let started = std::time::Instant::now();
                 let checked = tokio::task::spawn_blocking(move || checking.lock().unwrap().verify()).await;
                 if let Ok(Ok(false)) = checked {
                     tracing::info!("service proxy: the service table differs from what was applied; rebuilding");
                 }
+                // The check holds the table's lock: with thousands of Services it takes
+                // long enough that it must stay a small share of the time.
+                verify.reset_after(verify_interval(started.elapsed()));
             }
         }
+    }
+}
+
+/// How long to wait before the next check of the table, after one that took `took`: the
+/// usual interval, or 20 times the check's duration when that is longer.
+pub(crate) fn verify_interval(took: std::time::Duration) -> std::time::Duration {
+    VERIFY_INTERVAL.max(took * 20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn slow_checks_run_less_often() {
+        assert_eq!(verify_interval(Duration::from_millis(3)), VERIFY_INTERVAL);
+        assert_eq!(
+            verify_interval(Duration::from_secs(2)),
+            Duration::from_secs(40)
+        );
     }
 }

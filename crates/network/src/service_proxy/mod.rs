@@ -183,7 +183,7 @@ impl ServiceProxy {
             return Ok(false);
         };
         let table = self.rules.table();
-        let ok = match self.nft.list_table(table)? {
+        let ok = match self.nft.list_chains_and_map(table, "services")? {
             None => false,
             Some(listing) => {
                 let (chains, elements) = listed_chains_and_elements(&listing);
