@@ -392,6 +392,13 @@ async fn create_quietly(
 /// The ServiceAccount admission plugin for a new pod: defaults `serviceAccountName`, checks
 /// the account exists, and mounts the projected token volume in every container.
 pub async fn admit_pod(storage: &Storage, cache: &Reflector, pod: &mut Value) -> ApiResult<()> {
+    // Mirror pods of static pods run from the node's files: no account, no token.
+    if pod
+        .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+        .is_some()
+    {
+        return Ok(());
+    }
     let namespace = str_at(pod, "/metadata/namespace").to_owned();
     let name = str_at(pod, "/metadata/name").to_owned();
     let spec = object_mut(pod, "spec");

@@ -27,6 +27,7 @@ pub mod pull_secrets;
 pub mod qos;
 pub mod security_context;
 pub mod server;
+pub mod static_pods;
 pub mod stats;
 pub mod status;
 pub mod volumes;
@@ -90,6 +91,9 @@ pub struct KubeletConfig {
     /// [`cgroups::DEFAULT_CGROUP_ROOT`] by default); `None` leaves pods' containers in
     /// the runtime's default cgroup (`--cgroups-per-qos=false`).
     pub cgroup_root: Option<String>,
+    /// The directory of static pod manifests ([`static_pods`]), created at start; `None`
+    /// runs no static pods.
+    pub static_pod_path: Option<std::path::PathBuf>,
 }
 
 /// Environment variable setting how often pods' API-data volumes are refreshed, in
@@ -175,6 +179,12 @@ pub async fn run(
             }
         }
     });
+    if let Some(dir) = config.static_pod_path.clone() {
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!("creating the static pod directory {}: {e}", dir.display());
+        }
+        tokio::spawn(static_pods::run(client.clone(), dir, name.clone()));
+    }
     let node = pod_worker::NodeRef {
         name: name.clone(),
         ip: Some(ip),

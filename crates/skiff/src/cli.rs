@@ -685,6 +685,11 @@ pub struct ServerArgs {
         default_value = skiff_kubelet::cgroups::DEFAULT_CGROUP_ROOT
     )]
     pub kubelet_cgroup_root: String,
+    /// Directory of static pod manifests (one Pod per *.yaml, *.yml or *.json file): the
+    /// kubelet runs each and shows it as a mirror pod `<name>-<node>` (the kubelet's
+    /// --pod-manifest-path); DIR/pod-manifests when absent.
+    #[arg(long = "pod-manifest-path", value_name = "DIR")]
+    pub pod_manifest_path: Option<std::path::PathBuf>,
     /// Directory of the volumes the local-path provisioner creates on this node (k3s's
     /// flag); DIR/storage when absent.
     #[arg(long = "default-local-storage-path")]
@@ -757,6 +762,15 @@ pub struct AgentArgs {
         default_value = skiff_kubelet::cgroups::DEFAULT_CGROUP_ROOT
     )]
     pub kubelet_cgroup_root: String,
+    /// Directory of static pod manifests (one Pod per *.yaml, *.yml or *.json file): the
+    /// kubelet runs each and shows it as a mirror pod `<name>-<node>` (the kubelet's
+    /// --pod-manifest-path); DIR/pod-manifests when absent.
+    #[arg(
+        long = "pod-manifest-path",
+        value_name = "DIR",
+        conflicts_with = "simulate"
+    )]
+    pub pod_manifest_path: Option<std::path::PathBuf>,
     /// API server URL (default: the local server of the same --root); needs --token and
     /// one of --ca-cert, --discovery-token-ca-cert-hash, --insecure-skip-tls-verify.
     #[arg(long, requires = "token", requires = "trust")]

@@ -23,4 +23,5 @@ mod scheduling;
 mod server;
 mod service_traffic;
 mod services;
+mod static_pods;
 mod storage;

@@ -32,6 +32,7 @@ pub fn agent(ctx: &Context, args: AgentArgs) -> Result<()> {
             args.node_name,
             args.kubelet_port,
             args.kubelet_cgroup_root,
+            args.pod_manifest_path,
         );
     };
     let config = SimulatedAgentConfig {
@@ -85,6 +86,7 @@ fn kubelet(
     node_name: Option<String>,
     port: u16,
     cgroup_root: String,
+    pod_manifest_path: Option<std::path::PathBuf>,
 ) -> Result<()> {
     let cri = skiff_kubelet::EngineRuntime::new(std::sync::Arc::new(ctx.engine()?), None);
     let config = skiff_kubelet::KubeletConfig {
@@ -96,6 +98,9 @@ fn kubelet(
         client_ca_pem: None,
         cluster_dns: None,
         cgroup_root: Some(cgroup_root),
+        static_pod_path: Some(
+            pod_manifest_path.unwrap_or_else(|| absolute(&ctx.roots().data).join("pod-manifests")),
+        ),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
     runtime.block_on(async {

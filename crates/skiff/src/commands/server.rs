@@ -46,6 +46,11 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
                 domain: args.cluster_domain.clone(),
             }),
             cgroup_root: Some(args.kubelet_cgroup_root.clone()),
+            static_pod_path: Some(
+                args.pod_manifest_path
+                    .clone()
+                    .unwrap_or_else(|| absolute(&ctx.roots().data).join("pod-manifests")),
+            ),
         };
         Some((std::sync::Arc::new(cri), config))
     } else {
