@@ -142,6 +142,14 @@ pub fn container_env(
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut env = Env::default();
+    let links = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.enable_service_links)
+        .unwrap_or(true);
+    for (name, value) in service_env(objects, namespace, links)? {
+        env.set(name, value);
+    }
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let data = if let Some(r) = &from.config_map_ref {
@@ -221,6 +229,92 @@ pub fn container_env(
         env.set(e.name.clone(), value);
     }
     Ok(env.0)
+}
+
+/// The namespace whose `kubernetes` Service every pod learns about.
+const MASTER_SERVICE_NAMESPACE: &str = "default";
+
+/// The Services' environment variables of a container, as the kubelet sets them before
+/// the container's own (which may override or refer to them): `<NAME>_SERVICE_HOST`,
+/// `<NAME>_SERVICE_PORT[_<PORT NAME>]` and the Docker-link style `<NAME>_PORT...`, for
+/// the Services of the pod's namespace with a cluster IP (when `enableServiceLinks`, the
+/// default) and always for the `kubernetes` Service, which in-cluster clients use to find
+/// the API server.
+pub fn service_env(
+    objects: &dyn ObjectSource,
+    namespace: &str,
+    links: bool,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let read = |ns: &str| {
+        objects
+            .services(ns)
+            .map_err(|e| ConfigError::Unsupported(format!("listing services: {e}")))
+    };
+    let mut services = Vec::new();
+    if links {
+        services.extend(read(namespace)?);
+    }
+    if namespace != MASTER_SERVICE_NAMESPACE || !links {
+        services.extend(
+            read(MASTER_SERVICE_NAMESPACE)?
+                .into_iter()
+                .filter(|s| s.metadata.name.as_deref() == Some("kubernetes")),
+        );
+    }
+    services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut out = Vec::new();
+    for service in &services {
+        let Some(spec) = &service.spec else { continue };
+        let ip = spec.cluster_ip.as_deref().unwrap_or("");
+        if ip.is_empty() || ip == "None" {
+            continue;
+        }
+        let name = service
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or("")
+            .to_ascii_uppercase()
+            .replace('-', "_");
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        out.push((format!("{name}_SERVICE_HOST"), ip.to_string()));
+        out.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+        for port in ports {
+            if let Some(port_name) = port.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((
+                    format!(
+                        "{name}_SERVICE_PORT_{}",
+                        port_name.to_ascii_uppercase().replace('-', "_")
+                    ),
+                    port.port.to_string(),
+                ));
+            }
+        }
+        let protocol = |p: &k8s_openapi::api::core::v1::ServicePort| {
+            p.protocol.as_deref().unwrap_or("TCP").to_string()
+        };
+        out.push((
+            format!("{name}_PORT"),
+            format!(
+                "{}://{ip}:{}",
+                protocol(first).to_ascii_lowercase(),
+                first.port
+            ),
+        ));
+        for port in ports {
+            let proto = protocol(port);
+            let prefix = format!("{name}_PORT_{}_{}", port.port, proto.to_ascii_uppercase());
+            out.push((
+                prefix.clone(),
+                format!("{}://{ip}:{}", proto.to_ascii_lowercase(), port.port),
+            ));
+            out.push((format!("{prefix}_PROTO"), proto.to_ascii_lowercase()));
+            out.push((format!("{prefix}_PORT"), port.port.to_string()));
+            out.push((format!("{prefix}_ADDR"), ip.to_string()));
+        }
+    }
+    Ok(out)
 }
 
 /// `$(VAR)` expansion as Kubernetes does it for env values, command and args:
@@ -520,5 +614,51 @@ mod tests {
             ["echo", "hi $(X) $(GREETING)"]
         );
         assert_eq!(expand("$(unclosed", |_| None), "$(unclosed");
+    }
+
+    #[test]
+    fn services_become_environment_variables() {
+        let objects = FakeObjects::default();
+        objects.put_service(
+            "default",
+            "kubernetes",
+            serde_json::json!({"metadata": {"name": "kubernetes", "namespace": "default"},
+                "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP"}]}}),
+        );
+        objects.put_service(
+            "ns",
+            "redis-main",
+            serde_json::json!({"metadata": {"name": "redis-main", "namespace": "ns"},
+                "spec": {"clusterIP": "10.43.0.9", "ports": [{"port": 6379, "protocol": "TCP"}]}}),
+        );
+        objects.put_service(
+            "ns",
+            "headless",
+            serde_json::json!({"metadata": {"name": "headless", "namespace": "ns"},
+                "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}),
+        );
+        let p = pod(serde_json::json!({"metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [{"name": "c", "image": "i",
+                "env": [{"name": "URL", "value": "redis://$(REDIS_MAIN_SERVICE_HOST):6379"}]}]}}));
+        let env = env_of(&p, &objects).unwrap();
+        for want in [
+            "KUBERNETES_SERVICE_HOST=10.43.0.1",
+            "KUBERNETES_SERVICE_PORT=443",
+            "KUBERNETES_SERVICE_PORT_HTTPS=443",
+            "KUBERNETES_PORT=tcp://10.43.0.1:443",
+            "KUBERNETES_PORT_443_TCP_ADDR=10.43.0.1",
+            "REDIS_MAIN_SERVICE_HOST=10.43.0.9",
+            "REDIS_MAIN_PORT_6379_TCP=tcp://10.43.0.9:6379",
+            "URL=redis://10.43.0.9:6379",
+        ] {
+            assert!(env.iter().any(|e| e == want), "{want} in {env:?}");
+        }
+        assert!(!env.iter().any(|e| e.starts_with("HEADLESS_")));
+        // enableServiceLinks: false keeps only the API server's.
+        let mut quiet = p.clone();
+        quiet.spec.as_mut().unwrap().enable_service_links = Some(false);
+        let env = env_of(&quiet, &objects).unwrap();
+        assert!(env.iter().any(|e| e == "KUBERNETES_SERVICE_HOST=10.43.0.1"));
+        assert!(!env.iter().any(|e| e.starts_with("REDIS_MAIN_")));
     }
 }

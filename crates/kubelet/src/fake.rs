@@ -358,6 +358,7 @@ pub struct FakeObjects {
     volumes: Mutex<BTreeMap<String, k8s_openapi::api::core::v1::PersistentVolume>>,
     tokens: Mutex<u32>,
     service_accounts: Mutex<BTreeMap<(String, String), k8s_openapi::api::core::v1::ServiceAccount>>,
+    services: Mutex<BTreeMap<(String, String), k8s_openapi::api::core::v1::Service>>,
 }
 
 impl FakeObjects {
@@ -417,6 +418,14 @@ impl FakeObjects {
         }
     }
 
+    /// Creates or replaces a Service (JSON form).
+    pub fn put_service(&self, namespace: &str, name: &str, service: serde_json::Value) {
+        self.services.lock().unwrap().insert(
+            (namespace.into(), name.into()),
+            serde_json::from_value(service).unwrap(),
+        );
+    }
+
     /// Creates or replaces a ServiceAccount (JSON form).
     pub fn put_service_account(&self, namespace: &str, name: &str, sa: serde_json::Value) {
         self.service_accounts.lock().unwrap().insert(
@@ -454,6 +463,20 @@ impl crate::objects::ObjectSource for FakeObjects {
             .unwrap()
             .get(&(namespace.into(), name.into()))
             .cloned())
+    }
+
+    fn services(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<k8s_openapi::api::core::v1::Service>, crate::objects::ObjectError> {
+        Ok(self
+            .services
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|(_, s)| s.clone())
+            .collect())
     }
 
     fn service_account(

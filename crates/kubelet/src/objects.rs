@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret, ServiceAccount,
+    ConfigMap, PersistentVolume, PersistentVolumeClaim, Secret, Service, ServiceAccount,
 };
 
 /// A failed read (anything but "not found", which is `Ok(None)`).
@@ -69,6 +69,11 @@ pub trait ObjectSource: Send + Sync {
     ) -> Result<Option<ServiceAccount>, ObjectError> {
         let _ = (namespace, name);
         Ok(None)
+    }
+    /// The Services of a namespace (for containers' service environment variables).
+    fn services(&self, namespace: &str) -> Result<Vec<Service>, ObjectError> {
+        let _ = namespace;
+        Ok(Vec::new())
     }
 }
 
@@ -137,6 +142,14 @@ impl ObjectSource for ApiObjects {
         name: &str,
     ) -> Result<Option<ServiceAccount>, ObjectError> {
         self.get(kube::Api::namespaced(self.client.clone(), namespace), name)
+    }
+
+    fn services(&self, namespace: &str) -> Result<Vec<Service>, ObjectError> {
+        let api: kube::Api<Service> = kube::Api::namespaced(self.client.clone(), namespace);
+        self.handle
+            .block_on(api.list(&kube::api::ListParams::default()))
+            .map(|list| list.items)
+            .map_err(|e| ObjectError(e.to_string()))
     }
 
     fn token(&self, spec: &TokenSpec) -> Result<Token, ObjectError> {

@@ -145,6 +145,20 @@ fn services_cluster_ips_node_ports_and_dns() {
         "{resolv}"
     );
     assert!(resolv.contains("options ndots:5"), "{resolv}");
+    // Services that existed when it started are in its environment, the API server's
+    // included (what in-cluster clients read).
+    let env = c.kubectl_ok(&["exec", "client", "--", "env"]);
+    let api_ip = c.jsonpath("service/kubernetes", "{.spec.clusterIP}");
+    for want in [
+        format!("WEB_SERVICE_HOST={ip}"),
+        "WEB_SERVICE_PORT=80".to_string(),
+        format!("WEB_PORT=tcp://{ip}:80"),
+        format!("KUBERNETES_SERVICE_HOST={api_ip}"),
+        "KUBERNETES_SERVICE_PORT=443".to_string(),
+        "WEB_NP_SERVICE_PORT=8080".to_string(),
+    ] {
+        assert!(env.lines().any(|l| l == want), "{want} not in {env}");
+    }
 
     // From another pod, by name: DNS through the kube-dns Service, then the ClusterIP.
     let mut last = String::new();
