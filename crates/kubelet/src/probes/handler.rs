@@ -134,17 +134,17 @@ pub fn http_get(target: &Target<'_>, action: &HTTPGetAction, timeout: Duration) 
         path.insert(0, '/');
     }
     let url = format!("{}://{host}:{port}{path}", scheme.to_lowercase());
-    if scheme.eq_ignore_ascii_case("HTTPS") {
-        return Outcome::Failure(format!(
-            "Get {url:?}: HTTPS probes are not supported by this kubelet"
-        ));
-    }
-    match http_status(&host, port, &path, action, timeout) {
+    let https = scheme.eq_ignore_ascii_case("HTTPS");
+    match http_status(&host, port, &path, action, timeout, https) {
         Ok((code, body)) if (200..400).contains(&code) => Outcome::Success(body),
         Ok((code, _)) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
         Err(e) => Outcome::Failure(format!("Get {url:?}: {e}")),
     }
 }
+
+/// A byte stream to the probed server: TCP, or TLS over it.
+trait Stream: std::io::Read + std::io::Write {}
+impl<T: std::io::Read + std::io::Write> Stream for T {}
 
 fn http_status(
     host: &str,
@@ -152,13 +152,18 @@ fn http_status(
     path: &str,
     action: &HTTPGetAction,
     timeout: Duration,
+    https: bool,
 ) -> Result<(u16, String), String> {
     let deadline_msg = "context deadline exceeded (Client.Timeout exceeded while awaiting headers)";
-    let mut stream = dial(host, port, timeout)?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|_| stream.set_write_timeout(Some(timeout)))
+    let tcp = dial(host, port, timeout)?;
+    tcp.set_read_timeout(Some(timeout))
+        .and_then(|_| tcp.set_write_timeout(Some(timeout)))
         .map_err(|e| e.to_string())?;
+    let mut stream: Box<dyn Stream> = if https {
+        Box::new(tls(tcp, host)?)
+    } else {
+        Box::new(tcp)
+    };
     let headers = action.http_headers.clone().unwrap_or_default();
     let has = |name: &str| headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
     let mut request = format!("GET {path} HTTP/1.1\r\n");
@@ -201,6 +206,212 @@ fn http_status(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((code, body))
+}
+
+/// TLS over `tcp` for an HTTPS probe: as the kubelet's prober, the server's certificate
+/// is not verified (probes check liveness, not identity).
+fn tls(
+    tcp: TcpStream,
+    host: &str,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    let name = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
+        Err(_) => {
+            rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?
+        }
+    };
+    let connection =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    Ok(rustls::StreamOwned::new(connection, tcp))
+}
+
+/// Accepts any server certificate (signatures are still checked).
+#[derive(Debug)]
+struct AnyCertificate(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Calls the gRPC Health Checking Protocol's `grpc.health.v1.Health/Check` for `service`
+/// over plaintext HTTP/2: success when the answer is `SERVING`.
+pub fn grpc(target: &Target<'_>, port: i32, service: &str, timeout: Duration) -> Outcome {
+    let host = target.pod_ip.unwrap_or("127.0.0.1").to_string();
+    let Ok(port) = u16::try_from(port) else {
+        return Outcome::Failure(format!("invalid port number: {port}"));
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failure(e.to_string()),
+    };
+    let address = format!("{host}:{port}");
+    let call = grpc_check(host.clone(), port, service.to_string());
+    match runtime.block_on(async { tokio::time::timeout(timeout, call).await }) {
+        Err(_) => Outcome::Failure(format!(
+            "timeout: health rpc did not complete within {}s",
+            timeout.as_secs()
+        )),
+        Ok(Err(e)) => Outcome::Failure(format!(
+            "error: failed to connect service {address:?} within {}s: {e}",
+            timeout.as_secs()
+        )),
+        Ok(Ok(1)) => Outcome::Success(String::new()),
+        Ok(Ok(status)) => Outcome::Failure(format!(
+            "service unhealthy (responded with {:?})",
+            match status {
+                2 => "NOT_SERVING",
+                3 => "SERVICE_UNKNOWN",
+                _ => "UNKNOWN",
+            }
+        )),
+    }
+}
+
+/// One Health/Check call; the response's `status` field.
+async fn grpc_check(host: String, port: u16, service: String) -> Result<u64, String> {
+    use http_body_util::BodyExt as _;
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    // HealthCheckRequest { string service = 1; }, in a gRPC length-prefixed frame.
+    let mut message = Vec::new();
+    if !service.is_empty() {
+        message.push(0x0a);
+        push_varint(&mut message, service.len() as u64);
+        message.extend_from_slice(service.as_bytes());
+    }
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    let request = hyper::Request::post(format!("http://{host}:{port}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("user-agent", "kube-probe/1.33")
+        .body(http_body_util::Full::new(bytes::Bytes::from(frame)))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let headers = response.headers().clone();
+    let collected = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let grpc_status = trailers
+        .get("grpc-status")
+        .or_else(|| headers.get("grpc-status"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("0")
+        .to_string();
+    if grpc_status != "0" {
+        let message = trailers
+            .get("grpc-message")
+            .or_else(|| headers.get("grpc-message"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        return Err(format!("rpc error: code = {grpc_status} desc = {message}"));
+    }
+    let data = collected.to_bytes();
+    // HealthCheckResponse { ServingStatus status = 1; } after the 5-byte frame header.
+    let body = data.get(5..).unwrap_or_default();
+    Ok(read_status(body))
+}
+
+fn push_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Field 1 (varint) of a HealthCheckResponse; 0 (UNKNOWN) when absent.
+fn read_status(message: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < message.len() {
+        let key = message[i];
+        i += 1;
+        let (mut value, mut shift) = (0u64, 0);
+        while i < message.len() {
+            let b = message[i];
+            i += 1;
+            value |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        if key == 0x08 {
+            return value;
+        }
+        if key & 0x07 != 0 {
+            return 0;
+        }
+    }
+    0
 }
 
 #[cfg(test)]
@@ -272,5 +483,133 @@ mod tests {
             tcp(&target, &closed, t),
             Outcome::Failure("dial tcp 127.0.0.1:1: connect: connection refused".into())
         );
+    }
+
+    fn target<'a>(rt: &'a FakeRuntime, c: &'a Container) -> Target<'a> {
+        Target {
+            runtime: rt,
+            container_id: "x",
+            container: c,
+            pod_ip: Some("127.0.0.1"),
+        }
+    }
+
+    /// A TLS server on 127.0.0.1 with a self-signed certificate answering `status`.
+    fn https_server(status: &'static str) -> u16 {
+        use std::sync::Arc;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let config = Arc::new(config);
+            for s in listener.incoming().flatten() {
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, s);
+                let mut buf = [0u8; 1024];
+                let _ = tls.read(&mut buf);
+                let _ = tls.write_all(
+                    format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nok").as_bytes(),
+                );
+                let _ = tls.flush();
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn https_probes_skip_certificate_checks() {
+        let (rt, c) = (FakeRuntime::default(), container());
+        let port = https_server("200 OK");
+        let action: HTTPGetAction = serde_json::from_value(serde_json::json!({
+            "path": "/healthz", "port": port, "scheme": "HTTPS"}))
+        .unwrap();
+        assert_eq!(
+            http_get(&target(&rt, &c), &action, Duration::from_secs(2)),
+            Outcome::Success("ok".into())
+        );
+        let failing = https_server("503 Service Unavailable");
+        let action: HTTPGetAction = serde_json::from_value(serde_json::json!({
+            "port": failing, "scheme": "HTTPS"}))
+        .unwrap();
+        assert_eq!(
+            http_get(&target(&rt, &c), &action, Duration::from_secs(2)),
+            Outcome::Failure("HTTP probe failed with statuscode: 503".into())
+        );
+    }
+
+    /// A gRPC health server over plaintext HTTP/2 answering `status` for every service.
+    fn grpc_server(status: u8) -> u16 {
+        use http_body_util::StreamBody;
+        use hyper::body::Frame;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let (tcp, _) = listener.accept().await.unwrap();
+                    let service = hyper::service::service_fn(move |_req| async move {
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        let frames: Vec<Result<Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+                            Ok(Frame::data(bytes::Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]))),
+                            Ok(Frame::trailers(trailers)),
+                        ];
+                        let body = StreamBody::new(futures::stream::iter(frames));
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(body)
+                                .unwrap(),
+                        )
+                    });
+                    tokio::spawn(
+                        hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+                    );
+                }
+            });
+        });
+        port
+    }
+
+    #[test]
+    fn grpc_probes_call_the_health_service() {
+        let (rt, c) = (FakeRuntime::default(), container());
+        let t = Duration::from_secs(2);
+        let serving = grpc_server(1);
+        assert!(grpc(&target(&rt, &c), i32::from(serving), "", t).ok());
+        let not_serving = grpc_server(2);
+        assert_eq!(
+            grpc(&target(&rt, &c), i32::from(not_serving), "db", t),
+            Outcome::Failure("service unhealthy (responded with \"NOT_SERVING\")".into())
+        );
+        // Nothing listens on port 1.
+        assert!(!grpc(&target(&rt, &c), 1, "", t).ok());
+        let mut encoded = Vec::new();
+        push_varint(&mut encoded, 300);
+        assert_eq!(encoded, vec![0xac, 0x02]);
+        assert_eq!(read_status(&[0x08, 0x02]), 2);
     }
 }

@@ -110,9 +110,8 @@ pub fn run_probe(probe: &Probe, target: &Target<'_>) -> Outcome {
         handler::http_get(target, h, timeout)
     } else if let Some(t) = &probe.tcp_socket {
         handler::tcp(target, t, timeout)
-    } else if probe.grpc.is_some() {
-        // Not failing it: a probe the kubelet cannot run must not restart containers.
-        Outcome::Success("grpc probes are not supported by this kubelet".into())
+    } else if let Some(g) = &probe.grpc {
+        handler::grpc(target, g.port, g.service.as_deref().unwrap_or(""), timeout)
     } else {
         Outcome::Success(String::new())
     }
