@@ -8,6 +8,7 @@
 //! - [`replicaset`], [`deployment`], [`garbage_collector`], [`job`], [`ttl_after_finished`],
 //!   [`endpoints`], [`endpointslice`], [`daemonset`], [`statefulset`], [`cronjob`],
 //!   [`namespace`], [`podgc`], [`nodelifecycle`], [`persistentvolume`], [`podautoscaler`],
+//!   [`disruption`] (PodDisruptionBudget status),
 //!   [`servicelb`] (addresses for LoadBalancer Services, from a pool or the nodes'):
 //!   the controllers,
 //!   registered under kube-controller-manager's names;
@@ -20,6 +21,7 @@ pub mod connect;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod events;
@@ -51,7 +53,7 @@ pub struct ControllerManagerConfig {
     /// Controller names to run (`replicaset`, `deployment`, `garbagecollector`, `job`,
     /// `ttl-after-finished`, `cronjob`, `daemonset`, `statefulset`, `endpoint`,
     /// `endpointslice`, `namespace`, `podgc`, `nodelifecycle`, `persistentvolume-binder`,
-    /// `horizontalpodautoscaling`, `service-lb-controller`);
+    /// `horizontalpodautoscaling`, `service-lb-controller`, `disruption`);
     /// empty means all.
     pub controllers: Vec<String>,
     /// Settings of the pod garbage collector.
@@ -81,7 +83,7 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
         |name: &str| config.controllers.is_empty() || config.controllers.iter().any(|c| c == name);
     let mut tasks = tokio::task::JoinSet::new();
     // The controllers that run until their watches end.
-    let loops: [(&'static str, Loop); 11] = [
+    let loops: [(&'static str, Loop); 12] = [
         ("replicaset", |c| Box::pin(replicaset::run(c))),
         ("deployment", |c| Box::pin(deployment::run(c))),
         ("job", |c| Box::pin(job::run(c))),
@@ -94,6 +96,7 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
         ("statefulset", |c| Box::pin(statefulset::run(c))),
         ("cronjob", |c| Box::pin(cronjob::run(c))),
         ("namespace", |c| Box::pin(namespace::run(c))),
+        ("disruption", |c| Box::pin(disruption::run(c))),
         ("persistentvolume-binder", |c| {
             Box::pin(persistentvolume::run(c))
         }),

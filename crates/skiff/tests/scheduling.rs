@@ -349,3 +349,109 @@ spec:
         2
     );
 }
+
+const BUDGETED: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: default}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers:
+      - {name: api, image: busybox}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: api, namespace: default}
+spec:
+  maxUnavailable: 1
+  selector: {matchLabels: {app: api}}
+"#;
+
+/// The disruption controller keeps the budget's status, and `kubectl drain` evicts
+/// through it: refused while no disruption is allowed, then the node empties one allowed
+/// eviction at a time as the Deployment's replacements become ready elsewhere.
+#[test]
+fn drain_honours_a_pod_disruption_budget() {
+    let (c, _server, _agent, _root) = cluster(3, "4");
+    c.apply(BUDGETED);
+    c.wait_until(
+        "pdb/api",
+        "{.status.expectedPods}/{.status.currentHealthy}/{.status.disruptionsAllowed}",
+        90,
+        |s| s == "3/3/1",
+    );
+    assert_eq!(
+        c.jsonpath(
+            "pdb/api",
+            "{.status.conditions[?(@.type==\"DisruptionAllowed\")].reason}"
+        ),
+        "SufficientPods"
+    );
+    let table = c.kubectl_ok(&["get", "pdb", "api"]);
+    assert!(table.contains("ALLOWED DISRUPTIONS"), "{table}");
+
+    // One pod may go; a second eviction right after is refused until a replacement is
+    // ready (the first is counted as disrupted meanwhile).
+    let pods: Vec<String> = c
+        .kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=api",
+            "-o",
+            "jsonpath={.items[*].metadata.name}",
+        ])
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(pods.len(), 3);
+    let evict = |pod: &str| {
+        let body = format!(
+            r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{pod}","namespace":"default"}}}}"#
+        );
+        let path = c.skiff.root.path().join(format!("evict-{pod}.json"));
+        std::fs::write(&path, body).unwrap();
+        c.kubectl(&[
+            "create",
+            "--raw",
+            &format!("/api/v1/namespaces/default/pods/{pod}/eviction"),
+            "-f",
+            path.to_str().unwrap(),
+        ])
+    };
+    let first = evict(&pods[0]);
+    assert!(first.status.success(), "{first:?}");
+    let second = evict(&pods[1]);
+    assert!(
+        !second.status.success(),
+        "a second eviction overspent the budget"
+    );
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("disruption budget"),
+        "{second:?}"
+    );
+
+    // kubectl drain of the node with the most pods completes, and never below 2 ready.
+    c.wait_until(
+        "pdb/api",
+        "{.status.currentHealthy}/{.status.disruptionsAllowed}",
+        90,
+        |s| s == "3/1",
+    );
+    let node = c.jsonpath(&format!("pod/{}", pods[1]), "{.spec.nodeName}");
+    let out = c.kubectl(&["drain", &node, "--ignore-daemonsets", "--timeout=90s"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("node/{node} drained")));
+    c.wait_until("deployment/api", "{.status.readyReplicas}", 90, |r| {
+        r == "3"
+    });
+    let on_node = placements(&c, "app=api")
+        .iter()
+        .filter(|(_, p)| p.starts_with(&format!("{node}/")))
+        .count();
+    assert_eq!(on_node, 0);
+}

@@ -340,24 +340,26 @@ pub(super) async fn evict(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Reply> {
             .ok_or_else(|| ApiError::internal("poddisruptionbudgets are not served"))?;
         let prefix = crate::storage::Storage::prefix(pdbs, Some(&ctx.info.namespace));
         let page = ctx.api.storage().list(&prefix, None, None, None).await?;
-        for (_, pdb) in page.items {
-            let Some(selector) = pdb.pointer("/spec/selector") else {
-                continue;
-            };
-            let Ok(selector) = LabelSelector::parse(&crate::kinds::selector_string(Some(selector)))
-            else {
-                continue;
-            };
-            if !selector.matches(&pod) {
-                continue;
-            }
-            if pdb
-                .pointer("/status/disruptionsAllowed")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                <= 0
-            {
-                return Err(ApiError::new(
+        let matching: Vec<Value> = page
+            .items
+            .into_iter()
+            .map(|(_, pdb)| pdb)
+            .filter(|pdb| {
+                pdb.pointer("/spec/selector")
+                    .and_then(|s| {
+                        LabelSelector::parse(&crate::kinds::selector_string(Some(s))).ok()
+                    })
+                    .is_some_and(|selector| selector.matches(&pod))
+            })
+            .collect();
+        if matching.len() > 1 {
+            return Err(ApiError::internal(
+                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+            ));
+        }
+        if let Some(mut pdb) = matching.into_iter().next() {
+            let refuse = |pdb: &Value| {
+                ApiError::new(
                     429,
                     "TooManyRequests",
                     "Cannot evict pod as it would violate the pod's disruption budget.",
@@ -366,11 +368,47 @@ pub(super) async fn evict(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Reply> {
                     "reason": "DisruptionBudget",
                     "message": format!(
                         "The disruption budget {} needs {} healthy pods and has {} currently",
-                        str_at(&pdb, "/metadata/name"),
+                        str_at(pdb, "/metadata/name"),
                         pdb.pointer("/status/desiredHealthy").and_then(Value::as_i64).unwrap_or(0),
                         pdb.pointer("/status/currentHealthy").and_then(Value::as_i64).unwrap_or(0),
                     ),
-                }]})));
+                }]}))
+            };
+            let allowed = pdb
+                .pointer("/status/disruptionsAllowed")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if allowed <= 0 {
+                return Err(refuse(&pdb));
+            }
+            // Spend one disruption and record the pod, in one compare-and-swap, so that
+            // concurrent evictions (`kubectl drain`) cannot overspend the budget; the
+            // disruption controller counts the pod as gone until it is.
+            let revision: i64 = str_at(&pdb, "/metadata/resourceVersion")
+                .parse()
+                .unwrap_or(0);
+            let name = str_at(&pdb, "/metadata/name").to_owned();
+            let status = crate::kinds::object_mut(&mut pdb, "status");
+            status.insert("disruptionsAllowed".into(), json!(allowed - 1));
+            let disrupted = status.entry("disruptedPods").or_insert_with(|| json!({}));
+            if let Some(map) = disrupted.as_object_mut() {
+                map.insert(ctx.info.name.clone(), json!(super::now_rfc3339()));
+            }
+            match ctx
+                .api
+                .storage()
+                .update(pdbs, &ctx.info.namespace, &name, pdb.clone(), revision)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code == 409 => {
+                    return Err(ApiError::new(
+                        429,
+                        "TooManyRequests",
+                        "the disruption budget changed during the eviction; please try again",
+                    ))
+                }
+                Err(e) => return Err(e),
             }
         }
     }
