@@ -41,6 +41,11 @@ fn jobs_complete_fail_run_indexed_and_expire() {
     ));
     c.apply(&job("bad", "  backoffLimit: 1", "exit 1"));
     c.apply(&job(
+        "policy",
+        "  backoffLimit: 6\n  podFailurePolicy:\n    rules:\n    - action: FailJob\n      onExitCodes: {containerName: main, operator: In, values: [42]}",
+        "exit 42",
+    ));
+    c.apply(&job(
         "idx",
         "  completions: 3\n  parallelism: 3\n  completionMode: Indexed",
         "exit 0",
@@ -120,6 +125,30 @@ fn jobs_complete_fail_run_indexed_and_expire() {
     );
     let row = c.ok(&["get", "job", "bad", "--no-headers"]);
     assert!(row.contains("Failed"), "{row}");
+
+    // podFailurePolicy: exit code 42 fails the Job at the first pod, whatever backoffLimit.
+    c.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/policy",
+        "--timeout=60s",
+    ]);
+    assert_eq!(
+        c.jsonpath(
+            &["job", "policy"],
+            "{.status.failed} {.status.conditions[?(@.type=='Failed')].reason}"
+        ),
+        "1 PodFailurePolicy"
+    );
+    let message = c.jsonpath(
+        &["job", "policy"],
+        "{.status.conditions[?(@.type=='Failed')].message}",
+    );
+    assert!(
+        message.starts_with("Container main for pod default/policy-")
+            && message.ends_with("failed with exit code 42 matching FailJob rule at index 0"),
+        "{message}"
+    );
 
     // Indexed: one pod per index, named and hostnamed after it.
     c.ok(&[

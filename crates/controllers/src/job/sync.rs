@@ -4,6 +4,7 @@
 //! conditions (`SuccessCriteriaMet`/`FailureTarget`, then `Complete`/`Failed` once no pod
 //! is left running, as `syncJob` does since Kubernetes 1.31) and the new status.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
@@ -22,22 +23,110 @@ pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 /// Why a Job failed: the reason and message of its `FailureTarget` and `Failed` conditions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// `BackoffLimitExceeded` or `DeadlineExceeded`.
+    /// `BackoffLimitExceeded`, `DeadlineExceeded` or `PodFailurePolicy`.
     pub reason: &'static str,
     /// The human-readable message.
-    pub message: &'static str,
+    pub message: Cow<'static, str>,
 }
 
 /// `backoffLimit` was passed.
 pub const BACKOFF_LIMIT_EXCEEDED: Failure = Failure {
     reason: "BackoffLimitExceeded",
-    message: "Job has reached the specified backoff limit",
+    message: Cow::Borrowed("Job has reached the specified backoff limit"),
 };
 /// `activeDeadlineSeconds` was passed.
 pub const DEADLINE_EXCEEDED: Failure = Failure {
     reason: "DeadlineExceeded",
-    message: "Job was active longer than specified deadline",
+    message: Cow::Borrowed("Job was active longer than specified deadline"),
 };
+/// A `podFailurePolicy` rule with the `FailJob` action matched a failed pod.
+pub const POD_FAILURE_POLICY: &str = "PodFailurePolicy";
+
+/// What a `podFailurePolicy` rule decides for a failed pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyAction {
+    /// Fail the whole Job, with this message.
+    FailJob(String),
+    /// Do not count the pod against `backoffLimit`.
+    Ignore,
+    /// Count it, as without a policy.
+    Count,
+}
+
+/// The first `podFailurePolicy` rule of `job` matching the failed `pod`, as the Job
+/// controller evaluates them (exit codes of terminated containers other than 0, or pod
+/// conditions); `None` when no rule matches.
+pub fn policy_action(job: &Job, pod: &Pod) -> Option<PolicyAction> {
+    let rules = job
+        .spec
+        .as_ref()?
+        .pod_failure_policy
+        .as_ref()?
+        .rules
+        .clone();
+    let pod_ref = format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    );
+    let status = pod.status.clone().unwrap_or_default();
+    let containers: Vec<_> = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .collect();
+    for (index, rule) in rules.iter().enumerate() {
+        let matched = if let Some(codes) = &rule.on_exit_codes {
+            containers.iter().find_map(|c| {
+                if codes.container_name.as_deref().is_some_and(|n| n != c.name) {
+                    return None;
+                }
+                let code = c.state.as_ref()?.terminated.as_ref()?.exit_code;
+                let listed = codes.values.contains(&code);
+                let hit = code != 0
+                    && match codes.operator.as_str() {
+                        "In" => listed,
+                        "NotIn" => !listed,
+                        _ => false,
+                    };
+                hit.then(|| {
+                    format!(
+                        "Container {} for pod {pod_ref} failed with exit code {code} matching {} rule at index {index}",
+                        c.name, rule.action
+                    )
+                })
+            })
+        } else {
+            rule.on_pod_conditions.iter().flatten().find_map(|pattern| {
+                let want = pattern
+                    .status
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("True");
+                status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == pattern.type_ && c.status == want)
+                    .then(|| {
+                        format!(
+                            "Pod {pod_ref} has condition {} matching {} rule at index {index}",
+                            pattern.type_, rule.action
+                        )
+                    })
+            })
+        };
+        if let Some(message) = matched {
+            return Some(match rule.action.as_str() {
+                "FailJob" => PolicyAction::FailJob(message),
+                "Ignore" => PolicyAction::Ignore,
+                _ => PolicyAction::Count,
+            });
+        }
+    }
+    None
+}
 const COMPLETIONS_REACHED: (&str, &str) = (
     "CompletionsReached",
     "Reached expected number of succeeded pods",
@@ -261,6 +350,9 @@ pub fn decide(job: &Job, pods: &[&Pod], now: jiff::Timestamp, config: Config) ->
         if phase(pod) == "Succeeded" {
             pending_succeeded.push(uid);
             d.remove_finalizers.push(name);
+        } else if phase(pod) == "Failed" && policy_action(job, pod) == Some(PolicyAction::Ignore) {
+            // Not counted against the backoff limit.
+            d.remove_finalizers.push(name);
         } else if phase(pod) == "Failed"
             || (pod.metadata.deletion_timestamp.is_some() && !expected_removal)
         {
@@ -327,15 +419,29 @@ pub fn decide(job: &Job, pods: &[&Pod], now: jiff::Timestamp, config: Config) ->
         let mut failure = conditions
             .iter()
             .find(|c| c.type_ == "FailureTarget" && c.status == "True")
-            .map(|c| {
-                if c.reason.as_deref() == Some(DEADLINE_EXCEEDED.reason) {
-                    DEADLINE_EXCEEDED
-                } else {
-                    BACKOFF_LIMIT_EXCEEDED
+            .map(|c| match c.reason.as_deref() {
+                Some(r) if r == DEADLINE_EXCEEDED.reason => DEADLINE_EXCEEDED,
+                Some(POD_FAILURE_POLICY) => Failure {
+                    reason: POD_FAILURE_POLICY,
+                    message: Cow::Owned(c.message.clone().unwrap_or_default()),
+                },
+                _ => BACKOFF_LIMIT_EXCEEDED,
+            });
+        // A failed pod a FailJob rule matches fails the Job at once.
+        let fail_job =
+            pods.iter().filter(|p| phase(p) == "Failed").find_map(|p| {
+                match policy_action(job, p) {
+                    Some(PolicyAction::FailJob(message)) => Some(message),
+                    _ => None,
                 }
             });
         if failure.is_none() && !success_reached {
-            if failed_total > backoff_limit {
+            if let Some(message) = fail_job {
+                failure = Some(Failure {
+                    reason: POD_FAILURE_POLICY,
+                    message: Cow::Owned(message),
+                });
+            } else if failed_total > backoff_limit {
                 failure = Some(BACKOFF_LIMIT_EXCEEDED);
             } else if let (Some(ads), Some(start), false) =
                 (spec.active_deadline_seconds, &start_time, suspended)
@@ -354,7 +460,7 @@ pub fn decide(job: &Job, pods: &[&Pod], now: jiff::Timestamp, config: Config) ->
             if !failing {
                 set_condition(
                     &mut conditions,
-                    condition("FailureTarget", failure.reason, failure.message, now),
+                    condition("FailureTarget", failure.reason, &failure.message, now),
                 );
             }
             d.delete = active
@@ -369,10 +475,13 @@ pub fn decide(job: &Job, pods: &[&Pod], now: jiff::Timestamp, config: Config) ->
             {
                 set_condition(
                     &mut conditions,
-                    condition("Failed", failure.reason, failure.message, now),
+                    condition("Failed", failure.reason, &failure.message, now),
                 );
-                d.events
-                    .push((EventType::Warning, failure.reason, failure.message.into()));
+                d.events.push((
+                    EventType::Warning,
+                    failure.reason,
+                    failure.message.to_string(),
+                ));
             }
         } else if success_reached {
             if !succeeding {
@@ -651,6 +760,102 @@ mod tests {
         assert_eq!(types(&d), ["FailureTarget", "Failed"]);
         let failed = d.status.conditions.as_ref().unwrap()[1].clone();
         assert_eq!(failed.reason.as_deref(), Some("BackoffLimitExceeded"));
+    }
+
+    #[test]
+    fn pod_failure_policy_fails_the_job_or_ignores_the_pod() {
+        let spec = json!({"completions": 1, "backoffLimit": 6, "template": {},
+        "podFailurePolicy": {"rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]}});
+        let mut exited = pod("a", "Failed", None, true);
+        exited.metadata.namespace = Some("default".into());
+        exited.status = Some(
+            serde_json::from_value(json!({"phase": "Failed",
+            "containerStatuses": [{"name": "main", "image": "i", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"terminated": {"exitCode": 42}}}]}))
+            .unwrap(),
+        );
+        let d = decide(
+            &job(spec.clone(), json!({})),
+            &[&exited],
+            now(),
+            Config::default(),
+        );
+        let target = d.status.conditions.as_ref().unwrap()[0].clone();
+        assert_eq!(target.type_, "FailureTarget");
+        assert_eq!(target.reason.as_deref(), Some(POD_FAILURE_POLICY));
+        assert_eq!(
+            target.message.as_deref(),
+            Some("Container main for pod default/a failed with exit code 42 matching FailJob rule at index 0")
+        );
+        // Once the pod is counted, the Job fails with the same reason.
+        let status = serde_json::to_value(&d.status).unwrap();
+        exited.metadata.finalizers = None;
+        let d = decide(
+            &job(spec.clone(), status),
+            &[&exited],
+            now(),
+            Config::default(),
+        );
+        assert_eq!(types(&d), ["FailureTarget", "Failed"]);
+        assert_eq!(
+            d.status.conditions.as_ref().unwrap()[1].reason.as_deref(),
+            Some(POD_FAILURE_POLICY)
+        );
+
+        // Another exit code: counted against the backoff limit as usual.
+        let mut other = exited.clone();
+        other.metadata.finalizers = Some(vec![TRACKING_FINALIZER.into()]);
+        other
+            .status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[0]
+            .state
+            .as_mut()
+            .unwrap()
+            .terminated
+            .as_mut()
+            .unwrap()
+            .exit_code = 1;
+        let d = decide(
+            &job(spec.clone(), json!({})),
+            &[&other],
+            now(),
+            Config::default(),
+        );
+        assert!(types(&d).is_empty());
+        assert_eq!(
+            d.status
+                .uncounted_terminated_pods
+                .unwrap()
+                .failed
+                .unwrap()
+                .len(),
+            1
+        );
+
+        // A disrupted pod is ignored: not a failure at all.
+        let mut disrupted = pod("b", "Failed", None, true);
+        disrupted.status = Some(
+            serde_json::from_value(json!({"phase": "Failed",
+            "conditions": [{"type": "DisruptionTarget", "status": "True"}]}))
+            .unwrap(),
+        );
+        let d = decide(
+            &job(spec, json!({})),
+            &[&disrupted],
+            now(),
+            Config::default(),
+        );
+        assert!(types(&d).is_empty());
+        assert!(d.status.uncounted_terminated_pods.unwrap().failed.is_none());
+        assert_eq!(d.status.failed, None);
+        assert_eq!(d.remove_finalizers, vec!["b".to_string()]);
     }
 
     #[test]
