@@ -169,11 +169,7 @@ impl Server {
             mirrored.extend(REGISTRY.by_kind("admissionregistration.k8s.io", "v1", kind));
         }
         mirrored.push(crd::crd_def());
-        mirrored.extend(REGISTRY.by_kind(
-            "certificates.k8s.io",
-            "v1",
-            "CertificateSigningRequest",
-        ));
+        mirrored.extend(REGISTRY.by_kind("certificates.k8s.io", "v1", "CertificateSigningRequest"));
         let reflector = Reflector::start(storage.clone(), mirrored).await;
         // Each server has its own registry: the custom rows depend on its store.
         let registry: &'static Registry = Box::leak(Box::new(Registry::new(RESOURCES)));

@@ -637,9 +637,11 @@ mod tests {
             serde_json::json!({"metadata": {"name": "headless", "namespace": "ns"},
                 "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}),
         );
-        let p = pod(serde_json::json!({"metadata": {"name": "p", "namespace": "ns"},
+        let p = pod(
+            serde_json::json!({"metadata": {"name": "p", "namespace": "ns"},
             "spec": {"containers": [{"name": "c", "image": "i",
-                "env": [{"name": "URL", "value": "redis://$(REDIS_MAIN_SERVICE_HOST):6379"}]}]}}));
+                "env": [{"name": "URL", "value": "redis://$(REDIS_MAIN_SERVICE_HOST):6379"}]}]}}),
+        );
         let env = env_of(&p, &objects).unwrap();
         for want in [
             "KUBERNETES_SERVICE_HOST=10.43.0.1",

@@ -159,11 +159,7 @@ async fn selects(
             obj
         };
         let old = attrs.old.unwrap_or(&Value::Null);
-        let variables = [
-            ("object", object),
-            ("oldObject", old),
-            ("request", request),
-        ];
+        let variables = [("object", object), ("oldObject", old), ("request", request)];
         for (name, expression) in &hook.match_conditions {
             match crate::expressions::evaluate_bool(expression, &variables) {
                 Ok(true) => {}
