@@ -423,6 +423,8 @@ fn drain_honours_a_pod_disruption_budget() {
             path.to_str().unwrap(),
         ])
     };
+    // With every node cordoned the replacement stays Pending, so the budget stays spent.
+    c.kubectl_ok(&["cordon", "sim-0", "sim-1", "sim-2"]);
     let first = evict(&pods[0]);
     assert!(first.status.success(), "{first:?}");
     let second = evict(&pods[1]);
@@ -435,7 +437,9 @@ fn drain_honours_a_pod_disruption_budget() {
         "{second:?}"
     );
 
-    // kubectl drain of the node with the most pods completes, and never below 2 ready.
+    c.kubectl_ok(&["uncordon", "sim-0", "sim-1", "sim-2"]);
+
+    // kubectl drain of a node with a pod completes once the replacement is ready.
     c.wait_until(
         "pdb/api",
         "{.status.currentHealthy}/{.status.disruptionsAllowed}",
