@@ -105,6 +105,7 @@ fn scenario_on(s: TestServer, kubectl: &Path) {
             "autoscaling/v1",
             "autoscaling/v2",
             "batch/v1",
+            "certificates.k8s.io/v1",
             "coordination.k8s.io/v1",
             "discovery.k8s.io/v1",
             "events.k8s.io/v1",
