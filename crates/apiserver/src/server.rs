@@ -170,6 +170,7 @@ impl Server {
         }
         mirrored.push(crd::crd_def());
         mirrored.extend(REGISTRY.by_kind("certificates.k8s.io", "v1", "CertificateSigningRequest"));
+        mirrored.extend(REGISTRY.by_kind("scheduling.k8s.io", "v1", "PriorityClass"));
         let reflector = Reflector::start(storage.clone(), mirrored).await;
         // Each server has its own registry: the custom rows depend on its store.
         let registry: &'static Registry = Box::leak(Box::new(Registry::new(RESOURCES)));

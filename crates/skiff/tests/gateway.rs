@@ -6,11 +6,10 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::web::{curl, eventually, free_low_port, get, TWO_APPS as APPS};
+use common::web::{curl, eventually, free_low_port, get, tls_secret, TWO_APPS as APPS};
 
 /// Shaped like the Gateway API's own examples (upstream's `http-routing` and
 /// `tls-basic`), with the fields the CRDs default left out.
@@ -123,33 +122,7 @@ fn gateway_routes_by_host_path_header_weight_tls_and_status() {
     );
 
     // The HTTPS listener's certificate, made by openssl, stored by kubectl.
-    let dir = c.skiff.root.path();
-    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=secure.example.test"])
-        .args(["-addext", "subjectAltName=DNS:secure.example.test"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    c.kubectl_ok(&[
-        "create",
-        "secret",
-        "tls",
-        "secure-tls",
-        &format!("--cert={}", crt.display()),
-        &format!("--key={}", key.display()),
-    ]);
+    let crt = tls_secret(&c, "secure-tls", "secure.example.test");
 
     c.apply(APPS);
     c.apply(GATEWAY);

@@ -5,11 +5,10 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::web::{curl, eventually, free_low_port, get, TWO_APPS as APPS};
+use common::web::{curl, eventually, free_low_port, get, tls_secret, TWO_APPS as APPS};
 
 const INGRESS: &str = r#"
 apiVersion: networking.k8s.io/v1
@@ -56,33 +55,7 @@ fn ingress_hosts_paths_tls_status_and_503() {
     );
 
     // A certificate for the TLS host, made by openssl, stored by kubectl.
-    let dir = c.skiff.root.path();
-    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=secure.example.test"])
-        .args(["-addext", "subjectAltName=DNS:secure.example.test"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    c.kubectl_ok(&[
-        "create",
-        "secret",
-        "tls",
-        "secure-tls",
-        &format!("--cert={}", crt.display()),
-        &format!("--key={}", key.display()),
-    ]);
+    let crt = tls_secret(&c, "secure-tls", "secure.example.test");
 
     c.apply(APPS);
     c.apply(INGRESS);

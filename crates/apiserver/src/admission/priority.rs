@@ -25,11 +25,19 @@ pub(super) async fn mutate(api: &Api, attrs: &Attributes<'_>, obj: &mut Value) -
         return Ok(());
     };
     let named = str_at(obj, "/spec/priorityClassName").to_owned();
+    // The server's mirror (every acknowledged PriorityClass write has reached it): no
+    // store read per pod.
     let class = if named.is_empty() {
-        global_default(&super::list_all(api.storage(), def, "").await?)
+        let classes: Vec<Value> = api
+            .reflector()
+            .list(def)
+            .iter()
+            .map(|c| Value::clone(c))
+            .collect();
+        global_default(&classes)
     } else {
-        match api.storage().get(def, "", &named).await? {
-            Some((class, _)) => Some(class),
+        match api.reflector().get(def, "", &named) {
+            Some(class) => Some(Value::clone(&class)),
             None => {
                 return Err(super::forbidden(
                     attrs,

@@ -108,3 +108,39 @@ pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// A self-signed certificate for `host` made by openssl under the cluster's root, stored
+/// by kubectl as the TLS Secret `name`; the certificate's path.
+pub fn tls_secret(c: &super::cluster::Cluster, name: &str, host: &str) -> std::path::PathBuf {
+    let dir = c.skiff.root.path();
+    let (crt, key) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", &format!("/CN={host}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{host}")])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.kubectl_ok(&[
+        "create",
+        "secret",
+        "tls",
+        name,
+        &format!("--cert={}", crt.display()),
+        &format!("--key={}", key.display()),
+    ]);
+    crt
+}
