@@ -1,11 +1,15 @@
 //! Services benchmarks (root): the time one Service change takes to reach the kernel and
 //! the cost of a new connection to a cluster IP, at 10, 1,000 and 10,000 Services, for
-//! skiff's service table ([`ServiceProxy`]: verdict maps) against an iptables-style
-//! linear chain built here (one `ip daddr . tcp dport` DNAT rule per Service).
+//! skiff's service table ([`ServiceProxy`]: verdict and data maps, applied in-process
+//! through libnftables as `skiff server` does) against an iptables-style linear chain
+//! built here (one `ip daddr . tcp dport` DNAT rule per Service, changed through the
+//! `nft` command: a process per change, as `iptables-restore` is).
 //!
 //! `cargo bench -p skiff-network --bench services`. `SKIFF_BENCH_SIZES` (default
 //! `10,1000,10000`), `SKIFF_BENCH_CHANGES` (samples per one-change case, default 15) and
-//! `SKIFF_BENCH_CONNS` (connections per latency case, default 2000) tune it.
+//! `SKIFF_BENCH_CONNS` (connections per latency case, default 2000) tune it;
+//! `SKIFF_BENCH_AFFINITY=<seconds>` gives every Service session affinity, which takes
+//! the per-Service chains of the table instead of map elements only.
 //!
 //! Everything happens in two network namespaces made here: `node` holds both tables and
 //! the client, `pods` the endpoints (one listener on eight addresses, behind a veth
@@ -68,12 +72,17 @@ fn cluster_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 1)) + i as u32)
 }
 
-/// Service `i`: one port, one endpoint for even `i`, two for odd ones.
+/// Service `i`: one port, one endpoint for even `i`, two for odd ones; with
+/// `SKIFF_BENCH_AFFINITY=<seconds>`, `sessionAffinity: ClientIP` (chains and sets of its
+/// own instead of map elements only).
 fn service(i: usize) -> (String, Vec<ServicePort>) {
     let mut port = ServicePort::new("http", Protocol::Tcp, Some(cluster_ip(i)), SERVICE_PORT);
     port.endpoints = (0..1 + i as u32 % 2)
         .map(|e| SocketAddrV4::new(pod_ip(i as u32 + e), ENDPOINT_PORT))
         .collect();
+    port.affinity_timeout = std::env::var("SKIFF_BENCH_AFFINITY")
+        .ok()
+        .and_then(|v| v.parse().ok());
     (format!("ns{}/svc{i}", i % 10), vec![port])
 }
 
@@ -166,12 +175,21 @@ fn connections(targets: impl Iterator<Item = SocketAddr>) -> Vec<f64> {
         .collect()
 }
 
-/// The real `nft`, remembering how long the last transaction took (the share of a sync
-/// spent in the `nft` process and the kernel).
-#[derive(Default)]
+/// nftables as the service proxy of `skiff server` runs it (in-process, libnftables),
+/// remembering how long the last transaction took (the share of a sync spent in
+/// libnftables and the kernel).
 struct TimedNft {
     nft: NftCli,
     last_ms: Mutex<f64>,
+}
+
+impl Default for TimedNft {
+    fn default() -> Self {
+        TimedNft {
+            nft: NftCli::in_process(),
+            last_ms: Mutex::new(0.0),
+        }
+    }
 }
 
 impl TimedNft {
@@ -190,6 +208,14 @@ impl Nft for TimedNft {
 
     fn list_table(&self, table: &str) -> Result<Option<serde_json::Value>, NftError> {
         self.nft.list_table(table)
+    }
+
+    fn list_chains_and_map(
+        &self,
+        table: &str,
+        map: &str,
+    ) -> Result<Option<serde_json::Value>, NftError> {
+        self.nft.list_chains_and_map(table, map)
     }
 }
 
@@ -290,6 +316,7 @@ struct Measured {
     skiff_modify_nft: f64,
     skiff_verify: f64,
     empty_nft: f64,
+    empty_lib: f64,
     linear_append: f64,
     linear_reload: f64,
     skiff_p50: f64,
@@ -343,16 +370,21 @@ fn measure(n: usize, changes: usize, conns: usize) -> Measured {
     }
     let skiff_verify = timed(|| assert!(skiff.proxy.verify().unwrap()));
     let table = skiff.proxy.table().to_string();
-    let empty_nft = median(
-        (0..changes)
-            .map(|_| {
-                timed(|| {
-                    nft.apply(&table, &format!("add table ip {table}\n"))
-                        .unwrap()
+    // An empty transaction: through the `nft` command (a process each), and in-process.
+    let empty = |via: &dyn Nft| {
+        median(
+            (0..changes)
+                .map(|_| {
+                    timed(|| {
+                        via.apply(&table, &format!("add table ip {table}\n"))
+                            .unwrap()
+                    })
                 })
-            })
-            .collect(),
-    );
+                .collect(),
+        )
+    };
+    let empty_nft = empty(&NftCli::default());
+    let empty_lib = empty(&*nft);
 
     // The linear chain over the same Services (as they are now).
     let current: Vec<(String, Vec<ServicePort>)> =
@@ -409,6 +441,7 @@ fn measure(n: usize, changes: usize, conns: usize) -> Measured {
         skiff_modify_nft: median(modify_nft),
         skiff_verify,
         empty_nft,
+        empty_lib,
         linear_append: median(append),
         linear_reload: median(reload),
         skiff_p50: median(ours.clone()),
@@ -440,7 +473,7 @@ fn main() {
 
     println!("One Service change, median ms:");
     println!();
-    println!("| Services | skiff add | skiff modify (in `nft -f`) | skiff remove | linear: append a rule | linear: reload the chain | skiff modify / linear reload | skiff add / linear append |");
+    println!("| Services | skiff add | skiff modify (in libnftables) | skiff remove | linear: append a rule | linear: reload the chain | skiff modify / linear reload | skiff add / linear append |");
     println!("|---|---|---|---|---|---|---|---|");
     for m in &results {
         println!(
@@ -459,12 +492,18 @@ fn main() {
     println!();
     println!("Whole table and housekeeping, ms:");
     println!();
-    println!("| Services | program all: skiff | program all: linear | skiff verify (`nft -j list`) | skiff no-op sync | empty `nft -f` |");
-    println!("|---|---|---|---|---|---|");
+    println!("| Services | program all: skiff | program all: linear | skiff verify (chains and `services` map) | skiff no-op sync | empty `nft -f` | empty transaction in-process |");
+    println!("|---|---|---|---|---|---|---|");
     for m in &results {
         println!(
-            "| {} | {:.0} | {:.0} | {:.1} | {:.3} | {:.2} |",
-            m.services, m.skiff_full, m.linear_full, m.skiff_verify, m.skiff_noop, m.empty_nft,
+            "| {} | {:.0} | {:.0} | {:.1} | {:.3} | {:.2} | {:.2} |",
+            m.services,
+            m.skiff_full,
+            m.linear_full,
+            m.skiff_verify,
+            m.skiff_noop,
+            m.empty_nft,
+            m.empty_lib,
         );
     }
     println!();

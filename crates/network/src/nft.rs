@@ -35,11 +35,12 @@ use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ipnet::Ipv4Net;
 use serde_json::Value;
 
+use crate::libnftables;
 use crate::ports::{PortMapping, Protocol};
 use crate::store::{validate_ifname, Network};
 
@@ -93,17 +94,18 @@ pub trait Nft: Send + Sync {
     }
 }
 
-/// The real `nft` binary.
+/// The real `nft` binary, or the same in-process ([`NftCli::in_process`]).
 #[derive(Debug, Clone)]
 pub struct NftCli {
     binary: PathBuf,
+    /// The libnftables context transactions run in, made on first use (by the thread,
+    /// and so in the network namespace, that first applies); `None`: run `binary`.
+    session: Option<Arc<Mutex<Option<libnftables::Context>>>>,
 }
 
 impl Default for NftCli {
     fn default() -> Self {
-        NftCli {
-            binary: PathBuf::from("nft"),
-        }
+        NftCli::new("nft")
     }
 }
 
@@ -112,12 +114,41 @@ impl NftCli {
     pub fn new(binary: impl Into<PathBuf>) -> Self {
         NftCli {
             binary: binary.into(),
+            session: None,
         }
+    }
+
+    /// Runs transactions and listings through libnftables in this process, with one
+    /// context kept open for transactions (see [`libnftables`]): what the service proxy
+    /// uses, as a change of its table costs less than starting `nft`. Falls back to the
+    /// `nft` command when the library cannot be loaded.
+    pub fn in_process() -> Self {
+        NftCli {
+            binary: PathBuf::from("nft"),
+            session: Some(Arc::new(Mutex::new(None))),
+        }
+    }
+
+    /// Runs `commands` in the kept context; `None` when not in-process or without the
+    /// library.
+    fn run_in_process(&self, commands: &str) -> Option<Result<String, String>> {
+        let session = self.session.as_ref()?;
+        let mut slot = session.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(libnftables::Context::new(false)?);
+        }
+        slot.as_mut().map(|ctx| ctx.run(commands))
     }
 }
 
 impl Nft for NftCli {
     fn apply(&self, table: &str, script: &str) -> Result<(), NftError> {
+        if let Some(result) = self.run_in_process(script) {
+            return result.map(drop).map_err(|stderr| NftError::Apply {
+                table: table.to_string(),
+                stderr,
+            });
+        }
         let spawn = |source| NftError::Spawn {
             binary: self.binary.clone(),
             source,
@@ -176,6 +207,26 @@ impl Nft for NftCli {
 impl NftCli {
     /// `nft -j list WHAT...`, or `None` when what it names (in `table`) does not exist.
     fn list(&self, table: &str, what: &[&str]) -> Result<Option<Value>, NftError> {
+        // In-process: a context of its own (JSON output), closed after the listing.
+        if let Some(mut ctx) = self
+            .session
+            .as_ref()
+            .and_then(|_| libnftables::Context::new(true))
+        {
+            return match ctx.run(&format!("list {}", what.join(" "))) {
+                Err(e) if e.contains("No such file or directory") => Ok(None),
+                Err(stderr) => Err(NftError::Apply {
+                    table: table.to_string(),
+                    stderr,
+                }),
+                Ok(text) => serde_json::from_str(&text)
+                    .map(Some)
+                    .map_err(|e| NftError::Listing {
+                        table: table.to_string(),
+                        reason: e.to_string(),
+                    }),
+            };
+        }
         let output = Command::new(&self.binary)
             .args(["-j", "list"])
             .args(what)

@@ -558,3 +558,102 @@ fn the_service_table_check_lists_chains_and_the_map_only() {
             .is_none()
     );
 }
+
+/// A direct Service (a cluster IP only: map elements, no chain of its own) reaches its
+/// endpoints from the node, and from a pod that is itself an endpoint: that connection
+/// is masqueraded (hairpin), so the pod sees the node's address and its reply comes
+/// back through the NAT. Moving an endpoint updates elements only. Runs the real `nft`
+/// in namespaces of its own.
+#[test]
+fn a_direct_service_reaches_its_endpoints_and_hairpins() {
+    use skiff_network::nft::NftCli;
+    use skiff_network::ports::Protocol;
+    use skiff_network::service_proxy::{ServiceMap, ServicePort, ServiceProxy};
+    use std::net::SocketAddrV4;
+    use std::sync::Arc;
+
+    let (node, pod) = (Netns::new(), Netns::new());
+    let subnet = random_subnet();
+    let host = |i: u32| Ipv4Addr::from(u32::from(subnet.network()) + i);
+    let (node_ip, pod_ip) = (host(1), host(2));
+    let veth = format!("sv{}", unique());
+    node.ip(&[
+        "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &pod.name,
+    ]);
+    node.ip(&["addr", "add", &format!("{node_ip}/24"), "dev", &veth]);
+    pod.ip(&["addr", "add", &format!("{pod_ip}/24"), "dev", "eth0"]);
+    for (ns, dev) in [
+        (&node, veth.as_str()),
+        (&pod, "eth0"),
+        (&node, "lo"),
+        (&pod, "lo"),
+    ] {
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    pod.ip(&["route", "add", "default", "via", &node_ip.to_string()]);
+    // The node routes the cluster IPs towards the pods (only DNAT makes them answer).
+    node.ip(&["route", "add", "10.43.7.0/24", "dev", &veth]);
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &node.name,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
+    let (a, b) = (
+        tcp_server(Some(&pod.path()), 0).port(),
+        tcp_server(Some(&pod.path()), 0).port(),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("nft");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", node.name),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nft = Arc::new(NftCli::new(&wrapper));
+    let cluster_ip = Ipv4Addr::new(10, 43, 7, 10);
+    let mut port = ServicePort::new("", Protocol::Tcp, Some(cluster_ip), 80);
+    port.endpoints = vec![SocketAddrV4::new(pod_ip, a), SocketAddrV4::new(pod_ip, b)];
+    let mut services = ServiceMap::from([("default/web".to_string(), vec![port])]);
+    let mut proxy = ServiceProxy::new(&format!("svd{}", unique()), nft.clone()).unwrap();
+    proxy.sync(&services).unwrap();
+    let listing = skiff_network::nft::Nft::list_table(&*nft, proxy.table())
+        .unwrap()
+        .unwrap()
+        .to_string();
+    assert!(
+        !listing.contains("svc_") && !listing.contains("ep_"),
+        "{listing}"
+    );
+
+    let vip = SocketAddr::from((cluster_ip, 80));
+    for _ in 0..10 {
+        assert_eq!(
+            tcp_request(Some(&node.path()), vip).unwrap(),
+            node_ip.to_string()
+        );
+        // The pod reaches itself through the Service: masqueraded to the node's address.
+        assert_eq!(
+            tcp_request(Some(&pod.path()), vip).unwrap(),
+            node_ip.to_string()
+        );
+    }
+    // One endpoint left: an element update, and still reachable.
+    services.get_mut("default/web").unwrap()[0].endpoints.pop();
+    assert!(!proxy.sync(&services).unwrap().rebuilt);
+    assert!(proxy.verify().unwrap());
+    for _ in 0..5 {
+        assert_eq!(
+            tcp_request(Some(&pod.path()), vip).unwrap(),
+            node_ip.to_string()
+        );
+    }
+    proxy.remove().unwrap();
+    assert!(tcp_request(Some(&node.path()), vip).is_err());
+}

@@ -18,7 +18,10 @@
 //!
 //! Per packet, the cost does not grow with the number of Services or endpoints (see
 //! [`render`] for the layout): one lookup of `daddr . proto . dport` in the `services`
-//! verdict map, one `numgen random mod N` verdict map to pick an endpoint.
+//! verdict map, then one lookup of the endpoint in slot `numgen random mod N` (most
+//! Services: only map elements, so a change of them is an element update), or a
+//! `numgen random mod N` verdict map over per-endpoint chains (node ports, load
+//! balancers, Local policies, session affinity).
 
 pub mod render;
 

@@ -2,8 +2,14 @@
 //!
 //! ```text
 //! table ip <table>
-//!   map services        ip . proto . port : verdict    cluster IP -> goto svc_/svl_<hash>,
+//!   map services        ip . proto . port : verdict    cluster IP -> goto pick_<n> (direct
+//!                                                      ports) or svc_/svl_<hash>,
 //!                                                      load-balancer IP -> goto ext_<hash>
+//!   map endpoints       ip . proto . port . slot : endpoint ip . port
+//!                                                      a direct port's n endpoints, slots 0..n
+//!   set hairpin         cluster ip . proto . endpoint ip . endpoint ip . endpoint port
+//!                                                      a direct port's endpoints reaching
+//!                                                      themselves, masqueraded
 //!   map node_ports      proto . port : verdict         node port -> goto ext_<hash>
 //!   map no_endpoints    ip . proto . port : verdict    cluster/LB IP without endpoints:
 //!                                                      goto reject_conn, or drop
@@ -11,23 +17,35 @@
 //!   chain prerouting    nat, prerouting -110: jump services   (pods, other hosts)
 //!   chain output        nat, output -110:     jump services   (the host itself)
 //!   chain services      the lookups of `services` and `node_ports`
+//!   chain pick_<n>      n = 1..=64, shared by every direct port with n endpoints:
+//!                       dnat to `endpoints[ip . proto . port . numgen random mod n]`
 //!   chain ext_<hash>    one per external Service port (node port, load-balancer IPs):
 //!                       masquerade and goto svc_ (externalTrafficPolicy Cluster), or
 //!                       goto svl_ keeping the source (Local; the host itself still
 //!                       reaches every endpoint, masqueraded)
-//!   chain svc_<hash>    one per Service port: numgen random mod N vmap { i : goto ep_<hash> }
-//!                       (sessionAffinity ClientIP: first `ip saddr @aff_<hash> goto ep_`)
+//!   chain svc_<hash>    one per other Service port: numgen random mod N vmap
+//!                       { i : goto ep_<hash> } (sessionAffinity ClientIP: first
+//!                       `ip saddr @aff_<hash> goto ep_`)
 //!   chain svl_<hash>    the same over this node's endpoints only (a traffic policy Local)
 //!   chain ep_<hash>     one per endpoint: mark hairpin traffic, remember the client in
 //!                       aff_<hash> (affinity), dnat to the endpoint
 //!   set aff_<hash>      per endpoint with affinity: client addresses, with a timeout
-//!   chain postrouting   nat, postrouting 110: masquerade what carries MASQUERADE_MARK
+//!   chain postrouting   nat, postrouting 110: masquerade what carries MASQUERADE_MARK,
+//!                       and direct ports' hairpin connections (`hairpin`)
 //!   chain filter_input, filter_forward, filter_output
 //!                       filter, -10: new connections to Services without endpoints hit
 //!                       `no_endpoints` / `no_endpoint_node_ports` (reject, or drop
 //!                       when only a Local policy leaves no endpoint)
 //!   chain reject_conn   TCP reset or ICMP port unreachable, as kube-proxy's reject
 //! ```
+//!
+//! A *direct* port (a cluster IP only, no traffic policy Local, no session affinity,
+//! 1 to [`MAX_DIRECT_ENDPOINTS`] endpoints: most Services) has no chain or set of its
+//! own, only map elements, so changing it is an element update: `nft` then fetches
+//! only the few chains and sets of the table into its cache, and the kernel's check of
+//! the table at commit (every chain reachable from the base chains, walked again on
+//! every commit that adds a jump, a goto or a NAT rule) stays short. Per-Service chains cost both
+//! for every Service in the table on every change (about 300 ms at 10,000 Services).
 //!
 //! Chain names are hashes of the Service, port and endpoint, so a Service's chains keep
 //! their names across updates and a change rewrites only them. The base chains run at
@@ -48,6 +66,10 @@ pub const MASQUERADE_MARK: u32 = 0x2000;
 
 /// The chain new connections to a Service without endpoints go to.
 pub const REJECT_CHAIN: &str = "reject_conn";
+
+/// The most endpoints a direct Service port can have; ports with more get chains of
+/// their own. One `pick_<n>` chain per count is created with the table.
+pub const MAX_DIRECT_ENDPOINTS: usize = 64;
 
 const BASE_CHAINS: [&str; 8] = [
     "prerouting",
@@ -89,6 +111,11 @@ impl ServiceRules {
         format!("svc_{}", port_hash(key, port))
     }
 
+    /// The chain shared by the direct Service ports with `endpoints` endpoints.
+    pub fn pick_chain(endpoints: usize) -> String {
+        format!("pick_{endpoints}")
+    }
+
     /// The chain over this node's endpoints of a Service port (a traffic policy Local).
     pub fn local_chain(key: &str, port: &ServicePort) -> String {
         format!("svl_{}", port_hash(key, port))
@@ -123,6 +150,7 @@ impl ServiceRules {
     /// Every chain the table holds for `services`, base chains included.
     pub fn chain_names(&self, services: &ServiceMap) -> BTreeSet<String> {
         let mut names: BTreeSet<String> = BASE_CHAINS.iter().map(|c| c.to_string()).collect();
+        names.extend((1..=MAX_DIRECT_ENDPOINTS).map(Self::pick_chain));
         for (key, ports) in services {
             for (name, _) in chains_of(key, ports) {
                 names.insert(name);
@@ -144,7 +172,20 @@ impl ServiceRules {
         ] {
             let _ = writeln!(s, "add map ip {t} {map} {{ type {key} : verdict; }}");
         }
-        for chain in ["services", REJECT_CHAIN] {
+        // `typeof`: the slot is numgen's 32-bit integer, which has no `type` name.
+        let _ = writeln!(
+            s,
+            "add map ip {t} endpoints {{ typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport; }}"
+        );
+        let _ = writeln!(
+            s,
+            "add set ip {t} hairpin {{ type ipv4_addr . inet_proto . ipv4_addr . ipv4_addr . inet_service; }}"
+        );
+        let plain = ["services".to_string(), REJECT_CHAIN.to_string()];
+        for chain in plain
+            .into_iter()
+            .chain((1..=MAX_DIRECT_ENDPOINTS).map(Self::pick_chain))
+        {
             let _ = writeln!(s, "add chain ip {t} {chain}");
         }
         for (name, kind, hook, priority) in [
@@ -162,11 +203,19 @@ impl ServiceRules {
         }
         let m = MASQUERADE_MARK;
         let no_endpoints = "ct state new ip daddr . meta l4proto . th dport vmap @no_endpoints";
-        for (chain, rules) in [
-            ("prerouting", vec!["jump services".to_string()]),
-            ("output", vec!["jump services".to_string()]),
+        let picks = (1..=MAX_DIRECT_ENDPOINTS).map(|n| {
             (
-                "services",
+                Self::pick_chain(n),
+                vec![format!(
+                    "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod {n} map @endpoints"
+                )],
+            )
+        });
+        for (chain, rules) in [
+            ("prerouting".to_string(), vec!["jump services".to_string()]),
+            ("output".to_string(), vec!["jump services".to_string()]),
+            (
+                "services".to_string(),
                 vec![
                     "ip daddr . meta l4proto . th dport vmap @services".to_string(),
                     // Node ports: on any of the host's addresses, 127.0.0.1 included (the
@@ -176,27 +225,36 @@ impl ServiceRules {
                 ],
             ),
             (
-                "postrouting",
-                vec![format!("meta mark & {m:#x} == {m:#x} masquerade")],
+                "postrouting".to_string(),
+                vec![
+                    format!("meta mark & {m:#x} == {m:#x} masquerade"),
+                    // A direct port's endpoint reaching itself through the Service: its
+                    // reply must come back through this node's NAT.
+                    "ct status dnat ct original ip daddr . meta l4proto . ip saddr . ip daddr . th dport @hairpin masquerade"
+                        .to_string(),
+                ],
             ),
             (
-                "filter_input",
+                "filter_input".to_string(),
                 vec![
                     "ct state new fib daddr type local meta l4proto . th dport vmap @no_endpoint_node_ports"
                         .to_string(),
                     no_endpoints.to_string(),
                 ],
             ),
-            ("filter_forward", vec![no_endpoints.to_string()]),
-            ("filter_output", vec![no_endpoints.to_string()]),
+            ("filter_forward".to_string(), vec![no_endpoints.to_string()]),
+            ("filter_output".to_string(), vec![no_endpoints.to_string()]),
             (
-                REJECT_CHAIN,
+                REJECT_CHAIN.to_string(),
                 vec![
                     "meta l4proto tcp reject with tcp reset".to_string(),
                     "reject".to_string(),
                 ],
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain(picks)
+        {
             let _ = writeln!(s, "flush chain ip {t} {chain}");
             for rule in rules {
                 let _ = writeln!(s, "add rule ip {t} {chain} {rule}");
@@ -226,11 +284,15 @@ impl ServiceRules {
                 let _ = writeln!(s, "add rule ip {t} {name} {rule}");
             }
         }
-        for (map, elem) in elements_of(key, old) {
+        // Only the elements that differ: an element whose data changes is deleted, then
+        // added again.
+        let old_elements: BTreeSet<(&str, String)> = elements_of(key, old).into_iter().collect();
+        let new_elements: BTreeSet<(&str, String)> = elements_of(key, new).into_iter().collect();
+        for (map, elem) in old_elements.difference(&new_elements) {
             let key = elem.split(" : ").next().unwrap_or_default();
             let _ = writeln!(s, "delete element ip {t} {map} {{ {key} }}");
         }
-        for (map, elem) in elements_of(key, new) {
+        for (map, elem) in new_elements.difference(&old_elements) {
             let _ = writeln!(s, "add element ip {t} {map} {{ {elem} }}");
         }
         let stale: Vec<String> = chains_of(key, old)
@@ -299,6 +361,18 @@ fn paths(port: &ServicePort) -> Paths<'_> {
     }
 }
 
+/// Whether a port needs no chain of its own (see the module's documentation): a cluster
+/// IP only, no traffic policy Local, no session affinity, 1 to [`MAX_DIRECT_ENDPOINTS`]
+/// endpoints.
+fn direct(port: &ServicePort) -> bool {
+    port.cluster_ip.is_some()
+        && !paths(port).exposed
+        && !port.internal_local
+        && !port.external_local
+        && port.affinity_timeout.is_none()
+        && (1..=MAX_DIRECT_ENDPOINTS).contains(&port.endpoints.len())
+}
+
 /// One `svc_`/`svl_` chain: stick to the endpoint a client had (affinity), else pick one
 /// at random.
 fn balance(key: &str, port: &ServicePort, endpoints: &[SocketAddrV4]) -> Vec<String> {
@@ -347,7 +421,7 @@ fn all_endpoints(port: &ServicePort) -> BTreeSet<SocketAddrV4> {
 /// The chains of one Service and their rules: endpoint chains first.
 fn chains_of(key: &str, ports: &[ServicePort]) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
-    for port in ports {
+    for port in ports.iter().filter(|p| !direct(p)) {
         for ep in all_endpoints(port) {
             let mut rules = vec![
                 // Hairpin: a pod reaching itself through its Service must see the
@@ -415,6 +489,29 @@ fn elements_of(key: &str, ports: &[ServicePort]) -> Vec<(&'static str, String)> 
     for port in ports {
         let p = paths(port);
         let proto = port.protocol;
+        if let (true, Some(ip)) = (direct(port), port.cluster_ip) {
+            let n = port.endpoints.len();
+            let chain = ServiceRules::pick_chain(n);
+            out.push((
+                "services",
+                format!("{ip} . {proto} . {} : goto {chain}", port.port),
+            ));
+            for (slot, ep) in port.endpoints.iter().enumerate() {
+                let (addr, target) = (ep.ip(), ep.port());
+                out.push((
+                    "endpoints",
+                    format!(
+                        "{ip} . {proto} . {} . {slot} : {addr} . {target}",
+                        port.port
+                    ),
+                ));
+                out.push((
+                    "hairpin",
+                    format!("{ip} . {proto} . {addr} . {addr} . {target}"),
+                ));
+            }
+            continue;
+        }
         // Without any endpoint the connection is refused; when only a Local policy leaves
         // none, kube-proxy drops it instead (another node may have endpoints).
         let none = |local: bool| {

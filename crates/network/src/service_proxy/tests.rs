@@ -384,12 +384,29 @@ fn real_nft_accepts_the_scripts() {
         "default/empty".to_string(),
         vec![port("", [10, 43, 0, 7], 80, Some(30081), &[])],
     );
+    // A direct Service: map elements only.
+    desired.insert(
+        "default/direct".to_string(),
+        vec![port(
+            "",
+            [10, 43, 0, 8],
+            80,
+            None,
+            &[[10, 88, 0, 5], [10, 88, 0, 6]],
+        )],
+    );
     let mut script = rules.replace(&desired);
     let old = desired.clone();
     desired.get_mut("default/web").unwrap()[0].endpoints.pop();
     desired.remove("default/api");
     desired.get_mut("default/web").unwrap()[0].affinity_timeout = Some(60);
-    for key in ["default/web", "default/api", "default/empty"] {
+    desired.get_mut("default/direct").unwrap()[0].endpoints = vec![ep([10, 88, 0, 7])];
+    for key in [
+        "default/web",
+        "default/api",
+        "default/empty",
+        "default/direct",
+    ] {
         script.push_str(&rules.service(
             key,
             old.get(key).map(Vec::as_slice).unwrap_or_default(),
@@ -470,5 +487,97 @@ fn the_applied_state_follows_each_change() {
     );
     assert_eq!(proxy.sync(&desired).unwrap().services_changed, 1);
     assert_eq!(nft.elements("t", "services"), 2);
+    assert!(proxy.verify().unwrap());
+}
+
+/// A Service with a cluster IP only, no affinity and no Local policy has no chain of its
+/// own: one `services` element leading to the shared `pick_<n>` chain, its endpoints in
+/// `endpoints` by slot and in `hairpin`; a change of it is element updates only.
+#[test]
+fn direct_services_are_map_elements_only() {
+    let nft = Arc::new(FakeNft::default());
+    let mut proxy = ServiceProxy::new("t", nft.clone()).unwrap();
+    let key = "default/api";
+    let mut desired = ServiceMap::from([(
+        key.to_string(),
+        vec![port(
+            "http",
+            [10, 43, 0, 6],
+            80,
+            None,
+            &[[10, 88, 0, 4], [10, 88, 0, 5]],
+        )],
+    )]);
+    proxy.sync(&desired).unwrap();
+    let script = nft.scripts().last().unwrap().clone();
+    assert!(script.contains("add element ip t services { 10.43.0.6 . tcp . 80 : goto pick_2 }"));
+    assert!(script
+        .contains("add element ip t endpoints { 10.43.0.6 . tcp . 80 . 1 : 10.88.0.5 . 8080 }"));
+    assert!(script
+        .contains("add element ip t hairpin { 10.43.0.6 . tcp . 10.88.0.4 . 10.88.0.4 . 8080 }"));
+    assert_eq!(
+        rules_of(&script, "t", "pick_2"),
+        ["dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @endpoints"]
+    );
+    let api = &desired[key][0];
+    assert!(!script.contains(&ServiceRules::service_chain(key, api)));
+    assert!(!script.contains("ep_"), "{script}");
+    assert_eq!(nft.elements("t", "endpoints"), 2);
+    assert_eq!(nft.elements("t", "hairpin"), 2);
+    assert!(proxy.verify().unwrap());
+
+    // One endpoint moves: only the elements that differ, no chain, no rule.
+    desired.get_mut(key).unwrap()[0].endpoints[1] = ep([10, 88, 0, 9]);
+    proxy.sync(&desired).unwrap();
+    let update = nft.scripts().last().unwrap().clone();
+    assert_eq!(
+        update.lines().collect::<Vec<_>>(),
+        [
+            "delete element ip t endpoints { 10.43.0.6 . tcp . 80 . 1 }",
+            "delete element ip t hairpin { 10.43.0.6 . tcp . 10.88.0.5 . 10.88.0.5 . 8080 }",
+            "add element ip t endpoints { 10.43.0.6 . tcp . 80 . 1 : 10.88.0.9 . 8080 }",
+            "add element ip t hairpin { 10.43.0.6 . tcp . 10.88.0.9 . 10.88.0.9 . 8080 }",
+        ]
+    );
+    assert!(proxy.verify().unwrap());
+
+    // Session affinity needs per-endpoint sets: the port gets chains; and back.
+    desired.get_mut(key).unwrap()[0].affinity_timeout = Some(10800);
+    proxy.sync(&desired).unwrap();
+    let update = nft.scripts().last().unwrap().clone();
+    let svc = ServiceRules::service_chain(key, &desired[key][0]);
+    assert!(
+        update.contains(&format!("add chain ip t {svc}")),
+        "{update}"
+    );
+    assert!(update.contains("delete element ip t endpoints"), "{update}");
+    assert!(update.contains(&format!(
+        "add element ip t services {{ 10.43.0.6 . tcp . 80 : goto {svc} }}"
+    )));
+    assert_eq!(nft.elements("t", "endpoints"), 0);
+    assert_eq!(nft.elements("t", "hairpin"), 0);
+    assert!(proxy.verify().unwrap());
+    desired.get_mut(key).unwrap()[0].affinity_timeout = None;
+    proxy.sync(&desired).unwrap();
+    let update = nft.scripts().last().unwrap().clone();
+    assert!(
+        update.contains(&format!("delete chain ip t {svc}")),
+        "{update}"
+    );
+    assert_eq!(nft.elements("t", "endpoints"), 2);
+    assert_eq!(nft.elements("t", "services"), 1);
+    assert!(proxy.verify().unwrap());
+
+    // More endpoints than the shared chains cover: chains of its own.
+    desired.get_mut(key).unwrap()[0].endpoints = (0..=render::MAX_DIRECT_ENDPOINTS)
+        .map(|i| SocketAddrV4::new(Ipv4Addr::from(0x0a58_0100 + i as u32), 8080))
+        .collect();
+    proxy.sync(&desired).unwrap();
+    assert_eq!(nft.elements("t", "endpoints"), 0);
+    assert!(nft
+        .scripts()
+        .last()
+        .unwrap()
+        .contains(&format!("add chain ip t {svc}")));
     assert!(proxy.verify().unwrap());
 }
