@@ -1,6 +1,7 @@
 //! CEL expressions, as the API server evaluates them in CustomResourceDefinition rules
-//! (`crd/rules.rs`) and admission webhooks' `matchConditions`: compiled once per source
-//! text (the `cel` crate), JSON values bound as CEL values typed by their schema.
+//! (`crd/rules.rs`), admission webhooks' `matchConditions` and ValidatingAdmissionPolicies
+//! (`admission/validating_policy.rs`): compiled once per source text (the `cel` crate),
+//! JSON values bound as CEL values typed by their schema.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};

@@ -5,6 +5,7 @@ mod bootstrap_tokens;
 mod common;
 mod kubectl;
 mod kubectl_admission;
+mod kubectl_admission_policy;
 mod kubectl_certificates;
 mod kubectl_crd;
 mod kubectl_deletion;

@@ -109,9 +109,11 @@ fn scenario_on(s: TestServer, kubectl: &Path) {
             "coordination.k8s.io/v1",
             "discovery.k8s.io/v1",
             "events.k8s.io/v1",
+            "flowcontrol.apiserver.k8s.io/v1",
             // Served by the API server as metrics-server serves it (resource metrics).
             "metrics.k8s.io/v1beta1",
             "networking.k8s.io/v1",
+            "node.k8s.io/v1",
             "policy/v1",
             "rbac.authorization.k8s.io/v1",
             "scheduling.k8s.io/v1",

@@ -287,6 +287,11 @@ impl Api {
         &self.storage
     }
 
+    /// The served resources, custom ones included (admission policies' `paramKind`).
+    pub(crate) fn registry(&self) -> &'static Registry {
+        self.registry
+    }
+
     /// The server's authorizer's answer (for admission plugins that check extra verbs).
     pub(crate) fn authorize(&self, attributes: &Attributes<'_>) -> Decision {
         self.authorizer.authorize(attributes)

@@ -2,11 +2,13 @@
 //! printer columns), following the behaviour of Kubernetes' `pkg/registry/*/strategy.go`,
 //! `pkg/apis/*/v1/defaults.go` and `pkg/printers/internalversion`.
 
+pub(crate) mod admission_policy;
 mod batch;
 pub mod certificates;
 mod config;
 mod conversion;
 mod event;
+pub mod flowcontrol;
 mod namespace;
 mod networking;
 mod node;
@@ -15,6 +17,7 @@ mod policy;
 pub mod printers;
 pub(crate) use pod::qos_class;
 mod rbac_kinds;
+mod runtime_class;
 pub mod service;
 mod storage;
 mod workloads;
@@ -31,7 +34,9 @@ use k8s_openapi::api::coordination::v1 as coordination;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::discovery::v1 as discovery;
 use k8s_openapi::api::events::v1 as events_v1;
+use k8s_openapi::api::flowcontrol::v1 as flowcontrol_v1;
 use k8s_openapi::api::networking::v1 as networking_v1;
+use k8s_openapi::api::node::v1 as node_v1;
 use k8s_openapi::api::policy::v1 as policy_v1;
 use k8s_openapi::api::rbac::v1 as rbac;
 use k8s_openapi::api::scheduling::v1 as scheduling;
@@ -49,7 +54,9 @@ use k8s_pb::api::coordination::v1 as pb_coordination;
 use k8s_pb::api::core::v1 as pb_core;
 use k8s_pb::api::discovery::v1 as pb_discovery;
 use k8s_pb::api::events::v1 as pb_events;
+use k8s_pb::api::flowcontrol::v1 as pb_flowcontrol;
 use k8s_pb::api::networking::v1 as pb_networking;
+use k8s_pb::api::node::v1 as pb_node;
 use k8s_pb::api::policy::v1 as pb_policy;
 use k8s_pb::api::rbac::v1 as pb_rbac;
 use k8s_pb::api::scheduling::v1 as pb_scheduling;
@@ -507,6 +514,57 @@ pub static RESOURCES: &[ResourceDef] = &[
     )
     .cluster()
     .strategy(&policy::WebhookConfigurationStrategy),
+    row::<admission::ValidatingAdmissionPolicy, pb_admission::ValidatingAdmissionPolicy>(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicy",
+        ("validatingadmissionpolicies", "validatingadmissionpolicy"),
+    )
+    .cluster()
+    .status()
+    .strategy(&admission_policy::PolicyStrategy),
+    row::<
+        admission::ValidatingAdmissionPolicyBinding,
+        pb_admission::ValidatingAdmissionPolicyBinding,
+    >(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicyBinding",
+        (
+            "validatingadmissionpolicybindings",
+            "validatingadmissionpolicybinding",
+        ),
+    )
+    .cluster()
+    .strategy(&admission_policy::BindingStrategy),
+    // node.k8s.io/v1
+    row::<node_v1::RuntimeClass, pb_node::RuntimeClass>(
+        "node.k8s.io",
+        "v1",
+        "RuntimeClass",
+        ("runtimeclasses", "runtimeclass"),
+    )
+    .cluster()
+    .strategy(&runtime_class::RuntimeClassStrategy),
+    // flowcontrol.apiserver.k8s.io/v1
+    row::<flowcontrol_v1::FlowSchema, pb_flowcontrol::FlowSchema>(
+        flowcontrol::GROUP,
+        "v1",
+        "FlowSchema",
+        ("flowschemas", "flowschema"),
+    )
+    .cluster()
+    .status()
+    .strategy(&flowcontrol::FlowSchemaStrategy),
+    row::<flowcontrol_v1::PriorityLevelConfiguration, pb_flowcontrol::PriorityLevelConfiguration>(
+        flowcontrol::GROUP,
+        "v1",
+        "PriorityLevelConfiguration",
+        ("prioritylevelconfigurations", "prioritylevelconfiguration"),
+    )
+    .cluster()
+    .status()
+    .strategy(&flowcontrol::PriorityLevelStrategy),
     // apiextensions.k8s.io/v1
     row::<crd::CustomResourceDefinition, pb_crd::CustomResourceDefinition>(
         "apiextensions.k8s.io",

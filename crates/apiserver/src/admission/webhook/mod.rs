@@ -11,8 +11,8 @@
 
 mod client;
 mod config;
-mod review;
-mod rules;
+pub(super) mod review;
+pub(super) mod rules;
 
 use std::sync::Arc;
 

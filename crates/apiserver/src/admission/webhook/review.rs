@@ -13,7 +13,11 @@ const API_VERSION: &str = "admission.k8s.io/v1";
 
 /// The AdmissionReview for one call: `object` is the object written (none for deletions),
 /// `attrs.old` the stored one.
-pub(super) fn request(attrs: &Attributes<'_>, uid: &str, object: Option<&Value>) -> Value {
+pub(in crate::admission) fn request(
+    attrs: &Attributes<'_>,
+    uid: &str,
+    object: Option<&Value>,
+) -> Value {
     let def = attrs.def;
     let kind = json!({"group": def.group, "version": def.version, "kind": def.kind});
     let resource = json!({"group": def.group, "version": def.version, "resource": def.plural});

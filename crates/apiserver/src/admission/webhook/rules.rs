@@ -9,7 +9,7 @@ use crate::kinds::array_at;
 
 /// One `RuleWithOperations`; every list may hold `*`.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub(super) struct Rule {
+pub(in crate::admission) struct Rule {
     operations: Vec<String>,
     groups: Vec<String>,
     versions: Vec<String>,
@@ -20,7 +20,7 @@ pub(super) struct Rule {
 
 /// A rule's `scope`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) enum Scope {
+pub(in crate::admission) enum Scope {
     /// `*` (the default): every resource.
     #[default]
     All,
@@ -32,7 +32,7 @@ pub(super) enum Scope {
 
 /// What a rule is matched against.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Request<'a> {
+pub(in crate::admission) struct Request<'a> {
     /// The operation.
     pub operation: Operation,
     /// API group of the resource.
@@ -96,10 +96,11 @@ impl Rule {
     }
 }
 
-/// Whether a request is never sent to webhooks, whatever the rules say: writes of the
-/// webhook configurations themselves (so a broken webhook cannot lock its own fix out, as
-/// Kubernetes exempts them) and the review kinds that are answered, not stored.
-pub(super) fn exempt(group: &str, kind: &str) -> bool {
+/// Whether a request is never sent to webhooks (nor to admission policies), whatever the
+/// rules say: writes of admissionregistration's own kinds (so a broken webhook or policy
+/// cannot lock its own fix out, as Kubernetes exempts them) and the review kinds that are
+/// answered, not stored.
+pub(in crate::admission) fn exempt(group: &str, kind: &str) -> bool {
     group == "admissionregistration.k8s.io"
         || (matches!(group, "authentication.k8s.io" | "authorization.k8s.io")
             && kind.ends_with("Review"))
