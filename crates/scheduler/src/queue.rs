@@ -9,7 +9,7 @@
 //!   longer than five minutes.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,9 @@ const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// The longest a pod stays unschedulable without a retry (`podMaxInUnschedulablePodsDuration`).
 pub const MAX_UNSCHEDULABLE: Duration = Duration::from_secs(5 * 60);
+/// How often pods unschedulable for too long are looked for
+/// (`flushUnschedulablePodsLeftover`'s period).
+const LEFTOVER_SCAN_PERIOD: Duration = Duration::from_secs(30);
 
 /// Where a queued pod is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +66,16 @@ pub struct SchedulingQueue {
     sort: Arc<dyn Plugin>,
     framework: Framework,
     entries: HashMap<String, Entry>,
+    /// Keys of the unschedulable pods (a superset: keys of pods that left are dropped when
+    /// next looked at), so cluster events cost the unschedulable pods, not every queued one.
+    unschedulable: HashSet<String>,
     /// Keys of active pods; stale keys (pods that moved) are skipped when popped.
     active: Vec<String>,
     backoff: BinaryHeap<Reverse<(Instant, String)>>,
     cycle: u64,
     move_request_cycle: u64,
+    /// When pods unschedulable for too long were last looked for.
+    last_leftover_scan: Option<Instant>,
 }
 
 impl SchedulingQueue {
@@ -78,10 +86,12 @@ impl SchedulingQueue {
             sort,
             framework,
             entries: HashMap::new(),
+            unschedulable: HashSet::new(),
             active: Vec::new(),
             backoff: BinaryHeap::new(),
             cycle: 0,
             move_request_cycle: 0,
+            last_leftover_scan: None,
         }
     }
 
@@ -172,12 +182,15 @@ impl SchedulingQueue {
         );
         if place == Place::Active {
             self.push_active(key.to_owned());
+        } else {
+            self.unschedulable.insert(key.to_owned());
         }
     }
 
     /// Forgets a pod (deleted, or bound by someone else).
     pub fn delete(&mut self, key: &str) {
         self.entries.remove(key);
+        self.unschedulable.remove(key);
     }
 
     /// Whether the queue holds the pod in any place.
@@ -250,6 +263,7 @@ impl SchedulingQueue {
             self.backoff.push(Reverse((until, key.to_owned())));
         } else {
             entry.place = Place::Unschedulable;
+            self.unschedulable.insert(key.to_owned());
         }
     }
 
@@ -258,13 +272,7 @@ impl SchedulingQueue {
     pub fn move_all_to_active_or_backoff(&mut self) {
         let now = Instant::now();
         self.move_request_cycle = self.cycle;
-        let keys: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.place == Place::Unschedulable)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
+        for key in self.take_unschedulable(|_| true) {
             self.retry(&key, now);
         }
     }
@@ -274,21 +282,33 @@ impl SchedulingQueue {
     pub fn move_rejected_by(&mut self, plugins: &[&str]) {
         let now = Instant::now();
         self.move_request_cycle = self.cycle;
-        let keys: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| {
-                e.place == Place::Unschedulable
-                    && e.info
-                        .unschedulable_plugins
-                        .iter()
-                        .any(|p| plugins.contains(p))
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
+        let keys = self.take_unschedulable(|e| {
+            e.info
+                .unschedulable_plugins
+                .iter()
+                .any(|p| plugins.contains(p))
+        });
         for key in keys {
             self.retry(&key, now);
         }
+    }
+
+    /// Removes from the unschedulable pods those `pick` selects, and returns their keys;
+    /// drops keys of pods that are no longer unschedulable.
+    fn take_unschedulable(&mut self, pick: impl Fn(&Entry) -> bool) -> Vec<String> {
+        let entries = &self.entries;
+        let mut taken = Vec::new();
+        self.unschedulable.retain(|key| {
+            match entries.get(key).filter(|e| e.place == Place::Unschedulable) {
+                None => false,
+                Some(e) if pick(e) => {
+                    taken.push(key.clone());
+                    false
+                }
+                Some(_) => true,
+            }
+        });
+        taken
     }
 
     fn retry(&mut self, key: &str, now: Instant) {
@@ -325,18 +345,18 @@ impl SchedulingQueue {
                 }
             }
         }
-        let stale: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| {
-                e.place == Place::Unschedulable
-                    && e.info.gated_by.is_none()
-                    && now.duration_since(e.since) > MAX_UNSCHEDULABLE
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in stale {
-            self.retry(&key, now);
+        let scan_due = self
+            .last_leftover_scan
+            .is_none_or(|last| now.saturating_duration_since(last) >= LEFTOVER_SCAN_PERIOD);
+        if scan_due {
+            self.last_leftover_scan = Some(now);
+            let stale = self.take_unschedulable(|e| {
+                e.info.gated_by.is_none()
+                    && now.saturating_duration_since(e.since) > MAX_UNSCHEDULABLE
+            });
+            for key in stale {
+                self.retry(&key, now);
+            }
         }
         self.backoff.peek().map(|Reverse((until, _))| *until)
     }
@@ -431,6 +451,30 @@ mod tests {
         with_status.metadata.labels = Some([("k".to_owned(), "v".to_owned())].into());
         q.add_or_update("p", Arc::new(with_status));
         assert_eq!(q.place("p"), Some(Place::Active));
+    }
+
+    #[test]
+    fn pods_unschedulable_too_long_are_retried_by_the_periodic_scan() {
+        let mut q = queue();
+        q.add_or_update("p", pod(0, false));
+        q.pop().unwrap();
+        let start = Instant::now();
+        q.flush(start);
+        q.requeue_failed("p", vec!["NodeResourcesFit"], false);
+        q.flush(start + Duration::from_secs(10));
+        assert_eq!(q.place("p"), Some(Place::Unschedulable));
+        // An event for other plugins leaves it where it is.
+        q.move_rejected_by(&["InterPodAffinity"]);
+        assert_eq!(q.place("p"), Some(Place::Unschedulable));
+        q.flush(start + MAX_UNSCHEDULABLE + Duration::from_secs(1));
+        assert_eq!(q.place("p"), Some(Place::Active));
+        // A deleted unschedulable pod does not come back with the next event.
+        q.pop().unwrap();
+        q.requeue_failed("p", vec!["NodeResourcesFit"], false);
+        q.delete("p");
+        q.move_all_to_active_or_backoff();
+        assert!(!q.contains("p"));
+        assert_eq!(q.lengths(), (0, 0, 0));
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub struct Scheduler {
     next_start_node: usize,
     relisting_pods: Option<HashSet<String>>,
     relisting_nodes: Option<HashSet<String>>,
+    /// Whether the first list of pods, and of nodes, is in the cache (`WaitForCacheSync`):
+    /// until both are, [`Scheduler::run`] schedules nothing, so no pod is judged against
+    /// part of the cluster (and preempts, or waits as unschedulable, for nothing).
+    synced: (bool, bool),
     /// Pending pods nominated to a node by preemption, by key: the node and the pod
     /// (`nominator`); lower-priority pods are filtered as if they ran there already.
     nominated: HashMap<String, (String, Arc<Pod>)>,
@@ -152,6 +156,7 @@ impl Scheduler {
             next_start_node: 0,
             relisting_pods: None,
             relisting_nodes: None,
+            synced: (false, false),
             nominated: HashMap::new(),
             bindings: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_BINDINGS)),
             stats: Stats::default(),
@@ -166,7 +171,12 @@ impl Scheduler {
                 self.handle(input);
             }
             let next_backoff = self.queue.flush(Instant::now());
-            if let Some((key, info)) = self.queue.pop() {
+            let popped = if self.synced == (true, true) {
+                self.queue.pop()
+            } else {
+                None
+            };
+            if let Some((key, info)) = popped {
                 self.schedule_one(key, info);
                 scheduled_since_yield += 1;
                 if scheduled_since_yield >= 16 {
@@ -214,6 +224,7 @@ impl Scheduler {
                 self.apply_pod(Arc::new(pod));
             }
             watcher::Event::InitDone => {
+                self.synced.0 = true;
                 if let Some(seen) = self.relisting_pods.take() {
                     let gone: Vec<String> = self
                         .cache
@@ -304,6 +315,7 @@ impl Scheduler {
                 self.apply_node(node);
             }
             watcher::Event::InitDone => {
+                self.synced.1 = true;
                 if let Some(seen) = self.relisting_nodes.take() {
                     for name in self.cache.node_names() {
                         if !seen.contains(&name) {
@@ -355,12 +367,22 @@ impl Scheduler {
                 .collect();
             return Err(self.post_filter(framework, state, pod, &nodes, diagnosis));
         }
-        let want = num_feasible_nodes_to_find(nodes.len());
-        let start = self.next_start_node % nodes.len();
+        // PreFilter may have narrowed the cycle to a few nodes (a DaemonSet pod's one node):
+        // only those are filtered; the others count as rejected by the narrowing plugins.
+        let narrowed: Option<Vec<&NodeInfo>> = state.pre_filter_nodes().map(|names| {
+            names
+                .iter()
+                .filter_map(|name| self.cache.node(name))
+                .filter(|info| info.node.is_some())
+                .collect()
+        });
+        let candidates: &[&NodeInfo] = narrowed.as_deref().unwrap_or(&nodes);
+        let want = num_feasible_nodes_to_find(candidates.len());
+        let start = self.next_start_node % candidates.len().max(1);
         let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want);
         let mut evaluated = 0;
-        for i in 0..nodes.len() {
-            let node = nodes[(start + i) % nodes.len()];
+        for i in 0..candidates.len() {
+            let node = candidates[(start + i) % candidates.len()];
             evaluated += 1;
             let status = self.filter_with_nominated(framework, state, pod, node);
             if status.is_success() {
@@ -376,8 +398,24 @@ impl Scheduler {
                     .push((node.name().to_owned(), status));
             }
         }
-        self.next_start_node = (start + evaluated) % nodes.len();
+        if narrowed.is_none() {
+            self.next_start_node = (start + evaluated) % nodes.len();
+        }
         if feasible.is_empty() {
+            if let Some(names) = state.pre_filter_nodes() {
+                // `SetAbsentNodesStatus`: built only on failure, never per cycle.
+                let mut absent = Status::unresolvable(format!(
+                    "node(s) didn't satisfy plugin(s) [{}]",
+                    state.narrowed_by().join(" ")
+                ));
+                absent.plugin = state.narrowed_by().first().copied().unwrap_or("");
+                diagnosis.node_statuses.extend(
+                    nodes
+                        .iter()
+                        .filter(|n| !names.contains(n.name()))
+                        .map(|n| (n.name().to_owned(), absent.clone())),
+                );
+            }
             return Err(self.post_filter(framework, state, pod, &nodes, diagnosis));
         }
         if feasible.len() == 1 {
@@ -419,6 +457,9 @@ impl Scheduler {
         pod: &Pod,
         node: &NodeInfo,
     ) -> Status {
+        if self.nominated.is_empty() {
+            return framework.run_filter(state, pod, node);
+        }
         let key = pod_key(pod);
         let nominated: Vec<(&String, &Arc<Pod>)> = self
             .nominated
@@ -678,6 +719,78 @@ mod tests {
         spec.priority = Some(priority);
         spec.node_name = node.map(str::to_owned);
         p
+    }
+
+    fn daemon_pod(name: &str, cpu: &str, node: &str) -> Pod {
+        let mut p = pod(name, cpu, "default-scheduler");
+        p.spec.as_mut().unwrap().affinity = Some(
+            serde_json::from_value(json!({"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchFields": [{"key": "metadata.name", "operator": "In",
+                        "values": [node]}]}]}}}))
+            .unwrap(),
+        );
+        p
+    }
+
+    #[tokio::test]
+    async fn a_pod_naming_its_node_is_filtered_against_that_node_alone() {
+        let api = Arc::new(FakeApi::default());
+        let (mut s, mut rx) = scheduler(api.clone());
+        for name in ["a", "b", "c"] {
+            let event = watcher::Event::Apply(node(name, "2", false));
+            s.handle(Input::Node(Box::new(event)));
+        }
+        let fits = daemon_pod("fits", "1", "b");
+        let too_big = daemon_pod("too-big", "3", "b");
+        for p in [fits, too_big] {
+            s.handle(Input::Pod(Box::new(watcher::Event::Apply(p))));
+        }
+        drain(&mut s, &mut rx).await;
+        assert_eq!(
+            api.bindings.lock().unwrap().clone(),
+            [("d/fits".to_owned(), "b".to_owned())]
+        );
+        // The other nodes were never filtered: they failed NodeAffinity's PreFilter
+        // result, not its Filter (kube-scheduler's message for absent nodes).
+        let conditions = api.conditions.lock().unwrap().clone();
+        let message = conditions[0].1.message.clone().unwrap_or_default();
+        assert!(
+            message.starts_with(
+                "0/3 nodes are available: 1 Insufficient cpu, \
+                 2 node(s) didn't satisfy plugin(s) [NodeAffinity]. preemption:"
+            ),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_scheduled_before_pods_and_nodes_are_listed() {
+        let api = Arc::new(FakeApi::default());
+        let (s, rx) = scheduler(api.clone());
+        let tx = s.inputs.clone();
+        tokio::spawn(s.run(rx));
+        let send = |input: Input| tx.send(input).map_err(|_| ()).unwrap();
+        send(Input::Pod(Box::new(watcher::Event::Init)));
+        let p = pod("p", "1", "default-scheduler");
+        send(Input::Pod(Box::new(watcher::Event::InitApply(p))));
+        send(Input::Pod(Box::new(watcher::Event::InitDone)));
+        send(Input::Node(Box::new(watcher::Event::Init)));
+        let small = node("small", "500m", false);
+        send(Input::Node(Box::new(watcher::Event::InitApply(small))));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Half the nodes are listed: the pod waits instead of failing on what is known.
+        assert!(api.bindings.lock().unwrap().is_empty());
+        assert!(api.conditions.lock().unwrap().is_empty());
+        let big = node("big", "2", false);
+        send(Input::Node(Box::new(watcher::Event::InitApply(big))));
+        send(Input::Node(Box::new(watcher::Event::InitDone)));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            api.bindings.lock().unwrap().clone(),
+            [("d/p".to_owned(), "big".to_owned())]
+        );
+        assert!(api.conditions.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ mod node_info;
 pub mod quantity;
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -124,9 +124,32 @@ pub struct CycleState {
     data: HashMap<&'static str, Box<dyn Any + Send + Sync>>,
     skip_filter: Vec<&'static str>,
     skip_score: Vec<&'static str>,
+    /// What the PreFilter plugin running now said about the candidate nodes.
+    pre_filter_result: Option<BTreeSet<String>>,
+    /// The merged `PreFilterResult`: the only nodes worth filtering (`None`: all of them).
+    node_names: Option<BTreeSet<String>>,
+    /// The plugins whose results were merged into `node_names`.
+    narrowed_by: Vec<&'static str>,
 }
 
 impl CycleState {
+    /// From PreFilter: the pod can only run on these nodes (`PreFilterResult.NodeNames`),
+    /// so Filter runs on them alone instead of on every node. Results of several plugins
+    /// are intersected.
+    pub fn set_pre_filter_result(&mut self, node_names: BTreeSet<String>) {
+        self.pre_filter_result = Some(node_names);
+    }
+
+    /// The nodes PreFilter narrowed the cycle to; `None` when every node is a candidate.
+    pub fn pre_filter_nodes(&self) -> Option<&BTreeSet<String>> {
+        self.node_names.as_ref()
+    }
+
+    /// The plugins that narrowed the candidate nodes, in the order they ran.
+    pub fn narrowed_by(&self) -> &[&'static str] {
+        &self.narrowed_by
+    }
+
     /// Stores `value` under `key`.
     pub fn write<T: Any + Send + Sync>(&mut self, key: &'static str, value: T) {
         self.data.insert(key, Box::new(value));
@@ -374,13 +397,36 @@ impl Framework {
     }
 
     /// Runs PreFilter; a rejection (with the rejecting plugin) or the plugins to skip.
+    /// Narrowing results are merged into [`CycleState::pre_filter_nodes`]; an empty
+    /// intersection rejects the pod as kube-scheduler's `RunPreFilterPlugins` does.
     pub fn run_pre_filter(&self, state: &mut CycleState, pod: &Pod, nodes: &[&NodeInfo]) -> Status {
         for (e, p) in self.each(|p| p.as_pre_filter()) {
+            state.pre_filter_result = None;
             let status = p.pre_filter(state, pod, nodes);
             match status.code {
                 Code::Success => {}
                 Code::Skip => state.skip_filter.push(e.plugin.name()),
                 _ => return status.with_plugin(e.plugin.name()),
+            }
+            let Some(names) = state.pre_filter_result.take() else {
+                continue;
+            };
+            state.narrowed_by.push(e.plugin.name());
+            let merged = match state.node_names.take() {
+                None => names,
+                Some(before) => before.intersection(&names).cloned().collect(),
+            };
+            let empty = merged.is_empty();
+            state.node_names = Some(merged);
+            if empty {
+                let reason = match state.narrowed_by.as_slice() {
+                    [one] => format!("node(s) didn't satisfy plugin {one}"),
+                    all => format!(
+                        "node(s) didn't satisfy plugin(s) [{}] simultaneously",
+                        all.join(" ")
+                    ),
+                };
+                return Status::unresolvable(reason).with_plugin(e.plugin.name());
             }
         }
         Status::success()

@@ -1,6 +1,7 @@
 //! A node with the pods assigned to it and what they request (`framework.NodeInfo`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
@@ -174,6 +175,18 @@ pub struct NodeInfo {
     pub pods_with_affinity: usize,
     /// How many pods have required pod anti-affinity terms.
     pub pods_with_required_anti_affinity: usize,
+    /// Changes whenever the node or its pods change, and is never reused by any node
+    /// (`NodeInfo.Generation`): what a plugin computed from a node stays valid while the
+    /// generation is the same.
+    pub generation: u64,
+}
+
+/// The source of [`NodeInfo::generation`]s, shared by every node so that a number names
+/// one state of one node.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+fn next_generation() -> u64 {
+    GENERATION.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Whether the pod has pod affinity or anti-affinity, and required anti-affinity terms.
@@ -209,6 +222,7 @@ impl NodeInfo {
         self.allocatable =
             Resource::from_list(node.status.as_ref().and_then(|s| s.allocatable.as_ref()));
         self.node = Some(node);
+        self.generation = next_generation();
     }
 
     /// Adds (or replaces) a pod.
@@ -221,6 +235,7 @@ impl NodeInfo {
         self.pods_with_affinity += usize::from(any);
         self.pods_with_required_anti_affinity += usize::from(required_anti);
         self.pods.insert(key.to_owned(), pod);
+        self.generation = next_generation();
     }
 
     /// Removes a pod; whether it was there.
@@ -238,6 +253,7 @@ impl NodeInfo {
                 self.used_ports.swap_remove(i);
             }
         }
+        self.generation = next_generation();
         true
     }
 }

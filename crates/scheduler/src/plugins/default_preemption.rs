@@ -11,6 +11,7 @@
 //! node and scheduled once they are gone.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -338,14 +339,16 @@ impl DefaultPreemption {
         };
         let mut candidates = Vec::new();
         let mut statuses = Vec::new();
+        // One lookup per node: a linear search here made a failure cost nodes squared.
+        let rejections: HashMap<&str, &Status> = diagnosis
+            .node_statuses
+            .iter()
+            .map(|(name, status)| (name.as_str(), status))
+            .collect();
         for i in 0..nodes.len() {
             let index = (offset + i) % nodes.len();
             let node = nodes[index];
-            let rejected = diagnosis
-                .node_statuses
-                .iter()
-                .find(|(name, _)| name == node.name())
-                .map(|(_, s)| s);
+            let rejected = rejections.get(node.name()).copied();
             if rejected.is_some_and(|s| s.code == Code::UnschedulableAndUnresolvable)
                 || !diagnosis.pre_filter_msg.is_empty()
             {

@@ -37,12 +37,13 @@ pub fn find_untolerated<'a>(
     })
 }
 
-fn requirement_matches(req: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
-    let value = labels.get(&req.key);
+/// Whether `value` (a label's or a field's, if the node has it) meets the requirement.
+fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
     let values = req.values.as_deref().unwrap_or(&[]);
+    let listed = |v: &str| values.iter().any(|x| x == v);
     match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => !value.is_some_and(|v| values.contains(v)),
+        "In" => value.is_some_and(listed),
+        "NotIn" => !value.is_some_and(listed),
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         op @ ("Gt" | "Lt") => {
@@ -74,9 +75,14 @@ pub fn term_matches(
     if exprs.is_empty() && fields.is_empty() {
         return false;
     }
-    let field_labels = BTreeMap::from([("metadata.name".to_owned(), name.to_owned())]);
-    exprs.iter().all(|r| requirement_matches(r, labels))
-        && fields.iter().all(|r| requirement_matches(r, &field_labels))
+    // Called for every node a pod is filtered against: no allocation here.
+    exprs
+        .iter()
+        .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
+        && fields.iter().all(|r| {
+            let field = (r.key == "metadata.name").then_some(name);
+            requirement_matches(r, field)
+        })
 }
 
 /// Whether a label selector matches labels; `None` matches nothing, an empty selector

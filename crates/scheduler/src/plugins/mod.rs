@@ -65,7 +65,7 @@ pub static REGISTRY: &[(&str, Factory)] = &[
         })
     }),
     (pod_topology_spread::NAME, |_| {
-        Arc::new(pod_topology_spread::PodTopologySpread)
+        Arc::new(pod_topology_spread::PodTopologySpread::default())
     }),
     (inter_pod_affinity::NAME, |h| {
         Arc::new(inter_pod_affinity::InterPodAffinity {
