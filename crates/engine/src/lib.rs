@@ -111,6 +111,11 @@ pub struct Engine {
     mounter: Box<dyn rootfs::Mounter>,
     skiff_exe: PathBuf,
     global_args: Vec<String>,
+    /// Which container has which name (`<data>/names`).
+    names: container::name_index::NameIndex,
+    /// Records read so far, by id: a record never changes after `create`, so a
+    /// listing reads only the state files of each container, not its record.
+    records: std::sync::Mutex<std::collections::HashMap<String, ContainerRecord>>,
 }
 
 impl Engine {
@@ -127,7 +132,9 @@ impl Engine {
         dns_command.extend(global_args.iter().cloned());
         dns_command.extend(["network".to_string(), "dns-serve".to_string()]);
         let networking = networks::networking(&roots, dns_command)?;
-        Ok(Engine {
+        let names =
+            container::name_index::NameIndex::new(roots.data.join(container::name_index::DIR));
+        let engine = Engine {
             roots,
             images,
             volumes,
@@ -135,7 +142,32 @@ impl Engine {
             mounter: Box::new(rootfs::KernelMounter),
             skiff_exe,
             global_args,
-        })
+            names,
+            records: Default::default(),
+        };
+        engine.ensure_name_index()?;
+        Ok(engine)
+    }
+
+    /// Builds the name index of a root whose containers were created before it
+    /// existed (once, under the containers lock).
+    fn ensure_name_index(&self) -> Result<()> {
+        if self.names.exists() {
+            return Ok(());
+        }
+        let _lock = lock::FileLock::acquire(&self.roots.containers_lock())
+            .map_err(EngineError::io("locking containers"))?;
+        if self.names.exists() {
+            return Ok(());
+        }
+        let names: Vec<(String, String)> = self
+            .list()?
+            .into_iter()
+            .map(|c| (c.record.name, c.record.id))
+            .collect();
+        self.names
+            .build(&names)
+            .map_err(EngineError::io("building the container name index"))
     }
 
     /// The image store.
@@ -164,12 +196,37 @@ impl Engine {
         }
     }
 
-    /// Loads one container by full id.
-    fn load(&self, id: &str) -> Result<Container> {
+    /// The record of container `id`, from the cache or its `container.json`.
+    fn record(&self, id: &str) -> Result<ContainerRecord> {
         let files = self.files(id);
+        let cached = self.records.lock().unwrap().get(id).cloned();
+        if let Some(record) = cached {
+            // Removed by another process since: the cache must not revive it.
+            if files.record().exists() {
+                return Ok(record);
+            }
+            self.records.lock().unwrap().remove(id);
+            return Err(EngineError::NoSuchContainer(id.to_string()));
+        }
         let record: ContainerRecord = skiff_runtime::status::read_json(&files.record())
             .map_err(EngineError::io(format!("reading container {id}")))?
             .ok_or_else(|| EngineError::NoSuchContainer(id.to_string()))?;
+        self.records
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), record.clone());
+        Ok(record)
+    }
+
+    /// Loads one container by full id.
+    fn load(&self, id: &str) -> Result<Container> {
+        let record = self.record(id)?;
+        Ok(self.with_state(record))
+    }
+
+    /// A record with the state its shim's files show now.
+    fn with_state(&self, record: ContainerRecord) -> Container {
+        let files = self.files(&record.id);
         let (status, started_at) = container::derive_status(&files);
         let health = match (&record.health, &status) {
             (Some(_), skiff_runtime::ContainerStatus::Running { .. }) => {
@@ -180,29 +237,50 @@ impl Engine {
             }
             _ => None,
         };
-        Ok(Container {
+        Container {
             record,
             status,
             started_at,
             dir: files.dir,
             health,
-        })
+        }
+    }
+
+    /// The ids of the containers on disk (some may be half created or removed).
+    fn ids(&self) -> Result<Vec<String>> {
+        match std::fs::read_dir(self.roots.containers()) {
+            Ok(entries) => Ok(entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(EngineError::io("listing containers")(e)),
+        }
     }
 
     /// Every container, newest first.
     pub fn list(&self) -> Result<Vec<Container>> {
-        let mut out = Vec::new();
-        let entries = match std::fs::read_dir(self.roots.containers()) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(EngineError::io("listing containers")(e)),
-        };
-        for entry in entries.flatten() {
-            let id = entry.file_name().to_string_lossy().to_string();
-            if let Ok(c) = self.load(&id) {
-                out.push(c);
-            }
+        self.list_matching(|_| true)
+    }
+
+    /// The containers whose record `keep` accepts, newest first; only their state
+    /// is read (a kubelet's query for one pod does not read every container's files).
+    pub fn list_matching(&self, keep: impl Fn(&ContainerRecord) -> bool) -> Result<Vec<Container>> {
+        let ids = self.ids()?;
+        {
+            // Forget the records of containers removed meanwhile.
+            let present: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+            self.records
+                .lock()
+                .unwrap()
+                .retain(|id, _| present.contains(id.as_str()));
         }
+        let mut out: Vec<Container> = ids
+            .iter()
+            .filter_map(|id| self.record(id).ok())
+            .filter(|r| keep(r))
+            .map(|r| self.with_state(r))
+            .collect();
         out.sort_by_key(|c| std::cmp::Reverse(c.record.created));
         Ok(out)
     }
@@ -210,17 +288,25 @@ impl Engine {
     /// Finds a container by name, full id or unique id prefix.
     pub fn find(&self, name_or_id: &str) -> Result<Container> {
         let wanted = name_or_id.trim_start_matches('/');
-        if wanted.is_empty() {
+        if wanted.is_empty() || wanted.contains('/') || wanted.starts_with('.') {
             return Err(EngineError::NoSuchContainer(name_or_id.to_string()));
         }
-        let all = self.list()?;
-        if let Some(c) = all
-            .iter()
-            .find(|c| c.record.id == wanted || c.record.name == wanted)
-        {
-            return Ok(c.clone());
+        // A full id, then a name (one marker file), then an id prefix.
+        if let Ok(c) = self.load(wanted) {
+            return Ok(c);
         }
-        let mut matches = all.into_iter().filter(|c| c.record.id.starts_with(wanted));
+        if let Some(id) = self.names.lookup(wanted) {
+            if let Ok(c) = self.load(&id) {
+                if c.record.name == wanted {
+                    return Ok(c);
+                }
+            }
+        }
+        let mut matches = self
+            .ids()?
+            .into_iter()
+            .filter(|id| id.starts_with(wanted))
+            .filter_map(|id| self.load(&id).ok());
         match (matches.next(), matches.next()) {
             (Some(c), None) => Ok(c),
             (Some(_), Some(_)) => Err(EngineError::Ambiguous(wanted.to_string())),

@@ -67,7 +67,8 @@ impl Roots {
         self.data.join("volumes")
     }
 
-    /// The lock serialising container creation and naming.
+    /// The lock serialising the build of the name index and the creation of named
+    /// volumes (names themselves are reserved without it).
     pub fn containers_lock(&self) -> PathBuf {
         self.data.join("containers.lock")
     }

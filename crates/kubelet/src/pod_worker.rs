@@ -112,6 +112,13 @@ pub struct Worker {
     cluster_dns: Option<crate::dns::ClusterDns>,
     cgroups: Option<Arc<PodCgroups>>,
     puller: crate::image_pull::ImagePuller,
+    /// Pods evicted for node pressure or refused by admission under it, by UID
+    /// ([`Worker::evict`]).
+    evicted: Mutex<HashMap<String, Evicted>>,
+    /// Pods admitted (or refused) already: admission is decided once per pod.
+    admitted: Mutex<std::collections::HashSet<String>>,
+    /// The node's pressure conditions, which new pods are admitted under.
+    pressure: Option<Arc<crate::eviction::Pressure>>,
     /// Where `Localhost` seccomp profiles live (`ROOT/kubelet/seccomp`).
     seccomp_root: PathBuf,
 }
@@ -120,6 +127,13 @@ impl Worker {
     /// The same worker, giving `ClusterFirst` pods `cluster_dns` as their resolver.
     pub fn with_cluster_dns(mut self, cluster_dns: Option<crate::dns::ClusterDns>) -> Worker {
         self.cluster_dns = cluster_dns;
+        self
+    }
+
+    /// The same worker, admitting new pods under the node's `pressure` conditions as
+    /// the eviction manager's admit handler does ([`crate::eviction::admit`]).
+    pub fn with_pressure(mut self, pressure: Arc<crate::eviction::Pressure>) -> Worker {
+        self.pressure = Some(pressure);
         self
     }
 
@@ -156,6 +170,9 @@ impl Worker {
             volumes: Mutex::new(HashMap::new()),
             cluster_dns: None,
             cgroups: None,
+            evicted: Mutex::new(HashMap::new()),
+            admitted: Mutex::new(Default::default()),
+            pressure: None,
         }
     }
 
@@ -237,6 +254,8 @@ impl Worker {
         self.probes.remove_pod(uid);
         self.puller.forget_pod(uid);
         self.volumes.lock().unwrap().remove(uid);
+        self.evicted.lock().unwrap().remove(uid);
+        self.admitted.lock().unwrap().remove(uid);
         if let Err(e) = volumes::teardown(&self.pods_dir, uid, self.mounter.as_ref()) {
             tracing::warn!(pod_uid = %uid, "removing the pod's volumes: {e}");
         }
@@ -274,6 +293,8 @@ impl Worker {
             uid: meta.uid.clone().unwrap_or_default(),
         };
         let labels = BTreeMap::from([(cri::POD_UID_LABEL.to_string(), p.uid.clone())]);
+        let _span = tracing::debug_span!("sync_pod", pod = %p.name).entered();
+        let began = std::time::Instant::now();
         if meta.deletion_timestamp.is_some() {
             let spec = pod.spec.clone().unwrap_or_default();
             let grace = meta
@@ -293,32 +314,72 @@ impl Worker {
             ..Default::default()
         };
         let old_phase = pod.status.as_ref().and_then(|s| s.phase.clone());
-        let terminal = matches!(old_phase.as_deref(), Some("Succeeded" | "Failed"));
         observed.containers = rt.list_containers(&labels)?;
         let mut sandboxes = rt.list_pod_sandboxes(&labels)?;
         sandboxes.sort_by_key(|s| s.created_at);
         let sandbox = sandboxes.last().cloned();
+        let finished = matches!(old_phase.as_deref(), Some("Succeeded" | "Failed"));
+        if !finished && sandboxes.is_empty() && observed.containers.is_empty() {
+            self.admit(pod, &p.uid);
+        }
+        let evicted = self.evicted.lock().unwrap().get(&p.uid).cloned();
+        let terminal = evicted.is_some() || finished;
         if terminal {
             // A finished pod keeps its containers (for logs) but not its sandbox.
             self.probes.remove_pod(&p.uid);
+            if evicted.is_some() {
+                // A sync that began before the eviction may have started one again.
+                self.stop_running(&observed.containers, EVICTION_GRACE);
+                observed.containers = rt.list_containers(&labels)?;
+            }
             for s in sandboxes.iter().filter(|s| s.state == SandboxState::Ready) {
                 rt.stop_pod_sandbox(&s.id)?;
             }
             // Nothing of it runs any more: its cgroup goes, as the kubelet removes the
             // cgroups of pods that are not active.
             self.remove_pod_cgroup(&p.uid);
-            return Ok(Outcome::Status(Box::new(status::pod_status(
-                pod, &observed,
-            ))));
+            let mut status = status::pod_status(pod, &observed);
+            // A terminal phase is never left (the status manager's rule); an evicted pod
+            // failed for the reason its eviction gave.
+            match evicted {
+                Some(e) => {
+                    status.phase = Some(status::Phase::Failed.as_str().into());
+                    status.reason = Some(crate::eviction::REASON.into());
+                    if e.disruption {
+                        let conditions = status.conditions.get_or_insert_with(Vec::new);
+                        if !conditions.iter().any(|c| c.type_ == "DisruptionTarget") {
+                            conditions.push(k8s_openapi::api::core::v1::PodCondition {
+                                type_: "DisruptionTarget".into(),
+                                status: "True".into(),
+                                reason: Some("TerminationByKubelet".into()),
+                                message: Some(e.message.clone()),
+                                last_transition_time: Some(
+                                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                                        jiff::Timestamp::now(),
+                                    ),
+                                ),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                    status.message = Some(e.message);
+                }
+                None => status.phase = old_phase,
+            }
+            return Ok(Outcome::Status(Box::new(status)));
         }
         let spec = pod.spec.clone().unwrap_or_default();
         // The pod's cgroup before anything of it runs (and on every sync, so a
         // restarted kubelet counts the pods it finds in their QoS level).
         let cgroup_parent = self.ensure_pod_cgroup(pod)?;
+        tracing::debug!(elapsed = ?began.elapsed(), "runtime listed, pod cgroup ready");
 
         // Volumes first: no container starts without them.
         let volumes = match self.ensure_volumes(pod, &p.uid) {
-            Ok(v) => v,
+            Ok(v) => {
+                tracing::debug!(elapsed = ?began.elapsed(), "volumes ready");
+                v
+            }
             Err(message) => {
                 self.event(pod, None, EventType::Warning, "FailedMount", message);
                 observed.sandbox_ready = sandbox.is_some_and(|s| s.state == SandboxState::Ready);
@@ -361,6 +422,7 @@ impl Worker {
                     cgroup_parent,
                 };
                 let id = rt.run_pod_sandbox(&config)?;
+                tracing::debug!(elapsed = ?began.elapsed(), "sandbox running");
                 observed.containers = rt.list_containers(&labels)?;
                 rt.pod_sandbox_status(&id)?
             }
@@ -391,11 +453,14 @@ impl Worker {
             .restart_policy
             .clone()
             .unwrap_or_else(|| "Always".into());
+        let ephemeral = crate::ephemeral::to_start(&spec, &observed);
+        let pid_targets = crate::ephemeral::targets(&ephemeral);
         let start = StartContext {
             pod,
             p: &p,
             sandbox_id: &sandbox.id,
             volumes: &volumes,
+            pid_targets: &pid_targets,
         };
         let mut changed = false;
         let mut initialized = true;
@@ -420,7 +485,12 @@ impl Worker {
                 }
             }
         }
+        // Ephemeral containers start once the sandbox is up, initialized or not.
+        for (c, _) in &ephemeral {
+            changed |= self.start(&start, c, &mut observed)?;
+        }
         if changed {
+            tracing::debug!(elapsed = ?began.elapsed(), "containers started");
             observed.containers = rt.list_containers(&labels)?;
         }
         observed.now = Utc::now();
@@ -731,6 +801,7 @@ impl Worker {
             mounts,
             resources: crate::cgroups::resources::container_resources(c),
             security,
+            pid_target: s.pid_targets.get(&c.name).cloned(),
         })
     }
 
@@ -799,6 +870,8 @@ struct StartContext<'a> {
     p: &'a PodRef,
     sandbox_id: &'a str,
     volumes: &'a BTreeMap<String, HostVolume>,
+    /// The running containers whose PID namespace ephemeral containers join, by name.
+    pid_targets: &'a BTreeMap<String, String>,
 }
 
 impl Worker {
@@ -834,6 +907,112 @@ impl Worker {
             self.event(pod, Some(&c.name), type_, reason, message);
         }
         result
+    }
+}
+
+/// The grace period of a pod evicted for a hard threshold (the kubelet's
+/// `immediateEvictionGracePeriodSeconds`).
+const EVICTION_GRACE: u32 = 1;
+
+/// Why a pod is reported `Failed` with reason `Evicted`.
+#[derive(Debug, Clone)]
+struct Evicted {
+    /// The status message.
+    message: String,
+    /// Evicted while running (a `DisruptionTarget` condition, reason
+    /// `TerminationByKubelet`), not refused at admission.
+    disruption: bool,
+}
+
+impl Worker {
+    /// Admits a pod the kubelet has not started yet, once, under the node's pressure
+    /// conditions; a refused pod is recorded as evicted, with an `Evicted` Event.
+    fn admit(&self, pod: &Pod, uid: &str) {
+        let Some(pressure) = &self.pressure else {
+            return;
+        };
+        if !self.admitted.lock().unwrap().insert(uid.to_string()) {
+            return;
+        }
+        if let Err(message) = crate::eviction::admit(pod, &pressure.current()) {
+            self.event(
+                pod,
+                None,
+                EventType::Warning,
+                crate::eviction::REASON,
+                message.clone(),
+            );
+            self.evicted.lock().unwrap().insert(
+                uid.to_string(),
+                Evicted {
+                    message,
+                    disruption: false,
+                },
+            );
+        }
+    }
+
+    /// Evicts the pod for node pressure (the eviction manager's `killPodFunc`): records
+    /// why, so that every later sync reports it `Failed` with reason `Evicted` and
+    /// starts nothing of it, stops its containers (kept for their logs) and sandbox,
+    /// and records an `Evicted` Event.
+    pub fn evict(&self, pod: &Pod, message: &str) -> Result<(), CriError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        self.evicted.lock().unwrap().insert(
+            uid.clone(),
+            Evicted {
+                message: message.to_string(),
+                disruption: true,
+            },
+        );
+        self.event(
+            pod,
+            None,
+            EventType::Warning,
+            crate::eviction::REASON,
+            message.to_string(),
+        );
+        self.probes.remove_pod(&uid);
+        let labels = BTreeMap::from([(cri::POD_UID_LABEL.to_string(), uid)]);
+        self.stop_running(&self.runtime.list_containers(&labels)?, EVICTION_GRACE);
+        for s in self.runtime.list_pod_sandboxes(&labels)? {
+            if s.state == SandboxState::Ready {
+                self.runtime.stop_pod_sandbox(&s.id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the running ones of `containers` in parallel, each with `grace` seconds.
+    fn stop_running(&self, containers: &[cri::ContainerStatus], grace: u32) {
+        std::thread::scope(|s| {
+            for c in containers
+                .iter()
+                .filter(|c| c.state == ContainerState::Running)
+            {
+                s.spawn(move || {
+                    if let Err(e) = self.runtime.stop_container(&c.id, grace) {
+                        tracing::warn!(container = %c.id, "stopping: {e}");
+                    }
+                });
+            }
+        });
+    }
+
+    /// What the pod uses of the resource `signal` starves, from its cgroup (memory
+    /// working set, processes); 0 when unknown (no pod cgroups, or disk usage, which is
+    /// not measured per pod).
+    pub fn usage_of(&self, pod: &Pod, signal: crate::eviction::Signal) -> u64 {
+        use crate::eviction::Signal;
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let Some(usage) = self.cgroups.as_ref().and_then(|c| c.pod_usage(uid)) else {
+            return 0;
+        };
+        match signal {
+            Signal::MemoryAvailable => usage.memory_bytes,
+            Signal::PidAvailable => usage.pids,
+            Signal::NodeFsAvailable | Signal::ImageFsAvailable => 0,
+        }
     }
 }
 
@@ -1410,6 +1589,164 @@ mod tests {
             .list()
             .iter()
             .any(|e| e.starts_with("FailedPostStartHook: Exec lifecycle hook")));
+    }
+
+    #[test]
+    fn an_ephemeral_container_starts_once_in_its_targets_pid_namespace() {
+        let f = fixture(&["busybox:1"]);
+        let mut p = pod(serde_json::json!({"spec": {
+            "containers": [{"name": "app", "image": "busybox:1"}],
+            "ephemeralContainers": [{"name": "dbg", "image": "busybox:1", "command": ["sh"],
+                "stdin": true, "tty": true, "targetContainerName": "app"}]}}));
+        f.worker.sync_pod(&p).unwrap();
+        // The target was not running yet: the debug container waits for it.
+        assert!(f.rt.config_of("dbg").is_none());
+        p.status = Some(status_of(f.worker.sync_pod(&p).unwrap()));
+        let app = cri::RuntimeService::list_containers(f.rt.as_ref(), &BTreeMap::new()).unwrap();
+        let app = app.iter().find(|c| c.name() == "app").unwrap();
+        let dbg = f.rt.config_of("dbg").unwrap();
+        assert_eq!(dbg.pid_target.as_deref(), Some(app.id.as_str()));
+        assert_eq!(
+            (dbg.stdin, dbg.tty, dbg.command),
+            (true, true, vec!["sh".to_string()])
+        );
+        assert_eq!(f.rt.config_of("app").unwrap().pid_target, None);
+        // Exited: never started again; reported apart from the pod's containers.
+        f.rt.exit("dbg", 0);
+        let calls = f.rt.calls().len();
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(f.rt.calls().len(), calls);
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        let e = &s.ephemeral_container_statuses.unwrap()[0];
+        assert_eq!(e.name, "dbg");
+        let terminated = e.state.clone().unwrap().terminated.unwrap();
+        assert_eq!(terminated.exit_code, 0);
+        assert_eq!(s.container_statuses.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_evicted_pod_stops_and_fails_with_reason_evicted() {
+        let f = fixture(&["busybox:1"]);
+        let mut p = pod(
+            serde_json::json!({"spec": {"containers": [{"name": "app", "image": "busybox:1"}]}}),
+        );
+        p.status = Some(status_of(f.worker.sync_pod(&p).unwrap()));
+        f.worker
+            .evict(&p, "The node was low on resource: memory. ")
+            .unwrap();
+        let calls = f.rt.calls();
+        assert!(
+            calls.contains(&"stop_container app 1".to_string()),
+            "{calls:?}"
+        );
+        assert!(
+            calls.ends_with(&["stop_pod_sandbox".to_string()]),
+            "{calls:?}"
+        );
+        assert_eq!(
+            f.events.list().last().map(String::as_str),
+            Some("Evicted: The node was low on resource: memory. ")
+        );
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(s.reason.as_deref(), Some("Evicted"));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("The node was low on resource: memory. ")
+        );
+        let disruption = s
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "DisruptionTarget")
+            .unwrap();
+        assert_eq!(
+            (disruption.status.as_str(), disruption.reason.as_deref()),
+            ("True", Some("TerminationByKubelet"))
+        );
+        // Reported Failed, it stays so (restartPolicy Always notwithstanding), and nothing
+        // starts again, also after the kubelet forgot the eviction.
+        p.status = Some(s);
+        f.worker.evicted.lock().unwrap().clear();
+        let calls = f.rt.calls().len();
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(s.reason.as_deref(), Some("Evicted"));
+        assert_eq!(f.rt.calls().len(), calls);
+    }
+
+    #[test]
+    fn under_memory_pressure_a_new_best_effort_pod_is_refused() {
+        use crate::eviction::{parse_thresholds, Observation, Pressure};
+        let pressure = Arc::new(Pressure::new(Duration::from_secs(300)));
+        let threshold = parse_thresholds("memory.available<1Gi").unwrap()[0];
+        pressure.update(&[(threshold, Observation::default())], Instant::now());
+        let f = fixture(&["busybox:1"]);
+        let worker = f.worker.with_pressure(pressure);
+        let p = pod(
+            serde_json::json!({"spec": {"containers": [{"name": "app", "image": "busybox:1"}]}}),
+        );
+        let s = status_of(worker.sync_pod(&p).unwrap());
+        assert_eq!(
+            (
+                s.phase.as_deref(),
+                s.reason.as_deref(),
+                s.message.as_deref()
+            ),
+            (
+                Some("Failed"),
+                Some("Evicted"),
+                Some("The node was low on resource: [MemoryPressure]. ")
+            )
+        );
+        assert!(f.rt.calls().is_empty(), "nothing started");
+        assert_eq!(
+            f.events.list(),
+            ["Evicted: The node was low on resource: [MemoryPressure]. "]
+        );
+        // A Guaranteed pod is admitted.
+        let mut g = pod(serde_json::json!({"spec": {"containers": [{"name": "app",
+            "image": "busybox:1", "resources": {"limits": {"cpu": "1", "memory": "64Mi"}}}]}}));
+        g.metadata.uid = Some("uid-2".into());
+        let s = status_of(worker.sync_pod(&g).unwrap());
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+    }
+
+    #[test]
+    fn pod_max_pids_limits_each_pod_cgroup_and_kubepods() {
+        use crate::cgroups::{resources::Amounts, PodCgroups};
+        let f = fixture(&["busybox:1"]);
+        let tree = Arc::new(crate::fake::FakeCgroups::default());
+        let dir = tempfile::tempdir().unwrap();
+        let cgroups = PodCgroups::new(tree.clone(), "/t", Amounts::default(), dir.path())
+            .with_pids_limits(Some(20), Some(4_194_304));
+        let worker = f.worker.with_cgroups(Some(Arc::new(cgroups)));
+        let p = pod(
+            serde_json::json!({"spec": {"containers": [{"name": "app", "image": "busybox:1"}]}}),
+        );
+        worker.sync_pod(&p).unwrap();
+        assert_eq!(
+            tree.limits("/t/kubepods/besteffort/poduid-1")
+                .unwrap()
+                .pids_limit,
+            Some(20)
+        );
+        assert_eq!(
+            tree.limits("/t/kubepods").unwrap().pids_limit,
+            Some(4_194_304)
+        );
+        // -1 is no limit.
+        let cgroups = PodCgroups::new(tree.clone(), "/u", Amounts::default(), dir.path())
+            .with_pids_limits(Some(-1), None);
+        let g = fixture(&["busybox:1"]);
+        let worker = g.worker.with_cgroups(Some(Arc::new(cgroups)));
+        worker.sync_pod(&p).unwrap();
+        assert_eq!(
+            tree.limits("/u/kubepods/besteffort/poduid-1")
+                .unwrap()
+                .pids_limit,
+            None
+        );
     }
 
     #[test]

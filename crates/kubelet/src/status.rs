@@ -294,11 +294,18 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
         .map(|c| container_status(c, observed, app_default))
         .collect();
     let phase = phase(restart_policy, &init, &app);
+    // Ephemeral containers are reported, but count for neither phase nor readiness.
+    let ephemeral: Vec<ContainerStatus> = crate::ephemeral::containers(&spec)
+        .iter()
+        .map(|c| container_status(c, observed, "ContainerCreating"))
+        .collect();
     let old_conditions = old.conditions.clone().unwrap_or_default();
     let now = observed.now;
     let mut conditions: Vec<PodCondition> = old_conditions
         .iter()
-        .filter(|c| c.type_ == "PodScheduled")
+        // Conditions others own: the scheduler's, and a disruption's (the taint
+        // manager's, an eviction's).
+        .filter(|c| matches!(c.type_.as_str(), "PodScheduled" | "DisruptionTarget"))
         .cloned()
         .collect();
     conditions.push(condition(
@@ -363,6 +370,7 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
         start_time: old.start_time.clone().or(Some(time(now))),
         init_container_statuses: (!init.is_empty()).then_some(init),
         container_statuses: Some(app),
+        ephemeral_container_statuses: (!ephemeral.is_empty()).then_some(ephemeral),
         qos_class: Some(crate::qos::of_pod(pod).as_str().to_string()),
         ..old
     }

@@ -181,6 +181,9 @@ fn run_pause() -> ! {
     }
     let all = SigSet::all();
     let _ = all.thread_block();
+    // A clone of the shim taken during its start-up: keep only what the loop below
+    // touches (about a page of code and stack), not the shim's heap and code.
+    crate::shim::shed_startup_memory();
     loop {
         match all.wait() {
             Ok(Signal::SIGTERM | Signal::SIGINT) => std::process::exit(0),

@@ -597,12 +597,23 @@ fn run(config: &ShimConfig, reporter: &mut Option<File>) -> anyhow::Result<()> {
 /// process with MADV_DONTNEED and fault back in from the page cache when
 /// touched again. Mappings holding anonymous copy-on-write pages (relocated
 /// read-only data, .data) are left alone: dropping those would lose data.
-fn shed_startup_memory() {
+/// The stack below the caller's frames (start-up went deeper than the event
+/// loop will) and the heap's free pages are returned too.
+///
+/// The pod sandbox's pause process, a clone of the shim taken during
+/// start-up, calls it as well before it sleeps.
+#[inline(never)]
+pub(crate) fn shed_startup_memory() {
+    // Pages of the stack below this frame (and a margin for what it calls) hold
+    // no live data.
+    let stack_pointer = below_this_frame();
+    let keep_below_sp = 16 * 1024;
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };
     let mut current: Option<(usize, usize, bool)> = None;
     let mut candidates = Vec::new();
+    let mut unused_stack = None;
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if first.contains('-') && !first.ends_with(':') {
@@ -615,6 +626,13 @@ fn shed_startup_memory() {
             let (start, end) = range.split_once('-').unwrap_or(("0", "0"));
             let start = usize::from_str_radix(start, 16).unwrap_or(0);
             let end = usize::from_str_radix(end, 16).unwrap_or(0);
+            if (start..end).contains(&stack_pointer) && perms.starts_with("rw") {
+                let page = 4096;
+                let limit = stack_pointer.saturating_sub(keep_below_sp) & !(page - 1);
+                if limit > start {
+                    unused_stack = Some((start, limit));
+                }
+            }
             let file_backed = inode != "0";
             let eligible = file_backed && !perms.contains('w') && perms.ends_with('p');
             current = eligible.then_some((start, end, true));
@@ -639,10 +657,28 @@ fn shed_startup_memory() {
             libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_RANDOM);
         }
     }
+    if let Some((start, end)) = unused_stack {
+        // SAFETY: the range lies in this thread's stack mapping, more than 16 KiB
+        // below the whole frame of this function: no live frame or object is there (the
+        // stack grows down), and the kernel gives back zeroed pages if the stack
+        // grows into it again.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+    drop(smaps);
     // SAFETY: glibc's malloc_trim only returns free heap memory to the kernel.
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// An address below the whole stack frame of the caller (a frame is allocated
+/// entire on entry, so a callee's local lies under all of it).
+#[inline(never)]
+fn below_this_frame() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(&marker) as *const u8 as usize
 }
 
 /// An attached client: its socket, decoder and pending output.

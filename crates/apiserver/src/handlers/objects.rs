@@ -951,8 +951,11 @@ impl Ctx<'_> {
     ) -> ApiResult<Reply> {
         // `approval` (CertificateSigningRequests) writes status conditions like `status`.
         let status_endpoint = matches!(self.info.subresource.as_str(), "status" | "approval");
+        // `ephemeralcontainers` (pods) changes spec.ephemeralContainers alone.
+        let subresource_endpoint =
+            status_endpoint || self.info.subresource.as_str() == "ephemeralcontainers";
         let mut obj = self.endpoint_changes(&old, new, status_endpoint);
-        if status_endpoint {
+        if subresource_endpoint {
             self.def
                 .strategy
                 .prepare_for_subresource(&self.info.subresource, &old, &mut obj);

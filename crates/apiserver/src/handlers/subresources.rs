@@ -569,6 +569,15 @@ pub(super) const EXTRA_SUBRESOURCES: &[Subresource] = &[
         kind: "Binding",
         verbs: &["create"],
     },
+    // Only spec.ephemeralContainers changes through it (`kubectl debug`).
+    Subresource {
+        resource: "pods",
+        name: "ephemeralcontainers",
+        group: "",
+        version: "v1",
+        kind: "Pod",
+        verbs: &["get", "patch", "update"],
+    },
     Subresource {
         resource: "pods",
         name: "eviction",

@@ -51,9 +51,27 @@ impl Strategy for PodStrategy {
         validate_pod_spec(obj.get("spec"), "spec")
     }
 
+    fn prepare_for_update(&self, old: &Value, new: &mut Value) {
+        // Ephemeral containers change only through `pods/ephemeralcontainers`.
+        copy_ephemeral_containers(old, new);
+    }
+
+    fn prepare_for_subresource(&self, subresource: &str, old: &Value, new: &mut Value) {
+        if subresource == "ephemeralcontainers" {
+            // Only spec.ephemeralContainers of the request counts.
+            let mut obj = old.clone();
+            copy_ephemeral_containers(new, &mut obj);
+            *new = obj;
+        }
+    }
+
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        let ephemeral = validate_ephemeral_update(new, old);
+        if !ephemeral.is_empty() {
+            return ephemeral;
+        }
         // Only images, activeDeadlineSeconds, tolerations and terminationGracePeriodSeconds
-        // of a pod may change (ValidatePodUpdate).
+        // of a pod may change (ValidatePodUpdate); ephemeral containers were checked above.
         let mask = |spec: Option<&Value>| {
             let mut spec = spec.cloned().unwrap_or(Value::Null);
             for list in ["containers", "initContainers"] {
@@ -70,6 +88,7 @@ impl Strategy for PodStrategy {
                     "activeDeadlineSeconds",
                     "tolerations",
                     "terminationGracePeriodSeconds",
+                    "ephemeralContainers",
                 ] {
                     spec.remove(field);
                 }
@@ -306,6 +325,103 @@ fn default_requests_to_limits(spec: &mut serde_json::Map<String, Value>) {
     }
 }
 
+/// Sets `spec.ephemeralContainers` of `to` to those of `from` (removes it when `from` has
+/// none).
+fn copy_ephemeral_containers(from: &Value, to: &mut Value) {
+    let ephemeral = from.pointer("/spec/ephemeralContainers").cloned();
+    let spec = object_mut(to, "spec");
+    match ephemeral {
+        Some(list) => {
+            spec.insert("ephemeralContainers".into(), list);
+        }
+        None => {
+            spec.remove("ephemeralContainers");
+        }
+    }
+}
+
+/// The fields an ephemeral container may not set (`validateEphemeralContainers`).
+const EPHEMERAL_FORBIDDEN: &[&str] = &[
+    "lifecycle",
+    "livenessProbe",
+    "ports",
+    "readinessProbe",
+    "startupProbe",
+];
+
+/// Checks the ephemeral containers of a pod spec: each forbids ports, probes, lifecycle
+/// hooks and resources, and targets a container of the pod. (Names are checked with the
+/// other containers', in [`validate_pod_spec`].)
+fn validate_ephemeral_containers(spec: &Value, path: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let targets: HashSet<&str> = array_at(spec, "/containers")
+        .iter()
+        .chain(array_at(spec, "/initContainers").iter())
+        .map(|c| str_at(c, "/name"))
+        .collect();
+    for (i, c) in array_at(spec, "/ephemeralContainers").iter().enumerate() {
+        let at = format!("{path}.ephemeralContainers[{i}]");
+        for field in EPHEMERAL_FORBIDDEN {
+            if c.get(*field).is_some_and(|v| !v.is_null()) {
+                errs.push(FieldError::forbidden(
+                    format!("{at}.{field}"),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+        let resources = c.get("resources").and_then(Value::as_object);
+        if resources.is_some_and(|r| {
+            r.values()
+                .any(|v| v.as_object().is_some_and(|m| !m.is_empty()))
+        }) {
+            errs.push(FieldError::forbidden(
+                format!("{at}.resources"),
+                "cannot be set for an Ephemeral Container",
+            ));
+        }
+        let target = str_at(c, "/targetContainerName");
+        if !target.is_empty() && !targets.contains(target) {
+            errs.push(FieldError::invalid(
+                format!("{at}.targetContainerName"),
+                json!(target),
+                "must be the name of one of the pod's containers",
+            ));
+        }
+    }
+    errs
+}
+
+/// An update of ephemeral containers only adds (`ValidatePodEphemeralContainersUpdate`):
+/// the existing ones are neither changed nor removed.
+fn validate_ephemeral_update(new: &Value, old: &Value) -> Vec<FieldError> {
+    let new_list = new
+        .pointer("/spec/ephemeralContainers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut errs = Vec::new();
+    for existing in old
+        .pointer("/spec/ephemeralContainers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = str_at(existing, "/name");
+        match new_list.iter().find(|c| str_at(c, "/name") == name) {
+            None => errs.push(FieldError::forbidden(
+                "spec.ephemeralContainers",
+                format!("existing ephemeral containers {name:?} may not be removed"),
+            )),
+            Some(c) if c != existing => errs.push(FieldError::forbidden(
+                "spec.ephemeralContainers",
+                format!("existing ephemeral containers {name:?} may not be changed"),
+            )),
+            Some(_) => {}
+        }
+    }
+    errs
+}
+
 /// Sets the defaults of a pod spec (`SetDefaults_PodSpec`, `SetDefaults_Container`).
 pub(crate) fn default_pod_spec(spec: &mut serde_json::Map<String, Value>) {
     set_default(spec, "restartPolicy", json!("Always"));
@@ -316,7 +432,7 @@ pub(crate) fn default_pod_spec(spec: &mut serde_json::Map<String, Value>) {
     set_default(spec, "enableServiceLinks", json!(true));
     // `priority` and `preemptionPolicy` come from the Priority admission plugin (pods only,
     // not templates).
-    for list in ["containers", "initContainers"] {
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
         if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for container in containers.iter_mut().filter_map(Value::as_object_mut) {
                 default_container(container);
@@ -358,9 +474,14 @@ pub(crate) fn validate_pod_spec(spec: Option<&Value>, path: &str) -> Vec<FieldEr
         errs.push(FieldError::required(format!("{path}.containers"), ""));
     }
     let mut names = HashSet::new();
+    errs.extend(validate_ephemeral_containers(&spec, path));
     for (list, field) in [
         (array_at(&spec, "/initContainers"), "initContainers"),
         (containers, "containers"),
+        (
+            array_at(&spec, "/ephemeralContainers"),
+            "ephemeralContainers",
+        ),
     ] {
         for (i, c) in list.iter().enumerate() {
             let at = format!("{path}.{field}[{i}]");
@@ -436,6 +557,62 @@ mod tests {
 
     fn spec(containers: serde_json::Value, init: serde_json::Value) -> serde_json::Value {
         json!({"containers": containers, "initContainers": init})
+    }
+
+    #[test]
+    fn ephemeral_containers_change_only_through_their_subresource_and_only_by_additions() {
+        use crate::registry::Strategy as _;
+        let strategy = super::PodStrategy;
+        let old = json!({"metadata": {"name": "p", "labels": {"a": "b"}}, "spec": {
+            "containers": [{"name": "app", "image": "busybox"}],
+            "ephemeralContainers": [{"name": "dbg", "image": "busybox"}]}});
+        // Through the main resource: kept as they were.
+        let mut new = old.clone();
+        new["spec"]["ephemeralContainers"] = json!(null);
+        strategy.prepare_for_update(&old, &mut new);
+        assert_eq!(new, old);
+        // Through the subresource: only they change.
+        let mut new = old.clone();
+        new["metadata"]["labels"] = json!({"x": "y"});
+        new["spec"]["ephemeralContainers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "more", "image": "busybox", "targetContainerName": "app"}));
+        strategy.prepare_for_subresource("ephemeralcontainers", &old, &mut new);
+        assert_eq!(new["metadata"]["labels"], json!({"a": "b"}));
+        assert!(strategy.validate(&new).is_empty());
+        assert!(strategy.validate_update(&new, &old).is_empty());
+        let messages = |errs: Vec<crate::validation::FieldError>| -> Vec<String> {
+            errs.iter().map(|e| e.to_string()).collect()
+        };
+        let mut removed = old.clone();
+        removed["spec"]["ephemeralContainers"] = json!([]);
+        assert_eq!(
+            messages(strategy.validate_update(&removed, &old)),
+            ["spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be removed"]
+        );
+        let mut changed = old.clone();
+        changed["spec"]["ephemeralContainers"][0]["image"] = json!("alpine");
+        assert!(
+            messages(strategy.validate_update(&changed, &old))[0].contains("may not be changed")
+        );
+        // Fields an ephemeral container may not have, an unknown target, a taken name.
+        let bad = json!({"spec": {"containers": [{"name": "app", "image": "busybox"}],
+            "ephemeralContainers": [
+                {"name": "e", "image": "busybox", "ports": [{"containerPort": 80}],
+                 "startupProbe": {}, "resources": {"requests": {"cpu": "1"}}, "targetContainerName": "x"},
+                {"name": "app", "image": "busybox", "resources": {}}]}});
+        let errs = messages(strategy.validate(&bad));
+        assert_eq!(
+            errs,
+            [
+                "spec.ephemeralContainers[0].ports: Forbidden: cannot be set for an Ephemeral Container",
+                "spec.ephemeralContainers[0].startupProbe: Forbidden: cannot be set for an Ephemeral Container",
+                "spec.ephemeralContainers[0].resources: Forbidden: cannot be set for an Ephemeral Container",
+                "spec.ephemeralContainers[0].targetContainerName: Invalid value: \"x\": must be the name of one of the pod's containers",
+                "spec.ephemeralContainers[1].name: Duplicate value: \"app\"",
+            ]
+        );
     }
 
     #[test]

@@ -15,6 +15,14 @@ pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
 /// The taint of a node whose kubelet reports it not Ready.
 pub const NOT_READY_TAINT: &str = "node.kubernetes.io/not-ready";
 
+/// The NoSchedule taint of each pressure condition the kubelet's eviction manager
+/// raises (TaintNodesByCondition).
+pub const CONDITION_TAINTS: [(&str, &str); 3] = [
+    ("MemoryPressure", "node.kubernetes.io/memory-pressure"),
+    ("DiskPressure", "node.kubernetes.io/disk-pressure"),
+    ("PIDPressure", "node.kubernetes.io/pid-pressure"),
+];
+
 /// The conditions the kubelet owns, turned Unknown when it goes silent.
 pub const KUBELET_CONDITIONS: [&str; 4] =
     ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
@@ -161,8 +169,10 @@ pub fn unknown_conditions(node: &Node, now: jiff::Timestamp) -> Vec<NodeConditio
 
 /// The node's taints as they should be for a Ready condition of `ready` (`None`: the
 /// kubelet never posted one, nothing changes), or `None` when they already are: Unknown
-/// means unreachable, False not-ready (each NoSchedule and NoExecute), True neither.
-/// Taints that stay keep their time; other taints are untouched.
+/// means unreachable, False not-ready (each NoSchedule and NoExecute), True neither; a
+/// reachable node under memory, disk or pid pressure (the condition True) also carries
+/// that pressure's NoSchedule taint. Taints that stay keep their time; other taints are
+/// untouched.
 pub fn desired_taints(
     node: &Node,
     ready: Option<&str>,
@@ -178,15 +188,46 @@ pub fn desired_taints(
         .as_ref()
         .and_then(|s| s.taints.clone())
         .unwrap_or_default();
+    let conditions = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let pressure: Vec<&str> = CONDITION_TAINTS
+        .iter()
+        .filter(|(type_, _)| {
+            ready != Some("Unknown")
+                && conditions
+                    .iter()
+                    .any(|c| c.type_ == *type_ && c.status == "True")
+        })
+        .map(|(_, key)| *key)
+        .collect();
     let managed = |t: &Taint| {
-        (t.key == UNREACHABLE_TAINT || t.key == NOT_READY_TAINT)
-            && (t.effect == "NoExecute" || t.effect == "NoSchedule")
+        ((t.key == UNREACHABLE_TAINT || t.key == NOT_READY_TAINT)
+            && (t.effect == "NoExecute" || t.effect == "NoSchedule"))
+            || (CONDITION_TAINTS.iter().any(|(_, key)| t.key == *key) && t.effect == "NoSchedule")
     };
     let mut taints: Vec<Taint> = current
         .iter()
-        .filter(|t| !managed(t) || want.contains(&t.key.as_str()))
+        .filter(|t| {
+            !managed(t) || want.contains(&t.key.as_str()) || pressure.contains(&t.key.as_str())
+        })
         .cloned()
         .collect();
+    for key in &pressure {
+        if !taints
+            .iter()
+            .any(|t| t.key == *key && t.effect == "NoSchedule")
+        {
+            taints.push(Taint {
+                key: (*key).into(),
+                effect: "NoSchedule".into(),
+                value: None,
+                time_added: None,
+            });
+        }
+    }
     for key in want {
         for effect in ["NoSchedule", "NoExecute"] {
             if !taints.iter().any(|t| t.key == *key && t.effect == effect) {
@@ -376,6 +417,39 @@ mod tests {
             one,
             heartbeat_signature(&n, Some(&lease("2025-01-01T00:00:01.000000Z")))
         );
+    }
+
+    #[test]
+    fn pressure_conditions_taint_a_reachable_node_no_schedule() {
+        let now = ts("2025-01-01T00:01:00Z");
+        let n = node(json!({"metadata": {"name": "a"},
+            "spec": {"taints": [{"key": "node.kubernetes.io/pid-pressure", "effect": "NoSchedule"},
+                {"key": "user", "effect": "NoSchedule"}]},
+            "status": {"conditions": [
+            {"type": "Ready", "status": "True"},
+            {"type": "MemoryPressure", "status": "True"},
+            {"type": "PIDPressure", "status": "False"}]}}));
+        let taints = desired_taints(&n, Some("True"), now).unwrap();
+        let keys: Vec<(&str, &str)> = taints
+            .iter()
+            .map(|t| (t.key.as_str(), t.effect.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("user", "NoSchedule"),
+                ("node.kubernetes.io/memory-pressure", "NoSchedule")
+            ]
+        );
+        // Unreachable: the pressure taints go, the unreachable ones come.
+        let mut tainted = n.clone();
+        tainted.spec.as_mut().unwrap().taints = Some(taints);
+        let keys: Vec<String> = desired_taints(&tainted, Some("Unknown"), now)
+            .unwrap()
+            .iter()
+            .map(|t| t.key.clone())
+            .collect();
+        assert_eq!(keys, ["user", UNREACHABLE_TAINT, UNREACHABLE_TAINT]);
     }
 
     #[test]

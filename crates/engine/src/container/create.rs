@@ -8,6 +8,7 @@ use chrono::Utc;
 use rand::RngCore;
 use skiff_runtime::{ContainerSpec, Mount, NamespaceMode, Resources, SeccompMode};
 
+use super::name_index::Reserve;
 use super::{ContainerRecord, CreateRequest, MountPoint};
 use crate::lock::FileLock;
 use crate::networks::{self, NetworkMode};
@@ -159,6 +160,9 @@ pub struct CreateOptions {
     /// Id of a container whose network, IPC and UTS namespaces this one joins when it
     /// starts (that container must be running then); its own network is `none`.
     pub namespaces_of: Option<String>,
+    /// Id of a container whose PID namespace this one joins when it starts (CRI's
+    /// `NamespaceMode::TARGET`: an ephemeral container's target); its own otherwise.
+    pub pid_namespace_of: Option<String>,
     /// Run skiff's built-in pause process instead of a command (a pod sandbox): it
     /// needs no file in the image.
     pub pause: bool,
@@ -182,33 +186,37 @@ impl Engine {
         req: &CreateRequest,
         opts: &CreateOptions,
     ) -> Result<ContainerRecord> {
-        let _lock = FileLock::acquire(&self.roots.containers_lock())
-            .map_err(EngineError::io("locking containers"))?;
+        let _span = tracing::debug_span!("engine.create", name = req.name.as_deref()).entered();
+        let started = std::time::Instant::now();
         let image = self.images.resolve(&req.image)?;
         let image_config = self.images.config(&image)?;
         let config = image_config.config().clone().unwrap_or_default();
 
-        let name = match &req.name {
+        // The name is reserved atomically (see `name_index`): creates of other
+        // names, here or in other processes, go on in parallel.
+        let id = random_id();
+        let (name, reservation) = match &req.name {
             Some(n) => {
                 let n = n.trim_start_matches('/').to_string();
                 names::validate(&n).map_err(EngineError::InvalidArgument)?;
-                if let Some(other) = self.list()?.into_iter().find(|c| c.record.name == n) {
-                    return Err(EngineError::NameConflict {
-                        name: n,
-                        id: other.record.id,
-                    });
+                match self.reserve_name(&n, &id)? {
+                    Reserve::Reserved(r) => (n, r),
+                    Reserve::Taken(other) => {
+                        return Err(EngineError::NameConflict { name: n, id: other })
+                    }
                 }
-                n
             }
             None => {
-                let taken: Vec<String> = self.list()?.into_iter().map(|c| c.record.name).collect();
                 let mut n = names::generate();
-                while taken.contains(&n) {
+                loop {
+                    if let Reserve::Reserved(r) = self.reserve_name(&n, &id)? {
+                        break (n, r);
+                    }
                     n = format!("{}{}", names::generate(), rand::random::<u8>() % 10);
                 }
-                n
             }
         };
+        tracing::debug!(elapsed = ?started.elapsed(), "image resolved, name reserved");
 
         let entrypoint: Vec<String> = match &req.entrypoint {
             Some(e) if e.is_empty() => Vec::new(),
@@ -234,7 +242,6 @@ impl Engine {
             ));
         }
 
-        let id = random_id();
         let files = self.files(&id);
         std::fs::create_dir_all(&files.dir)
             .map_err(EngineError::io(format!("creating {}", files.dir.display())))?;
@@ -253,8 +260,20 @@ impl Engine {
             let _ = self.mounter.unmount(&overlay.merged());
             let _ = std::fs::remove_dir_all(&overlay.base);
             let _ = std::fs::remove_dir_all(&files.dir);
+            // Dropping the reservation frees the name.
+            drop(reservation);
+        } else {
+            reservation.commit();
         }
+        tracing::debug!(elapsed = ?started.elapsed(), ok = result.is_ok(), "created");
         result
+    }
+
+    /// Reserves `name` for the new container `id`.
+    fn reserve_name(&self, name: &str, id: &str) -> Result<Reserve> {
+        self.names
+            .reserve(name, id, |other| self.files(other).record().exists())
+            .map_err(EngineError::io(format!("reserving the name {name}")))
     }
 
     fn create_files(
@@ -495,6 +514,7 @@ impl Engine {
             network,
             ports,
             namespaces_of: opts.namespaces_of.clone(),
+            pid_namespace_of: opts.pid_namespace_of.clone(),
             health: self.health_check(req, image)?,
         };
         // A `--rm` container is gone at its exit: no need to make its record durable.
@@ -625,6 +645,14 @@ impl Engine {
                     readonly,
                 } => (name, destination, readonly, false),
                 VolumeSpec::Anonymous { destination } => (random_id(), destination, false, true),
+            };
+            // Two creates naming a new volume: one creates and fills it.
+            let _lock = match anonymous {
+                true => None,
+                false => Some(
+                    FileLock::acquire(&self.roots.containers_lock())
+                        .map_err(EngineError::io("locking containers"))?,
+                ),
             };
             let (volume, created) = self.volumes.create(&name, BTreeMap::new(), anonymous)?;
             if created {

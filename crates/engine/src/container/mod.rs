@@ -5,6 +5,7 @@
 
 pub mod create;
 pub mod logs;
+pub(crate) mod name_index;
 pub mod remove;
 pub mod start;
 pub mod stop;
@@ -202,6 +203,10 @@ pub struct ContainerRecord {
     /// (a pod's sandbox; see [`create::CreateOptions`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespaces_of: Option<String>,
+    /// The container whose PID namespace this one joins at each start (an ephemeral
+    /// container's target; see [`create::CreateOptions`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_namespace_of: Option<String>,
     /// The health check (the image's HEALTHCHECK or `--health-*`).
     #[serde(default)]
     pub health: Option<skiff_runtime::health::HealthConfig>,

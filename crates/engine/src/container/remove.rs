@@ -26,6 +26,9 @@ impl Engine {
         let files = self.files(&id);
         std::fs::remove_dir_all(&files.dir)
             .map_err(EngineError::io(format!("removing {}", files.dir.display())))?;
+        self.names
+            .release(&container.record.name, &id)
+            .map_err(EngineError::io("freeing the container's name"))?;
         let _ = std::fs::remove_dir_all(self.roots.container_run(&id));
         let remove_anonymous = volumes || container.record.request.auto_remove;
         for m in container

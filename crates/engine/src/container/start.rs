@@ -86,11 +86,23 @@ impl Engine {
             spec.ipc = ns("ipc");
             spec.uts = ns("uts");
         }
+        if let Some(target) = &record.pid_namespace_of {
+            let target = self.find(target)?;
+            let skiff_runtime::ContainerStatus::Running { pid } = target.status else {
+                return Err(EngineError::InvalidArgument(format!(
+                    "cannot join the PID namespace of container {}: it is not running",
+                    target.record.name
+                )));
+            };
+            spec.pid = skiff_runtime::NamespaceMode::Path(format!("/proc/{pid}/ns/pid").into());
+        }
         Ok(spec)
     }
 
     /// Starts a created or exited container; a running one is left alone.
     pub fn start(&self, name_or_id: &str, opts: StartOptions) -> Result<Started> {
+        let _span = tracing::debug_span!("engine.start", container = name_or_id).entered();
+        let began = std::time::Instant::now();
         let container = self.find(name_or_id)?;
         if container.is_running() {
             return Ok(Started {
@@ -173,6 +185,7 @@ impl Engine {
                 message,
             }
         };
+        tracing::debug!(elapsed = ?began.elapsed(), "bundle written");
         let mut handle = shim::spawn(
             &self.skiff_exe,
             &self.global_args,
@@ -182,11 +195,13 @@ impl Engine {
         .map_err(start_failed)?;
         let report = handle.next_report().map_err(start_failed)?;
         let mut attach = None;
+        tracing::debug!(elapsed = ?began.elapsed(), "shim reported");
         if let ShimReport::Created { pid } = report {
             if config.wait_for_attach {
                 let mut stream = UnixStream::connect(&attach_socket)
                     .map_err(EngineError::io("attaching to the container"))?;
                 let joined = self.join_network(&container, pid);
+                tracing::debug!(elapsed = ?began.elapsed(), "network joined");
                 if joined.is_err() {
                     // Never start a container whose network is half set up.
                     let _ =
@@ -204,6 +219,7 @@ impl Engine {
             }
             handle.next_report().map_err(start_failed)?;
         }
+        tracing::debug!(elapsed = ?began.elapsed(), "started");
         Ok(Started {
             container: self.find(&id)?,
             attach,

@@ -219,6 +219,8 @@ pub struct PodCgroups {
     burstable: Mutex<BTreeMap<String, i64>>,
     /// Held while the QoS levels and the record are made (pods sync in parallel).
     making_qos: Mutex<()>,
+    /// The most processes each pod's cgroup may hold (`--pod-max-pids`).
+    pod_pids_limit: Option<i64>,
 }
 
 impl PodCgroups {
@@ -241,7 +243,17 @@ impl PodCgroups {
             state_file: kubelet_dir.join(STATE_FILE),
             burstable: Mutex::new(BTreeMap::new()),
             making_qos: Mutex::new(()),
+            pod_pids_limit: None,
         }
+    }
+
+    /// The same cgroups with pid limits: `pod` processes at most in each pod's cgroup
+    /// (the kubelet's `--pod-max-pids`, `podPidsLimit`; `None` or a negative value: no
+    /// limit) and `node` in kubepods, all pods together (the node's allocatable pids).
+    pub fn with_pids_limits(mut self, pod: Option<i64>, node: Option<i64>) -> PodCgroups {
+        self.pod_pids_limit = pod.filter(|l| *l > 0);
+        self.allocatable.pids_limit = node.filter(|l| *l > 0);
+        self
     }
 
     /// Where the cgroups are.
@@ -337,8 +349,9 @@ impl PodCgroups {
         let path = self.layout.pod(class, uid);
         if !self.tree.exists(&path) {
             self.tree.create(&path)?;
-            self.tree
-                .set(&path, &resources::pod_resources(&spec, class))?;
+            let mut limits = resources::pod_resources(&spec, class);
+            limits.pids_limit = self.pod_pids_limit;
+            self.tree.set(&path, &limits)?;
         }
         if class == QosClass::Burstable {
             let cpu = resources::pod_amounts(&spec, resources::requests).cpu;
