@@ -82,6 +82,13 @@ pub struct ServerConfig {
     /// Where Services' cluster IPs come from (`--service-cidr`; its first address is the
     /// `kubernetes` Service's).
     pub service_cidr: ipnet::Ipv4Net,
+    /// More names and addresses the serving certificate covers, besides `localhost`,
+    /// loopback, the host name and `bind_address` (`--tls-san`, the node's address).
+    pub tls_sans: Vec<String>,
+    /// The address the `kubernetes` Service leads to (kube-apiserver's
+    /// `--advertise-address`): `bind_address` when that is a single address, else this,
+    /// else 127.0.0.1.
+    pub advertise_address: Option<IpAddr>,
 }
 
 /// Where the admin kubeconfig of a data directory is.
@@ -109,7 +116,15 @@ impl Server {
     /// namespaces, writes the admin kubeconfig and listens. Must run inside a tokio runtime.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let tls_dir = config.data_dir.join("tls");
-        let sans = vec![config.bind_address.to_string()];
+        let mut sans = vec![config.bind_address.to_string()];
+        sans.extend(config.tls_sans.iter().cloned());
+        sans.extend(config.advertise_address.map(|a| a.to_string()));
+        // In-cluster clients dial the `kubernetes` Service's cluster IP.
+        sans.extend(
+            ServiceRanges::new(config.service_cidr)
+                .nth(1)
+                .map(|ip| ip.to_string()),
+        );
         let pki = tokio::task::spawn_blocking(move || Pki::load_or_create(&tls_dir, &sans))
             .await
             .map_err(|e| ServerError::Tls(e.to_string()))??;
@@ -143,13 +158,12 @@ impl Server {
             .map_err(|e| ServerError::Bootstrap(e.to_string()))??;
         bootstrap(&storage).await?;
         let service_ranges = ServiceRanges::new(config.service_cidr);
-        bootstrap_kubernetes_service(
-            &storage,
-            &service_ranges,
-            config.bind_address,
-            address.port(),
-        )
-        .await?;
+        let advertised = match (config.bind_address, config.advertise_address) {
+            (a, _) if !a.is_unspecified() => a,
+            (_, Some(a)) => a,
+            (a, None) => a,
+        };
+        bootstrap_kubernetes_service(&storage, &service_ranges, advertised, address.port()).await?;
         let mut mirrored: Vec<&'static ResourceDef> = rbac_defs().to_vec();
         // What RBAC, authentication and admission read on every request: like
         // kube-apiserver's informers, so that a write does not cost a store read per plugin.
@@ -165,12 +179,15 @@ impl Server {
         for kind in [
             "MutatingWebhookConfiguration",
             "ValidatingWebhookConfiguration",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ] {
             mirrored.extend(REGISTRY.by_kind("admissionregistration.k8s.io", "v1", kind));
         }
         mirrored.push(crd::crd_def());
         mirrored.extend(REGISTRY.by_kind("certificates.k8s.io", "v1", "CertificateSigningRequest"));
         mirrored.extend(REGISTRY.by_kind("scheduling.k8s.io", "v1", "PriorityClass"));
+        mirrored.extend(REGISTRY.by_kind("node.k8s.io", "v1", "RuntimeClass"));
         let reflector = Reflector::start(storage.clone(), mirrored).await;
         // Each server has its own registry: the custom rows depend on its store.
         let registry: &'static Registry = Box::leak(Box::new(Registry::new(RESOURCES)));
@@ -302,7 +319,8 @@ async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerError
 }
 
 /// Creates what every cluster starts with when missing: the initial namespaces, the
-/// default RBAC policy and the system priority classes (each through its strategy's
+/// default RBAC policy, the system priority classes and API Priority and Fairness'
+/// FlowSchemas and PriorityLevelConfigurations (each through its strategy's
 /// defaults, as kube-apiserver's post-start hooks do).
 async fn bootstrap(storage: &Storage) -> Result<(), ServerError> {
     let mut objects: Vec<(&str, &str, serde_json::Value)> = INITIAL_NAMESPACES
@@ -337,6 +355,11 @@ async fn bootstrap(storage: &Storage) -> Result<(), ServerError> {
                 )
             }),
     );
+    objects.extend(
+        crate::kinds::flowcontrol::bootstrap_objects()
+            .into_iter()
+            .map(|(kind, obj)| (crate::kinds::flowcontrol::GROUP, kind, obj)),
+    );
     for (group, kind, mut obj) in objects {
         let def = REGISTRY
             .by_kind(group, "v1", kind)
@@ -352,6 +375,9 @@ async fn bootstrap(storage: &Storage) -> Result<(), ServerError> {
         }
         obj["metadata"]["uid"] = json!(uuid::Uuid::new_v4().to_string());
         obj["metadata"]["creationTimestamp"] = json!(crate::handlers::now_rfc3339());
+        if def.generation {
+            obj["metadata"]["generation"] = json!(1);
+        }
         def.strategy.prepare_for_create(&mut obj);
         def.strategy.default(&mut obj);
         match storage.create(def, "", &name, obj).await {

@@ -56,6 +56,8 @@ async fn run(nodes: usize, replicas: usize, runs: usize) {
         port: 0,
         datastore_endpoints: Vec::new(),
         service_cidr: skiff_apiserver::DEFAULT_SERVICE_CIDR.parse().unwrap(),
+        tls_sans: Vec::new(),
+        advertise_address: None,
     })
     .await
     .unwrap();

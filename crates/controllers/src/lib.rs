@@ -6,10 +6,13 @@
 //! cached objects are never mutated.
 //!
 //! - [`replicaset`], [`deployment`], [`garbage_collector`], [`job`], [`ttl_after_finished`],
-//!   [`endpoints`], [`endpointslice`], [`daemonset`], [`statefulset`], [`cronjob`],
+//!   [`endpoints`], [`endpointslice`], [`endpointslicemirroring`], [`daemonset`], [`statefulset`], [`cronjob`],
 //!   [`namespace`], [`podgc`], [`nodelifecycle`], [`persistentvolume`], [`podautoscaler`],
 //!   [`disruption`] (PodDisruptionBudget status),
-//!   [`servicelb`] (addresses for LoadBalancer Services, from a pool or the nodes'):
+//!   [`servicelb`] (addresses for LoadBalancer Services, from a pool or the nodes'),
+//!   [`nodeipam`] (a pod CIDR for every node, from the cluster CIDR),
+//!   [`storage_protection`] (the pvc- and pv-protection finalizers),
+//!   [`certificates`] (`csrapproving`: approves kubelet client certificate requests):
 //!   the controllers,
 //!   registered under kube-controller-manager's names;
 //! - [`localpath`]: the local-path volume provisioner (started by `skiff server`, which
@@ -17,6 +20,7 @@
 //! - [`simulated_agent`]: kwok-style nodes that run no containers;
 //! - [`connect`]: how a component finds the API server; [`events`]: Event recording.
 
+pub mod certificates;
 pub mod connect;
 pub mod cronjob;
 pub mod daemonset;
@@ -24,12 +28,14 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod endpointslicemirroring;
 pub mod events;
 pub mod garbage_collector;
 pub mod history;
 pub mod job;
 pub mod localpath;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod persistentvolume;
 pub mod pod_util;
@@ -39,6 +45,7 @@ pub mod replicaset;
 pub mod servicelb;
 pub mod simulated_agent;
 pub mod statefulset;
+pub mod storage_protection;
 pub mod sweep;
 pub mod ttl_after_finished;
 
@@ -53,7 +60,8 @@ pub struct ControllerManagerConfig {
     /// Controller names to run (`replicaset`, `deployment`, `garbagecollector`, `job`,
     /// `ttl-after-finished`, `cronjob`, `daemonset`, `statefulset`, `endpoint`,
     /// `endpointslice`, `namespace`, `podgc`, `nodelifecycle`, `persistentvolume-binder`,
-    /// `horizontalpodautoscaling`, `service-lb-controller`, `disruption`);
+    /// `horizontalpodautoscaling`, `service-lb-controller`, `disruption`, `nodeipam`, `pvc-protection` (with `pv-protection`),
+    /// `csrapproving`);
     /// empty means all.
     pub controllers: Vec<String>,
     /// Settings of the pod garbage collector.
@@ -64,6 +72,8 @@ pub struct ControllerManagerConfig {
     pub pod_autoscaler: podautoscaler::PodAutoscalerConfig,
     /// Settings of the service load-balancer controller.
     pub service_lb: servicelb::ServiceLbConfig,
+    /// Settings of the node IPAM controller (pod CIDRs for nodes).
+    pub node_ipam: nodeipam::NodeIpamConfig,
 }
 
 /// Why the controller manager stopped.
@@ -83,7 +93,7 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
         |name: &str| config.controllers.is_empty() || config.controllers.iter().any(|c| c == name);
     let mut tasks = tokio::task::JoinSet::new();
     // The controllers that run until their watches end.
-    let loops: [(&'static str, Loop); 12] = [
+    let loops: &[(&'static str, Loop)] = &[
         ("replicaset", |c| Box::pin(replicaset::run(c))),
         ("deployment", |c| Box::pin(deployment::run(c))),
         ("job", |c| Box::pin(job::run(c))),
@@ -92,6 +102,9 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
         }),
         ("endpoint", |c| Box::pin(endpoints::run(c))),
         ("endpointslice", |c| Box::pin(endpointslice::run(c))),
+        ("endpointslicemirroring", |c| {
+            Box::pin(endpointslicemirroring::run(c))
+        }),
         ("daemonset", |c| Box::pin(daemonset::run(c))),
         ("statefulset", |c| Box::pin(statefulset::run(c))),
         ("cronjob", |c| Box::pin(cronjob::run(c))),
@@ -100,8 +113,9 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
         ("persistentvolume-binder", |c| {
             Box::pin(persistentvolume::run(c))
         }),
+        ("csrapproving", |c| Box::pin(certificates::run(c))),
     ];
-    for (name, start) in loops {
+    for &(name, start) in loops {
         if enabled(name) {
             let run = start(client.clone());
             tasks.spawn(async move {
@@ -136,6 +150,20 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
         tasks.spawn(async move {
             run.await;
             Err(Error::Stopped("service-lb-controller"))
+        });
+    }
+    let client_for_protection = client.clone();
+    if enabled("nodeipam") {
+        let run = nodeipam::run(client.clone(), config.node_ipam.clone());
+        tasks.spawn(async move {
+            run.await;
+            Err(Error::Stopped("nodeipam"))
+        });
+    }
+    if enabled("pvc-protection") {
+        tasks.spawn(async move {
+            storage_protection::run(client_for_protection).await;
+            Err(Error::Stopped("pvc-protection"))
         });
     }
     if enabled("garbagecollector") {

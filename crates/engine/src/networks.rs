@@ -105,6 +105,37 @@ pub fn networking(roots: &Roots, dns_command: Vec<String>) -> Result<Networking>
 }
 
 impl Engine {
+    /// Makes network `name` exist with `subnet`: a kubelet's pod network, whose subnet is
+    /// the node's pod CIDR. Like the default network it has no embedded resolver and is
+    /// isolated from user networks. A network of that name with another subnet is
+    /// replaced, which only works while no container uses it.
+    pub fn ensure_pod_network(&self, name: &str, subnet: &str) -> Result<()> {
+        let subnet: ipnet::Ipv4Net = subnet.parse().map_err(|_| {
+            EngineError::InvalidArgument(format!("pod CIDR {subnet:?} is not an IPv4 CIDR"))
+        })?;
+        if let Ok(existing) = self.networking.network(name) {
+            if existing.subnet == subnet {
+                return Ok(());
+            }
+            tracing::warn!(
+                "network {name}: subnet {} becomes {subnet}",
+                existing.subnet
+            );
+            self.networking
+                .remove_network(name)
+                .map_err(network_error)?;
+        }
+        let options = skiff_network::NetworkOptions {
+            subnet: Some(subnet),
+            isolated: true,
+            ..Default::default()
+        };
+        self.networking
+            .create_network(name, &options)
+            .map(drop)
+            .map_err(network_error)
+    }
+
     /// The ports `container` publishes now, host ports as chosen: those of
     /// its network attachment, so none unless it runs (as `docker ps` and
     /// `docker port` show them).

@@ -144,6 +144,10 @@ pub struct ContainerConfig {
     /// Users, capabilities, seccomp and the like (CRI's
     /// `LinuxContainerConfig.security_context`).
     pub security: LinuxContainerSecurityContext,
+    /// The id of a container whose PID namespace this one joins (CRI's
+    /// `NamespaceOption` with `pid: TARGET` and its `target_id`: an ephemeral container
+    /// with `targetContainerName`); its own PID namespace when `None`.
+    pub pid_target: Option<String>,
 }
 
 /// CRI's `LinuxContainerSecurityContext`: the container's process identity and
@@ -312,6 +316,12 @@ pub struct ContainerStats {
 
 /// CRI's `RuntimeService`: sandboxes and containers.
 pub trait RuntimeService: Send + Sync {
+    /// Gives the runtime the node's pod CIDR, the subnet sandboxes take their addresses
+    /// from (CRI's `UpdateRuntimeConfig`); a runtime that picks its own ignores it.
+    fn update_runtime_config(&self, pod_cidr: &str) -> Result<()> {
+        let _ = pod_cidr;
+        Ok(())
+    }
     /// Creates and starts a sandbox holding the pod's namespaces; returns its id.
     fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String>;
     /// Stops the sandbox's pause process (its containers must be stopped first).

@@ -29,6 +29,11 @@ pub struct EngineRuntime {
 impl EngineRuntime {
     /// Wraps `engine`; sandboxes join `network` (the engine's default network when `None`).
     pub fn new(engine: Arc<Engine>, network: Option<String>) -> EngineRuntime {
+        // Pods start in bursts: one check of the nftables table per second serves
+        // all their attaches (each would otherwise run `nft` under the rules lock).
+        engine
+            .networking()
+            .set_rules_recheck(std::time::Duration::from_secs(1));
         EngineRuntime { engine, network }
     }
 
@@ -50,17 +55,14 @@ impl EngineRuntime {
     }
 
     fn list_typed(&self, kind: &str, wanted: &BTreeMap<String, String>) -> Result<Vec<Container>> {
-        Ok(self
-            .engine
-            .list()
-            .map_err(err)?
-            .into_iter()
-            .filter(|c| {
-                let labels = &c.record.request.labels;
+        // Filtered on the records, so only the matches' state files are read.
+        self.engine
+            .list_matching(|r| {
+                let labels = &r.request.labels;
                 labels.get(cri::TYPE_LABEL).map(String::as_str) == Some(kind)
                     && cri::matches(labels, wanted)
             })
-            .collect())
+            .map_err(err)
     }
 
     fn sandbox_status(&self, c: &Container) -> PodSandboxStatus {
@@ -205,6 +207,14 @@ fn container_status(c: &Container) -> ContainerStatus {
 }
 
 impl RuntimeService for EngineRuntime {
+    fn update_runtime_config(&self, pod_cidr: &str) -> Result<()> {
+        match &self.network {
+            Some(name) => self.engine.ensure_pod_network(name, pod_cidr).map_err(err),
+            // The engine's default network has its own subnet, registered as the node's.
+            None => Ok(()),
+        }
+    }
+
     fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String> {
         let mut labels = config.labels.clone();
         labels.extend(cri::pod_labels(
@@ -239,6 +249,7 @@ impl RuntimeService for EngineRuntime {
             pause: true,
             ..Default::default()
         };
+        let _span = tracing::debug_span!("run_pod_sandbox", pod = %config.name).entered();
         let record = self.engine.create_with(&req, &opts).map_err(err)?;
         if let Err(e) = self.engine.start(&record.id, Default::default()) {
             let _ = self.engine.remove(&record.id, true, false);
@@ -272,6 +283,7 @@ impl RuntimeService for EngineRuntime {
     }
 
     fn create_container(&self, sandbox_id: &str, config: &ContainerConfig) -> Result<String> {
+        let _span = tracing::debug_span!("create_container", container = %config.name).entered();
         let sandbox = self.engine.find(sandbox_id).map_err(err)?;
         let sl = &sandbox.record.request.labels;
         let get = |k: &str| sl.get(k).cloned().unwrap_or_default();
@@ -334,6 +346,7 @@ impl RuntimeService for EngineRuntime {
         };
         let opts = CreateOptions {
             namespaces_of: Some(sandbox.record.id.clone()),
+            pid_namespace_of: config.pid_target.clone(),
             group_add: sc
                 .supplemental_groups
                 .iter()

@@ -9,13 +9,17 @@
 //! A sync builds each container from [`env`] and [`volumes`], runs [`hooks`], and
 //! reads what the [`probes`] found; API reads go through [`objects`], [`events`] record
 //! what happened. [`cgroups`] keeps each pod in a cgroup of its [`qos`] class.
+//! [`bootstrap`] trades a bootstrap token for the node's client certificate (TLS bootstrap).
 
+pub mod bootstrap;
 pub mod cgroups;
 pub mod cri;
 pub mod dns;
 pub mod engine_runtime;
 pub mod env;
+pub mod ephemeral;
 pub mod events;
+pub mod eviction;
 pub mod fake;
 pub mod hooks;
 pub mod image_pull;
@@ -77,8 +81,13 @@ pub struct KubeletConfig {
     pub node_name: String,
     /// Where the node's state lives (its disk is the ephemeral-storage capacity).
     pub root: std::path::PathBuf,
-    /// The subnet pod IPs come from (`spec.podCIDR`).
+    /// The subnet pod IPs come from, registered as the node's `spec.podCIDR`; `None`
+    /// waits for the node IPAM controller to assign one, then hands it to the runtime
+    /// ([`cri::RuntimeService::update_runtime_config`]) before any pod starts.
     pub pod_cidr: Option<String>,
+    /// The node's InternalIP (`--node-ip`); the address of the host's default route
+    /// when `None`.
+    pub node_ip: Option<String>,
     /// The port of the kubelet API ([`server::DEFAULT_PORT`] unless set).
     pub port: u16,
     /// The CA whose client certificates the kubelet API accepts (PEM); without it, the
@@ -94,6 +103,12 @@ pub struct KubeletConfig {
     /// The directory of static pod manifests ([`static_pods`]), created at start; `None`
     /// runs no static pods.
     pub static_pod_path: Option<std::path::PathBuf>,
+    /// The most processes each pod may run (`--pod-max-pids`, `podPidsLimit`); `None`:
+    /// no limit per pod (kubepods is limited to the node's `pid_max` either way).
+    pub pod_max_pids: Option<i64>,
+    /// The hard eviction thresholds (`--eviction-hard`; [`eviction::default_thresholds`]
+    /// unless set, none turns node-pressure eviction off).
+    pub eviction_hard: Vec<eviction::Threshold>,
 }
 
 /// Environment variable setting how often pods' API-data volumes are refreshed, in
@@ -123,7 +138,7 @@ pub async fn run(
     config: KubeletConfig,
 ) -> Result<(), Error> {
     let name = config.node_name.clone();
-    let ip = node::host_ip();
+    let ip = config.node_ip.clone().unwrap_or_else(node::host_ip);
     let cap = node::Capacity::of_host(&config.root);
     let port = config.port;
     // The kubelet API first: the node advertises its port.
@@ -133,6 +148,9 @@ pub async fn run(
     };
     let tls = server::tls_config(&client_ca, &[name.clone(), ip.clone()])?;
     let cgroups = pod_cgroups(&config, &cap);
+    let pressure = Arc::new(eviction::Pressure::new(
+        eviction::PRESSURE_TRANSITION_PERIOD,
+    ));
     let state = Arc::new(server::State {
         runtime: runtime.clone(),
         client: client.clone(),
@@ -147,7 +165,17 @@ pub async fn run(
     // The server may still be starting: retry registration for a while.
     let mut attempt = 0;
     loop {
-        match node::register(&client, &name, &ip, port, &cap, config.pod_cidr.as_deref()).await {
+        match node::register(
+            &client,
+            &name,
+            &ip,
+            port,
+            &cap,
+            config.pod_cidr.as_deref(),
+            &pressure,
+        )
+        .await
+        {
             Ok(()) => break,
             Err(e) if attempt < 30 => {
                 tracing::debug!("registering node {name}: {e}");
@@ -157,9 +185,21 @@ pub async fn run(
             Err(source) => return Err(Error::Register { node: name, source }),
         }
     }
+    if config.pod_cidr.is_none() {
+        let cidr = node::wait_for_pod_cidr(&client, &name).await;
+        let runtime = runtime.clone();
+        let applied =
+            tokio::task::spawn_blocking(move || runtime.update_runtime_config(&cidr)).await;
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("the pod network of node {name}: {e}"),
+            Err(e) => tracing::error!("the pod network of node {name}: {e}"),
+        }
+    }
     tokio::spawn({
         let (client, name, ip, cap) = (client.clone(), name.clone(), ip.clone(), cap.clone());
         let pod_cidr = config.pod_cidr.clone();
+        let pressure = pressure.clone();
         async move {
             let mut lease = tokio::time::interval(node::LEASE_RENEW_INTERVAL);
             let mut status = tokio::time::interval(node::STATUS_REPORT_INTERVAL);
@@ -171,7 +211,7 @@ pub async fn run(
                         }
                     }
                     _ = status.tick() => {
-                        if let Err(e) = node::register(&client, &name, &ip, port, &cap, pod_cidr.as_deref()).await {
+                        if let Err(e) = node::register(&client, &name, &ip, port, &cap, pod_cidr.as_deref(), &pressure).await {
                             tracing::warn!("posting the status of node {name}: {e}");
                         }
                     }
@@ -209,13 +249,25 @@ pub async fn run(
         sync_frequency(),
     )
     .with_cluster_dns(config.cluster_dns.clone())
-    .with_cgroups(cgroups);
+    .with_cgroups(cgroups)
+    .with_pressure(pressure.clone());
     let ctx = Arc::new(pod_worker::Ctx {
         runtime,
         client: client.clone(),
         node,
         worker: Arc::new(worker),
     });
+    if !config.eviction_hard.is_empty() {
+        let manager = eviction::Manager {
+            thresholds: config.eviction_hard.clone(),
+            observer: Arc::new(eviction::HostObserver {
+                nodefs: config.root.clone(),
+                imagefs: config.root.clone(),
+            }),
+            pressure,
+        };
+        tokio::spawn(eviction::run(manager, ctx.clone(), name.clone()));
+    }
     tokio::spawn({
         let ctx = ctx.clone();
         async move {
@@ -247,12 +299,17 @@ fn pod_cgroups(config: &KubeletConfig, cap: &node::Capacity) -> Option<Arc<cgrou
         cpu: cap.cpu.saturating_mul(1000) as i64,
         memory: cap.memory_kib.saturating_mul(1024) as i64,
     };
+    // All pods together may use the node's pids (the allocatable pids, nothing reserved).
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok());
     let pod_cgroups = cgroups::PodCgroups::new(
         Arc::new(skiff_runtime::cgroups::CgroupFs::host()),
         root,
         allocatable,
         &cgroups::kubelet_dir(&config.root),
-    );
+    )
+    .with_pids_limits(config.pod_max_pids, pid_max);
     match pod_cgroups.ensure_qos() {
         Ok(()) => Some(Arc::new(pod_cgroups)),
         Err(e) => {

@@ -88,7 +88,13 @@ fn now() -> String {
 }
 
 /// The Node's status as the kubelet posts it (`port`: the kubelet API's).
-pub fn node_status(name: &str, ip: &str, port: u16, cap: &Capacity) -> serde_json::Value {
+pub fn node_status(
+    name: &str,
+    ip: &str,
+    port: u16,
+    cap: &Capacity,
+    pressure: &crate::eviction::Pressure,
+) -> serde_json::Value {
     let now = now();
     let resources = json!({
         "cpu": cap.cpu.to_string(),
@@ -101,15 +107,17 @@ pub fn node_status(name: &str, ip: &str, port: u16, cap: &Capacity) -> serde_jso
             "lastHeartbeatTime": now, "lastTransitionTime": now})
     };
     let kernel = kernel_release();
+    let mut conditions = pressure.conditions_json(&now);
+    conditions.push(condition(
+        "Ready",
+        "True",
+        "KubeletReady",
+        "kubelet is posting ready status",
+    ));
     json!({"status": {
         "capacity": resources,
         "allocatable": resources,
-        "conditions": [
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-        ],
+        "conditions": conditions,
         "addresses": [
             {"type": "InternalIP", "address": ip},
             {"type": "Hostname", "address": name},
@@ -158,6 +166,7 @@ pub async fn register(
     port: u16,
     cap: &Capacity,
     pod_cidr: Option<&str>,
+    pressure: &crate::eviction::Pressure,
 ) -> Result<(), kube::Error> {
     let api: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
@@ -182,10 +191,37 @@ pub async fn register(
     api.patch_status(
         name,
         &PatchParams::default(),
-        &Patch::Merge(node_status(name, ip, port, cap)),
+        &Patch::Merge(node_status(name, ip, port, cap, pressure)),
     )
     .await?;
     Ok(())
+}
+
+/// Waits until node `name` has a `spec.podCIDR` (assigned by the node IPAM controller)
+/// and returns it.
+pub async fn wait_for_pod_cidr(client: &Client, name: &str) -> String {
+    let api: Api<Node> = Api::all(client.clone());
+    let started = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        match api.get(name).await {
+            Ok(node) => {
+                if let Some(cidr) = node.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
+                    tracing::info!("node {name}: pod CIDR {cidr}");
+                    return cidr;
+                }
+            }
+            Err(e) => tracing::debug!("reading node {name}: {e}"),
+        }
+        if !warned && started.elapsed() > std::time::Duration::from_secs(30) {
+            tracing::warn!(
+                "node {name} has no spec.podCIDR yet; pods wait for one (is the server's \
+                 --allocate-node-cidrs off? then give this node --pod-cidr)"
+            );
+            warned = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// Renews (or creates) the node's Lease, owned by its Node.
@@ -240,7 +276,13 @@ mod tests {
             ephemeral_storage_kib: 2048,
             pods: 110,
         };
-        let s = node_status("n1", "10.0.0.1", 10250, &cap);
+        let s = node_status(
+            "n1",
+            "10.0.0.1",
+            10250,
+            &cap,
+            &crate::eviction::Pressure::default(),
+        );
         assert_eq!(s["status"]["capacity"]["memory"], "1024Ki");
         assert_eq!(s["status"]["conditions"][3]["type"], "Ready");
         assert_eq!(s["status"]["addresses"][0]["address"], "10.0.0.1");

@@ -18,6 +18,7 @@
 //!   ├── attachment  per-container records         <root>/<net>/attachments/<id>.json
 //!   ├── netlink     bridge, veth, addresses, routes   (trait Netlink: RtNetlink | FakeNetlink)
 //!   ├── nft         skiff's nftables table           (trait Nft: NftCli | FakeNft)
+//!   ├── libnftables nft in-process (dlopen), for NftCli::in_process
 //!   ├── sysctl      ip_forward, route_localnet        (trait Sysctl: ProcSysctl | FakeSysctl)
 //!   ├── service_proxy  Kubernetes Services' data path, a table of its own
 //!   ├── network_policy Kubernetes NetworkPolicies' data path, a table of its own
@@ -43,12 +44,14 @@ pub mod dns;
 mod gc;
 pub mod hostports;
 pub mod ipam;
+pub mod libnftables;
 mod lock;
 pub mod netlink;
 pub mod netns;
 pub mod network_policy;
 mod networking;
 pub mod nft;
+pub mod pod_routes;
 pub mod ports;
 pub mod service_proxy;
 pub mod store;
@@ -94,6 +97,9 @@ pub enum Error {
     /// A host port that cannot be published.
     #[error(transparent)]
     HostPort(#[from] hostports::HostPortError),
+    /// Routes to other nodes' pods could not be changed.
+    #[error(transparent)]
+    PodRoutes(#[from] pod_routes::PodRoutesError),
     /// A request field is not acceptable.
     #[error("{0}")]
     InvalidArgument(String),

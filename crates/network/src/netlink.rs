@@ -142,14 +142,14 @@ pub trait Netlink: Send + Sync {
 }
 
 /// One rtnetlink socket and its request sequence.
-struct Conn {
+pub(crate) struct Conn {
     socket: Socket,
     seq: u32,
     buf: Vec<u8>,
 }
 
 impl Conn {
-    fn open() -> io::Result<Conn> {
+    pub(crate) fn open() -> io::Result<Conn> {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         socket.connect(&SocketAddr::new(0, 0))?;
@@ -161,7 +161,7 @@ impl Conn {
     }
 
     /// Sends `msg` and collects the answers until the ACK (or DONE for dumps).
-    fn request(
+    pub(crate) fn request(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,

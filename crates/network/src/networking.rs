@@ -53,6 +53,13 @@ impl NetworkingConfig {
         format!("{}_pol", self.table)
     }
 
+    /// The table keeping traffic between this node's pods and other nodes' pods free of
+    /// NAT ([`crate::pod_routes`]): `<table>_net`, removed with the engine's by
+    /// [`Networking::teardown_all`].
+    pub fn pod_network_table(&self) -> String {
+        format!("{}_net", self.table)
+    }
+
     /// Defaults: table `skiff`, default subnet 10.88.0.0/16, no resolver command.
     pub fn new(state_root: impl Into<PathBuf>) -> Self {
         NetworkingConfig {
@@ -84,13 +91,29 @@ pub struct Networking {
     pub(crate) nft: Arc<dyn Nft>,
     pub(crate) sysctl: Arc<dyn Sysctl>,
     pub(crate) host_ports: Arc<dyn HostPorts>,
+    /// When this process last found the nftables table in step, for which
+    /// networks (see [`Networking::set_rules_recheck`]).
+    rules_checked: std::sync::Mutex<RulesChecked>,
 }
 
-impl std::fmt::Debug for Networking {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Networking")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+/// A recent check of the nftables table that later attaches may rely on.
+#[derive(Debug, Default)]
+struct RulesChecked {
+    /// How long a check stands; zero: every attach checks.
+    interval: std::time::Duration,
+    at: Option<std::time::Instant>,
+    networks: std::collections::HashSet<String>,
+    /// A thread of this process is checking the table now.
+    checking: bool,
+}
+
+impl RulesChecked {
+    /// True when an attach to `network` need not check the table: it was checked
+    /// within the interval, or is being checked by another thread (attaches do not
+    /// queue behind it).
+    fn covers(&self, network: &str) -> bool {
+        let recent = self.at.is_some_and(|at| at.elapsed() < self.interval) || self.checking;
+        !self.interval.is_zero() && recent && self.networks.contains(network)
     }
 }
 
@@ -120,7 +143,17 @@ impl Networking {
             nft,
             sysctl,
             host_ports: Arc::new(SocketHostPorts),
+            rules_checked: Default::default(),
         })
+    }
+
+    /// Lets an attach rely on this process's check of the nftables table for
+    /// `interval` (zero, the default: every attach checks it). A node agent starting
+    /// many pods at once then reads the table (an `nft` run and every attachment
+    /// record, under the rules lock) once per interval instead of once per pod; a
+    /// deleted table is still rebuilt, by the first attach after the interval.
+    pub fn set_rules_recheck(&self, interval: std::time::Duration) {
+        self.rules_checked.lock().unwrap().interval = interval;
     }
 
     /// Uses `host_ports` to learn which host ports host processes have bound
@@ -222,6 +255,24 @@ impl Networking {
         if self.nft.list_table(policies.table())?.is_some() {
             self.nft.apply(policies.table(), &policies.delete_table())?;
         }
+        let pod_network = self.config.pod_network_table();
+        // Routes to other nodes' pods this root added (recorded only by a node that had
+        // some), then the NAT exemption table.
+        let routes = self.config.state_root.join(crate::pod_routes::STATE_FILE);
+        if routes.exists() {
+            crate::pod_routes::PodNetwork::new(
+                &pod_network,
+                &routes,
+                Arc::new(crate::pod_routes::KernelRouteTable),
+                self.nft.clone(),
+            )?
+            .remove_all()?;
+            let _ = std::fs::remove_file(&routes);
+        }
+        if self.nft.list_table(&pod_network)?.is_some() {
+            self.nft
+                .apply(&pod_network, &crate::pod_routes::delete_table(&pod_network))?;
+        }
         Ok(())
     }
 
@@ -272,7 +323,24 @@ impl Networking {
     /// rules go in before the bridge, so a bridge always has its rules even
     /// if this process dies half-way.
     pub(crate) fn network_up(&self, network: &Network) -> Result<()> {
-        self.sync_rules()?;
+        let check = {
+            let mut checked = self.rules_checked.lock().unwrap();
+            let check = !checked.covers(&network.name);
+            checked.checking |= check;
+            check
+        };
+        if check {
+            let began = std::time::Instant::now();
+            let synced = self.sync_rules();
+            let mut checked = self.rules_checked.lock().unwrap();
+            checked.checking = false;
+            synced?;
+            if checked.at.is_none_or(|at| at.elapsed() >= checked.interval) {
+                checked.networks.clear();
+            }
+            checked.at = Some(began);
+            checked.networks.insert(network.name.clone());
+        }
         self.netlink.ensure_bridge(&BridgeSpec {
             name: network.bridge.clone(),
             mac: mac_for(network.gateway),
@@ -598,5 +666,30 @@ mod tests {
         let g = fake();
         g.net.sync_rules().unwrap();
         assert!(g.nft.scripts().is_empty());
+    }
+
+    #[test]
+    fn attaches_rely_on_a_recent_check_of_the_table_when_told_to() {
+        let f = fake();
+        f.net
+            .create_network("web", &NetworkOptions::user())
+            .unwrap();
+        f.net.set_rules_recheck(std::time::Duration::from_secs(600));
+        f.net
+            .attach(&AttachRequest::new("web", "c1", "/ns/c1"))
+            .unwrap();
+        f.nft.apply("skiff", "delete table ip skiff").unwrap();
+        // Within the interval the next attach does not look at the table again.
+        f.net
+            .attach(&AttachRequest::new("web", "c2", "/ns/c2"))
+            .unwrap();
+        assert!(f.nft.list_table("skiff").unwrap().is_none());
+        // Every attach checks by default, and rebuilds what was lost.
+        f.net.set_rules_recheck(std::time::Duration::ZERO);
+        f.net
+            .attach(&AttachRequest::new("web", "c3", "/ns/c3"))
+            .unwrap();
+        assert!(f.nft.list_table("skiff").unwrap().is_some());
+        f.net.check("web", "c1", None).unwrap();
     }
 }

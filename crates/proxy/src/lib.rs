@@ -6,6 +6,8 @@
 //!   [`skiff_network::service_proxy`] (cluster IPs and node ports in nftables);
 //! - [`network_policy`]: NetworkPolicies of this node's pods, programmed through
 //!   [`skiff_network::network_policy`];
+//! - [`pod_network`]: routes to the other nodes' pod CIDRs and no NAT between pods
+//!   (flannel's `host-gw`), programmed through [`skiff_network::pod_routes`];
 //! - [`dns`]: CoreDNS's `kubernetes` plugin: `<svc>.<ns>.svc.cluster.local`, SRV, PTR,
 //!   ExternalName, and forwarding of other names;
 //! - [`ingress`]: the built-in Ingress controller, an HTTP/HTTPS proxy to the pods;
@@ -19,6 +21,7 @@ pub mod gateway;
 pub mod ingress;
 pub mod model;
 pub mod network_policy;
+pub mod pod_network;
 pub mod proxy;
 
 pub use caches::Caches;

@@ -644,3 +644,90 @@ spec:
     let row = c.ok(&["get", "cronjob", "tick", "--no-headers"]);
     assert!(row.contains("* * * * *"), "{row}");
 }
+
+#[test]
+fn daemonset_max_surge_starts_each_replacement_before_removing_the_old_pod() {
+    let c = Cluster::start(3);
+    c.apply(
+        "apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: surge}
+spec:
+  selector: {matchLabels: {app: surge}}
+  minReadySeconds: 2
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+  template:
+    metadata: {labels: {app: surge}}
+    spec:
+      containers: [{name: c, image: busybox}]
+",
+    );
+    c.ok(&["rollout", "status", "ds/surge", "--timeout=60s"]);
+    // Both bounds zero is refused, as Kubernetes does.
+    let out = c.kubectl(&[
+        "patch",
+        "ds",
+        "surge",
+        "-p",
+        r#"{"spec":{"updateStrategy":{"rollingUpdate":{"maxSurge":0}}}}"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may not be 0 when `maxSurge` is 0"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    c.ok(&["set", "image", "ds/surge", "c=busybox:1.36"]);
+    // Sample the pods until every node runs the new image alone: at most one node at a
+    // time holds two pods, and no node is ever without an available pod.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut most_on_a_node = 0;
+    let mut most_pods = 0;
+    let mut least_available = i64::MAX;
+    loop {
+        let rows = c.jsonpath(
+            &["pods", "-l", "app=surge"],
+            "{range .items[*]}{.spec.nodeName}={.spec.containers[0].image}={.metadata.deletionTimestamp} {end}",
+        );
+        let live: Vec<&str> = rows
+            .split_whitespace()
+            .filter(|r| r.ends_with('='))
+            .collect();
+        let mut per_node = std::collections::BTreeMap::new();
+        for r in &live {
+            *per_node.entry(r.split('=').next().unwrap()).or_insert(0) += 1;
+        }
+        most_on_a_node = most_on_a_node.max(per_node.values().copied().max().unwrap_or(0));
+        most_pods = most_pods.max(live.len());
+        if let Ok(n) = c
+            .jsonpath(&["ds", "surge"], "{.status.numberAvailable}")
+            .parse()
+        {
+            least_available = least_available.min(n);
+        }
+        if live.len() == 3 && live.iter().all(|r| r.contains("busybox:1.36")) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rollout stuck: {rows}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(
+        most_on_a_node, 2,
+        "no node ever ran its replacement beside the old pod"
+    );
+    assert!(
+        most_pods <= 4,
+        "more than maxSurge extra pods at once: {most_pods}"
+    );
+    assert_eq!(
+        least_available, 3,
+        "a node was left without an available pod"
+    );
+    c.ok(&["rollout", "status", "ds/surge", "--timeout=60s"]);
+}

@@ -658,6 +658,10 @@ pub struct ServerArgs {
     /// HTTPS port (0 picks a free one).
     #[arg(long, default_value_t = 6443)]
     pub port: u16,
+    /// Another host name or address the serving certificate covers (repeatable, or
+    /// comma-separated), e.g. the address agents join through.
+    #[arg(long = "tls-san", value_name = "NAME", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
     /// etcd endpoints (comma-separated, e.g. http://127.0.0.1:2379); the embedded store
     /// under DIR/server/db when absent.
     #[arg(long = "datastore-endpoint", value_delimiter = ',')]
@@ -674,6 +678,10 @@ pub struct ServerArgs {
     /// Name of this host's node (default: the host name).
     #[arg(long = "node-name")]
     pub node_name: Option<String>,
+    /// This node's address (its InternalIP), through which the other nodes reach its
+    /// pods (default: the address of the host's default route).
+    #[arg(long = "node-ip", value_name = "IP")]
+    pub node_ip: Option<std::net::Ipv4Addr>,
     /// Port of this host's kubelet API (logs, exec, attach, port-forward).
     #[arg(long = "kubelet-port", default_value_t = skiff_kubelet::server::DEFAULT_PORT)]
     pub kubelet_port: u16,
@@ -690,6 +698,9 @@ pub struct ServerArgs {
     /// --pod-manifest-path); DIR/pod-manifests when absent.
     #[arg(long = "pod-manifest-path", value_name = "DIR")]
     pub pod_manifest_path: Option<std::path::PathBuf>,
+    /// Pid limits and node-pressure eviction of this host's kubelet.
+    #[command(flatten)]
+    pub kubelet_limits: KubeletLimitArgs,
     /// Directory of the volumes the local-path provisioner creates on this node (k3s's
     /// flag); DIR/storage when absent.
     #[arg(long = "default-local-storage-path")]
@@ -738,6 +749,47 @@ pub struct ServerArgs {
     pub controllers: ControllerArgs,
 }
 
+/// The kubelet's pid limits and node-pressure eviction (`server` and `agent`).
+#[derive(Debug, Args)]
+pub struct KubeletLimitArgs {
+    /// The most processes each pod may run, applied to its cgroup's pids.max (the
+    /// kubelet's --pod-max-pids; -1: no limit).
+    #[arg(
+        long = "pod-max-pids",
+        env = "SKIFF_KUBELET_POD_MAX_PIDS",
+        default_value_t = -1,
+        allow_negative_numbers = true
+    )]
+    pub pod_max_pids: i64,
+    /// Hard eviction thresholds, SIGNAL<QUANTITY or SIGNAL<PERCENT% separated by commas
+    /// (the kubelet's --eviction-hard; signals: memory.available, nodefs.available,
+    /// imagefs.available, pid.available; an empty value turns eviction off).
+    #[arg(
+        long = "eviction-hard",
+        env = "SKIFF_KUBELET_EVICTION_HARD",
+        default_value = "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%",
+        value_parser = parse_eviction_hard
+    )]
+    pub eviction_hard: EvictionThresholds,
+}
+
+/// Parsed `--eviction-hard`.
+#[derive(Debug, Clone)]
+pub struct EvictionThresholds(pub Vec<skiff_kubelet::eviction::Threshold>);
+
+fn parse_eviction_hard(s: &str) -> Result<EvictionThresholds, String> {
+    skiff_kubelet::eviction::parse_thresholds(s)
+        .map(EvictionThresholds)
+        .map_err(|e| e.to_string())
+}
+
+impl KubeletLimitArgs {
+    /// `--pod-max-pids` as the kubelet takes it (`None`: no limit).
+    pub fn pod_max_pids(&self) -> Option<i64> {
+        (self.pod_max_pids > 0).then_some(self.pod_max_pids)
+    }
+}
+
 /// `agent`.
 #[derive(Debug, Args)]
 #[command(group(
@@ -751,6 +803,20 @@ pub struct AgentArgs {
     /// Name of this host's node when not simulating (default: the host name).
     #[arg(long = "node-name", conflicts_with = "simulate")]
     pub node_name: Option<String>,
+    /// This node's address (its InternalIP), through which the other nodes reach its
+    /// pods (default: the address of the host's default route).
+    #[arg(long = "node-ip", value_name = "IP", conflicts_with = "simulate")]
+    pub node_ip: Option<std::net::Ipv4Addr>,
+    /// This node's pod subnet (the kubelet's --pod-cidr); without it the node waits for
+    /// the server to assign one from its --cluster-cidr.
+    #[arg(long = "pod-cidr", value_name = "CIDR", conflicts_with = "simulate")]
+    pub pod_cidr: Option<ipnet::Ipv4Net>,
+    /// The cluster DNS address pods use (default: the `kube-dns` Service's cluster IP).
+    #[arg(long = "cluster-dns", value_name = "IP", conflicts_with = "simulate")]
+    pub cluster_dns: Option<std::net::Ipv4Addr>,
+    /// The cluster domain Services are named under.
+    #[arg(long = "cluster-domain", default_value = skiff_proxy::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
     /// Port of the kubelet API (logs, exec, attach, port-forward) when not simulating.
     #[arg(long = "kubelet-port", default_value_t = skiff_kubelet::server::DEFAULT_PORT)]
     pub kubelet_port: u16,
@@ -771,12 +837,16 @@ pub struct AgentArgs {
         conflicts_with = "simulate"
     )]
     pub pod_manifest_path: Option<std::path::PathBuf>,
+    /// Pid limits and node-pressure eviction of this host's kubelet.
+    #[command(flatten)]
+    pub kubelet_limits: KubeletLimitArgs,
     /// API server URL (default: the local server of the same --root); needs --token and
     /// one of --ca-cert, --discovery-token-ca-cert-hash, --insecure-skip-tls-verify.
     #[arg(long, requires = "token", requires = "trust")]
     pub server: Option<String>,
-    /// Bearer token for --server: a bootstrap token of `skiff token create`, or another
-    /// token the server accepts.
+    /// Bearer token for --server: a bootstrap token of `skiff token create` (which the
+    /// agent trades for its node's client certificate, kept in ROOT/agent/kubelet.kubeconfig),
+    /// or another token the server accepts (used as it is).
     #[arg(long)]
     pub token: Option<String>,
     /// Trust --server's certificate when this CA (PEM file; the server's
@@ -869,6 +939,25 @@ pub struct ControllerArgs {
     /// the InternalIP addresses of the Ready nodes, as k3s's servicelb does.
     #[arg(long = "service-lb-pool", value_name = "CIDRS", value_parser = parse_service_lb_pool)]
     pub service_lb_pool: Option<skiff_controllers::servicelb::Pool>,
+    /// The pod addresses of the whole cluster: each node without a pod CIDR of its own
+    /// gets a block of it (see --node-cidr-mask-size), which its kubelet uses for its pods
+    /// and every other node routes to.
+    #[arg(
+        long = "cluster-cidr",
+        value_name = "CIDR",
+        default_value = "10.42.0.0/16"
+    )]
+    pub cluster_cidr: ipnet::Ipv4Net,
+    /// The prefix length of each node's block of --cluster-cidr.
+    #[arg(
+        long = "node-cidr-mask-size",
+        value_name = "BITS",
+        default_value_t = 24
+    )]
+    pub node_cidr_mask_size: u8,
+    /// Whether nodes get pod CIDRs from --cluster-cidr.
+    #[arg(long = "allocate-node-cidrs", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allocate_node_cidrs: bool,
 }
 
 fn parse_service_lb_pool(s: &str) -> Result<skiff_controllers::servicelb::Pool, String> {

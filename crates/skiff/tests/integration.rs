@@ -4,14 +4,17 @@
 mod build;
 mod common;
 mod engine;
+mod ephemeral_containers;
 mod gateway;
 mod ingress;
 mod join;
 mod kubectl_streaming;
 mod kubelet;
 mod kubelet_pods;
+mod kubelet_pressure;
 mod kubelet_resources;
 mod kubelet_security;
+mod multi_node;
 mod namespaces;
 mod network;
 mod network_policy;

@@ -196,6 +196,67 @@ fn services_cluster_ips_node_ports_and_dns() {
         short.contains("hello from skiff")
     });
 
+    // A Service without a selector leads where its hand-written Endpoints say (one of
+    // web's pods here): the mirroring controller turns them into an EndpointSlice.
+    let backend = c
+        .kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ])
+        .trim()
+        .to_string();
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: external}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: 80}}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {{name: external, labels: {{team: db}}}}
+subsets:
+- addresses: [{{ip: "{backend}"}}]
+  ports: [{{name: http, port: 80}}]
+"#
+    ));
+    eventually(30, "the mirrored EndpointSlice", || {
+        c.kubectl_ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=external,endpointslice.kubernetes.io/managed-by=endpointslicemirroring-controller.k8s.io,team=db",
+            "-o",
+            "jsonpath={.items[*].endpoints[*].addresses[0]}",
+        ]) == backend
+    });
+    eventually(30, "wget of the selectorless Service", || {
+        let out = c.exec(
+            "client",
+            "sh",
+            &["sh", "-c", "timeout 5 wget -qO- http://external"],
+        );
+        String::from_utf8_lossy(&out.stdout).contains("hello from skiff")
+    });
+    // Deleting the Endpoints takes the slice with it.
+    c.kubectl_ok(&["delete", "endpoints", "external"]);
+    eventually(30, "the mirrored slice to go", || {
+        c.kubectl_ok(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=external",
+            "-o",
+            "name",
+        ])
+        .trim()
+        .is_empty()
+    });
+
     // From the host: the cluster IP, and the node port on 127.0.0.1.
     let cluster_addr: SocketAddr = format!("{ip}:80").parse().unwrap();
     eventually(30, "the cluster IP from the host", || {

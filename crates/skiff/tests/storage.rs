@@ -152,9 +152,27 @@ spec:
     ]);
     assert!(events.contains("ProvisioningSucceeded"), "{events}");
 
-    // Deleting the pod and the claim deletes the volume and its data (reclaim Delete).
+    // Both are protected: the claim while a pod uses it, the volume while it is bound.
+    assert_eq!(
+        c.jsonpath("pvc/data", "{.metadata.finalizers}"),
+        r#"["kubernetes.io/pvc-protection"]"#
+    );
+    assert_eq!(
+        c.jsonpath(&format!("pv/{pv}"), "{.metadata.finalizers}"),
+        r#"["kubernetes.io/pv-protection"]"#
+    );
+    c.kubectl_ok(&["delete", "pvc", "data", "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let row = c.kubectl_ok(&["get", "pvc", "data", "--no-headers"]);
+    assert!(row.contains("Terminating"), "{row}");
+    assert_eq!(c.jsonpath("pod/writer", "{.status.phase}"), "Running");
+
+    // Deleting the pod releases the claim, which goes, and with it the volume and its
+    // data (reclaim Delete).
     c.kubectl_ok(&["delete", "pod", "writer", "--grace-period=1"]);
-    c.kubectl_ok(&["delete", "pvc", "data"]);
+    wait_get(&c, &["get", "pvc", "-o", "name"], |o| {
+        !o.contains("persistentvolumeclaim/data")
+    });
     wait_get(&c, &["get", "pv", "-o", "name"], |o| !o.contains(&pv));
     let deadline = Instant::now() + Duration::from_secs(30);
     while root.join("storage").join(&pv).exists() {

@@ -1,19 +1,24 @@
 //! The admission chain: what kube-apiserver's admission plugins do between decoding a write
 //! and storing it.
 //!
-//! Mutating plugins run first and may change the object (ServiceAccount, DefaultStorageClass,
-//! DefaultIngressClass, LimitRanger's defaults, mutating webhooks); the object is then defaulted and validated by its strategy;
-//! validating plugins run last and may only refuse (LimitRanger's bounds, Pod Security,
-//! ResourceQuota, validating webhooks). NamespaceLifecycle lives in the generic handlers,
+//! Mutating plugins run first and may change the object (ServiceAccount, Priority,
+//! RuntimeClass, DefaultStorageClass, DefaultIngressClass, LimitRanger's defaults, mutating
+//! webhooks); the object is then defaulted and validated by its strategy; validating plugins
+//! run last and may only refuse (LimitRanger's bounds, Pod Security,
+//! ValidatingAdmissionPolicy, validating webhooks, ResourceQuota). NamespaceLifecycle lives in the generic handlers,
 //! which already load the namespace.
 
 mod certificates;
 mod default_ingress_class;
 mod default_storage_class;
 mod limitrange;
+pub mod node_restriction;
 mod podsecurity;
 mod priority;
 mod quota;
+mod runtime_class;
+pub mod storage_protection;
+mod validating_policy;
 mod webhook;
 
 use serde_json::Value;
@@ -87,7 +92,9 @@ pub(crate) async fn mutate(
         crate::serviceaccount::admit_pod(api.storage(), api.reflector(), obj).await?;
     }
     priority::mutate(api, attrs, obj).await?;
+    runtime_class::mutate(api, attrs, obj).await?;
     default_storage_class::mutate(api, attrs, obj).await?;
+    storage_protection::mutate(attrs, obj);
     default_ingress_class::mutate(api, attrs, obj).await?;
     limitrange::mutate(api, attrs, obj).await?;
     webhook::mutate(api, attrs, obj, warnings).await?;
@@ -101,9 +108,11 @@ pub(crate) async fn validate(
     obj: &Value,
     warnings: &mut Warnings,
 ) -> ApiResult<()> {
+    node_restriction::validate(attrs, obj)?;
     limitrange::validate(api, attrs, obj).await?;
     certificates::validate(api, attrs, obj)?;
     podsecurity::validate(api, attrs, obj, warnings).await?;
+    validating_policy::validate(api, attrs, obj, warnings).await?;
     webhook::validate(api, attrs, obj, warnings).await?;
     // Quota last: it charges usage, so only writes every other plugin accepted count.
     quota::admit(api, attrs, obj).await?;

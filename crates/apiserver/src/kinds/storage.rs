@@ -78,7 +78,7 @@ impl Strategy for PersistentVolumeStrategy {
             json!(str_at(obj, "/spec/capacity/storage")),
             access_modes(obj, "/spec/accessModes"),
             json!(str_at(obj, "/spec/persistentVolumeReclaimPolicy")),
-            json!(str_at(obj, "/status/phase")),
+            phase_or_terminating(obj),
             json!(claim),
             storage_class(obj),
             text_or_none(obj, "/spec/volumeAttributesClassName"),
@@ -87,6 +87,18 @@ impl Strategy for PersistentVolumeStrategy {
             json!(str_at(obj, "/spec/volumeMode")),
         ]
     }
+}
+
+/// The STATUS cell of volumes and claims: `Terminating` once deletion began (a
+/// protection finalizer holds it), else the phase, as kubectl shows them.
+fn phase_or_terminating(obj: &Value) -> Value {
+    if obj
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|t| !t.is_null())
+    {
+        return json!("Terminating");
+    }
+    json!(str_at(obj, "/status/phase"))
 }
 
 /// The strategy of `persistentvolumeclaims`.
@@ -134,7 +146,7 @@ impl Strategy for PersistentVolumeClaimStrategy {
         };
         vec![
             table::name_cell(obj),
-            json!(str_at(obj, "/status/phase")),
+            phase_or_terminating(obj),
             json!(str_at(obj, "/spec/volumeName")),
             capacity,
             modes,

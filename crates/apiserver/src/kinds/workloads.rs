@@ -20,6 +20,76 @@ fn default_workload(obj: &mut Value, replicas: bool) {
     default_pod_spec(object_mut(template, "spec"));
 }
 
+/// A `maxSurge` / `maxUnavailable` value: a non-negative integer or percentage; `None`
+/// when it is not set (or not a number or string).
+fn surge_or_unavailable(
+    value: Option<&Value>,
+    field: &str,
+    errs: &mut Vec<FieldError>,
+    at_most_100_percent: bool,
+) -> Option<f64> {
+    let value = value?;
+    let (n, percent) = match value {
+        Value::Number(n) => (n.as_f64().unwrap_or(-1.0), false),
+        Value::String(s) => match s.strip_suffix('%').map(str::parse::<u32>) {
+            Some(Ok(p)) => (f64::from(p), true),
+            _ => {
+                errs.push(FieldError::invalid(
+                    field,
+                    value.clone(),
+                    "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+                ));
+                return None;
+            }
+        },
+        _ => return None,
+    };
+    if n < 0.0 {
+        errs.push(FieldError::invalid(
+            field,
+            value.clone(),
+            "must be greater than or equal to 0",
+        ));
+    } else if percent && at_most_100_percent && n > 100.0 {
+        errs.push(FieldError::invalid(
+            field,
+            value.clone(),
+            "must not be greater than 100%",
+        ));
+    }
+    Some(n)
+}
+
+/// `rollingUpdate` of a Deployment (`spec.strategy`) or DaemonSet (`spec.updateStrategy`):
+/// both bounds valid, and not both zero.
+fn validate_rolling_update(obj: &Value, strategy: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let Some(rolling) = obj.pointer(&format!("/spec/{strategy}/rollingUpdate")) else {
+        return errs;
+    };
+    let base = format!("spec.{strategy}.rollingUpdate");
+    let unavailable = surge_or_unavailable(
+        rolling.get("maxUnavailable"),
+        &format!("{base}.maxUnavailable"),
+        &mut errs,
+        true,
+    );
+    let surge = surge_or_unavailable(
+        rolling.get("maxSurge"),
+        &format!("{base}.maxSurge"),
+        &mut errs,
+        strategy == "updateStrategy",
+    );
+    if unavailable == Some(0.0) && surge.unwrap_or(0.0) == 0.0 {
+        errs.push(FieldError::invalid(
+            format!("{base}.maxUnavailable"),
+            rolling["maxUnavailable"].clone(),
+            "may not be 0 when `maxSurge` is 0",
+        ));
+    }
+    errs
+}
+
 fn validate_workload(obj: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let selector = obj.pointer("/spec/selector");
@@ -126,7 +196,9 @@ impl Strategy for DeploymentStrategy {
     }
 
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
-        validate_workload(obj)
+        let mut errs = validate_workload(obj);
+        errs.extend(validate_rolling_update(obj, "strategy"));
+        errs
     }
 
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
@@ -287,15 +359,21 @@ impl Strategy for DaemonSetStrategy {
     fn default(&self, obj: &mut Value) {
         default_workload(obj, false);
         let spec = object_mut(obj, "spec");
-        set_default(
-            spec,
-            "updateStrategy",
-            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
-        );
+        let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
+        let strategy = object_mut_value(strategy);
+        set_default(strategy, "type", json!("RollingUpdate"));
+        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+            let rolling = strategy.entry("rollingUpdate").or_insert_with(|| json!({}));
+            let rolling = object_mut_value(rolling);
+            set_default(rolling, "maxUnavailable", json!(1));
+            set_default(rolling, "maxSurge", json!(0));
+        }
     }
 
     fn validate(&self, obj: &Value) -> Vec<FieldError> {
-        validate_workload(obj)
+        let mut errs = validate_workload(obj);
+        errs.extend(validate_rolling_update(obj, "updateStrategy"));
+        errs
     }
 
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
@@ -462,5 +540,78 @@ impl Strategy for ControllerRevisionStrategy {
             json!(int_at(obj, "/revision")),
             table::age_cell(obj, now),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(strategy: &dyn Strategy, obj: Value) -> Vec<String> {
+        let mut obj = obj;
+        strategy.default(&mut obj);
+        strategy
+            .validate(&obj)
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.detail))
+            .collect()
+    }
+
+    fn workload(kind: &str, strategy: Value) -> Value {
+        let key = if kind == "DaemonSet" {
+            "updateStrategy"
+        } else {
+            "strategy"
+        };
+        json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "w"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, key: strategy,
+                "template": {"metadata": {"labels": {"a": "b"}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}})
+    }
+
+    #[test]
+    fn rolling_updates_may_not_stand_still() {
+        let both_zero = json!({"type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "0%"}});
+        assert_eq!(
+            errors(
+                &DeploymentStrategy,
+                workload("Deployment", both_zero.clone())
+            ),
+            ["spec.strategy.rollingUpdate.maxUnavailable: may not be 0 when `maxSurge` is 0"]
+        );
+        assert_eq!(
+            errors(&DaemonSetStrategy, workload("DaemonSet", both_zero)),
+            ["spec.updateStrategy.rollingUpdate.maxUnavailable: may not be 0 when `maxSurge` is 0"]
+        );
+        let bad = json!({"type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": "150%", "maxSurge": -1}});
+        assert_eq!(
+            errors(&DeploymentStrategy, workload("Deployment", bad)),
+            [
+                "spec.strategy.rollingUpdate.maxUnavailable: must not be greater than 100%",
+                "spec.strategy.rollingUpdate.maxSurge: must be greater than or equal to 0"
+            ]
+        );
+        // A Deployment may surge past 100%; a DaemonSet may not.
+        let surge = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "200%"}});
+        assert!(errors(&DeploymentStrategy, workload("Deployment", surge.clone())).is_empty());
+        assert_eq!(
+            errors(&DaemonSetStrategy, workload("DaemonSet", surge)).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_daemon_set_rolling_update_gets_both_defaults() {
+        let mut ds = workload("DaemonSet", json!({"rollingUpdate": {"maxSurge": 1}}));
+        DaemonSetStrategy.default(&mut ds);
+        assert_eq!(
+            ds["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}})
+        );
+        let mut ds = workload("DaemonSet", json!({"type": "OnDelete"}));
+        DaemonSetStrategy.default(&mut ds);
+        assert_eq!(ds["spec"]["updateStrategy"], json!({"type": "OnDelete"}));
     }
 }

@@ -324,6 +324,17 @@ pub fn cluster_roles() -> Vec<Value> {
                 &["get"],
             )],
         ),
+        // What a node's NetworkPolicy enforcement reads (kube-router's and Calico's
+        // node agents hold the same): policies, and the pods and namespaces their
+        // selectors pick.
+        cluster_role(
+            "skiff:node-network-policy",
+            &[],
+            vec![
+                rule(&["networking.k8s.io"], &["networkpolicies"], READ),
+                rule(&[""], &["namespaces", "pods"], READ),
+            ],
+        ),
         cluster_role(
             "system:monitoring",
             &[],
@@ -418,6 +429,37 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
                 rule(&["node.k8s.io"], &["runtimeclasses"], READ),
             ],
+        ),
+        // The TLS bootstrap's roles: a bootstrap token may request certificates
+        // (`system:node-bootstrapper`), and the csrapproving controller approves a kubelet
+        // client request when its requester may `create` the `nodeclient` subresource (any
+        // node's first certificate) or `selfnodeclient` (a node renewing its own).
+        cluster_role(
+            "system:node-bootstrapper",
+            &[],
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests"],
+                &["create", "get", "list", "watch"],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[],
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/nodeclient"],
+                &["create"],
+            )],
+        ),
+        cluster_role(
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[],
+            vec![rule(
+                &["certificates.k8s.io"],
+                &["certificatesigningrequests/selfnodeclient"],
+                &["create"],
+            )],
         ),
         cluster_role(
             "system:node-proxier",
@@ -578,19 +620,53 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         // Kubernetes leaves this binding without subjects and lets its Node authorizer
         // decide; skiff has no Node authorizer yet, so the nodes' group is bound.
         binding("system:node", "system:node", &[("Group", "system:nodes")]),
-        // Nodes that join with a bootstrap token of `skiff token create` act as nodes with
-        // it. kubeadm binds such tokens to `system:node-bootstrapper` instead, which only
-        // lets them request a client certificate through a CertificateSigningRequest;
-        // skiff serves no CSRs, so the token itself stays the node's credential.
+        // `skiff agent` trades its bootstrap token for a client certificate (the bindings
+        // below); `agent --simulate` nodes still act as nodes with the token, so, unlike
+        // kubeadm, the token's group keeps the nodes' role too.
         binding(
             "skiff:bootstrap-token-nodes",
             "system:node",
             &[("Group", crate::bootstrap_token::DEFAULT_NODE_TOKEN_GROUP)],
         ),
+        // kubeadm's bindings of the TLS bootstrap: bootstrap tokens request node client
+        // certificates, which are approved for them, and nodes renew their own.
+        binding(
+            "kubeadm:kubelet-bootstrap",
+            "system:node-bootstrapper",
+            &[("Group", crate::bootstrap_token::DEFAULT_NODE_TOKEN_GROUP)],
+        ),
+        binding(
+            "kubeadm:node-autoapprove-bootstrap",
+            "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+            &[("Group", crate::bootstrap_token::DEFAULT_NODE_TOKEN_GROUP)],
+        ),
+        binding(
+            "kubeadm:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            &[("Group", "system:nodes")],
+        ),
         binding(
             "system:node-proxier",
             "system:node-proxier",
             &[("User", "system:kube-proxy")],
+        ),
+        // `skiff agent` runs the node's service proxy and NetworkPolicy enforcement with
+        // the node's own credentials (k3s gives its agents a kube-proxy certificate too).
+        binding(
+            "skiff:node-proxier",
+            "system:node-proxier",
+            &[
+                ("Group", "system:nodes"),
+                ("Group", crate::bootstrap_token::DEFAULT_NODE_TOKEN_GROUP),
+            ],
+        ),
+        binding(
+            "skiff:node-network-policy",
+            "skiff:node-network-policy",
+            &[
+                ("Group", "system:nodes"),
+                ("Group", crate::bootstrap_token::DEFAULT_NODE_TOKEN_GROUP),
+            ],
         ),
         binding(
             "system:kube-dns",

@@ -54,6 +54,8 @@ impl TestServer {
             port: 0,
             datastore_endpoints: etcd.iter().map(|e| e.endpoint().to_owned()).collect(),
             service_cidr: skiff_apiserver::DEFAULT_SERVICE_CIDR.parse().unwrap(),
+            tls_sans: Vec::new(),
+            advertise_address: None,
         };
         let server = runtime
             .block_on(Server::start(config))

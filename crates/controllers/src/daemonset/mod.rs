@@ -159,9 +159,21 @@ pub fn plan(
             );
         }
     }
+    let strategy = spec.and_then(|s| s.update_strategy.as_ref());
+    let rolling = strategy
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("RollingUpdate")
+        == "RollingUpdate";
+    let max_surge_value = strategy
+        .and_then(|s| s.rolling_update.as_ref())
+        .and_then(|r| r.max_surge.as_ref());
+    // With maxSurge, a node may run its old pod and its replacement at once.
+    let surge = rolling && scaled_value(max_surge_value, nodes.len().max(1) as i32, true) > 0;
     let s = &mut p.status;
-    // (node, its one kept pod) for the rolling update.
+    // (node, its one kept pod) for the status and the rolling update.
     let mut kept: Vec<(String, &Pod)> = Vec::new();
+    // With maxSurge: (its pod of the current template, its pod of an older one) per node.
+    let mut pairs: Vec<(String, Option<&Pod>, Option<&Pod>)> = Vec::new();
     let mut desired = 0;
     for node in &nodes {
         let name = node.metadata.name.clone().unwrap_or_default();
@@ -188,10 +200,26 @@ pub fn plan(
                 None if place.should_run => p.create_on.push(name.clone()),
                 None => {}
                 Some((first, extra)) => {
-                    p.delete
-                        .extend(extra.iter().filter_map(|p| p.metadata.name.clone()));
+                    let is_new = |pod: &Pod| pod_hash(pod) == Some(hash);
+                    // Surging: the oldest pod of the other kind stays beside the first.
+                    let second = extra
+                        .iter()
+                        .copied()
+                        .find(|pod| surge && is_new(pod) != is_new(first));
+                    p.delete.extend(
+                        extra
+                            .iter()
+                            .filter(|pod| second.is_none_or(|s| !std::ptr::eq(**pod, s)))
+                            .filter_map(|p| p.metadata.name.clone()),
+                    );
                     if place.should_run {
                         kept.push((name.clone(), first));
+                        let (new, old) = if is_new(first) {
+                            (Some(*first), second)
+                        } else {
+                            (second, Some(*first))
+                        };
+                        pairs.push((name.clone(), new, old));
                     }
                 }
             }
@@ -218,14 +246,34 @@ pub fn plan(
         .count() as i32;
     s.updated_number_scheduled = (updated > 0).then_some(updated);
 
-    // RollingUpdate: replace old pods, unavailable ones first, keeping at most
-    // maxUnavailable nodes without an available pod.
-    let strategy = spec.and_then(|s| s.update_strategy.as_ref());
-    if strategy
-        .and_then(|s| s.type_.as_deref())
-        .unwrap_or("RollingUpdate")
-        == "RollingUpdate"
-    {
+    if surge {
+        // RollingUpdate with maxSurge: a node whose old pod is available gets its
+        // replacement beside it while fewer than maxSurge replacements are not yet
+        // available; a node whose old pod is unavailable gets one at once; an old pod
+        // goes when its replacement is available.
+        let max_surge = scaled_value(max_surge_value, desired, true);
+        let mut surging = 0;
+        let mut at_once = Vec::new();
+        let mut candidates = Vec::new();
+        for (node, new, old) in &pairs {
+            match (new, old) {
+                (_, None) => {}
+                (None, Some(old)) if !is_available(old, min_ready, now) => {
+                    at_once.push(node.clone())
+                }
+                (None, Some(_)) => candidates.push(node.clone()),
+                (Some(new), Some(old)) if is_available(new, min_ready, now) => {
+                    p.delete.extend(old.metadata.name.clone())
+                }
+                (Some(_), Some(_)) => surging += 1,
+            }
+        }
+        let room = (max_surge - surging).clamp(0, candidates.len() as i32) as usize;
+        p.create_on.extend(at_once);
+        p.create_on.extend(candidates.into_iter().take(room));
+    } else if rolling {
+        // RollingUpdate: replace old pods, unavailable ones first, keeping at most
+        // maxUnavailable nodes without an available pod.
         let max_unavailable = scaled_value(
             strategy
                 .and_then(|s| s.rolling_update.as_ref())
@@ -418,8 +466,14 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if !ctx.expectations.satisfied(&uid) {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    // A ready pod turns available minReadySeconds later without any event: look again
+    // then (this also covers a surging replacement, which the status does not count).
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    if min_ready > 0 && status.number_available.unwrap_or(0) < status.number_ready {
+    if min_ready > 0
+        && pod_refs
+            .iter()
+            .any(|p| is_ready(p) && !is_available(p, min_ready, now))
+    {
         return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
     }
     Ok(Action::await_change())
@@ -503,5 +557,42 @@ mod tests {
         assert_eq!(plan(&d, &nodes, &pods, "new", now()).delete, ["pa", "pb"]);
         let d = ds(json!({"type": "OnDelete"}));
         assert!(plan(&d, &nodes, &pods, "new", now()).delete.is_empty());
+    }
+
+    #[test]
+    fn max_surge_starts_replacements_beside_old_pods_then_removes_them() {
+        let nodes = [node("a", false), node("b", false), node("c", false)];
+        let nodes: Vec<&Node> = nodes.iter().collect();
+        let d = ds(json!({"type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}));
+        let (pa, pb, pc) = (
+            pod("pa", "a", "old"),
+            pod("pb", "b", "old"),
+            pod("pc", "c", "old"),
+        );
+        // One replacement at a time, beside its old pod; nothing is deleted yet.
+        let p = plan(&d, &nodes, &[&pa, &pb, &pc], "new", now());
+        assert_eq!(p.create_on, ["a"]);
+        assert!(p.delete.is_empty(), "{:?}", p.delete);
+        // While a's replacement is not available, the budget is spent and both stay.
+        let mut starting = pod("na", "a", "new");
+        starting.status = serde_json::from_value(json!({"phase": "Pending"})).unwrap();
+        let p = plan(&d, &nodes, &[&pa, &starting, &pb, &pc], "new", now());
+        assert!(p.create_on.is_empty(), "{:?}", p.create_on);
+        assert!(p.delete.is_empty(), "{:?}", p.delete);
+        // Available: a's old pod goes, and b is next.
+        let na = pod("na", "a", "new");
+        let p = plan(&d, &nodes, &[&pa, &na, &pb, &pc], "new", now());
+        assert_eq!(p.delete, ["pa"]);
+        assert_eq!(p.create_on, ["b"]);
+        // An unavailable old pod is replaced at once, beyond the budget.
+        let mut broken = pod("pc", "c", "old");
+        broken.status = serde_json::from_value(json!({"phase": "Running"})).unwrap();
+        let p = plan(&d, &nodes, &[&pa, &starting, &pb, &broken], "new", now());
+        assert_eq!(p.create_on, ["c"]);
+        // Without maxSurge a second pod on a node is an extra and goes.
+        let d = ds(json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}));
+        let p = plan(&d, &nodes, &[&pa, &na, &pb, &pc], "new", now());
+        assert!(p.delete.contains(&"na".to_string()), "{:?}", p.delete);
     }
 }

@@ -59,6 +59,8 @@ impl Cluster {
                 port: 0,
                 datastore_endpoints: Vec::new(),
                 service_cidr: skiff_apiserver::DEFAULT_SERVICE_CIDR.parse().unwrap(),
+                tls_sans: Vec::new(),
+                advertise_address: None,
             })
             .await
             .unwrap();

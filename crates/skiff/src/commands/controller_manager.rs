@@ -2,6 +2,7 @@
 
 use anyhow::{Context as _, Result};
 use skiff_controllers::connect::{connect, Target};
+use skiff_controllers::nodeipam::{CidrSet, NodeIpamConfig};
 use skiff_controllers::nodelifecycle::NodeLifecycleConfig;
 use skiff_controllers::podautoscaler::PodAutoscalerConfig;
 use skiff_controllers::podgc::PodGcConfig;
@@ -12,8 +13,16 @@ use super::Context;
 use crate::cli::{ControllerArgs, ControllerManagerArgs};
 
 /// The controllers' configuration from the command line.
-pub(super) fn config(args: &ControllerArgs) -> ControllerManagerConfig {
-    ControllerManagerConfig {
+pub(super) fn config(args: &ControllerArgs) -> Result<ControllerManagerConfig> {
+    let cidrs = if args.allocate_node_cidrs {
+        Some(
+            CidrSet::new(args.cluster_cidr, args.node_cidr_mask_size)
+                .with_context(|| format!("--cluster-cidr {}", args.cluster_cidr))?,
+        )
+    } else {
+        None
+    };
+    Ok(ControllerManagerConfig {
         pod_gc: PodGcConfig {
             terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
             ..Default::default()
@@ -30,13 +39,14 @@ pub(super) fn config(args: &ControllerArgs) -> ControllerManagerConfig {
         service_lb: ServiceLbConfig {
             pool: args.service_lb_pool.clone(),
         },
+        node_ipam: NodeIpamConfig { cidrs },
         ..Default::default()
-    }
+    })
 }
 
 /// Runs the controllers against the server until interrupted.
 pub fn controller_manager(ctx: &Context, args: ControllerManagerArgs) -> Result<()> {
-    let config = config(&args.controllers);
+    let config = config(&args.controllers)?;
     let target = Target {
         kubeconfig: args.component.kubeconfig,
         root_kubeconfig: super::agent::root_kubeconfig(ctx),

@@ -38,6 +38,7 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
                 .unwrap_or_else(skiff_kubelet::hostname),
             root: absolute(&ctx.roots().data),
             pod_cidr: cri.pod_cidr(),
+            node_ip: args.node_ip.map(|ip| ip.to_string()),
             port: args.kubelet_port,
             // Read once the server created its PKI.
             client_ca_pem: None,
@@ -51,6 +52,8 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
                     .clone()
                     .unwrap_or_else(|| absolute(&ctx.roots().data).join("pod-manifests")),
             ),
+            pod_max_pids: args.kubelet_limits.pod_max_pids(),
+            eviction_hard: args.kubelet_limits.eviction_hard.0.clone(),
         };
         Some((std::sync::Arc::new(cri), config))
     } else {
@@ -63,6 +66,14 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
         port: args.port,
         datastore_endpoints: args.datastore_endpoint.clone(),
         service_cidr: service_cidr.cidr,
+        // Agents dial the server at the node's address too.
+        tls_sans: args
+            .tls_san
+            .iter()
+            .cloned()
+            .chain(args.node_ip.map(|ip| ip.to_string()))
+            .collect(),
+        advertise_address: args.node_ip.map(std::net::IpAddr::V4),
     };
     limit_allocator_arenas();
     let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
@@ -119,7 +130,7 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
                     storage,
                     std::sync::Arc::new(skiff_controllers::localpath::HostDirs),
                 ));
-                let config = super::controller_manager::config(&args.controllers);
+                let config = super::controller_manager::config(&args.controllers)?;
                 tokio::spawn(skiff_controllers::run(client, config));
             }
         }
@@ -134,8 +145,69 @@ pub fn server(ctx: &Context, args: ServerArgs) -> Result<()> {
     })
 }
 
-/// Starts the service proxy (this root's service table) and the cluster DNS (on the pod
-/// network's gateway), and makes the `kube-dns` Service lead to it.
+/// Starts what every node runs besides its kubelet, on the engine's networking: the
+/// service proxy (this root's service table), NetworkPolicy enforcement for the node's
+/// pods, and the routes to the other nodes' pods. Returns the Service caches they share.
+pub(super) fn start_node_networking(
+    client: &kube::Client,
+    engine: &skiff_engine::Engine,
+    node: &str,
+    what: &str,
+) -> Result<skiff_proxy::Caches> {
+    let networking = engine.networking();
+    let caches = skiff_proxy::Caches::start(client);
+    let proxy = skiff_network::service_proxy::ServiceProxy::new(
+        &networking.config().service_table(),
+        // In-process (libnftables): a change of the table costs less than starting `nft`.
+        std::sync::Arc::new(skiff_network::nft::NftCli::in_process()),
+    )?;
+    tokio::spawn(skiff_proxy::proxy::run(
+        caches.clone(),
+        proxy,
+        node.to_string(),
+    ));
+
+    // NetworkPolicies of this node's pods; bridged pod-to-pod traffic reaches the
+    // policy chain only through br_netfilter.
+    use skiff_network::network_policy::{ensure_bridge_netfilter, PolicyEnforcer};
+    match ensure_bridge_netfilter(&skiff_network::sysctl::ProcSysctl) {
+        Ok(true) => eprintln!("{what}: turned on net.bridge.bridge-nf-call-iptables"),
+        Ok(false) => {}
+        Err(e) => eprintln!(
+            "{what}: {e}; NetworkPolicies cannot filter traffic between pods of \
+             this node without the br_netfilter module"
+        ),
+    }
+    let enforcer = PolicyEnforcer::new(
+        &networking.config().policy_table(),
+        std::sync::Arc::new(skiff_network::nft::NftCli::default()),
+    )?;
+    tokio::spawn(skiff_proxy::network_policy::run(
+        client.clone(),
+        node.to_string(),
+        enforcer,
+    ));
+
+    // Pods of other nodes: a route to each node's pod CIDR, and no NAT on the way.
+    let pod_network = skiff_network::pod_routes::PodNetwork::new(
+        &networking.config().pod_network_table(),
+        networking
+            .config()
+            .state_root
+            .join(skiff_network::pod_routes::STATE_FILE),
+        std::sync::Arc::new(skiff_network::pod_routes::KernelRouteTable),
+        std::sync::Arc::new(skiff_network::nft::NftCli::default()),
+    )?;
+    tokio::spawn(skiff_proxy::pod_network::run(
+        client.clone(),
+        node.to_string(),
+        pod_network,
+    ));
+    Ok(caches)
+}
+
+/// Starts the node's networking ([`start_node_networking`]) and the cluster DNS (on the
+/// pod network's gateway), and makes the `kube-dns` Service lead to it.
 fn start_services(
     client: &kube::Client,
     engine: &skiff_engine::Engine,
@@ -148,33 +220,7 @@ fn start_services(
         .node_name
         .clone()
         .unwrap_or_else(skiff_kubelet::hostname);
-    let caches = skiff_proxy::Caches::start(client);
-    let proxy = skiff_network::service_proxy::ServiceProxy::new(
-        &networking.config().service_table(),
-        std::sync::Arc::new(skiff_network::nft::NftCli::default()),
-    )?;
-    tokio::spawn(skiff_proxy::proxy::run(caches.clone(), proxy, node.clone()));
-
-    // NetworkPolicies of this node's pods; bridged pod-to-pod traffic reaches the
-    // policy chain only through br_netfilter.
-    use skiff_network::network_policy::{ensure_bridge_netfilter, PolicyEnforcer};
-    match ensure_bridge_netfilter(&skiff_network::sysctl::ProcSysctl) {
-        Ok(true) => eprintln!("skiff server: turned on net.bridge.bridge-nf-call-iptables"),
-        Ok(false) => {}
-        Err(e) => eprintln!(
-            "skiff server: {e}; NetworkPolicies cannot filter traffic between pods of \
-             this node without the br_netfilter module"
-        ),
-    }
-    let enforcer = PolicyEnforcer::new(
-        &networking.config().policy_table(),
-        std::sync::Arc::new(skiff_network::nft::NftCli::default()),
-    )?;
-    tokio::spawn(skiff_proxy::network_policy::run(
-        client.clone(),
-        node.clone(),
-        enforcer,
-    ));
+    let caches = start_node_networking(client, engine, &node, "skiff server")?;
 
     let gateway = networking
         .network(skiff_network::DEFAULT_NETWORK)

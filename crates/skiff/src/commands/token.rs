@@ -47,17 +47,26 @@ async fn create(ctx: &Context, args: TokenCreateArgs) -> Result<()> {
     let groups: Vec<String> = args.groups.into_iter().filter(|g| !g.is_empty()).collect();
     let secret = token.to_secret(jiff::Timestamp::now(), ttl, &args.description, &groups)?;
     let secret: Secret = serde_json::from_value(secret)?;
-    secrets(ctx, &args.server)
-        .await?
-        .create(&PostParams::default(), &secret)
+    let api = secrets(ctx, &args.server).await?;
+    api.create(&PostParams::default(), &secret)
         .await
         .with_context(|| format!("creating bootstrap token {}", token.id))?;
     if args.print_join_command {
         let kubeconfig = args
             .server
             .kubeconfig
+            .clone()
             .unwrap_or_else(|| super::agent::root_kubeconfig(ctx));
-        let (server, pin) = join_target(&kubeconfig)?;
+        let (mut server, pin) = join_target(&kubeconfig)?;
+        // A loopback address is of no use on another machine: the address the server
+        // advertises (the `kubernetes` Endpoints, `--node-ip`) is, as kubeadm prints
+        // its control-plane endpoint.
+        if is_loopback_url(&server) {
+            let client = connect(&target(ctx, &args.server)).await?;
+            if let Some(advertised) = advertised_url(&client).await {
+                server = advertised;
+            }
+        }
         println!(
             "skiff agent --server {server} --token {token} --discovery-token-ca-cert-hash {pin}"
         );
@@ -65,6 +74,42 @@ async fn create(ctx: &Context, args: TokenCreateArgs) -> Result<()> {
         println!("{token}");
     }
     Ok(())
+}
+
+/// Whether `url`'s host is a loopback address or `localhost`.
+fn is_loopback_url(url: &str) -> bool {
+    let host = url
+        .trim_start_matches("https://")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => host,
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `https://ADDRESS:PORT` of the `kubernetes` Endpoints in `default`, unless loopback.
+async fn advertised_url(client: &kube::Client) -> Option<String> {
+    use k8s_openapi::api::core::v1::Endpoints;
+    let endpoints: Endpoints = Api::namespaced(client.clone(), "default")
+        .get("kubernetes")
+        .await
+        .ok()?;
+    let subset = endpoints.subsets?.into_iter().next()?;
+    let ip: std::net::IpAddr = subset.addresses?.first()?.ip.parse().ok()?;
+    let port = subset.ports?.first()?.port;
+    if ip.is_loopback() {
+        return None;
+    }
+    Some(match ip {
+        std::net::IpAddr::V4(v4) => format!("https://{v4}:{port}"),
+        std::net::IpAddr::V6(v6) => format!("https://[{v6}]:{port}"),
+    })
 }
 
 /// The server URL and CA pin of the current context of a kubeconfig.
@@ -244,5 +289,23 @@ mod tests {
         assert_eq!(remaining(at(120), now), "2m");
         assert_eq!(remaining(at(5), now), "5s");
         assert_eq!(remaining(at(-5), now), "<expired>");
+    }
+
+    #[test]
+    fn loopback_servers_are_recognised() {
+        for url in [
+            "https://127.0.0.1:6443",
+            "https://localhost:6443",
+            "https://[::1]:6443",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "https://192.0.2.10:6443",
+            "https://server.example:6443",
+            "https://[fd00::1]:6443",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
+        }
     }
 }

@@ -47,6 +47,28 @@ unsafe fn libc_flock(f: &std::fs::File) {
     flock(f.as_raw_fd(), 2);
 }
 
+/// Appends `<table tag> <root> <test>` to `$SKIFF_TEST_ROOTS_LOG` when set, so that an
+/// nftables table or bridge a test leaves behind (`skiff_<tag>_svc`, `sk0-<tag>`) can be
+/// traced to the test that made it.
+fn note_root(root: &Path) {
+    let Ok(log) = std::env::var("SKIFF_TEST_ROOTS_LOG") else {
+        return;
+    };
+    // The engine's tag of a root: FNV-1a of its path, as 8 hex digits.
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in root.to_string_lossy().as_bytes() {
+        hash ^= u32::from(*b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let line = format!("{hash:08x} {} {test}\n", root.display());
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+}
+
 /// One isolated skiff installation.
 pub struct Skiff {
     pub root: tempfile::TempDir,
@@ -66,6 +88,7 @@ impl Skiff {
             .prefix("skt")
             .tempdir_in(base)
             .unwrap();
+        note_root(root.path());
         Skiff { root }
     }
 
