@@ -1,8 +1,10 @@
 //! `skiff server` and `skiff kubeconfig` as users run them: the real binary, a temporary
-//! root, a free port, the real kubectl.
+//! root (reset when the test ends, which removes the tables and bridges its kubelet and
+//! service proxy made), a free port, the real kubectl.
+
+use crate::common;
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,12 +28,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(root: &Path, port: u16) -> (ServerProcess, Duration) {
+fn start(skiff: &common::Skiff, port: u16) -> (ServerProcess, Duration) {
+    let root = skiff.root.path();
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_skiff"))
-        .arg("--root")
-        .arg(root)
-        .args(["server", "--port", &port.to_string()])
+    let name = root.file_name().unwrap().to_string_lossy().to_string();
+    let child = skiff
+        .cmd(&[
+            "server",
+            "--port",
+            &port.to_string(),
+            "--kubelet-port",
+            &free_port().to_string(),
+        ])
+        // The kubelet's cgroups apart from every other test's.
+        .env("SKIFF_KUBELET_CGROUP_ROOT", format!("/skiff-test-{name}"))
+        .env("SKIFF_INGRESS_BIND_ADDRESS", "127.0.0.1")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -58,9 +69,10 @@ fn start(root: &Path, port: u16) -> (ServerProcess, Duration) {
 
 #[test]
 fn server_writes_a_kubeconfig_kubectl_can_use_and_encrypts_secrets() {
-    let root = tempfile::tempdir().unwrap();
+    let skiff = common::Skiff::new();
+    let root = &skiff.root;
     let port = free_port();
-    let (server, cold_start) = start(root.path(), port);
+    let (server, cold_start) = start(&skiff, port);
     eprintln!("cold start to /readyz: {cold_start:?}");
 
     let kubeconfig = root.path().join("server/admin.kubeconfig");
