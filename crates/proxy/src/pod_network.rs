@@ -110,31 +110,42 @@ pub async fn run(client: Client, node: String, pods: PodNetwork) {
         return;
     }
     let mut last_skipped = Vec::new();
+    // What the last successful sync programmed, and when: Node heartbeats change nothing
+    // here, so only a changed desired set (or the periodic resync, which repairs what
+    // someone else removed) reaches the kernel.
+    let mut applied: Option<(Vec<Ipv4Net>, Vec<PodRoute>)> = None;
+    let mut last_sync = tokio::time::Instant::now();
     loop {
-        let (local, wanted) = desired(store.state().iter().map(|n| n.as_ref()), &node);
-        let worker = pods.clone();
-        let result = tokio::task::spawn_blocking(move || worker.sync(&local, &wanted)).await;
-        match result {
-            Ok(Ok(report)) => {
-                for r in &report.added {
-                    tracing::info!("pod network: route {} via {}", r.subnet, r.via);
-                }
-                for r in &report.deleted {
-                    tracing::info!("pod network: removed route {} via {}", r.subnet, r.via);
-                }
-                if report.skipped != last_skipped {
-                    for (r, why) in &report.skipped {
-                        tracing::warn!(
-                            "pod network: no route to {} via {}: {why}",
-                            r.subnet,
-                            r.via
-                        );
+        let want = desired(store.state().iter().map(|n| n.as_ref()), &node);
+        let due = last_sync.elapsed() >= RESYNC;
+        if due || applied.as_ref() != Some(&want) {
+            let worker = pods.clone();
+            let (local, wanted) = want.clone();
+            let result = tokio::task::spawn_blocking(move || worker.sync(&local, &wanted)).await;
+            last_sync = tokio::time::Instant::now();
+            match result {
+                Ok(Ok(report)) => {
+                    applied = Some(want);
+                    for r in &report.added {
+                        tracing::info!("pod network: route {} via {}", r.subnet, r.via);
                     }
-                    last_skipped = report.skipped;
+                    for r in &report.deleted {
+                        tracing::info!("pod network: removed route {} via {}", r.subnet, r.via);
+                    }
+                    if report.skipped != last_skipped {
+                        for (r, why) in &report.skipped {
+                            tracing::warn!(
+                                "pod network: no route to {} via {}: {why}",
+                                r.subnet,
+                                r.via
+                            );
+                        }
+                        last_skipped = report.skipped;
+                    }
                 }
+                Ok(Err(e)) => tracing::warn!("pod network: {e}"),
+                Err(e) => tracing::warn!("pod network: {e}"),
             }
-            Ok(Err(e)) => tracing::warn!("pod network: {e}"),
-            Err(e) => tracing::warn!("pod network: {e}"),
         }
         // The next Node change, or the resync.
         tokio::select! {
@@ -143,7 +154,7 @@ pub async fn run(client: Client, node: String, pods: PodNetwork) {
                     return;
                 }
             }
-            _ = tokio::time::sleep(RESYNC) => {}
+            _ = tokio::time::sleep_until(last_sync + RESYNC) => {}
         }
     }
 }
