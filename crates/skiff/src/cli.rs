@@ -918,18 +918,19 @@ pub struct ControllerArgs {
     pub terminated_pod_gc_threshold: i32,
     /// How long a node may go without a heartbeat (Lease or status) before it counts as
     /// unreachable: seconds, or with a unit (`40s`, `2m`, `500ms`).
-    #[arg(long = "node-monitor-grace-period", default_value = "40s", value_parser = parse_duration)]
+    #[arg(long = "node-monitor-grace-period", value_name = "DURATION", default_value = "40s", value_parser = parse_duration)]
     pub node_monitor_grace_period: std::time::Duration,
     /// How often the node lifecycle controller checks nodes when nothing changes.
-    #[arg(long = "node-monitor-period", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long = "node-monitor-period", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub node_monitor_period: std::time::Duration,
     /// How often the HorizontalPodAutoscaler controller syncs each HPA.
-    #[arg(long = "horizontal-pod-autoscaler-sync-period", default_value = "15s", value_parser = parse_duration)]
+    #[arg(long = "horizontal-pod-autoscaler-sync-period", value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
     pub horizontal_pod_autoscaler_sync_period: std::time::Duration,
     /// How long an HPA without a scale-down behavior keeps the highest recent
     /// recommendation before scaling down.
     #[arg(
         long = "horizontal-pod-autoscaler-downscale-stabilization",
+        value_name = "DURATION",
         default_value = "5m",
         value_parser = parse_duration
     )]
