@@ -25,7 +25,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt as _};
@@ -52,6 +52,8 @@ pub struct Error {
 struct Ctx {
     client: Client,
     services: Store<Service>,
+    /// The slices this controller made, from their watch.
+    slices: Store<EndpointSlice>,
 }
 
 /// Whether `endpoints` should be mirrored, given its Service (if any).
@@ -174,13 +176,19 @@ pub async fn run(client: Client) {
     .default_backoff()
     .reflect(writer)
     .touched_objects();
+    let (slices, slice_writer) = kube::runtime::reflector::store();
     let slice_events = watcher(
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
     )
     .default_backoff()
+    .reflect(slice_writer)
     .touched_objects();
-    let ctx = Arc::new(Ctx { client, services });
+    let ctx = Arc::new(Ctx {
+        client,
+        services,
+        slices,
+    });
     controller
         // A Service gaining or losing its selector, or coming and going, changes whether
         // its Endpoints are mirrored.
@@ -212,14 +220,23 @@ async fn reconcile(endpoints: Arc<Endpoints>, ctx: Arc<Ctx>) -> Result<Action, E
     } else {
         BTreeMap::new()
     };
+    // The slices this controller made for this Service, from the watch cache (a create the
+    // cache does not show yet answers 409, and the reconcile runs again).
+    let have: Vec<Arc<EndpointSlice>> = ctx
+        .slices
+        .state()
+        .into_iter()
+        .filter(|s| {
+            s.namespace().as_deref() == Some(namespace.as_str())
+                && s.labels().get(SERVICE_NAME_LABEL) == Some(&name)
+        })
+        .collect();
+    // Most Endpoints belong to Services with a selector: nothing to mirror, nothing to
+    // remove, no API call.
+    if want.is_empty() && have.is_empty() {
+        return Ok(Action::await_change());
+    }
     let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &namespace);
-    // The slices this controller made for this Service, read from the API (a fresh list:
-    // the next reconcile must not create what the previous one just did).
-    let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY},{SERVICE_NAME_LABEL}={name}");
-    let have = api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(err)?;
     let mut labels = endpoints.labels().clone();
     labels.remove(SKIP_MIRROR_LABEL);
     labels.insert(SERVICE_NAME_LABEL.into(), name.clone());
@@ -241,7 +258,7 @@ async fn reconcile(endpoints: Arc<Endpoints>, ctx: Arc<Ctx>) -> Result<Action, E
         slice.metadata.labels = Some(labels.clone());
         slice.metadata.annotations = (!annotations.is_empty()).then(|| annotations.clone());
         slice.metadata.owner_references = Some(vec![owner.clone()]);
-        match have.items.iter().find(|s| s.name_any() == slice_name) {
+        match have.iter().find(|s| s.name_any() == slice_name) {
             None => match api.create(&PostParams::default(), &slice).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {
@@ -265,11 +282,7 @@ async fn reconcile(endpoints: Arc<Endpoints>, ctx: Arc<Ctx>) -> Result<Action, E
             }
         }
     }
-    for stale in have
-        .items
-        .iter()
-        .filter(|s| !want.contains_key(&s.name_any()))
-    {
+    for stale in have.iter().filter(|s| !want.contains_key(&s.name_any())) {
         match api
             .delete(&stale.name_any(), &DeleteParams::default())
             .await
