@@ -51,8 +51,10 @@ impl Drop for ReleasedWhenSent {
 }
 
 /// How many times a write without a resourceVersion precondition retries a lost
-/// compare-and-swap before reporting a conflict.
-const MAX_RETRIES: usize = 8;
+/// compare-and-swap before reporting a conflict. kube-apiserver retries such writes
+/// without bound; every lost race means another write landed, so a writer among N
+/// concurrent ones succeeds within N attempts, and the bound only stops a livelock.
+pub(super) const MAX_RETRIES: usize = 256;
 
 /// Longest a write waits for the server's mirror to apply it (it normally takes well under
 /// a millisecond; a mirror that is relisting after a broken watch may take longer).

@@ -7,7 +7,7 @@
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
-use super::objects::Ctx;
+use super::objects::{Ctx, MAX_RETRIES};
 use super::Reply;
 use crate::crd::ScalePaths;
 use crate::kinds::{str_at, REGISTRY};
@@ -91,7 +91,7 @@ pub(super) async fn scale(
     body: &[u8],
     content_type: &str,
 ) -> ApiResult<Reply> {
-    for _ in 0..8 {
+    for _ in 0..MAX_RETRIES {
         let (obj, revision) = ctx.load(&ctx.info.name).await?;
         let current = scale_of(ctx, &obj);
         let wanted: Value = match method {
@@ -225,7 +225,7 @@ pub(super) async fn bind(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Reply> {
         )
         .with_details(json!({"name": name, "kind": "pods/binding"}))
     };
-    for _ in 0..8 {
+    for _ in 0..MAX_RETRIES {
         let (pod, revision) = ctx.load(name).await?;
         let actual_uid = str_at(&pod, "/metadata/uid");
         if !uid.is_empty() && uid != actual_uid {
@@ -484,9 +484,6 @@ pub(super) async fn token_request(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Reply
 /// controller's) and the garbage collector's (`standardFinalizers`).
 const STANDARD_FINALIZERS: &[&str] = &["kubernetes", "orphan", "foregroundDeletion"];
 
-/// How often a finalize without a resourceVersion is retried on conflicts.
-const FINALIZE_RETRIES: usize = 8;
-
 /// PUT `namespaces/<name>/finalize`: replaces `spec.finalizers` and nothing else, as the
 /// namespace registry's FinalizeREST does; a namespace being deleted whose finalizers are
 /// all gone is removed (`ShouldDeleteNamespaceDuringUpdate`).
@@ -526,7 +523,7 @@ pub(super) async fn finalize(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Reply> {
         return Err(ApiError::invalid("Namespace", "", &ctx.info.name, &errs));
     }
     let precondition = str_at(&requested, "/metadata/resourceVersion").to_owned();
-    for _ in 0..FINALIZE_RETRIES {
+    for _ in 0..MAX_RETRIES {
         let (old, revision) = ctx.load(&ctx.info.name).await?;
         if !precondition.is_empty() && precondition != revision.to_string() {
             return Err(ApiError::stale(ctx.def, &ctx.info.name));
