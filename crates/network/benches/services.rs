@@ -8,8 +8,9 @@
 //! `cargo bench -p skiff-network --bench services`. `SKIFF_BENCH_SIZES` (default
 //! `10,1000,10000`), `SKIFF_BENCH_CHANGES` (samples per one-change case, default 15) and
 //! `SKIFF_BENCH_CONNS` (connections per latency case, default 2000) tune it;
-//! `SKIFF_BENCH_AFFINITY=<seconds>` gives every Service session affinity, which takes
-//! the per-Service chains of the table instead of map elements only.
+//! `SKIFF_BENCH_AFFINITY=<seconds>` gives every Service session affinity,
+//! `SKIFF_BENCH_NODE_PORTS=1` a node port and a load-balancer IP, and
+//! `SKIFF_BENCH_LOCAL=1` (with node ports) both traffic policies Local.
 //!
 //! Everything happens in two network namespaces made here: `node` holds both tables and
 //! the client, `pods` the endpoints (one listener on eight addresses, behind a veth
@@ -73,8 +74,10 @@ fn cluster_ip(i: usize) -> Ipv4Addr {
 }
 
 /// Service `i`: one port, one endpoint for even `i`, two for odd ones; with
-/// `SKIFF_BENCH_AFFINITY=<seconds>`, `sessionAffinity: ClientIP` (chains and sets of its
-/// own instead of map elements only).
+/// `SKIFF_BENCH_AFFINITY=<seconds>`, `sessionAffinity: ClientIP`; with
+/// `SKIFF_BENCH_NODE_PORTS=1`, node port `20000 + i` and load-balancer IP `10.112.0.0 +
+/// i` (externalTrafficPolicy Cluster); with `SKIFF_BENCH_LOCAL=1` as well, both traffic
+/// policies Local, its first endpoint being this node's.
 fn service(i: usize) -> (String, Vec<ServicePort>) {
     let mut port = ServicePort::new("http", Protocol::Tcp, Some(cluster_ip(i)), SERVICE_PORT);
     port.endpoints = (0..1 + i as u32 % 2)
@@ -83,6 +86,17 @@ fn service(i: usize) -> (String, Vec<ServicePort>) {
     port.affinity_timeout = std::env::var("SKIFF_BENCH_AFFINITY")
         .ok()
         .and_then(|v| v.parse().ok());
+    if env_usize("SKIFF_BENCH_NODE_PORTS", 0) == 1 {
+        port.node_port = Some(20000 + i as u16);
+        port.load_balancer_ips = vec![Ipv4Addr::from(
+            u32::from(Ipv4Addr::new(10, 112, 0, 0)) + i as u32,
+        )];
+        if env_usize("SKIFF_BENCH_LOCAL", 0) == 1 {
+            port.internal_local = true;
+            port.external_local = true;
+            port.local_endpoints = vec![port.endpoints[0]];
+        }
+    }
     (format!("ns{}/svc{i}", i % 10), vec![port])
 }
 
@@ -352,6 +366,9 @@ fn measure(n: usize, changes: usize, conns: usize) -> Measured {
                     let next = u32::from(*ep.ip()) - u32::from(pod_ip(0)) + 1;
                     *ep = SocketAddrV4::new(pod_ip(next), ENDPOINT_PORT);
                 }
+                if !p.local_endpoints.is_empty() {
+                    p.local_endpoints = vec![p.endpoints[0]];
+                }
                 p
             })
             .collect();
@@ -492,7 +509,7 @@ fn main() {
     println!();
     println!("Whole table and housekeeping, ms:");
     println!();
-    println!("| Services | program all: skiff | program all: linear | skiff verify (chains and `services` map) | skiff no-op sync | empty `nft -f` | empty transaction in-process |");
+    println!("| Services | program all: skiff | program all: linear | skiff verify (chains and `endpoints` map) | skiff no-op sync | empty `nft -f` | empty transaction in-process |");
     println!("|---|---|---|---|---|---|---|");
     for m in &results {
         println!(

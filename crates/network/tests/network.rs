@@ -480,7 +480,7 @@ fn persistent_namespaces() {
         .status();
 }
 
-/// The service table's periodic check lists only chains and the `services` map (not every
+/// The service table's periodic check lists only chains and the `endpoints` map (not every
 /// rule), and still notices a chain or element removed behind skiff's back. Runs the real
 /// `nft` inside a network namespace of its own.
 #[test]
@@ -526,7 +526,7 @@ fn the_service_table_check_lists_chains_and_the_map_only() {
         .collect();
     let mut proxy = ServiceProxy::new("svc_check", nft.clone()).unwrap();
     proxy.sync(&services).unwrap();
-    let listing = skiff_network::nft::Nft::list_chains_and_map(&*nft, "svc_check", "services")
+    let listing = skiff_network::nft::Nft::list_chains_and_map(&*nft, "svc_check", "endpoints")
         .unwrap()
         .unwrap();
     let items = listing["nftables"].as_array().unwrap();
@@ -546,14 +546,14 @@ fn the_service_table_check_lists_chains_and_the_map_only() {
         "exec",
         &ns.name,
         "nft",
-        "delete element ip svc_check services { 10.43.0.10 . tcp . 80 }",
+        "delete element ip svc_check endpoints { 10.43.0.10 . tcp . 80 . 0 }",
     ]);
     assert!(!proxy.verify().unwrap(), "a missing element is noticed");
     assert!(proxy.sync(&services).unwrap().rebuilt);
     assert!(proxy.verify().unwrap());
     proxy.remove().unwrap();
     assert!(
-        skiff_network::nft::Nft::list_chains_and_map(&*nft, "svc_check", "services")
+        skiff_network::nft::Nft::list_chains_and_map(&*nft, "svc_check", "endpoints")
             .unwrap()
             .is_none()
     );
@@ -656,4 +656,249 @@ fn a_direct_service_reaches_its_endpoints_and_hairpins() {
     }
     proxy.remove().unwrap();
     assert!(tcp_request(Some(&node.path()), vip).is_err());
+}
+
+/// A listener in `ns` answering each line with `<tag> <client address>`: which endpoint
+/// a connection reached, and from where it seemed to come.
+fn tagged_server(ns: &Netns, tag: &'static str) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = skiff_network::netns::run_in(&ns.path(), || {
+        std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap()
+    })
+    .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let peer = stream.peer_addr().unwrap().ip();
+                let mut line = String::new();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                if reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    // `tcp_request` wants its line back after the address.
+                    let _ = (&stream).write_all(format!("{peer} {tag} {line}").as_bytes());
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Node ports, load-balancer addresses, both Local traffic policies and ClientIP
+/// affinity send connections where Kubernetes says, through map elements and shared
+/// chains only: from another host (namespace `outside`) a Cluster policy node port
+/// reaches every endpoint masqueraded, a Local one this node's endpoint with the
+/// client's address kept, while the host itself still reaches every endpoint; an
+/// affinity client keeps its endpoint; moving the Local endpoint writes only elements.
+/// Runs the real `nft` in namespaces of its own.
+#[test]
+fn every_kind_of_service_port_goes_where_it_must() {
+    use skiff_network::nft::{Nft, NftCli, NftError};
+    use skiff_network::ports::Protocol;
+    use skiff_network::service_proxy::{ServiceMap, ServicePort, ServiceProxy};
+    use std::net::SocketAddrV4;
+    use std::sync::{Arc, Mutex};
+
+    /// The real nft, remembering every transaction.
+    struct Recording(NftCli, Mutex<Vec<String>>);
+    impl Nft for Recording {
+        fn apply(&self, table: &str, script: &str) -> Result<(), NftError> {
+            self.1.lock().unwrap().push(script.to_string());
+            self.0.apply(table, script)
+        }
+        fn list_table(&self, table: &str) -> Result<Option<serde_json::Value>, NftError> {
+            self.0.list_table(table)
+        }
+        fn list_chains_and_map(
+            &self,
+            table: &str,
+            map: &str,
+        ) -> Result<Option<serde_json::Value>, NftError> {
+            self.0.list_chains_and_map(table, map)
+        }
+    }
+
+    let (node, pod, outside) = (Netns::new(), Netns::new(), Netns::new());
+    let (inner, outer) = (random_subnet(), random_subnet());
+    let at = |net: ipnet::Ipv4Net, i: u32| Ipv4Addr::from(u32::from(net.network()) + i);
+    let (node_ip, here, elsewhere) = (at(inner, 1), at(inner, 2), at(inner, 3));
+    let (node_outer_ip, client_ip) = (at(outer, 1), at(outer, 2));
+    let (to_pod, to_outside) = (format!("sp{}", unique()), format!("so{}", unique()));
+    for (dev, peer) in [(&to_pod, &pod), (&to_outside, &outside)] {
+        node.ip(&[
+            "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", &peer.name,
+        ]);
+    }
+    node.ip(&["addr", "add", &format!("{node_ip}/24"), "dev", &to_pod]);
+    node.ip(&[
+        "addr",
+        "add",
+        &format!("{node_outer_ip}/24"),
+        "dev",
+        &to_outside,
+    ]);
+    // Both endpoints live in `pod`; the Services treat `here` as this node's.
+    for ip in [here, elsewhere] {
+        pod.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+    }
+    outside.ip(&["addr", "add", &format!("{client_ip}/24"), "dev", "eth0"]);
+    for (ns, dev) in [
+        (&node, to_pod.as_str()),
+        (&node, to_outside.as_str()),
+        (&node, "lo"),
+        (&pod, "eth0"),
+        (&pod, "lo"),
+        (&outside, "eth0"),
+        (&outside, "lo"),
+    ] {
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    pod.ip(&["route", "add", "default", "via", &node_ip.to_string()]);
+    outside.ip(&["route", "add", "default", "via", &node_outer_ip.to_string()]);
+    // Cluster IPs towards the pods, load-balancer IPs towards the outside (as a router
+    // would send them to the node; only DNAT makes either answer).
+    node.ip(&["route", "add", "10.43.9.0/24", "dev", &to_pod]);
+    node.ip(&["route", "add", "10.44.9.0/24", "dev", &to_outside]);
+    for range in ["10.43.9.0/24", "10.44.9.0/24"] {
+        outside.ip(&["route", "add", range, "via", &node_outer_ip.to_string()]);
+    }
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &node.name,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
+    let (a, b) = (tagged_server(&pod, "a"), tagged_server(&pod, "b"));
+    let (ep_a, ep_b) = (SocketAddrV4::new(here, a), SocketAddrV4::new(elsewhere, b));
+
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("nft");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec ip netns exec {} nft \"$@\"\n", node.name),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let nft = Arc::new(Recording(NftCli::new(&wrapper), Mutex::new(Vec::new())));
+
+    let service = |last: u8, node_port: Option<u16>| {
+        let mut p = ServicePort::new("", Protocol::Tcp, Some(Ipv4Addr::new(10, 43, 9, last)), 80);
+        p.node_port = node_port;
+        p.endpoints = vec![ep_a, ep_b];
+        p.local_endpoints = vec![ep_a];
+        p
+    };
+    let (np_cluster, np_local) = (
+        30000 + rand::random::<u16>() % 1000,
+        31000 + rand::random::<u16>() % 1000,
+    );
+    let cluster = service(10, Some(np_cluster));
+    let mut local = service(20, Some(np_local));
+    local.load_balancer_ips = vec![Ipv4Addr::new(10, 44, 9, 20)];
+    local.external_local = true;
+    let mut sticky = service(30, None);
+    sticky.affinity_timeout = Some(10800);
+    let mut internal = service(40, None);
+    internal.internal_local = true;
+    let mut services = ServiceMap::from([
+        ("default/cluster".to_string(), vec![cluster]),
+        ("default/local".to_string(), vec![local]),
+        ("default/sticky".to_string(), vec![sticky]),
+        ("default/internal".to_string(), vec![internal]),
+    ]);
+    let mut proxy = ServiceProxy::new(&format!("svk{}", unique()), nft.clone()).unwrap();
+    proxy.sync(&services).unwrap();
+
+    // Which endpoints `tries` connections reached, and the client addresses they saw.
+    let reach = |from: &Netns, to: SocketAddr, tries: usize| {
+        let mut tags = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        for _ in 0..tries {
+            let answer = tcp_request(Some(&from.path()), to)
+                .unwrap_or_else(|e| panic!("{to} from {}: {e}", from.name));
+            let (peer, tag) = answer.split_once(' ').unwrap();
+            seen.insert(peer.to_string());
+            tags.insert(tag.to_string());
+        }
+        (tags, seen)
+    };
+    let set = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let from_node = set(&[&node_ip.to_string()]);
+
+    // externalTrafficPolicy Cluster node port, from elsewhere: every endpoint, masqueraded.
+    let (tags, seen) = reach(&outside, SocketAddr::from((node_outer_ip, np_cluster)), 24);
+    assert_eq!((tags, &seen), (set(&["a", "b"]), &from_node));
+    // externalTrafficPolicy Local: this node's endpoint, the client's address kept, by
+    // node port and by load-balancer IP.
+    let lb = SocketAddr::from((Ipv4Addr::new(10, 44, 9, 20), 80));
+    let client = set(&[&client_ip.to_string()]);
+    for to in [SocketAddr::from((node_outer_ip, np_local)), lb] {
+        let (tags, seen) = reach(&outside, to, 12);
+        assert_eq!((tags, &seen), (set(&["a"]), &client), "{to}");
+    }
+    // ... while the host itself reaches every endpoint, masqueraded.
+    for to in [SocketAddr::from((node_outer_ip, np_local)), lb] {
+        let (tags, _) = reach(&node, to, 24);
+        assert_eq!(tags, set(&["a", "b"]), "{to} from the node");
+    }
+    // The cluster IP of the Local-policy Service (internalTrafficPolicy Cluster): both.
+    let (tags, _) = reach(
+        &node,
+        SocketAddr::from((Ipv4Addr::new(10, 43, 9, 20), 80)),
+        24,
+    );
+    assert_eq!(tags, set(&["a", "b"]));
+    // internalTrafficPolicy Local: this node's endpoint only.
+    let (tags, _) = reach(
+        &node,
+        SocketAddr::from((Ipv4Addr::new(10, 43, 9, 40), 80)),
+        12,
+    );
+    assert_eq!(tags, set(&["a"]));
+    // ClientIP affinity: every connection of a client to the endpoint it had first, for
+    // the node and for a client elsewhere alike (each its own).
+    let sticky_ip = SocketAddr::from((Ipv4Addr::new(10, 43, 9, 30), 80));
+    assert_eq!(reach(&node, sticky_ip, 12).0.len(), 1);
+    assert_eq!(reach(&outside, sticky_ip, 12).0.len(), 1);
+    // The client is remembered in one slot's set (and nft can list the table).
+    let table = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &node.name,
+        "nft",
+        "list",
+        "table",
+        "ip",
+        proxy.table(),
+    ]);
+    assert!(
+        table.contains(&format!("10.43.9.30 . tcp . 80 . {client_ip} timeout 3h")),
+        "{table}"
+    );
+
+    // The Local endpoint moves to the other address: only elements are written, and
+    // outside traffic follows.
+    let before = nft.1.lock().unwrap().len();
+    services.get_mut("default/local").unwrap()[0].local_endpoints = vec![ep_b];
+    assert!(!proxy.sync(&services).unwrap().rebuilt);
+    let scripts = nft.1.lock().unwrap()[before..].to_vec();
+    assert_eq!(scripts.len(), 1);
+    assert!(
+        scripts[0]
+            .lines()
+            .all(|l| l.starts_with("add element ") || l.starts_with("delete element ")),
+        "{}",
+        scripts[0]
+    );
+    assert!(proxy.verify().unwrap());
+    for to in [SocketAddr::from((node_outer_ip, np_local)), lb] {
+        let (tags, seen) = reach(&outside, to, 12);
+        assert_eq!((tags, &seen), (set(&["b"]), &client), "{to}");
+    }
+    proxy.remove().unwrap();
+    assert!(tcp_request(Some(&outside.path()), lb).is_err());
 }

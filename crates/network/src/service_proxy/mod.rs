@@ -6,7 +6,9 @@
 //! The caller (the service proxy controller of `skiff server`) computes what every
 //! Service needs, a [`ServiceMap`] of [`ServicePort`]s, and hands it to
 //! [`ServiceProxy::sync`]. The proxy remembers what it last applied and writes only the
-//! difference: the map elements and chains of the Services that changed, all in one `nft`
+//! difference: the set and map elements of the Services that changed (and a shared pick
+//! chain, its entry set and its rule in `services` or `output` when the first entry
+//! needs it or the last one leaves it), all in one `nft`
 //! transaction. When it does not know what the kernel holds (first sync, a failed
 //! transaction, or [`ServiceProxy::verify`] finding the table or a chain gone) it
 //! rebuilds the whole table, also in one transaction.
@@ -17,11 +19,12 @@
 //! and never flushes the ruleset.
 //!
 //! Per packet, the cost does not grow with the number of Services or endpoints (see
-//! [`render`] for the layout): one lookup of `daddr . proto . dport` in the `services`
-//! verdict map, then one lookup of the endpoint in slot `numgen random mod N` (most
-//! Services: only map elements, so a change of them is an element update), or a
-//! `numgen random mod N` verdict map over per-endpoint chains (node ports, load
-//! balancers, Local policies, session affinity).
+//! [`render`] for the layout): one lookup of `daddr . proto . dport` (or of the node
+//! port) in the entry set of each pick in use (a handful: one per way of picking and
+//! endpoint count, not per Service), then one lookup of the endpoint in slot `numgen random mod
+//! N` (with session affinity, first one lookup per endpoint of the client's slot, as
+//! kube-proxy's per-endpoint sets). Every Service is only map elements, so a change of
+//! any Service is an element update.
 
 pub mod render;
 
@@ -104,6 +107,8 @@ pub struct ServiceProxy {
     nft: Arc<dyn Nft>,
     /// What the table holds, when known; `None` means rebuild on the next sync.
     applied: Option<ServiceMap>,
+    /// How many entries of `applied` use each pick chain.
+    picks: BTreeMap<render::Pick, usize>,
 }
 
 impl std::fmt::Debug for ServiceProxy {
@@ -121,6 +126,7 @@ impl ServiceProxy {
             rules: ServiceRules::new(table)?,
             nft,
             applied: None,
+            picks: BTreeMap::new(),
         })
     }
 
@@ -137,6 +143,7 @@ impl ServiceProxy {
             let script = self.rules.replace(desired);
             self.nft.apply(&table, &script)?;
             self.applied = Some(desired.clone());
+            self.picks = render::picks_of_map(desired);
             return Ok(SyncReport {
                 rebuilt: true,
                 services_changed: desired.len(),
@@ -146,9 +153,55 @@ impl ServiceProxy {
         if changes.is_empty() {
             return Ok(SyncReport::default());
         }
+        // The pick chains in use before and after: new ones are made first, unused ones
+        // deleted last, in the same transaction.
+        let mut picks = self.picks.clone();
+        for (_, old, new) in &changes {
+            for pick in render::picks_of(old) {
+                if let Some(count) = picks.get_mut(&pick) {
+                    *count -= 1;
+                    if *count == 0 {
+                        picks.remove(&pick);
+                    }
+                }
+            }
+            for pick in render::picks_of(new) {
+                *picks.entry(pick).or_default() += 1;
+            }
+        }
         let mut script = String::new();
-        for (key, old, new) in &changes {
-            script.push_str(&self.rules.service(key, old, new));
+        // Rendered only when the picks in use change (rarely: most changes keep every
+        // entry's way of picking and its endpoint count, or one in use elsewhere).
+        let same = self.picks.keys().eq(picks.keys());
+        let shared = |picks: &BTreeMap<render::Pick, usize>| {
+            if same {
+                (BTreeMap::new(), BTreeMap::new())
+            } else {
+                (
+                    render::pick_sets(picks.keys()),
+                    render::pick_chains(picks.keys()),
+                )
+            }
+        };
+        let ((sets_before, before), (sets_after, after)) = (shared(&self.picks), shared(&picks));
+        if !same {
+            script.push_str(
+                &self
+                    .rules
+                    .add_chains(&added(&sets_before, &sets_after), &added(&before, &after)),
+            );
+            script.push_str(&self.rules.dispatch(picks.keys()));
+        }
+        for (_, old, new) in &changes {
+            script.push_str(&self.rules.service(old, new));
+        }
+        if !same {
+            let chains: Vec<&String> = before.keys().filter(|n| !after.contains_key(*n)).collect();
+            let sets: Vec<&String> = sets_before
+                .keys()
+                .filter(|n| !sets_after.contains_key(*n))
+                .collect();
+            script.push_str(&self.rules.delete_chains(&chains, &sets));
         }
         let changed = changes.len();
         // What the table will hold, by changed key only: copying the whole map on every
@@ -163,6 +216,7 @@ impl ServiceProxy {
             self.applied = None;
             return Err(e);
         }
+        self.picks = picks;
         if let Some(applied) = &mut self.applied {
             for (key, ports) in updates {
                 if ports.is_empty() {
@@ -178,7 +232,7 @@ impl ServiceProxy {
         })
     }
 
-    /// Compares the table with what was applied (its chains and the `services` map's
+    /// Compares the table with what was applied (its chains and the `endpoints` map's
     /// elements); returns `false`, and forgets the applied state so the next sync
     /// rebuilds, when they differ (the table or a chain was deleted by someone).
     pub fn verify(&mut self) -> Result<bool, NftError> {
@@ -186,7 +240,7 @@ impl ServiceProxy {
             return Ok(false);
         };
         let table = self.rules.table();
-        let ok = match self.nft.list_chains_and_map(table, "services")? {
+        let ok = match self.nft.list_chains_and_map(table, "endpoints")? {
             None => false,
             Some(listing) => {
                 let (chains, elements) = listed_chains_and_elements(&listing);
@@ -246,7 +300,15 @@ fn changed_services<'a>(
     out
 }
 
-/// Chain names and the number of elements of the `services` map in a listing.
+/// The entries of `new` whose names `old` lacks.
+fn added<T: Clone>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -> BTreeMap<String, T> {
+    new.iter()
+        .filter(|(name, _)| !old.contains_key(*name))
+        .map(|(name, v)| (name.clone(), v.clone()))
+        .collect()
+}
+
+/// Chain names and the number of elements of the `endpoints` map in a listing.
 fn listed_chains_and_elements(listing: &Value) -> (BTreeSet<String>, usize) {
     let mut chains = BTreeSet::new();
     let mut elements = 0;
@@ -260,7 +322,7 @@ fn listed_chains_and_elements(listing: &Value) -> (BTreeSet<String>, usize) {
             chains.insert(name.to_string());
         }
         let set = item.get("map").or_else(|| item.get("set"));
-        if set.and_then(|s| s.get("name")).and_then(Value::as_str) == Some("services") {
+        if set.and_then(|s| s.get("name")).and_then(Value::as_str) == Some("endpoints") {
             elements = set
                 .and_then(|s| s.get("elem"))
                 .and_then(Value::as_array)

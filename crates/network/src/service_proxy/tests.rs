@@ -50,6 +50,42 @@ fn two_services() -> ServiceMap {
     ])
 }
 
+/// How many entries (not the host's own) `nft` holds in `table`: keyed by IP, or by
+/// node port.
+fn entries(nft: &FakeNft, table: &str, node_port: bool) -> usize {
+    let listing = nft.list_table(table).unwrap().unwrap_or_default();
+    listing["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("set"))
+        .filter(|set| {
+            let name = set["name"].as_str().unwrap_or_default();
+            name.starts_with("entries_")
+                && !name.contains("_host")
+                && name.starts_with("entries_pick_np") == node_port
+        })
+        .map(|set| set["elem"].as_array().map_or(0, Vec::len))
+        .sum()
+}
+
+/// Whether every line of `script` is an element update.
+fn only_elements(script: &str) -> bool {
+    script
+        .lines()
+        .all(|l| l.starts_with("add element ") || l.starts_with("delete element "))
+}
+
+fn pick(node_port: bool, masquerade: bool, host: bool, n: usize) -> render::Pick {
+    render::Pick {
+        node_port,
+        masquerade,
+        host,
+        endpoints: n,
+        affinity: None,
+    }
+}
+
 #[test]
 fn scripts_only_touch_the_service_table() {
     let rules = ServiceRules::new("skiff_svc").unwrap();
@@ -61,13 +97,35 @@ fn scripts_only_touch_the_service_table() {
         );
         assert!(!line.contains("ruleset"), "{line}");
     }
-    // Packets are matched by map lookups, never by one rule per Service.
-    assert_eq!(script.matches("vmap @services").count(), 1);
-    assert_eq!(script.matches("vmap @node_ports").count(), 1);
-    assert!(script.contains("add element ip skiff_svc services { 10.43.0.5 . tcp . 80 : goto svc_"));
-    assert!(script.contains("add element ip skiff_svc node_ports { tcp . 30080 : goto ext_"));
-    assert!(script.contains("numgen random mod 2 vmap { 0 : goto ep_"));
-    assert!(script.contains("meta l4proto tcp dnat ip to 10.88.0.3:8080"));
+    // Packets are matched by set and map lookups, never by one rule per Service: one
+    // rule per way of picking in use.
+    assert_eq!(
+        rules_of(&script, "skiff_svc", "services"),
+        [
+            "ip daddr . meta l4proto . th dport @entries_pick_1 goto pick_1",
+            "ip daddr . meta l4proto . th dport @entries_pick_2 goto pick_2",
+            "fib daddr type local meta l4proto . th dport @entries_pick_np_masq_2 goto pick_np_masq_2"
+        ]
+    );
+    assert_eq!(rules_of(&script, "skiff_svc", "output"), ["jump services"]);
+    assert!(script.contains("add element ip skiff_svc entries_pick_2 { 10.43.0.5 . tcp . 80 }"));
+    // The node port: masqueraded (externalTrafficPolicy Cluster), keyed by the port.
+    assert!(script.contains("add element ip skiff_svc entries_pick_np_masq_2 { tcp . 30080 }"));
+    assert!(script.contains(
+        "add element ip skiff_svc node_port_endpoints { tcp . 30080 . 1 : 10.88.0.3 . 8080 }"
+    ));
+    assert_eq!(
+        rules_of(&script, "skiff_svc", "pick_np_masq_2"),
+        [
+            format!("meta mark set meta mark | {MASQUERADE_MARK:#x}"),
+            "dnat ip to meta l4proto . th dport . numgen random mod 2 map @node_port_endpoints"
+                .to_string()
+        ]
+    );
+    // No chain of any Service's own.
+    for prefix in ["svc_", "ext_", "ep_", "svl_", "aff_"] {
+        assert!(!script.contains(prefix), "{prefix}");
+    }
 }
 
 #[test]
@@ -77,17 +135,18 @@ fn one_service_change_rewrites_only_that_service() {
     let mut desired = two_services();
     let report = proxy.sync(&desired).unwrap();
     assert!(report.rebuilt);
-    assert_eq!(nft.elements("t", "services"), 2);
-    assert_eq!(nft.elements("t", "node_ports"), 1);
+    assert_eq!(entries(&nft, "t", false), 2);
+    assert_eq!(entries(&nft, "t", true), 1);
     assert!(proxy.verify().unwrap());
     // Nothing changed: no transaction.
     let before = nft.scripts().len();
     assert_eq!(proxy.sync(&desired).unwrap(), SyncReport::default());
     assert_eq!(nft.scripts().len(), before);
 
-    // One endpoint of web goes away.
+    // One endpoint of web goes away: its elements, and the node port's pick chain for
+    // two endpoints, unused now.
     let web = desired.get_mut("default/web").unwrap();
-    let gone = web[0].endpoints.pop().unwrap();
+    web[0].endpoints.pop();
     let report = proxy.sync(&desired).unwrap();
     assert_eq!(
         report,
@@ -97,22 +156,38 @@ fn one_service_change_rewrites_only_that_service() {
         }
     );
     let script = nft.scripts().last().unwrap().clone();
-    let api_chain = ServiceRules::service_chain("default/api", &desired["default/api"][0]);
-    assert!(!script.contains(&api_chain), "{script}");
+    assert!(!script.contains("10.43.0.6"), "{script}");
     assert!(!script.contains("delete table"));
-    let gone_chain = ServiceRules::endpoint_chain("default/web", &desired["default/web"][0], gone);
+    assert!(script.contains("add chain ip t pick_np_masq_1"), "{script}");
+    assert!(script.contains("add element ip t entries_pick_np_masq_1 { tcp . 30080 }"));
+    // The picks in use changed: `services` gets one rule per pick in use again.
+    assert_eq!(
+        rules_of(&script, "t", "services"),
+        [
+            "ip daddr . meta l4proto . th dport @entries_pick_1 goto pick_1",
+            "fib daddr type local meta l4proto . th dport @entries_pick_np_masq_1 goto pick_np_masq_1"
+        ]
+    );
     assert!(
-        script.contains(&format!("delete chain ip t {gone_chain}")),
+        script.ends_with(
+            "flush chain ip t pick_np_masq_2\ndelete chain ip t pick_np_masq_2\n\
+             delete set ip t entries_pick_2\ndelete set ip t entries_pick_np_masq_2\n"
+        ),
         "{script}"
     );
-    assert!(script.contains("numgen random mod 1 vmap"));
     assert!(proxy.verify().unwrap());
 
-    // The Service goes: its elements and chains go with it.
+    // The Service goes: its elements go with it, and the pick chain only it used.
     desired.remove("default/web");
     proxy.sync(&desired).unwrap();
-    assert_eq!(nft.elements("t", "services"), 1);
-    assert_eq!(nft.elements("t", "node_ports"), 0);
+    assert!(nft
+        .scripts()
+        .last()
+        .unwrap()
+        .contains("delete chain ip t pick_np_masq_1"));
+    assert_eq!(entries(&nft, "t", false), 1);
+    assert_eq!(entries(&nft, "t", true), 0);
+    assert_eq!(nft.elements("t", "node_port_endpoints"), 0);
     assert_eq!(nft.elements("t", "no_endpoint_node_ports"), 0);
     assert!(proxy.verify().unwrap());
 }
@@ -126,8 +201,8 @@ fn no_ready_endpoints_means_rejected_connections() {
         vec![port("", [10, 43, 0, 5], 80, Some(30080), &[])],
     )]);
     proxy.sync(&desired).unwrap();
-    assert_eq!(nft.elements("t", "services"), 0);
-    assert_eq!(nft.elements("t", "node_ports"), 0);
+    assert_eq!(entries(&nft, "t", false), 0);
+    assert_eq!(entries(&nft, "t", true), 0);
     // New connections are refused (kube-proxy's reject), not left to time out.
     let script = nft.scripts().last().unwrap().clone();
     assert!(
@@ -154,49 +229,51 @@ fn no_ready_endpoints_means_rejected_connections() {
     proxy.sync(&desired).unwrap();
     assert_eq!(nft.elements("t", "no_endpoints"), 0);
     assert_eq!(nft.elements("t", "no_endpoint_node_ports"), 0);
-    assert_eq!(nft.elements("t", "services"), 1);
-    assert_eq!(nft.elements("t", "node_ports"), 1);
+    assert_eq!(entries(&nft, "t", false), 1);
+    assert_eq!(entries(&nft, "t", true), 1);
     assert!(proxy.verify().unwrap());
 }
 
 #[test]
-fn load_balancer_addresses_lead_to_the_external_chain() {
+fn load_balancer_addresses_are_masqueraded_entries_of_their_own() {
     let mut web = port("", [10, 43, 0, 5], 80, Some(30080), &[[10, 88, 0, 2]]);
     web.load_balancer_ips = vec![Ipv4Addr::new(127, 241, 0, 1)];
-    let key = "default/web";
-    let ext = ServiceRules::external_chain(key, &web);
-    let svc = ServiceRules::service_chain(key, &web);
-    let services = ServiceMap::from([(key.to_string(), vec![web])]);
+    let services = ServiceMap::from([("default/web".to_string(), vec![web])]);
     let script = ServiceRules::new("t").unwrap().replace(&services);
+    let masq = pick(false, true, false, 1).chain();
+    assert_eq!(masq, "pick_masq_1");
     assert!(
         script.contains(&format!(
-            "add element ip t services {{ 127.241.0.1 . tcp . 80 : goto {ext} }}"
+            "add element ip t entries_{masq} {{ 127.241.0.1 . tcp . 80 }}"
         )),
         "{script}"
     );
-    assert!(script.contains(&format!(
-        "add element ip t node_ports {{ tcp . 30080 : goto {ext} }}"
-    )));
-    assert!(script.contains(&format!(
-        "add element ip t services {{ 10.43.0.5 . tcp . 80 : goto {svc} }}"
-    )));
+    assert!(script
+        .contains("add element ip t endpoints { 127.241.0.1 . tcp . 80 . 0 : 10.88.0.2 . 8080 }"));
+    assert!(script.contains("add element ip t entries_pick_np_masq_1 { tcp . 30080 }"));
+    // The cluster IP: not masqueraded, hairpin handled in postrouting.
+    assert!(script.contains("add element ip t entries_pick_1 { 10.43.0.5 . tcp . 80 }"));
+    assert!(script
+        .contains("add element ip t hairpin { 10.43.0.5 . tcp . 10.88.0.2 . 10.88.0.2 . 8080 }"));
     // externalTrafficPolicy Cluster: masqueraded, then any endpoint.
     assert_eq!(
-        rules_of(&script, "t", &ext),
+        rules_of(&script, "t", &masq),
         vec![
             format!("meta mark set meta mark | {MASQUERADE_MARK:#x}"),
-            format!("goto {svc}")
+            "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 map @endpoints"
+                .to_string()
         ]
     );
     let nft = Arc::new(FakeNft::default());
     let mut proxy = ServiceProxy::new("t", nft.clone()).unwrap();
     proxy.sync(&services).unwrap();
-    assert_eq!(nft.elements("t", "services"), 2);
+    assert_eq!(entries(&nft, "t", false), 2);
+    assert_eq!(nft.elements("t", "endpoints"), 2);
     assert!(proxy.verify().unwrap());
 }
 
 #[test]
-fn client_ip_affinity_remembers_clients_per_endpoint() {
+fn client_ip_affinity_is_one_dynamic_set_and_shared_chains() {
     let mut web = port(
         "",
         [10, 43, 0, 5],
@@ -206,62 +283,74 @@ fn client_ip_affinity_remembers_clients_per_endpoint() {
     );
     web.affinity_timeout = Some(10800);
     let key = "default/web";
-    let svc = ServiceRules::service_chain(key, &web);
-    let sets: Vec<String> = web
-        .endpoints
-        .iter()
-        .map(|e| ServiceRules::affinity_set(key, &web, *e).unwrap())
-        .collect();
-    let chains: Vec<String> = web
-        .endpoints
-        .iter()
-        .map(|e| ServiceRules::endpoint_chain(key, &web, *e))
-        .collect();
     let rules = ServiceRules::new("t").unwrap();
     let mut services = ServiceMap::from([(key.to_string(), vec![web.clone()])]);
     let script = rules.replace(&services);
-    for (set, chain) in sets.iter().zip(&chains) {
+    // One set of clients per slot, shared by every Service.
+    for slot in 0..2 {
         assert!(
             script.contains(&format!(
-                "add set ip t {set} {{ type ipv4_addr; flags dynamic,timeout; timeout 10800s; }}"
+                "add set ip t affinity_{slot} {{ type ipv4_addr . inet_proto . inet_service . ipv4_addr; size 1048576; flags dynamic,timeout; }}"
             )),
             "{script}"
         );
-        // The endpoint refreshes the client's entry on every new connection.
-        let ep_rules = rules_of(&script, "t", chain);
-        assert_eq!(ep_rules[1], format!("update @{set} {{ ip saddr }}"));
-        assert!(ep_rules[2].contains("dnat ip to"));
     }
-    // A known client goes where it went before; only others are balanced.
-    let svc_rules = rules_of(&script, "t", &svc);
-    assert_eq!(svc_rules.len(), 3);
+    assert!(script.contains("add element ip t entries_pick_2_aff10800 { 10.43.0.5 . tcp . 80 }"));
+    // A known client goes to the slot it had; only others are balanced.
     assert_eq!(
-        svc_rules[0],
-        format!("ip saddr @{} goto {}", sets[0], chains[0])
+        rules_of(&script, "t", "pick_2_aff10800"),
+        [
+            "ip daddr . meta l4proto . th dport . ip saddr @affinity_0 goto stick_0_10800",
+            "ip daddr . meta l4proto . th dport . ip saddr @affinity_1 goto stick_1_10800",
+            "numgen random mod 2 vmap { 0 : goto stick_0_10800, 1 : goto stick_1_10800 }",
+        ]
     );
+    // The slot refreshes the client's entry with the Service's timeout on every new
+    // connection, then goes to its endpoint.
     assert_eq!(
-        svc_rules[1],
-        format!("ip saddr @{} goto {}", sets[1], chains[1])
+        rules_of(&script, "t", "stick_1_10800"),
+        [
+            "update @affinity_1 { ip daddr . meta l4proto . th dport . ip saddr timeout 10800s }",
+            "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 1 offset 1 map @endpoints",
+        ]
     );
-    assert!(svc_rules[2].starts_with("numgen random mod 2 vmap"));
 
-    // Another timeout is another set (a set's timeout cannot change); the old ones go.
-    let old = services.clone();
+    // Another timeout is another pick chain; the Service's change is still elements and
+    // the shared chains it is the first to need (the old ones, unused, go).
+    let nft = Arc::new(FakeNft::default());
+    let mut proxy = ServiceProxy::new("t", nft.clone()).unwrap();
+    proxy.sync(&services).unwrap();
     services.get_mut(key).unwrap()[0].affinity_timeout = Some(60);
-    let update = rules.service(key, &old[key], &services[key]);
+    proxy.sync(&services).unwrap();
+    let update = nft.scripts().last().unwrap().clone();
+    assert!(update.contains("add chain ip t pick_2_aff60"), "{update}");
     assert!(update.contains("timeout 60s"), "{update}");
-    for set in &sets {
-        assert!(
-            update.contains(&format!("delete set ip t {set}")),
-            "{update}"
-        );
-    }
-    // Affinity off: no sets, no lookups.
+    assert!(
+        update.contains("delete chain ip t stick_0_10800"),
+        "{update}"
+    );
+    assert!(update.contains("add element ip t entries_pick_2_aff60 { 10.43.0.5 . tcp . 80 }"));
+    assert!(proxy.verify().unwrap());
+    // A second Service with the same timeout and count: elements only.
+    let mut other = port(
+        "",
+        [10, 43, 0, 9],
+        80,
+        None,
+        &[[10, 88, 0, 4], [10, 88, 0, 5]],
+    );
+    other.affinity_timeout = Some(60);
+    services.insert("default/other".to_string(), vec![other]);
+    proxy.sync(&services).unwrap();
+    let update = nft.scripts().last().unwrap().clone();
+    assert!(only_elements(&update), "{update}");
+    assert!(proxy.verify().unwrap());
+    // Affinity off: no lookups.
     let script = rules.replace(&ServiceMap::from([(
         key.to_string(),
         vec![port("", [10, 43, 0, 5], 80, None, &[[10, 88, 0, 2]])],
     )]));
-    assert!(!script.contains("aff_"), "{script}");
+    assert!(!script.contains("affinity"), "{script}");
 }
 
 #[test]
@@ -276,20 +365,16 @@ fn internal_traffic_policy_local_uses_this_nodes_endpoints_or_drops() {
     );
     web.internal_local = true;
     web.local_endpoints = vec![ep([10, 88, 0, 2])];
-    let svl = ServiceRules::local_chain(key, &web);
     let rules = ServiceRules::new("t").unwrap();
     let script = rules.replace(&ServiceMap::from([(key.to_string(), vec![web.clone()])]));
+    // The cluster IP's entry holds this node's endpoint only.
     assert!(
-        script.contains(&format!(
-            "add element ip t services {{ 10.43.0.5 . tcp . 80 : goto {svl} }}"
-        )),
+        script.contains("add element ip t entries_pick_1 { 10.43.0.5 . tcp . 80 }"),
         "{script}"
     );
-    let svl_rules = rules_of(&script, "t", &svl);
-    assert_eq!(svl_rules.len(), 1);
-    assert!(svl_rules[0].starts_with("numgen random mod 1 vmap"));
-    let local_chain = ServiceRules::endpoint_chain(key, &web, ep([10, 88, 0, 2]));
-    assert!(svl_rules[0].contains(&local_chain));
+    assert!(script
+        .contains("add element ip t endpoints { 10.43.0.5 . tcp . 80 . 0 : 10.88.0.2 . 8080 }"));
+    assert!(!script.contains("10.89.0.7"), "{script}");
 
     // No endpoint on this node: dropped (there are endpoints elsewhere), not rejected.
     web.local_endpoints.clear();
@@ -298,7 +383,7 @@ fn internal_traffic_policy_local_uses_this_nodes_endpoints_or_drops() {
         script.contains("add element ip t no_endpoints { 10.43.0.5 . tcp . 80 : drop }"),
         "{script}"
     );
-    assert!(!script.contains("add element ip t services"), "{script}");
+    assert!(!script.contains("add element ip t entries_"), "{script}");
 }
 
 #[test]
@@ -314,36 +399,138 @@ fn external_traffic_policy_local_keeps_the_source() {
     web.load_balancer_ips = vec![Ipv4Addr::new(127, 241, 0, 1)];
     web.external_local = true;
     web.local_endpoints = vec![ep([10, 88, 0, 2])];
-    let (ext, svc, svl) = (
-        ServiceRules::external_chain(key, &web),
-        ServiceRules::service_chain(key, &web),
-        ServiceRules::local_chain(key, &web),
-    );
     let rules = ServiceRules::new("t").unwrap();
     let script = rules.replace(&ServiceMap::from([(key.to_string(), vec![web.clone()])]));
-    // Only the host's own connections are masqueraded (and may go anywhere).
+    // From elsewhere: this node's endpoint only, not masqueraded.
+    assert!(
+        script.contains("add element ip t entries_pick_1 { 127.241.0.1 . tcp . 80 }"),
+        "{script}"
+    );
+    assert!(script.contains("add element ip t entries_pick_np_1 { tcp . 30080 }"));
+    assert!(script
+        .contains("add element ip t node_port_endpoints { tcp . 30080 . 0 : 10.88.0.2 . 8080 }"));
+    assert!(script.contains("add element ip t node_port_hairpin { 10.88.0.2 . tcp . 30080 }"));
     assert_eq!(
-        rules_of(&script, "t", &ext),
-        vec![
+        rules_of(&script, "t", "pick_np_1"),
+        [
             format!(
-                "fib saddr type local meta mark set meta mark | {MASQUERADE_MARK:#x} goto {svc}"
+                "ip saddr . meta l4proto . th dport @node_port_hairpin meta mark set meta mark | {MASQUERADE_MARK:#x}"
             ),
-            format!("goto {svl}"),
+            "dnat ip to meta l4proto . th dport . numgen random mod 1 map @node_port_endpoints"
+                .to_string()
+        ]
+    );
+    // The host itself: every endpoint, from the second slot range, masqueraded.
+    let h = render::HOST_SLOTS;
+    assert!(script.contains("add element ip t entries_pick_masq_host_2 { 127.241.0.1 . tcp . 80 }"));
+    assert!(script.contains("add element ip t entries_pick_np_masq_host_2 { tcp . 30080 }"));
+    assert!(script.contains(&format!(
+        "add element ip t endpoints {{ 127.241.0.1 . tcp . 80 . {} : 10.89.0.7 . 8080 }}",
+        h + 1
+    )));
+    assert_eq!(
+        rules_of(&script, "t", "pick_masq_host_2")[1],
+        format!(
+            "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 offset {h} map @endpoints"
+        )
+    );
+    assert_eq!(
+        rules_of(&script, "t", "output"),
+        [
+            "ip daddr . meta l4proto . th dport @entries_pick_masq_host_2 goto pick_masq_host_2",
+            "fib daddr type local meta l4proto . th dport @entries_pick_np_masq_host_2 goto pick_np_masq_host_2",
+            "jump services"
         ]
     );
     // The cluster IP still reaches every endpoint (internalTrafficPolicy Cluster).
-    assert!(script.contains(&format!(
-        "add element ip t services {{ 10.43.0.5 . tcp . 80 : goto {svc} }}"
-    )));
-    assert!(rules_of(&script, "t", &svc)[0].starts_with("numgen random mod 2"));
+    assert!(script.contains("add element ip t entries_pick_2 { 10.43.0.5 . tcp . 80 }"));
 
     // No endpoint here: outside traffic is dropped, the host's still goes anywhere.
     web.local_endpoints.clear();
     let script = rules.replace(&ServiceMap::from([(key.to_string(), vec![web])]));
-    assert_eq!(rules_of(&script, "t", &ext).len(), 1);
     assert!(script.contains("add element ip t no_endpoints { 127.241.0.1 . tcp . 80 : drop }"));
     assert!(script.contains("add element ip t no_endpoint_node_ports { tcp . 30080 : drop }"));
-    assert!(!script.contains(&format!("add chain ip t {svl}")));
+    assert!(script.contains("add element ip t entries_pick_np_masq_host_2 { tcp . 30080 }"));
+    assert!(
+        !script.contains("add element ip t entries_pick_np_1 "),
+        "{script}"
+    );
+}
+
+/// A change of a Service of every kind (node port, LB address, both Local policies,
+/// affinity, more endpoints than the standing pick chains cover) writes only map
+/// elements once the shared chains it picks through exist.
+#[test]
+fn a_change_of_any_kind_of_service_writes_only_elements() {
+    let nft = Arc::new(FakeNft::default());
+    let mut proxy = ServiceProxy::new("t", nft.clone()).unwrap();
+    let many: Vec<[u8; 4]> = (0..100u8).map(|i| [10, 88, 1, i]).collect();
+    let mut kinds = Vec::new();
+    for i in 0..2u8 {
+        // Two of each, so that one can change while the other keeps the pick chains.
+        let mut np = port(
+            "",
+            [10, 43, 1, i],
+            80,
+            Some(30000 + i as u16),
+            &[[10, 88, 0, 2], [10, 88, 0, 3]],
+        );
+        np.load_balancer_ips = vec![Ipv4Addr::new(127, 241, 1, i)];
+        let mut local = np.clone();
+        local.cluster_ip = Some(Ipv4Addr::new(10, 43, 2, i));
+        local.node_port = Some(31000 + i as u16);
+        local.load_balancer_ips = vec![Ipv4Addr::new(127, 241, 2, i)];
+        local.external_local = true;
+        local.internal_local = true;
+        local.local_endpoints = vec![ep([10, 88, 0, 2])];
+        let mut sticky = np.clone();
+        sticky.cluster_ip = Some(Ipv4Addr::new(10, 43, 3, i));
+        sticky.node_port = Some(32000 + i as u16);
+        sticky.load_balancer_ips = vec![Ipv4Addr::new(127, 241, 3, i)];
+        sticky.affinity_timeout = Some(10800);
+        let big = port("", [10, 43, 4, i], 80, None, &many);
+        kinds.extend(
+            [
+                ("np", np),
+                ("local", local),
+                ("sticky", sticky),
+                ("big", big),
+            ]
+            .map(|(kind, p)| (format!("default/{kind}{i}"), vec![p])),
+        );
+    }
+    let mut desired: ServiceMap = kinds.into_iter().collect();
+    proxy.sync(&desired).unwrap();
+    assert!(proxy.verify().unwrap());
+    for kind in ["np", "local", "sticky", "big"] {
+        let key = format!("default/{kind}0");
+        // One endpoint moves.
+        let ports = desired.get_mut(&key).unwrap();
+        ports[0].endpoints[0] = ep([10, 88, 0, 9]);
+        if !ports[0].local_endpoints.is_empty() {
+            ports[0].local_endpoints[0] = ep([10, 88, 0, 9]);
+        }
+        assert_eq!(proxy.sync(&desired).unwrap().services_changed, 1);
+        let update = nft.scripts().last().unwrap().clone();
+        assert!(only_elements(&update), "{kind}: {update}");
+        assert!(update.contains("10.88.0.9"), "{kind}: {update}");
+        // It goes, and comes back.
+        let ports = desired.remove(&key).unwrap();
+        proxy.sync(&desired).unwrap();
+        let update = nft.scripts().last().unwrap().clone();
+        assert!(only_elements(&update), "{kind}: {update}");
+        desired.insert(key, ports);
+        proxy.sync(&desired).unwrap();
+        let update = nft.scripts().last().unwrap().clone();
+        assert!(only_elements(&update), "{kind}: {update}");
+        assert!(proxy.verify().unwrap());
+    }
+    // A rebuild makes exactly the chains the incremental changes kept.
+    let chains = ServiceRules::new("t").unwrap().chain_names(&desired);
+    let mut fresh = ServiceProxy::new("t", nft.clone()).unwrap();
+    fresh.sync(&desired).unwrap();
+    assert!(fresh.verify().unwrap());
+    assert!(chains.contains("pick_100") && chains.contains("pick_np_masq_2_aff10800"));
 }
 
 #[test]
@@ -357,7 +544,7 @@ fn a_deleted_table_is_rebuilt() {
         .unwrap();
     assert!(!proxy.verify().unwrap());
     assert!(proxy.sync(&desired).unwrap().rebuilt);
-    assert_eq!(nft.elements("t", "services"), 2);
+    assert_eq!(entries(&nft, "t", false), 2);
     assert!(proxy.verify().unwrap());
     proxy.remove().unwrap();
     assert!(nft.list_table("t").unwrap().is_none());
@@ -395,24 +582,16 @@ fn real_nft_accepts_the_scripts() {
             &[[10, 88, 0, 5], [10, 88, 0, 6]],
         )],
     );
-    let mut script = rules.replace(&desired);
-    let old = desired.clone();
+    // The whole table, then an incremental change, as the proxy writes them.
+    let nft = Arc::new(FakeNft::default());
+    let mut proxy = ServiceProxy::new(rules.table(), nft.clone()).unwrap();
+    proxy.sync(&desired).unwrap();
     desired.get_mut("default/web").unwrap()[0].endpoints.pop();
     desired.remove("default/api");
     desired.get_mut("default/web").unwrap()[0].affinity_timeout = Some(60);
     desired.get_mut("default/direct").unwrap()[0].endpoints = vec![ep([10, 88, 0, 7])];
-    for key in [
-        "default/web",
-        "default/api",
-        "default/empty",
-        "default/direct",
-    ] {
-        script.push_str(&rules.service(
-            key,
-            old.get(key).map(Vec::as_slice).unwrap_or_default(),
-            desired.get(key).map(Vec::as_slice).unwrap_or_default(),
-        ));
-    }
+    proxy.sync(&desired).unwrap();
+    let script = nft.scripts().concat();
     let mut child = match Command::new("unshare")
         .args(["-n", "nft", "-f", "-"])
         .stdin(Stdio::piped())
@@ -479,20 +658,20 @@ fn the_applied_state_follows_each_change() {
     // What was applied is what the table holds: nothing left to do, and it verifies.
     assert_eq!(proxy.sync(&desired).unwrap(), SyncReport::default());
     assert!(proxy.verify().unwrap());
-    assert_eq!(nft.elements("t", "services"), 1);
+    assert_eq!(entries(&nft, "t", false), 1);
     // Added back: rewritten again.
     desired.insert(
         "default/api".to_string(),
         two_services()["default/api"].clone(),
     );
     assert_eq!(proxy.sync(&desired).unwrap().services_changed, 1);
-    assert_eq!(nft.elements("t", "services"), 2);
+    assert_eq!(entries(&nft, "t", false), 2);
     assert!(proxy.verify().unwrap());
 }
 
-/// A Service with a cluster IP only, no affinity and no Local policy has no chain of its
-/// own: one `services` element leading to the shared `pick_<n>` chain, its endpoints in
-/// `endpoints` by slot and in `hairpin`; a change of it is element updates only.
+/// A Service with a cluster IP only has no chain of its own: one `services` element
+/// leading to the shared `pick_<n>` chain, its endpoints in `endpoints` by slot and in
+/// `hairpin`; a change of it is element updates only.
 #[test]
 fn direct_services_are_map_elements_only() {
     let nft = Arc::new(FakeNft::default());
@@ -510,7 +689,7 @@ fn direct_services_are_map_elements_only() {
     )]);
     proxy.sync(&desired).unwrap();
     let script = nft.scripts().last().unwrap().clone();
-    assert!(script.contains("add element ip t services { 10.43.0.6 . tcp . 80 : goto pick_2 }"));
+    assert!(script.contains("add element ip t entries_pick_2 { 10.43.0.6 . tcp . 80 }"));
     assert!(script
         .contains("add element ip t endpoints { 10.43.0.6 . tcp . 80 . 1 : 10.88.0.5 . 8080 }"));
     assert!(script
@@ -519,8 +698,6 @@ fn direct_services_are_map_elements_only() {
         rules_of(&script, "t", "pick_2"),
         ["dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @endpoints"]
     );
-    let api = &desired[key][0];
-    assert!(!script.contains(&ServiceRules::service_chain(key, api)));
     assert!(!script.contains("ep_"), "{script}");
     assert_eq!(nft.elements("t", "endpoints"), 2);
     assert_eq!(nft.elements("t", "hairpin"), 2);
@@ -541,43 +718,35 @@ fn direct_services_are_map_elements_only() {
     );
     assert!(proxy.verify().unwrap());
 
-    // Session affinity needs per-endpoint sets: the port gets chains; and back.
+    // Session affinity: a shared pick chain made for it, elements moved to it; and back.
     desired.get_mut(key).unwrap()[0].affinity_timeout = Some(10800);
     proxy.sync(&desired).unwrap();
     let update = nft.scripts().last().unwrap().clone();
-    let svc = ServiceRules::service_chain(key, &desired[key][0]);
     assert!(
-        update.contains(&format!("add chain ip t {svc}")),
+        update.contains("add chain ip t pick_2_aff10800"),
         "{update}"
     );
-    assert!(update.contains("delete element ip t endpoints"), "{update}");
-    assert!(update.contains(&format!(
-        "add element ip t services {{ 10.43.0.6 . tcp . 80 : goto {svc} }}"
-    )));
-    assert_eq!(nft.elements("t", "endpoints"), 0);
-    assert_eq!(nft.elements("t", "hairpin"), 0);
+    assert!(update.contains("add element ip t entries_pick_2_aff10800 { 10.43.0.6 . tcp . 80 }"));
+    assert_eq!(nft.elements("t", "endpoints"), 2);
     assert!(proxy.verify().unwrap());
     desired.get_mut(key).unwrap()[0].affinity_timeout = None;
     proxy.sync(&desired).unwrap();
     let update = nft.scripts().last().unwrap().clone();
     assert!(
-        update.contains(&format!("delete chain ip t {svc}")),
+        update.contains("delete chain ip t pick_2_aff10800"),
         "{update}"
     );
     assert_eq!(nft.elements("t", "endpoints"), 2);
-    assert_eq!(nft.elements("t", "services"), 1);
+    assert_eq!(entries(&nft, "t", false), 1);
     assert!(proxy.verify().unwrap());
 
-    // More endpoints than the shared chains cover: chains of its own.
-    desired.get_mut(key).unwrap()[0].endpoints = (0..=render::MAX_DIRECT_ENDPOINTS)
+    // More endpoints than the standing chains cover: a shared chain for that count.
+    desired.get_mut(key).unwrap()[0].endpoints = (0..=render::STANDING_PICKS)
         .map(|i| SocketAddrV4::new(Ipv4Addr::from(0x0a58_0100 + i as u32), 8080))
         .collect();
     proxy.sync(&desired).unwrap();
-    assert_eq!(nft.elements("t", "endpoints"), 0);
-    assert!(nft
-        .scripts()
-        .last()
-        .unwrap()
-        .contains(&format!("add chain ip t {svc}")));
+    assert_eq!(nft.elements("t", "endpoints"), 65);
+    let update = nft.scripts().last().unwrap().clone();
+    assert!(update.contains("add chain ip t pick_65"), "{update}");
     assert!(proxy.verify().unwrap());
 }
