@@ -23,27 +23,47 @@
 //! service proxy leads that address to this listener through an EndpointSlice that
 //! [`ensure_service`] maintains: cluster DNS is a Service like any other, and nothing
 //! needs the cluster IP on an interface.
+//!
+//! # The UDP hot path
+//!
+//! One task reads the UDP socket until it would block, up to 32 queries per `recvmmsg`,
+//! answers what the records alone answer in place, without a task per query, and sends
+//! those answers with one `sendmmsg` (`mmsg.rs`). An answer is encoded once per distinct
+//! query (its bytes after the ID, the question name lower-cased) and kept in an answer
+//! cache (`cache.rs`) until the records change, so a repeated query costs a hash lookup,
+//! a copy, and the ID and the question name written back as asked. Records carry the
+//! fixed [`TTL`], so a kept answer is what a fresh one would be; answers that needed the
+//! upstreams are never kept. Over UDP an answer longer than the client takes (512 bytes,
+//! or its EDNS payload size) keeps the records that fit and sets TC, so the client asks
+//! again over TCP.
+
+mod cache;
+mod mmsg;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Header, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable as _, BinEncoder};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::caches::Caches;
 use crate::model::{self, EndpointAddr};
+
+use cache::UdpResponder;
 
 /// Seconds clients may cache answers (CoreDNS's `kubernetes` plugin default).
 pub const TTL: u32 = 5;
@@ -159,6 +179,33 @@ impl Records {
             );
         }
         records
+    }
+}
+
+/// The current records, and how often they were replaced: answer caches compare that
+/// generation to forget what older records said.
+#[derive(Debug, Default)]
+struct SharedRecords {
+    current: RwLock<Arc<Records>>,
+    generation: AtomicU64,
+}
+
+impl SharedRecords {
+    fn replace(&self, records: Records) {
+        *self.current.write().unwrap() = Arc::new(records);
+        // After the write: a reader that sees the new generation reads the new records.
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The generation, read before the records, so an answer made from them is at least
+    /// as new as the generation it is filed under.
+    fn snapshot(&self) -> (u64, Arc<Records>) {
+        let generation = self.generation();
+        (generation, self.current.read().unwrap().clone())
     }
 }
 
@@ -371,12 +418,99 @@ fn servfail(query: &[u8]) -> Option<Vec<u8>> {
     response.to_vec().ok()
 }
 
+/// `response` in wire form, at most `limit` bytes: records that do not fit are left out
+/// and TC is set (hickory's encoder counts what it wrote).
+fn encode(response: &Message, limit: u16) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(limit);
+    response.emit(&mut encoder).ok()?;
+    Some(bytes)
+}
+
+/// The longest answer `request` may get: 512 bytes over UDP, or its EDNS payload size.
+fn answer_limit(request: &Message, over_tcp: bool) -> u16 {
+    if over_tcp {
+        u16::MAX
+    } else {
+        request.max_payload()
+    }
+}
+
+/// The query for the CNAME target `response` ends in, when it answers an address query
+/// with one (an ExternalName Service) and the target's addresses should be added.
+fn cname_target_query(response: &Message) -> Option<Message> {
+    let qtype = response.queries().first()?.query_type();
+    if !matches!(qtype, RecordType::A | RecordType::AAAA) {
+        return None;
+    }
+    let RData::CNAME(CNAME(target)) = response.answers().last()?.data() else {
+        return None;
+    };
+    let mut request = Message::new();
+    request.set_id(response.id().wrapping_add(1));
+    request.set_recursion_desired(true);
+    request.add_query(hickory_proto::op::Query::query(target.clone(), qtype));
+    Some(request)
+}
+
+/// The answer to `request` from the records alone, CNAMEs followed as [`chase_cname`]
+/// does; `None` when any of it needs the upstreams.
+fn answer_from_records(records: &Records, domain: &str, request: &Message) -> Option<Message> {
+    let Reply::Answer(mut response) = answer(records, domain, request) else {
+        return None;
+    };
+    for _ in 0..MAX_CNAME_CHAIN {
+        let Some(next) = cname_target_query(&response) else {
+            break;
+        };
+        let Reply::Answer(found) = answer(records, domain, &next) else {
+            return None;
+        };
+        if found.answers().is_empty() {
+            break;
+        }
+        response.add_answers(found.answers().iter().cloned());
+    }
+    Some(response)
+}
+
+/// The records' answer to `normalized` (a query whose question name is lower-case, ending
+/// at `name_end`), encoded; its question starts at byte 12 exactly as in the query, so the
+/// asked case can be written back over it. `None` when it needs the upstreams.
+fn answer_normalized(
+    normalized: &[u8],
+    name_end: usize,
+    records: &Records,
+    domain: &str,
+    over_tcp: bool,
+) -> Option<Vec<u8>> {
+    let request = Message::from_vec(normalized).ok()?;
+    let response = answer_from_records(records, domain, &request)?;
+    let bytes = encode(&response, answer_limit(&request, over_tcp))?;
+    (bytes.get(12..name_end) == normalized.get(12..name_end)).then_some(bytes)
+}
+
+/// The records' answer to `query` with its ID and question name as asked, or `None` when
+/// it needs the upstreams (or is not one plain query).
+fn local_answer(query: &[u8], records: &Records, domain: &str, over_tcp: bool) -> Option<Vec<u8>> {
+    let name_end = cache::question_end(query)?;
+    let mut normalized = query.to_vec();
+    normalized[12..name_end].make_ascii_lowercase();
+    let mut bytes = answer_normalized(&normalized, name_end, records, domain, over_tcp)?;
+    cache::echo_question(&mut bytes, query, name_end);
+    Some(bytes)
+}
+
+/// Most batches of UDP queries read before other tasks get the thread.
+const UDP_BATCHES: usize = 8;
+
 /// The cluster DNS with its sockets bound.
 pub struct ClusterDns {
     udp: UdpSocket,
     tcp: TcpListener,
     config: Arc<DnsConfig>,
-    records: Arc<RwLock<Arc<Records>>>,
+    records: Arc<SharedRecords>,
 }
 
 impl std::fmt::Debug for ClusterDns {
@@ -469,7 +603,7 @@ impl ClusterDns {
 
     /// Replaces the records (tests; [`ClusterDns::serve`] keeps them current itself).
     pub fn set_records(&self, records: Records) {
-        *self.records.write().unwrap() = Arc::new(records);
+        self.records.replace(records);
     }
 
     /// Keeps the records in step with `caches` and answers queries until the runtime stops.
@@ -485,7 +619,7 @@ impl ClusterDns {
                         &caches.endpoints(),
                         &domain,
                     );
-                    *records.write().unwrap() = Arc::new(built);
+                    records.replace(built);
                     if changes.changed().await.is_err() {
                         return;
                     }
@@ -503,18 +637,66 @@ impl ClusterDns {
                 }
             });
         }
-        let mut buf = vec![0u8; 65535];
+        let mut responder = UdpResponder::new(records.clone(), config.domain.clone());
+        let (mut received, mut answers) = (mmsg::Received::new(), mmsg::Answers::new());
+        let fd = udp.as_raw_fd();
         loop {
-            let Ok((n, client)) = udp.recv_from(&mut buf).await else {
+            // Read until the socket would block, a batch per system call: the queries that
+            // arrived together are answered in one go, with no task per query, and their
+            // answers sent with one system call.
+            if udp.readable().await.is_err() {
                 continue;
-            };
-            let query = buf[..n].to_vec();
-            let (udp, config, records) = (udp.clone(), config.clone(), records.clone());
-            tokio::spawn(async move {
-                if let Some(answer) = resolve(&query, &config, &records, false).await {
-                    let _ = udp.send_to(&answer, client).await;
+            }
+            let mut drained = false;
+            for _ in 0..UDP_BATCHES {
+                match udp.try_io(Interest::READABLE, || received.recv(fd)) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        drained = true;
+                        break;
+                    }
+                    Err(_) => continue,
                 }
-            });
+                answers.clear();
+                for (query, client) in received.iter() {
+                    if responder.respond(query, answers.next_buf()) {
+                        answers.commit(client);
+                        continue;
+                    }
+                    let query = query.to_vec();
+                    let (udp, config, records) = (udp.clone(), config.clone(), records.clone());
+                    tokio::spawn(async move {
+                        let current = records.snapshot().1;
+                        if let Some(answer) =
+                            resolve_upstream(&query, &config, &current, false).await
+                        {
+                            let _ = udp.send_to(&answer, client).await;
+                        }
+                    });
+                }
+                let mut at = 0;
+                while at < answers.len() {
+                    match udp.try_io(Interest::WRITABLE, || answers.send(fd, at)) {
+                        Ok(sent) => at += sent,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            // The socket's buffer is full: the rest wait for room.
+                            for rest in at..answers.len() {
+                                let (answer, client) = answers.get(rest);
+                                let (udp, answer) = (udp.clone(), answer.to_vec());
+                                tokio::spawn(async move {
+                                    let _ = udp.send_to(&answer, client).await;
+                                });
+                            }
+                            break;
+                        }
+                        // This answer cannot be sent (its client is gone): the next ones.
+                        Err(_) => at += 1,
+                    }
+                }
+            }
+            if !drained {
+                tokio::task::yield_now().await;
+            }
         }
     }
 }
@@ -523,13 +705,30 @@ impl ClusterDns {
 async fn resolve(
     query: &[u8],
     config: &DnsConfig,
-    records: &RwLock<Arc<Records>>,
+    records: &SharedRecords,
+    over_tcp: bool,
+) -> Option<Vec<u8>> {
+    let current = records.snapshot().1;
+    if let Some(answer) = local_answer(query, &current, &config.domain, over_tcp) {
+        return Some(answer);
+    }
+    resolve_upstream(query, config, &current, over_tcp).await
+}
+
+/// The answer to a query the records alone do not answer: forwarded, or a CNAME chased
+/// through the upstreams.
+async fn resolve_upstream(
+    query: &[u8],
+    config: &DnsConfig,
+    current: &Records,
     over_tcp: bool,
 ) -> Option<Vec<u8>> {
     let request = Message::from_vec(query).ok()?;
-    let current = records.read().unwrap().clone();
-    match answer(&current, &config.domain, &request) {
-        Reply::Answer(m) => chase_cname(m, config, &current).await.to_vec().ok(),
+    match answer(current, &config.domain, &request) {
+        Reply::Answer(m) => encode(
+            &chase_cname(m, config, current).await,
+            answer_limit(&request, over_tcp),
+        ),
         Reply::Forward => {
             let mut answer = forward_udp(query, config).await;
             let truncated = answer
@@ -551,24 +750,10 @@ const MAX_CNAME_CHAIN: usize = 8;
 /// in the cluster domain, otherwise from the upstreams. Stub resolvers that do not chase
 /// CNAMEs themselves (musl's, busybox's) then reach the target by the Service's name.
 async fn chase_cname(mut response: Message, config: &DnsConfig, records: &Records) -> Message {
-    let Some(qtype) = response.queries().first().map(|q| q.query_type()) else {
-        return response;
-    };
-    if !matches!(qtype, RecordType::A | RecordType::AAAA) {
-        return response;
-    }
     for _ in 0..MAX_CNAME_CHAIN {
-        let Some(last) = response.answers().last() else {
+        let Some(request) = cname_target_query(&response) else {
             return response;
         };
-        let RData::CNAME(CNAME(target)) = last.data() else {
-            return response;
-        };
-        let target = target.clone();
-        let mut request = Message::new();
-        request.set_id(response.id().wrapping_add(1));
-        request.set_recursion_desired(true);
-        request.add_query(hickory_proto::op::Query::query(target.clone(), qtype));
         let found = match answer(records, &config.domain, &request) {
             Reply::Answer(m) => m,
             Reply::Forward => {
@@ -652,11 +837,7 @@ async fn write_frame(stream: &mut TcpStream, data: &[u8]) -> io::Result<()> {
     stream.write_all(&frame).await
 }
 
-async fn serve_tcp(
-    mut stream: TcpStream,
-    config: Arc<DnsConfig>,
-    records: Arc<RwLock<Arc<Records>>>,
-) {
+async fn serve_tcp(mut stream: TcpStream, config: Arc<DnsConfig>, records: Arc<SharedRecords>) {
     loop {
         let Ok(Ok(query)) =
             tokio::time::timeout(Duration::from_secs(10), read_frame(&mut stream)).await

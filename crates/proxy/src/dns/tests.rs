@@ -2,9 +2,14 @@ use super::*;
 use hickory_proto::op::Query;
 
 fn records() -> Records {
+    records_with_web_at("10.43.0.5")
+}
+
+/// The test cluster, with the `web` Service's cluster IP at `web_ip`.
+fn records_with_web_at(web_ip: &str) -> Records {
     let services: Vec<Service> = serde_json::from_value(json!([
         {"metadata": {"name": "web", "namespace": "default"},
-         "spec": {"type": "ClusterIP", "clusterIP": "10.43.0.5",
+         "spec": {"type": "ClusterIP", "clusterIP": web_ip,
                   "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}},
         {"metadata": {"name": "db", "namespace": "default"},
          "spec": {"type": "ClusterIP", "clusterIP": "None",
@@ -229,11 +234,12 @@ async fn external_names_are_followed_to_addresses() {
          "spec": {"type": "ExternalName", "externalName": "web.default.svc.cluster.local"}},
     ]))
     .unwrap();
-    let records = RwLock::new(Arc::new(Records::build(
+    let records = SharedRecords::default();
+    records.replace(Records::build(
         &services,
         &Default::default(),
         "cluster.local",
-    )));
+    ));
     for (qname, want) in [
         (
             "ext.default.svc.cluster.local.",
@@ -256,5 +262,229 @@ async fn external_names_are_followed_to_addresses() {
         let m = Message::from_vec(&bytes).unwrap();
         assert_eq!(m.id(), 9);
         assert_eq!(data(&m), want, "{qname}");
+    }
+}
+
+/// A query in wire form; `edit` sets flags or EDNS.
+fn query_bytes(
+    id: u16,
+    qname: &str,
+    qtype: RecordType,
+    edit: impl FnOnce(&mut Message),
+) -> Vec<u8> {
+    let mut request = Message::new();
+    request.set_id(id);
+    request.set_recursion_desired(true);
+    request.add_query(Query::query(Name::from_ascii(qname).unwrap(), qtype));
+    edit(&mut request);
+    request.to_vec().unwrap()
+}
+
+fn responder(records: Records) -> (UdpResponder, Arc<SharedRecords>) {
+    let shared = Arc::new(SharedRecords::default());
+    shared.replace(records);
+    (
+        UdpResponder::new(shared.clone(), "cluster.local".into()),
+        shared,
+    )
+}
+
+/// The responder's answer, which must be the same bytes as an uncached answer.
+fn respond(responder: &mut UdpResponder, query: &[u8]) -> Message {
+    let mut out = Vec::new();
+    assert!(
+        responder.respond(query, &mut out),
+        "answered from the records"
+    );
+    let fresh = local_answer(query, &responder_records(responder), "cluster.local", false);
+    assert_eq!(
+        Some(&out),
+        fresh.as_ref(),
+        "cached and fresh answers differ"
+    );
+    Message::from_vec(&out).unwrap()
+}
+
+fn responder_records(responder: &UdpResponder) -> Arc<Records> {
+    responder.records().snapshot().1
+}
+
+#[test]
+fn cached_answers_change_with_the_services() {
+    let (mut r, shared) = responder(records());
+    let q = query_bytes(1, "web.default.svc.cluster.local.", RecordType::A, |_| {});
+    assert_eq!(data(&respond(&mut r, &q)), ["10.43.0.5"]);
+    assert_eq!(data(&respond(&mut r, &q)), ["10.43.0.5"]);
+    assert_eq!((r.cache().len(), r.cache().hits()), (1, 1));
+    shared.replace(records_with_web_at("10.43.0.6"));
+    assert_eq!(data(&respond(&mut r, &q)), ["10.43.0.6"]);
+    assert_eq!(
+        r.cache().hits(),
+        1,
+        "a changed Service is not answered from the cache"
+    );
+    shared.replace(Records::default());
+    let m = respond(&mut r, &q);
+    assert_eq!(m.response_code(), ResponseCode::NXDomain);
+    assert_eq!(m.name_servers().len(), 1);
+    // Names outside the cluster domain are not the responder's.
+    let q = query_bytes(2, "example.com.", RecordType::A, |_| {});
+    assert!(!r.respond(&q, &mut Vec::new()));
+}
+
+#[test]
+fn cached_answers_carry_each_query_id() {
+    let (mut r, _) = responder(records());
+    for id in [1, 0xbeef, 7] {
+        let q = query_bytes(id, "db.default.svc.cluster.local.", RecordType::A, |_| {});
+        let m = respond(&mut r, &q);
+        assert_eq!(m.id(), id);
+        assert_eq!(data(&m), ["10.88.0.7", "10.88.0.8"]);
+    }
+    assert_eq!(r.cache().hits(), 2);
+}
+
+#[test]
+fn cached_answers_echo_the_question_as_asked() {
+    let (mut r, _) = responder(records());
+    for (qname, hits) in [
+        ("web.default.svc.cluster.local.", 0),
+        ("WeB.DEFAULT.svc.Cluster.local.", 1),
+        ("WEB.default.SVC.cluster.LOCAL.", 2),
+    ] {
+        let q = query_bytes(3, qname, RecordType::A, |_| {});
+        let m = respond(&mut r, &q);
+        assert_eq!(m.queries()[0].name().to_ascii(), qname);
+        assert_eq!(m.answers()[0].name().to_ascii(), qname);
+        assert_eq!(data(&m), ["10.43.0.5"]);
+        assert_eq!(r.cache().hits(), hits);
+    }
+    // Negative answers and search-path names too.
+    for qname in [
+        "web.default.svc.cluster.local.default.svc.cluster.local.",
+        "WEB.default.svc.cluster.local.default.svc.cluster.local.",
+    ] {
+        let m = respond(&mut r, &query_bytes(4, qname, RecordType::A, |_| {}));
+        assert_eq!(m.response_code(), ResponseCode::NXDomain);
+        assert_eq!(m.queries()[0].name().to_ascii(), qname);
+    }
+}
+
+/// A headless Service with 40 ready endpoints: its A answer needs more than 512 bytes.
+fn big_headless() -> Records {
+    let services: Vec<Service> = serde_json::from_value(json!([
+        {"metadata": {"name": "big", "namespace": "default"},
+         "spec": {"type": "ClusterIP", "clusterIP": "None"}},
+    ]))
+    .unwrap();
+    let endpoints: Vec<_> = (0..40)
+        .map(|i| json!({"addresses": [format!("10.88.1.{i}")], "conditions": {"ready": true}}))
+        .collect();
+    let slices: Vec<EndpointSlice> = serde_json::from_value(json!([
+        {"metadata": {"name": "big-1", "namespace": "default",
+                      "labels": {"kubernetes.io/service-name": "big"}},
+         "addressType": "IPv4", "endpoints": endpoints},
+    ]))
+    .unwrap();
+    Records::build(
+        &services,
+        &model::endpoints_by_service(&slices),
+        "cluster.local",
+    )
+}
+
+#[test]
+fn queries_with_other_flags_or_edns_get_their_own_answers() {
+    let (mut r, _) = responder(records());
+    let name = "web.default.svc.cluster.local.";
+    let recursive = query_bytes(5, name, RecordType::A, |_| {});
+    let plain = query_bytes(5, name, RecordType::A, |m| {
+        m.set_recursion_desired(false);
+    });
+    assert!(respond(&mut r, &recursive).recursion_desired());
+    assert!(!respond(&mut r, &plain).recursion_desired());
+    assert!(respond(&mut r, &recursive).recursion_desired());
+    assert_eq!((r.cache().len(), r.cache().hits()), (2, 1));
+
+    // Without EDNS the answer is cut to 512 bytes with TC set; with a 4096-byte EDNS
+    // payload it is whole; over TCP it is whole.
+    let (mut r, _) = responder(big_headless());
+    let name = "big.default.svc.cluster.local.";
+    let udp = query_bytes(6, name, RecordType::A, |_| {});
+    let edns = query_bytes(6, name, RecordType::A, |m| {
+        let mut edns = hickory_proto::op::Edns::new();
+        edns.set_max_payload(4096);
+        m.set_edns(edns);
+    });
+    for _ in 0..2 {
+        let cut = respond(&mut r, &udp);
+        assert!(cut.truncated());
+        assert!(cut.answers().len() < 40);
+        let whole = respond(&mut r, &edns);
+        assert!(!whole.truncated());
+        assert_eq!(whole.answers().len(), 40);
+    }
+    assert_eq!((r.cache().len(), r.cache().hits()), (2, 2));
+    let over_tcp = local_answer(&udp, &big_headless(), "cluster.local", true).unwrap();
+    let over_tcp = Message::from_vec(&over_tcp).unwrap();
+    assert!(!over_tcp.truncated());
+    assert_eq!(over_tcp.answers().len(), 40);
+}
+
+/// A burst of queries from two clients, read and answered in batches: each answer goes to
+/// its own client with its own ID and name.
+#[tokio::test]
+async fn bursts_of_queries_get_their_own_answers() {
+    let dns = ClusterDns::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        DnsConfig {
+            domain: "cluster.local".into(),
+            upstreams: Vec::new(),
+            timeout: Duration::from_secs(1),
+        },
+    )
+    .unwrap();
+    dns.set_records(records());
+    let addr = dns.local_addr().unwrap();
+    tokio::spawn(dns.serve(None));
+    let names = [
+        ("web.default.svc.cluster.local.", vec!["10.43.0.5"]),
+        (
+            "db.default.svc.cluster.local.",
+            vec!["10.88.0.7", "10.88.0.8"],
+        ),
+        ("db-0.db.default.svc.cluster.local.", vec!["10.88.0.7"]),
+    ];
+    let clients = [
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    ];
+    for id in 0..100u16 {
+        let (qname, _) = &names[usize::from(id) % names.len()];
+        let q = query_bytes(id, qname, RecordType::A, |_| {});
+        clients[usize::from(id) % 2]
+            .send_to(&q, addr)
+            .await
+            .unwrap();
+    }
+    for (c, client) in clients.iter().enumerate() {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut buf = vec![0u8; 512];
+        while seen.len() < 50 {
+            let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+                .await
+                .expect("an answer to every query")
+                .unwrap();
+            let m = Message::from_vec(&buf[..n]).unwrap();
+            assert_eq!(
+                usize::from(m.id()) % 2,
+                c,
+                "answer sent to the other client"
+            );
+            let (qname, want) = &names[usize::from(m.id()) % names.len()];
+            assert_eq!(m.queries()[0].name().to_ascii(), *qname);
+            assert_eq!(data(&m), *want);
+            assert!(seen.insert(m.id()), "answer {} sent twice", m.id());
+        }
     }
 }
