@@ -267,20 +267,32 @@ impl Engine {
     /// is read (a kubelet's query for one pod does not read every container's files).
     pub fn list_matching(&self, keep: impl Fn(&ContainerRecord) -> bool) -> Result<Vec<Container>> {
         let ids = self.ids()?;
+        // The directory listing just showed which containers exist: cached records are
+        // judged in place (a kubelet lists a node's containers twice per pod sync, and
+        // cloning and stat-ing every record made that quadratic), and only the matches
+        // are cloned; records not cached yet are read from disk.
+        let mut matched = Vec::new();
+        let mut unread = Vec::new();
         {
+            let mut records = self.records.lock().unwrap();
             // Forget the records of containers removed meanwhile.
             let present: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-            self.records
-                .lock()
-                .unwrap()
-                .retain(|id, _| present.contains(id.as_str()));
+            records.retain(|id, _| present.contains(id.as_str()));
+            for id in &ids {
+                match records.get(id) {
+                    Some(r) if keep(r) => matched.push(r.clone()),
+                    Some(_) => {}
+                    None => unread.push(id),
+                }
+            }
         }
-        let mut out: Vec<Container> = ids
-            .iter()
-            .filter_map(|id| self.record(id).ok())
-            .filter(|r| keep(r))
-            .map(|r| self.with_state(r))
-            .collect();
+        matched.extend(
+            unread
+                .into_iter()
+                .filter_map(|id| self.record(id).ok())
+                .filter(|r| keep(r)),
+        );
+        let mut out: Vec<Container> = matched.into_iter().map(|r| self.with_state(r)).collect();
         out.sort_by_key(|c| std::cmp::Reverse(c.record.created));
         Ok(out)
     }

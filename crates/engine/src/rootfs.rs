@@ -69,6 +69,9 @@ impl Mounter for KernelMounter {
     }
 
     fn is_mounted(&self, target: &Path) -> bool {
+        if let Some(mounted) = skiff_runtime::mounts::is_mount_point(target) {
+            return mounted;
+        }
         let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
             return false;
         };

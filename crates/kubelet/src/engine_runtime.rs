@@ -243,6 +243,10 @@ impl RuntimeService for EngineRuntime {
             // The pause process exits at SIGTERM at once.
             stop_timeout: Some(2),
             cgroup_parent: config.cgroup_parent.clone(),
+            // The sandbox runs nothing but the pause loop: no seccomp filter to compile
+            // for it, as containerd runs a sandbox without a pod-level seccomp profile
+            // unconfined.
+            security_opt: vec!["seccomp=unconfined".into()],
             ..Default::default()
         };
         let opts = CreateOptions {

@@ -18,6 +18,7 @@ pub mod dns;
 pub mod engine_runtime;
 pub mod env;
 pub mod ephemeral;
+pub mod etc_hosts;
 pub mod events;
 pub mod eviction;
 pub mod fake;
@@ -185,6 +186,11 @@ pub async fn run(
             Err(source) => return Err(Error::Register { node: name, source }),
         }
     }
+    tokio::spawn({
+        let (client, name) = (client.clone(), name.clone());
+        let status = node::node_status(&name, &ip, port, &cap, &pressure);
+        async move { node::record_startup_events(&client, &name, &status).await }
+    });
     if config.pod_cidr.is_none() {
         let cidr = node::wait_for_pod_cidr(&client, &name).await;
         let runtime = runtime.clone();

@@ -183,18 +183,91 @@ pub async fn register(
         "spec": pod_cidr.map(|c| json!({"podCIDR": c, "podCIDRs": [c]})).unwrap_or(json!({})),
     }))
     .expect("a valid node");
-    match api.create(&PostParams::default(), &node).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {}
-        Err(e) => return Err(e),
+    let existing = match api.get_opt(name).await? {
+        Some(existing) => Some(existing),
+        None => match api.create(&PostParams::default(), &node).await {
+            Ok(_) => None,
+            Err(kube::Error::Api(s)) if s.code == 409 => api.get_opt(name).await?,
+            Err(e) => return Err(e),
+        },
+    };
+    let mut status = node_status(name, ip, port, cap, pressure);
+    if let Some(old) = existing.as_ref().and_then(|n| n.status.as_ref()) {
+        keep_transition_times(&mut status, old.conditions.as_deref().unwrap_or_default());
     }
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(node_status(name, ip, port, cap, pressure)),
-    )
-    .await?;
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await?;
     Ok(())
+}
+
+/// The events a kubelet records about its node when it starts (`kubectl describe node`
+/// shows them): `Starting`, then the status of each condition it posted.
+pub async fn record_startup_events(client: &Client, name: &str, status: &serde_json::Value) {
+    let mut events = vec![("Starting".to_string(), "Starting kubelet.".to_string())];
+    for condition in status["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(reason) = condition["reason"].as_str() {
+            // The condition's reason names the kubelet, the event's the node:
+            // KubeletHasSufficientMemory -> NodeHasSufficientMemory, KubeletReady -> NodeReady.
+            let reason = reason.replacen("Kubelet", "Node", 1);
+            events.push((
+                reason.clone(),
+                format!("Node {name} status is now: {reason}"),
+            ));
+        }
+    }
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), "default");
+    let now = jiff::Timestamp::now();
+    for (i, (reason, message)) in events.into_iter().enumerate() {
+        let event = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": format!("{name}.{:x}{i:x}", now.as_nanosecond()),
+                "namespace": "default",
+            },
+            "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": name, "uid": name},
+            "reason": reason,
+            "message": message,
+            "type": "Normal",
+            "source": {"component": "kubelet", "host": name},
+            "reportingComponent": "kubelet",
+            "reportingInstance": name,
+            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            "count": 1,
+        });
+        let event = serde_json::from_value(event).expect("a valid event");
+        if let Err(e) = api.create(&PostParams::default(), &event).await {
+            tracing::debug!("recording event {reason} of node {name}: {e}");
+        }
+    }
+}
+
+/// A condition whose status did not change keeps the time it last changed (the node's
+/// posted conditions), as the kubelet's setters do; only the heartbeat time moves.
+fn keep_transition_times(
+    status: &mut serde_json::Value,
+    posted: &[k8s_openapi::api::core::v1::NodeCondition],
+) {
+    let Some(conditions) = status
+        .pointer_mut("/status/conditions")
+        .and_then(|c| c.as_array_mut())
+    else {
+        return;
+    };
+    for condition in conditions {
+        let before = posted.iter().find(|p| {
+            Some(p.type_.as_str()) == condition["type"].as_str()
+                && Some(p.status.as_str()) == condition["status"].as_str()
+        });
+        if let Some(time) = before.and_then(|p| p.last_transition_time.as_ref()) {
+            condition["lastTransitionTime"] = json!(time.0);
+        }
+    }
 }
 
 /// Waits until node `name` has a `spec.podCIDR` (assigned by the node IPAM controller)
@@ -290,5 +363,35 @@ mod tests {
             s["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"],
             10250
         );
+    }
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+        let cap = Capacity {
+            cpu: 2,
+            memory_kib: 1024,
+            ephemeral_storage_kib: 2048,
+            pods: 110,
+        };
+        let mut s = node_status("n1", "10.0.0.1", 10250, &cap, &Default::default());
+        let posted: Vec<k8s_openapi::api::core::v1::NodeCondition> = serde_json::from_value(json!([
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            {"type": "MemoryPressure", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+        ]))
+        .unwrap();
+        keep_transition_times(&mut s, &posted);
+        let time_of = |type_: &str| {
+            s["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == type_)
+                .unwrap()["lastTransitionTime"]
+                .clone()
+        };
+        assert_eq!(time_of("Ready"), "2026-01-01T00:00:00Z");
+        // MemoryPressure went from True to False: it transitions now.
+        assert_ne!(time_of("MemoryPressure"), "2026-01-01T00:00:00Z");
+        assert_ne!(time_of("DiskPressure"), serde_json::Value::Null);
     }
 }

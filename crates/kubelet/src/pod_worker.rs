@@ -16,7 +16,9 @@ use chrono::Utc;
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use crate::cgroups::PodCgroups;
-use crate::cri::{self, ContainerConfig, ContainerState, CriError, PodSandboxConfig, SandboxState};
+use crate::cri::{
+    self, ContainerConfig, ContainerState, CriError, Mount, PodSandboxConfig, SandboxState,
+};
 use crate::env::Downward;
 use crate::events::{EventSink, EventType, PodEvent};
 use crate::objects::ObjectSource;
@@ -411,7 +413,7 @@ impl Worker {
                     namespace: p.namespace.clone(),
                     uid: p.uid.clone(),
                     attempt: sandboxes.len() as u32,
-                    hostname: p.name.clone(),
+                    hostname: self.pod_hostname(pod).unwrap_or_else(|_| p.name.clone()),
                     image: first.image.clone().unwrap_or_default(),
                     labels: BTreeMap::from([(cri::NODE_LABEL.to_string(), self.node.name.clone())]),
                     dns: Some(crate::dns::pod_dns(
@@ -766,7 +768,11 @@ impl Worker {
         let downward = self.downward(observed.pod_ip.clone());
         let envs = crate::env::container_env(c, s.pod, &downward, self.objects.as_ref())
             .map_err(|e| e.to_string())?;
-        let mounts = volumes::container_mounts(c, s.volumes, &envs)?;
+        let mut mounts = volumes::container_mounts(c, s.volumes, &envs)?;
+        let hostname = self.pod_hostname(s.pod)?;
+        if !mounts.iter().any(|m| m.container_path == "/etc/hosts") {
+            mounts.extend(self.etc_hosts(s.pod, &s.p.uid, observed.pod_ip.as_deref())?);
+        }
         let pod_sc = s
             .pod
             .spec
@@ -794,7 +800,7 @@ impl Worker {
             args: crate::env::expand_all(c.args.as_deref().unwrap_or_default(), &envs),
             working_dir: c.working_dir.clone(),
             envs,
-            hostname: s.p.name.clone(),
+            hostname,
             tty: c.tty.unwrap_or(false),
             stdin: c.stdin.unwrap_or(false),
             labels: BTreeMap::new(),
@@ -875,6 +881,59 @@ struct StartContext<'a> {
 }
 
 impl Worker {
+    /// The host name of `pod`'s containers (`spec.hostname` or the pod's name, the fully
+    /// qualified one with `setHostnameAsFQDN`).
+    fn pod_hostname(&self, pod: &Pod) -> Result<String, String> {
+        let domain = self.cluster_domain();
+        crate::etc_hosts::PodHostname::of(pod, domain).kernel_hostname(pod)
+    }
+
+    fn cluster_domain(&self) -> &str {
+        self.cluster_dns
+            .as_ref()
+            .map(|d| d.domain.as_str())
+            .unwrap_or("cluster.local")
+    }
+
+    /// The pod's managed `/etc/hosts` (its addresses, names and `hostAliases`, or the
+    /// node's file on the host network), written into the pod's directory and mounted into
+    /// each container, as the kubelet's `etc-hosts`; none before the pod has an address.
+    fn etc_hosts(
+        &self,
+        pod: &Pod,
+        uid: &str,
+        pod_ip: Option<&str>,
+    ) -> Result<Option<Mount>, String> {
+        use crate::etc_hosts::{host_network_hosts, managed_hosts, PodHostname};
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        let content = if host_network {
+            host_network_hosts(
+                pod,
+                &std::fs::read_to_string("/etc/hosts").unwrap_or_default(),
+            )
+        } else {
+            let Some(ip) = pod_ip.filter(|ip| !ip.is_empty()) else {
+                return Ok(None);
+            };
+            let name = PodHostname::of(pod, self.cluster_domain());
+            managed_hosts(pod, &name, &[ip.to_string()])
+        };
+        let dir = self.pods_dir.join(uid);
+        let path = dir.join("etc-hosts");
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&path, content))
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(Some(Mount {
+            container_path: "/etc/hosts".into(),
+            host_path: path,
+            readonly: false,
+        }))
+    }
+
     /// The image of `c` present as its `imagePullPolicy` wants it, pulled with the
     /// credentials of the pod's pull secrets; or why the container waits.
     fn ensure_image(&self, pod: &Pod, c: &Container) -> Result<(), Waiting> {

@@ -15,6 +15,7 @@ pub mod exec;
 pub mod health;
 pub mod init;
 pub mod kill;
+pub mod mounts;
 pub mod seccomp;
 pub mod shim;
 pub mod spec;

@@ -165,29 +165,22 @@ pub fn spawn(
         &serde_json::to_vec_pretty(config).map_err(io::Error::other)?,
     )?;
     let (read_end, write_end) = pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    let write_raw = write_end.as_raw_fd();
+    // The status pipe is the shim's stdout, which the child's setup places itself; no
+    // code runs between fork and exec, so the standard library spawns with posix_spawn
+    // (a vfork) instead of forking this process: a fork of a kubelet with a hundred
+    // pods copied its page tables and made its threads take copy-on-write faults.
     let mut cmd = Command::new(skiff_exe);
     cmd.args(global_args)
         .arg("shim")
         .arg(config_path)
-        .env(STATUS_FD_ENV, write_raw.to_string())
+        .env(STATUS_FD_ENV, "1")
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(write_end))
         .stderr(std::process::Stdio::null());
-    // SAFETY: the closure only clears FD_CLOEXEC on an fd we own, which is
-    // async-signal-safe.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            let flags = libc::fcntl(write_raw, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(write_raw, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let mut child = cmd.spawn()?;
-    drop(write_end);
+    // The parent's copy of the write end went with `cmd`: the reports end when the
+    // shim's do.
+    drop(cmd);
     // The first shim process forks the real shim and exits at once.
     child.wait()?;
     Ok(ShimHandle {
@@ -201,10 +194,16 @@ pub fn main(config_path: &Path) -> ! {
     let status_fd: Option<RawFd> = std::env::var(STATUS_FD_ENV)
         .ok()
         .and_then(|v| v.parse().ok());
-    // SAFETY: the fd number was passed to us by the engine for this purpose and
-    // nothing else in this process owns it.
-    let mut reporter = status_fd.map(|fd| unsafe { File::from_raw_fd(fd) });
-    let _ = status_fd.map(|fd| fcntl(fd, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)));
+    // The pipe arrives as a standard descriptor (stdout), which goes to /dev/null
+    // below: keep it under a descriptor of its own, closed at exec.
+    let mut reporter = status_fd.and_then(|fd| {
+        let own = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(3)).ok()?;
+        if fd > 2 {
+            let _ = nix::unistd::close(fd);
+        }
+        // SAFETY: `own` was just made by F_DUPFD_CLOEXEC and nothing else owns it.
+        Some(unsafe { File::from_raw_fd(own) })
+    });
 
     let config: ShimConfig = match std::fs::read(config_path)
         .map_err(|e| e.to_string())

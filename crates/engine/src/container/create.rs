@@ -401,6 +401,11 @@ impl Engine {
             (files.hosts(), "/etc/hosts"),
             (files.resolv_conf(), "/etc/resolv.conf"),
         ] {
+            // A volume the caller mounts there wins, as in Docker (a kubelet's managed
+            // /etc/hosts, `-v ./hosts:/etc/hosts`).
+            if mounts.iter().any(|m| m.destination == dest) {
+                continue;
+            }
             mounts.push(Mount {
                 source: file,
                 destination: dest.to_string(),

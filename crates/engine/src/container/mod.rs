@@ -388,7 +388,13 @@ pub(crate) fn derive_status(files: &Files) -> (ContainerStatus, Option<DateTime<
     }
     match shim {
         None => (ContainerStatus::Created, None),
-        Some(s) if skiff_runtime::kill::process_alive(s.pid) => {
+        // The shim reaps the container before it records the exit: while the shim
+        // lives, the container still counts as running (`Dead` in that window made a
+        // kubelet start a finished `restartPolicy: Never` container again).
+        Some(s)
+            if skiff_runtime::kill::process_alive(s.pid)
+                || skiff_runtime::kill::process_alive(s.shim_pid) =>
+        {
             (ContainerStatus::Running { pid: s.pid }, started_at)
         }
         Some(_) => (ContainerStatus::Dead, started_at),

@@ -93,6 +93,9 @@ impl Mounter for KernelMounter {
     }
 
     fn is_mount_point(&self, dir: &Path) -> bool {
+        if let Some(mounted) = skiff_runtime::mounts::is_mount_point(dir) {
+            return mounted;
+        }
         self.mounts_under(dir).iter().any(|m| m == dir)
     }
 
