@@ -69,10 +69,26 @@ pub async fn from_kubeconfig(path: &Path) -> Result<Client, ConnectError> {
         source,
     };
     let kubeconfig = Kubeconfig::read_from(path).map_err(err)?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(err)?;
+    identify(&mut config);
     Ok(Client::try_from(config)?)
+}
+
+/// Names skiff in every request's User-Agent, as client-go names its binary: the API
+/// server's default field manager is what comes before the first `/` (`skiff`), so the
+/// objects skiff's components write show who manages their fields.
+fn identify(config: &mut Config) {
+    let agent = format!(
+        "skiff/v{} ({}/{})",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    if let Ok(value) = http::HeaderValue::from_str(&agent) {
+        config.headers.push((http::header::USER_AGENT, value));
+    }
 }
 
 /// A client for `target`: the explicit kubeconfig, else the URL and token (the server's
@@ -94,6 +110,7 @@ pub async fn connect(target: &Target) -> Result<Client, ConnectError> {
             ServerTrust::RootCertificates(certs) => config.root_cert = Some(certs.clone()),
         }
         config.auth_info.token = target.token.clone().map(Into::into);
+        identify(&mut config);
         return Ok(Client::try_from(config)?);
     }
     if target.root_kubeconfig.exists() {

@@ -20,6 +20,7 @@
 //! - [`simulated_agent`]: kwok-style nodes that run no containers;
 //! - [`connect`]: how a component finds the API server; [`events`]: Event recording.
 
+pub mod cache_sync;
 pub mod certificates;
 pub mod connect;
 pub mod cronjob;

@@ -55,6 +55,12 @@ fn deployment_rolls_out_updates_scales_and_rolls_back() {
     let c = Cluster::start(3);
     create_deployment(&c, "web", "busybox", 3);
     c.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
+    // kubectl sent the Deployment as protobuf, which carries every field at its zero
+    // value; as kube-apiserver, skiff keeps only the ones Go writes out.
+    let stored = c.ok(&["get", "deployment", "web", "-o", "json"]);
+    for field in ["\"stdin\"", "\"tty\"", "\"hostPID\"", "\"generation\": 0"] {
+        assert!(!stored.contains(field), "{field} in {stored}");
+    }
     assert_eq!(available(&c, "web"), "3/3");
     let running = c.ok(&["get", "pods", "-l", "app=web", "--no-headers"]);
     assert_eq!(
@@ -97,8 +103,24 @@ fn deployment_rolls_out_updates_scales_and_rolls_back() {
         ),
         "busybox"
     );
+    // The first ReplicaSet comes back as revision 3 (kubectl copied its template into
+    // the Deployment); no third one is made.
+    let replicasets = c.jsonpath(
+        &["replicasets", "-l", "app=web"],
+        "{range .items[*]}{.metadata.name} {end}",
+    );
+    assert_eq!(
+        replicasets.split_whitespace().count(),
+        2,
+        "rollout undo made a new ReplicaSet: {replicasets}"
+    );
     let history = c.ok(&["rollout", "history", "deployment/web"]);
-    assert!(history.lines().any(|l| l.starts_with('3')), "{history}");
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["2", "3"], "{history}");
 
     let scaled = c.kubectl(&["scale", "deployment/web", "--replicas=5"]);
     if !scaled.status.success() {

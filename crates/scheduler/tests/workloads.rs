@@ -183,6 +183,49 @@ fn jobs_complete_fail_run_indexed_and_expire() {
     });
 }
 
+/// Deleting a Job takes its running pods along: the tracking finalizer of a pod whose Job
+/// is gone is released (`cleanupOrphanPods`), also when the pod's deletion arrives while
+/// the controller's cache still holds the Job; with `--cascade=orphan` the pods stay, and
+/// are released too.
+#[test]
+fn deleting_a_job_releases_its_pods() {
+    let c = Cluster::start(1);
+    c.apply(&job(
+        "gone",
+        "  parallelism: 2\n  completions: 2",
+        "sleep 3600",
+    ));
+    c.apply(&job(
+        "kept",
+        "  parallelism: 1\n  completions: 1",
+        "sleep 3600",
+    ));
+    c.wait_for("both jobs running", TIMEOUT, || {
+        c.jsonpath(&["job", "gone"], "{.status.active}") == "2"
+            && c.jsonpath(&["job", "kept"], "{.status.active}") == "1"
+    });
+    c.ok(&["delete", "job", "gone"]);
+    c.wait_for("the deleted Job's pods to go", TIMEOUT, || {
+        c.jsonpath(
+            &["pods", "-l", "job-name=gone"],
+            "{.items[*].metadata.name}",
+        )
+        .is_empty()
+    });
+    c.ok(&["delete", "job", "kept", "--cascade=orphan"]);
+    c.wait_for("the orphan to lose its tracking finalizer", TIMEOUT, || {
+        !c.jsonpath(
+            &["pods", "-l", "job-name=kept"],
+            "{.items[*].metadata.finalizers}",
+        )
+        .contains("job-tracking")
+    });
+    assert_eq!(
+        words(&c.jsonpath(&["pods", "-l", "job-name=kept"], "{.items[*].status.phase}")),
+        ["Running"]
+    );
+}
+
 #[test]
 fn service_endpoints_and_slices_follow_pod_readiness() {
     let c = Cluster::start(2);

@@ -100,6 +100,9 @@ pub fn job_for(cronjob: &CronJob, scheduled: jiff::Timestamp) -> Job {
 }
 
 async fn reconcile(cronjob: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // Nothing is decided on a cache still filling, or a restart would recreate what
+    // exists (`WaitForCacheSync`).
+    crate::cache_sync::cache_synced(&ctx.jobs).await;
     let cj_key = key(&cronjob.metadata);
     let err = |source| Error::Api {
         key: cj_key.clone(),

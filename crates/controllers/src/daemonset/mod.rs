@@ -316,6 +316,11 @@ fn merge_patch(status: &DaemonSetStatus) -> serde_json::Value {
 }
 
 async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // Nothing is decided on a cache still filling, or a restart would recreate what
+    // exists (`WaitForCacheSync`).
+    crate::cache_sync::cache_synced(&ctx.pods).await;
+    crate::cache_sync::cache_synced(&ctx.nodes).await;
+    crate::cache_sync::cache_synced(&ctx.revisions).await;
     let ds_key = key(&ds.metadata);
     let err = |source| Error {
         key: ds_key.clone(),

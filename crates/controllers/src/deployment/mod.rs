@@ -69,6 +69,12 @@ pub async fn run(client: Client) {
 }
 
 fn error_policy(_: Arc<Deployment>, err: &Error, _: Arc<Ctx>) -> Action {
+    let Error::Api { source, .. } = err;
+    if matches!(source, kube::Error::Api(s) if s.code == 409) {
+        // A stale copy: the cache brings the newer one at once.
+        tracing::debug!("{err}");
+        return Action::requeue(Duration::from_millis(200));
+    }
     tracing::warn!("{err}");
     Action::requeue(Duration::from_secs(1))
 }
@@ -229,6 +235,17 @@ impl Sync<'_> {
                 Ok(Arc::new(created))
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
+                // The ReplicaSet may be this template's, not yet in the cache: then it is
+                // the new one (`getNewReplicaSet`'s AlreadyExists check).
+                let name = rs.metadata.name.clone().unwrap_or_default();
+                if let Some(found) = self.rs_api.get_opt(&name).await.map_err(|e| self.err(e))? {
+                    let ours = found.metadata.owner_references.iter().flatten().any(|o| {
+                        o.controller == Some(true) && Some(&o.uid) == self.d.metadata.uid.as_ref()
+                    });
+                    if ours && same_template(found.spec.template.as_ref(), &spec.template) {
+                        return Ok(Arc::new(found));
+                    }
+                }
                 // A ReplicaSet of that name with another template: bump the collision
                 // count so the next attempt hashes differently.
                 let api: Api<Deployment> = Api::namespaced(
@@ -281,6 +298,9 @@ fn condition(type_: &str, status: &str, reason: &str, message: String) -> Deploy
 }
 
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // Nothing is decided on a cache still filling, or a restart would recreate what
+    // exists (`WaitForCacheSync`).
+    crate::cache_sync::cache_synced(&ctx.replicasets).await;
     if d.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -584,10 +604,17 @@ async fn sync_status(
     let api: Api<Deployment> =
         Api::namespaced(sync.ctx.client.clone(), &d.namespace().unwrap_or_default());
     if d.status.as_ref() != Some(&status) {
+        // On the version this status was computed from: a reconcile of a stale copy
+        // (the cache lagging behind this controller's own last write) gets a conflict and
+        // runs again, instead of putting back conditions already replaced, such as a
+        // timed-out rollout's after a new one began.
         api.patch_status(
             &d.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
+            &Patch::Merge(json!({
+                "metadata": {"resourceVersion": d.metadata.resource_version},
+                "status": status,
+            })),
         )
         .await
         .map_err(|e| sync.err(e))?;

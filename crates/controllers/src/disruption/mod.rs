@@ -214,6 +214,9 @@ async fn expected_replicas(
 }
 
 async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // Nothing is decided on a cache still filling, or a restart would recreate what
+    // exists (`WaitForCacheSync`).
+    crate::cache_sync::cache_synced(&ctx.pods).await;
     let err = |source| Error {
         key: key(&pdb.metadata),
         source,

@@ -204,6 +204,9 @@ fn labels(service: &Service) -> BTreeMap<String, String> {
 }
 
 async fn reconcile(service: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // Nothing is decided on a cache still filling, or a restart would recreate what
+    // exists (`WaitForCacheSync`).
+    crate::cache_sync::cache_synced(&ctx.pods).await;
     let namespace = service.namespace().unwrap_or_default();
     let name = service.name_any();
     let err = |source| Error {

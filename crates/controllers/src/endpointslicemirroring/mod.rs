@@ -208,6 +208,10 @@ fn error_policy(_: Arc<Endpoints>, err: &Error, _: Arc<Ctx>) -> Action {
 }
 
 async fn reconcile(endpoints: Arc<Endpoints>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // Nothing is decided on a cache still filling, or a restart would recreate what
+    // exists (`WaitForCacheSync`).
+    crate::cache_sync::cache_synced(&ctx.services).await;
+    crate::cache_sync::cache_synced(&ctx.slices).await;
     let namespace = endpoints.namespace().unwrap_or_default();
     let name = endpoints.name_any();
     let err = |source| Error {

@@ -146,6 +146,9 @@ pub fn job_pod(job: &Job, index: Option<i32>) -> Pod {
 }
 
 async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // Nothing is decided on a cache still filling, or a restart would recreate what
+    // exists (`WaitForCacheSync`).
+    crate::cache_sync::cache_synced(&ctx.pods).await;
     let job_key = key(&job.metadata);
     let err = |source| Error::Api {
         key: job_key.clone(),
@@ -304,22 +307,31 @@ async fn release_orphans(client: Client, jobs: Store<Job>) {
                 if !has_finalizer(&pod.metadata, TRACKING_FINALIZER) {
                     return;
                 }
-                let Some(owner) = controller_of(&pod.metadata).filter(|o| o.kind == "Job") else {
-                    return;
-                };
                 let namespace = pod.namespace().unwrap_or_default();
-                if jobs
-                    .state()
-                    .iter()
-                    .any(|j| j.metadata.uid.as_deref() == Some(owner.uid.as_str()))
-                {
-                    return;
-                }
-                // The cache may lag: ask the server before letting go.
-                let api: Api<Job> = Api::namespaced(client.clone(), &namespace);
-                let exists = match api.get_opt(&owner.name).await {
-                    Ok(job) => job.is_some_and(|j| j.metadata.uid.as_deref() == Some(&owner.uid)),
-                    Err(_) => true,
+                // Orphaned (the Job deleted with propagation Orphan): nothing tracks it.
+                let exists = match controller_of(&pod.metadata) {
+                    None => false,
+                    Some(owner) if owner.kind != "Job" => return,
+                    Some(owner) => {
+                        let cached = jobs
+                            .state()
+                            .iter()
+                            .any(|j| j.metadata.uid.as_deref() == Some(owner.uid.as_str()));
+                        // A pod the garbage collector is deleting may still see its Job in
+                        // the cache, and no later event of it may come: ask the server then,
+                        // as when the cache does not have the Job (it may lag either way).
+                        if cached && pod.metadata.deletion_timestamp.is_none() {
+                            return;
+                        }
+                        let api: Api<Job> = Api::namespaced(client.clone(), &namespace);
+                        match api.get_opt(&owner.name).await {
+                            Ok(job) => job.is_some_and(|j| {
+                                j.metadata.uid.as_deref() == Some(&owner.uid)
+                                    && j.metadata.deletion_timestamp.is_none()
+                            }),
+                            Err(_) => true,
+                        }
+                    }
                 };
                 if !exists {
                     let pods: Api<Pod> = Api::namespaced(client, &namespace);

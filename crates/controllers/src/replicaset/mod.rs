@@ -102,6 +102,9 @@ pub fn pod_from_template(
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // Nothing is decided on a cache still filling, or a restart would recreate what
+    // exists (`WaitForCacheSync`).
+    crate::cache_sync::cache_synced(&ctx.pods).await;
     let rs_key = key(&rs.metadata);
     let err = |source| Error::Api {
         key: rs_key.clone(),

@@ -257,6 +257,10 @@ fn desired(service: &Service, ctx: &Ctx) -> Result<Vec<Ipv4Addr>, String> {
 }
 
 async fn reconcile(service: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // Nothing is decided on a cache still filling, or a restart would recreate what
+    // exists (`WaitForCacheSync`).
+    crate::cache_sync::cache_synced(&ctx.services).await;
+    crate::cache_sync::cache_synced(&ctx.nodes).await;
     let uid = service.metadata.uid.clone().unwrap_or_default();
     let served = is_served(&service);
     let (ips, failure) = if served {

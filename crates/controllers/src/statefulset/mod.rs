@@ -147,6 +147,10 @@ pub fn stateful_pod(
 }
 
 async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // Nothing is decided on a cache still filling, or a restart would recreate what
+    // exists (`WaitForCacheSync`).
+    crate::cache_sync::cache_synced(&ctx.pods).await;
+    crate::cache_sync::cache_synced(&ctx.revisions).await;
     let set_key = key(&set.metadata);
     let err = |source| Error {
         key: set_key.clone(),

@@ -173,6 +173,9 @@ async fn reconcile_claim(
     claim: Arc<PersistentVolumeClaim>,
     ctx: Arc<Ctx>,
 ) -> Result<Action, Error> {
+    // Nothing is decided on a cache still filling, or a restart would recreate what
+    // exists (`WaitForCacheSync`).
+    crate::cache_sync::cache_synced(&ctx.pods).await;
     if claim.metadata.deletion_timestamp.is_none() || !has_finalizer(claim.as_ref(), PVC_PROTECTION)
     {
         return Ok(Action::await_change());
