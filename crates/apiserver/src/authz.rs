@@ -5,7 +5,11 @@
 //! none allowed. The server chains [`PublicInfo`] (the health and version endpoints
 //! Kubernetes' `system:public-info-viewer` role opens to everyone), [`Masters`]
 //! (`system:masters`, which kube-apiserver allows before consulting RBAC) and
-//! [`crate::rbac::Rbac`].
+//! [`node::NodeAuthorizer`] (kube-apiserver's `Node,RBAC`: the Node authorizer, over the
+//! pod -> object relation of [`node_graph`], then [`crate::rbac::Rbac`]).
+
+pub mod node;
+pub mod node_graph;
 
 use crate::authn::UserInfo;
 
@@ -123,6 +127,23 @@ impl Authorizer for PublicInfo {
     }
 }
 
+/// The object a list or watch selects by `fieldSelector` (`metadata.name=X`, alone or
+/// among other terms): authorizers see it as the request's name, as kube-apiserver's
+/// RequestInfo does, so that a node may watch one Secret its pod uses and an RBAC rule
+/// with `resourceNames` may allow listing it.
+pub fn name_from_field_selector(selector: &str) -> Option<&str> {
+    selector.split(',').find_map(|term| {
+        let name = term
+            .trim()
+            .strip_prefix("metadata.name")?
+            .trim_start()
+            .strip_prefix('=')?;
+        let name = name.strip_prefix('=').unwrap_or(name).trim();
+        let valid = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '%']);
+        valid.then_some(name)
+    })
+}
+
 /// The Forbidden message of a denied request, in Kubernetes' words.
 pub fn forbidden_message(attributes: &Attributes<'_>, reason: &str) -> String {
     let user = &attributes.user.name;
@@ -214,5 +235,18 @@ mod tests {
             path: "/readyz",
         };
         assert_eq!(chain().authorize(&readyz), Decision::Allow);
+    }
+
+    #[test]
+    fn a_field_selector_on_the_name_names_the_object() {
+        assert_eq!(name_from_field_selector("metadata.name=x"), Some("x"));
+        assert_eq!(
+            name_from_field_selector("type=Opaque,metadata.name==x"),
+            Some("x")
+        );
+        assert_eq!(name_from_field_selector("metadata.name!=x"), None);
+        assert_eq!(name_from_field_selector("metadata.namespace=x"), None);
+        assert_eq!(name_from_field_selector("metadata.name=a/b"), None);
+        assert_eq!(name_from_field_selector(""), None);
     }
 }

@@ -29,6 +29,7 @@ pub mod handlers;
 pub mod impersonation;
 pub mod kinds;
 pub mod metrics;
+pub mod omitted_fields;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::status::ApiError;
 use crate::table::Column;
 use crate::validation::FieldError;
 
@@ -238,14 +239,44 @@ impl ResourceDef {
     /// rewrites `apiVersion`); built-in kinds with a [`Conversion`] are converted from their
     /// storage version. Objects already in this row's version are left alone, so converting
     /// twice is harmless.
+    ///
+    /// A conversion that fails (a CRD's conversion webhook) leaves the object as it was;
+    /// requests that must fail then use [`ResourceDef::try_to_served`].
     pub fn to_served(&self, obj: &mut Value) {
-        if self.custom.is_some() && obj.get("apiVersion").is_some() {
-            obj["apiVersion"] = Value::String(self.api_version());
+        if let Err(err) = self.try_to_served(obj) {
+            tracing::warn!("{}", err.message);
+        }
+    }
+
+    /// [`ResourceDef::to_served`], failing as kube-apiserver does when the conversion
+    /// (a CRD's conversion webhook) fails.
+    pub fn try_to_served(&self, obj: &mut Value) -> Result<(), ApiError> {
+        if let Some(custom) = self.custom {
+            custom
+                .convert(obj, &self.api_version())
+                .map_err(|message| ApiError::new(500, "", message))?;
         }
         if let Some(conversion) = self.conversion {
             if api_version_of(obj) == conversion.storage_version() {
                 conversion.to_served(obj);
             }
+        }
+        Ok(())
+    }
+
+    /// [`ResourceDef::try_to_served`] for the objects of a list: a CRD's conversion webhook
+    /// gets them all in one review, as kube-apiserver converts a list.
+    pub fn try_to_served_all<'a>(
+        &self,
+        objects: impl IntoIterator<Item = &'a mut Value>,
+    ) -> Result<(), ApiError> {
+        match self.custom {
+            Some(custom) if self.conversion.is_none() => custom
+                .convert_all(objects.into_iter().collect(), &self.api_version())
+                .map_err(|message| ApiError::new(500, "", message)),
+            _ => objects
+                .into_iter()
+                .try_for_each(|obj| self.try_to_served(obj)),
         }
     }
 
@@ -261,16 +292,24 @@ impl ResourceDef {
 
     /// Converts an object of this row's version to the version it is stored in.
     pub fn to_stored(&self, obj: &mut Value) {
+        if let Err(err) = self.try_to_stored(obj) {
+            tracing::warn!("{}", err.message);
+        }
+    }
+
+    /// [`ResourceDef::to_stored`], failing when the conversion fails.
+    pub fn try_to_stored(&self, obj: &mut Value) -> Result<(), ApiError> {
         if let Some(custom) = self.custom {
-            if obj.get("apiVersion").is_some() {
-                obj["apiVersion"] = Value::String(custom.storage_api_version.clone());
-            }
+            custom
+                .convert(obj, &custom.storage_api_version)
+                .map_err(|message| ApiError::new(500, "", message))?;
         }
         if let Some(conversion) = self.conversion {
             if api_version_of(obj) == self.api_version() {
                 conversion.to_stored(obj);
             }
         }
+        Ok(())
     }
 }
 

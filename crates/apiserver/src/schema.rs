@@ -289,18 +289,7 @@ impl Schemas {
     pub fn resolve<'a>(&'a self, schema: &'a Value) -> &'a Value {
         let mut current = schema;
         for _ in 0..16 {
-            let target = current
-                .get("$ref")
-                .or_else(|| {
-                    current
-                        .get("allOf")
-                        .and_then(Value::as_array)
-                        .filter(|a| a.len() == 1)
-                        .and_then(|a| a[0].get("$ref"))
-                })
-                .and_then(Value::as_str)
-                .and_then(|r| r.strip_prefix(REF_PREFIX))
-                .and_then(|name| self.definitions.get(name));
+            let target = referenced_definition(current).and_then(|name| self.definitions.get(name));
             match target {
                 Some(next) => current = next,
                 None => break,
@@ -362,6 +351,22 @@ impl Schemas {
             _ => {}
         }
     }
+}
+
+/// The name of the definition a schema refers to by `$ref` (bare or in a one-element
+/// `allOf`, as k8s-openapi's schemas write a property with a description of its own).
+pub fn referenced_definition(schema: &Value) -> Option<&str> {
+    schema
+        .get("$ref")
+        .or_else(|| {
+            schema
+                .get("allOf")
+                .and_then(Value::as_array)
+                .filter(|a| a.len() == 1)
+                .and_then(|a| a[0].get("$ref"))
+        })
+        .and_then(Value::as_str)?
+        .strip_prefix(REF_PREFIX)
 }
 
 /// The definition of the list kind of `def`, whose items are definition `name`.

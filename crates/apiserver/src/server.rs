@@ -23,6 +23,8 @@ use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
 use crate::authn::UserInfo;
+use crate::authz::node::NodeAuthorizer;
+use crate::authz::node_graph::NodeGraph;
 use crate::authz::{Chain, Masters, PublicInfo};
 use crate::cache::Reflector;
 use crate::crd;
@@ -194,10 +196,16 @@ impl Server {
         let mut crd_rows = crd::controller::RowCache::new();
         crd::controller::reconcile(&storage, &reflector, registry, &mut crd_rows).await;
         let rbac = Arc::new(Rbac::new(reflector.clone()));
+        let node_graph = NodeGraph::start(storage.clone()).await;
         let authorizer = Chain(vec![
             Box::new(PublicInfo),
             Box::new(Masters),
-            Box::new(rbac.clone()),
+            Box::new(NodeAuthorizer::new(
+                node_graph,
+                Some(reflector.clone()),
+                rbac::bootstrap::node_rules(),
+                Box::new(rbac.clone()),
+            )),
         ]);
         let security = Security {
             rbac,

@@ -92,7 +92,7 @@ impl Storage {
             return serde_json::to_vec(obj).map_err(ApiError::internal);
         }
         let mut stored = obj.clone();
-        def.to_stored(&mut stored);
+        def.try_to_stored(&mut stored)?;
         serde_json::to_vec(&stored).map_err(ApiError::internal)
     }
 
@@ -107,7 +107,7 @@ impl Storage {
         match self.store.get(&key).await? {
             Some(kv) => {
                 let mut obj = Storage::decode(&kv, kv.mod_revision)?;
-                def.to_served(&mut obj);
+                def.try_to_served(&mut obj)?;
                 Ok(Some((obj, kv.mod_revision)))
             }
             None => Ok(None),

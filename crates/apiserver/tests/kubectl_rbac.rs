@@ -13,7 +13,7 @@ use base64::Engine;
 use common::{as_user, eventually, fails, kubectls, ok, TestServer};
 
 /// Issues a client certificate for `user` in `groups` from the cluster CA.
-fn client_certificate(s: &TestServer, user: &str, groups: &[&str]) -> String {
+pub(crate) fn client_certificate(s: &TestServer, user: &str, groups: &[&str]) -> String {
     let tls = s.root.path().join("server/tls");
     let ca_cert = std::fs::read_to_string(tls.join("ca.crt")).unwrap();
     let ca_key =

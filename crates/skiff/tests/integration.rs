@@ -24,6 +24,7 @@ mod registry;
 mod resource_metrics;
 mod scheduling;
 mod server;
+mod server_restart;
 mod service_traffic;
 mod services;
 mod static_pods;

@@ -309,8 +309,31 @@ fn a_joined_agent_trades_its_token_for_a_node_certificate() {
     }
     assert!(ready(), "{}", log("agent.log"));
 
+    // A pod on the node, deleted while the agent is down, is cleaned up when it returns:
+    // its containers stopped and removed, and the pod object finally gone.
+    c.apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: orphaned}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 2
+  containers:
+  - {{name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '3600']}}
+"
+    ));
+    c.kubectl_ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/orphaned",
+        "--timeout=60s",
+    ]);
+    let on_node = || agent_root.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(on_node().contains("_orphaned_"), "{}", on_node());
+
     // Restarted with the same (now deleted) token, the agent uses its certificate.
     drop(agent);
+    c.kubectl_ok(&["delete", "pod", "orphaned", "--wait=false"]);
     let _agent = start_agent(&agent_root, &words[1..], &node, &port, "agent2.log");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !log("agent2.log").contains(&format!("kubelet of node {node}")) {
@@ -329,4 +352,17 @@ fn a_joined_agent_trades_its_token_for_a_node_certificate() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert_eq!(pending(), "", "{}", c.kubectl_ok(&["get", "csr"]));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.kubectl(&["get", "pod", "orphaned"]).status.success()
+        || on_node().contains("_orphaned_")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the pod deleted while the agent was down is still there: {}\n{}",
+            on_node(),
+            log("agent2.log")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -54,6 +54,23 @@ fn kubelet_runs_pods_on_the_engine() {
         c.jsonpath("node/node-a", "{.spec.podCIDR}"),
         c.skiff.subnet()
     );
+    // The server's own node is a control-plane node.
+    c.wait_until("node/node-a", "{.metadata.labels}", 20, |l| {
+        l.contains(r#""node-role.kubernetes.io/control-plane":"true""#)
+    });
+    // The kubelet recorded its start on the node, as `kubectl describe node` shows it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let described = c.kubectl_ok(&["describe", "node", "node-a"]);
+        let events = described.split("Events:").nth(1).unwrap_or_default();
+        if events.contains("Starting kubelet.")
+            && events.contains("Node node-a status is now: NodeReady")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no node events: {described}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A container that fails is restarted after a back-off (checked at the end).
     c.apply(

@@ -411,3 +411,105 @@ spec:
         "pod directories remain after their pods were deleted"
     );
 }
+
+/// A pod's host name and `/etc/hosts` as the kubelet makes them: `spec.hostname`, the
+/// subdomain's fully qualified name beside the pod's address, `hostAliases`, and the
+/// headless Service of the subdomain resolving the name in the cluster DNS.
+#[test]
+fn pods_get_their_host_names_and_managed_hosts_files() {
+    let (c, _server) = Cluster::start(&[]);
+    c.apply(
+        "apiVersion: v1
+kind: Service
+metadata: {name: sub}
+spec:
+  clusterIP: None
+  selector: {app: named}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: named, labels: {app: named}}
+spec:
+  hostname: host1
+  subdomain: sub
+  hostAliases: [{ip: 10.1.2.3, hostnames: [foo.local, bar.local]}]
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '3600']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fqdn}
+spec:
+  hostname: host2
+  subdomain: sub
+  setHostnameAsFQDN: true
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '3600']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: plain}
+spec:
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '3600']}
+",
+    );
+    for pod in ["named", "fqdn", "plain"] {
+        c.kubectl_ok(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{pod}"),
+            "--timeout=60s",
+        ]);
+    }
+    let exec = |pod: &str, cmd: &[&str]| {
+        let mut args = vec!["exec", pod, "--"];
+        args.extend_from_slice(cmd);
+        c.kubectl_ok(&args)
+    };
+    assert_eq!(exec("named", &["hostname"]).trim(), "host1");
+    assert_eq!(
+        exec("fqdn", &["hostname"]).trim(),
+        "host2.sub.default.svc.cluster.local"
+    );
+    assert_eq!(exec("plain", &["hostname"]).trim(), "plain");
+
+    let ip = c.jsonpath("pod/named", "{.status.podIP}");
+    let hosts = exec("named", &["cat", "/etc/hosts"]);
+    assert!(
+        hosts.starts_with("# Kubernetes-managed hosts file.\n"),
+        "{hosts}"
+    );
+    assert!(
+        hosts.contains(&format!(
+            "{ip}\thost1.sub.default.svc.cluster.local\thost1\n"
+        )),
+        "{hosts}"
+    );
+    assert!(
+        hosts.contains("# Entries added by HostAliases.\n10.1.2.3\tfoo.local\tbar.local\n"),
+        "{hosts}"
+    );
+    let plain_ip = c.jsonpath("pod/plain", "{.status.podIP}");
+    let hosts = exec("plain", &["cat", "/etc/hosts"]);
+    assert!(hosts.contains(&format!("{plain_ip}\tplain\n")), "{hosts}");
+
+    // The subdomain's headless Service names the pod in the cluster DNS.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = c.kubectl(&[
+            "exec",
+            "plain",
+            "--",
+            "nslookup",
+            "host1.sub.default.svc.cluster.local",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains(&format!("Address: {ip}")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -236,6 +236,22 @@ fn pods_on_two_nodes_reach_each_other_services_and_dns() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // The Node authorizer: node-b reads no Secret that none of its pods uses.
+    c.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "not-for-node-b",
+        "--from-literal=k=v",
+    ]);
+    let secret = as_node_b(&["get", "secret", "not-for-node-b"]);
+    assert!(!secret.status.success());
+    assert!(
+        String::from_utf8_lossy(&secret.stderr)
+            .contains("no relationship found between node 'node-b' and this object"),
+        "{}",
+        String::from_utf8_lossy(&secret.stderr)
+    );
 
     // Each host routes the other node's pods through its address, as skiff's routes.
     let routes = wait(

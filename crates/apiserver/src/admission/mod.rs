@@ -19,7 +19,7 @@ mod quota;
 mod runtime_class;
 pub mod storage_protection;
 mod validating_policy;
-mod webhook;
+pub(crate) mod webhook;
 
 use serde_json::Value;
 

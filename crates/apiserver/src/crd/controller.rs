@@ -45,7 +45,7 @@ pub async fn reconcile(
     cache: &mut RowCache,
 ) {
     let crds = reflector.list(crd_def());
-    super::serve(registry, &crds, cache);
+    super::serve(registry, &crds, cache, storage);
     for crd in &crds {
         let result = if crd.pointer("/metadata/deletionTimestamp").is_some() {
             finalize(storage, crd).await

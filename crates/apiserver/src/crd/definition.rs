@@ -217,18 +217,7 @@ pub fn validate_crd(obj: &Value) -> Vec<FieldError> {
             validation::dns1035_label(short),
         ));
     }
-    match str_at(obj, "/spec/conversion/strategy") {
-        "" | "None" => {}
-        "Webhook" => errs.push(FieldError::forbidden(
-            "spec.conversion.strategy",
-            "conversion webhooks are not supported by skiff",
-        )),
-        other => errs.push(FieldError::not_supported(
-            "spec.conversion.strategy",
-            json!(other),
-            &["None", "Webhook"],
-        )),
-    }
+    errs.extend(super::conversion::validate(obj));
     let versions = array_at(obj, "/spec/versions");
     if versions.is_empty() {
         errs.push(FieldError::invalid(

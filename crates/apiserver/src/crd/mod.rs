@@ -7,6 +7,7 @@
 //!   status, the cleanup finalizer);
 //! - [`structural`]: validation, pruning and defaulting against a structural schema;
 //! - [`columns`]: printer columns and the JSONPath subset they use;
+//! - [`conversion`]: conversion webhooks (`spec.conversion.strategy: Webhook`);
 //! - [`controller`]: keeps the registry in step with the stored CRDs and deletes the objects
 //!   of deleted ones.
 //!
@@ -15,6 +16,7 @@
 
 pub mod columns;
 pub mod controller;
+pub mod conversion;
 pub mod definition;
 pub mod rules;
 pub mod structural;
@@ -25,6 +27,7 @@ use serde_json::{json, Value};
 use crate::kinds::{array_at, str_at};
 use crate::protobuf::ProtobufError;
 use crate::registry::{Registry, ResourceDef, Strategy, ALL_VERBS};
+use crate::storage::Storage;
 use crate::table::Column;
 use crate::validation::FieldError;
 
@@ -63,9 +66,49 @@ pub struct CustomResource {
     pub scale: Option<ScalePaths>,
     /// Whether the status subresource is served.
     pub status_subresource: bool,
+    /// The conversion webhook (or what is wrong with its configuration), when the CRD's
+    /// conversion strategy is `Webhook`; versions differ only in `apiVersion` otherwise.
+    pub webhook: Option<std::sync::Arc<Result<conversion::Webhook, String>>>,
+    /// The custom resources' kind.
+    pub kind: &'static str,
 }
 
 impl CustomResource {
+    /// Converts `obj` to `api_version` (an object without `apiVersion`, or already in that
+    /// version, is left alone): through the conversion webhook, or by rewriting
+    /// `apiVersion` (strategy `None`). The error is Kubernetes' message.
+    pub fn convert(&self, obj: &mut Value, api_version: &str) -> Result<(), String> {
+        self.convert_all(vec![obj], api_version)
+    }
+
+    /// [`CustomResource::convert`] for several objects (a list): one webhook call for all.
+    pub fn convert_all(&self, objects: Vec<&mut Value>, api_version: &str) -> Result<(), String> {
+        let mut objects: Vec<&mut Value> = objects
+            .into_iter()
+            .filter(|o| {
+                o.get("apiVersion")
+                    .is_some_and(|v| v.as_str() != Some(api_version))
+            })
+            .collect();
+        let Some(first) = objects.first() else {
+            return Ok(());
+        };
+        match self.webhook.as_deref() {
+            None => {
+                for obj in objects {
+                    obj["apiVersion"] = Value::String(api_version.to_owned());
+                }
+                Ok(())
+            }
+            Some(Ok(webhook)) => webhook.convert_all(&mut objects, api_version),
+            Some(Err(problem)) => Err(format!(
+                "conversion webhook for {}, Kind={} failed: {problem}",
+                str_at(first, "/apiVersion"),
+                self.kind
+            )),
+        }
+    }
+
     /// The fields of `obj` this version's schema would prune, with Kubernetes' paths: what
     /// `fieldValidation` reports as unknown (metadata is checked as ObjectMeta elsewhere).
     pub fn unknown_fields(&self, obj: &Value) -> Vec<String> {
@@ -204,8 +247,8 @@ pub fn version_priority(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// The rows a CRD serves: one per served version, in priority order. Empty for CRDs being
-/// deleted.
-pub fn resource_defs(crd: &Value) -> Vec<&'static ResourceDef> {
+/// deleted. `store` resolves a conversion webhook's Service.
+pub fn resource_defs(crd: &Value, store: Option<&Storage>) -> Vec<&'static ResourceDef> {
     if crd.pointer("/metadata/deletionTimestamp").is_some() {
         return Vec::new();
     }
@@ -234,6 +277,7 @@ pub fn resource_defs(crd: &Value) -> Vec<&'static ResourceDef> {
     let categories = leak_all(array_at(&names, "/categories"));
     let storage_prefix = leak(&format!("{group}/{plural}"));
     let namespaced = str_at(crd, "/spec/scope") != "Cluster";
+    let webhook = conversion::Webhook::of_crd(crd, store.cloned()).map(std::sync::Arc::new);
     let mut served: Vec<&Value> = versions
         .iter()
         .filter(|v| v.get("served").and_then(Value::as_bool) == Some(true))
@@ -263,6 +307,8 @@ pub fn resource_defs(crd: &Value) -> Vec<&'static ResourceDef> {
                 columns: columns::for_version(array_at(v, "/additionalPrinterColumns")),
                 scale: scale.clone(),
                 status_subresource,
+                webhook: webhook.clone(),
+                kind,
             }));
             let def: &'static ResourceDef = Box::leak(Box::new(ResourceDef {
                 group,
@@ -306,6 +352,7 @@ pub fn serve(
     registry: &Registry,
     crds: &[std::sync::Arc<Value>],
     cache: &mut controller::RowCache,
+    storage: &Storage,
 ) {
     let mut defs = Vec::new();
     let mut live = std::collections::HashSet::new();
@@ -320,7 +367,7 @@ pub fn serve(
         live.insert(key.clone());
         let rows = cache
             .entry(key)
-            .or_insert_with(|| resource_defs(crd))
+            .or_insert_with(|| resource_defs(crd, Some(storage)))
             .clone();
         defs.extend(rows);
     }
@@ -356,7 +403,7 @@ mod tests {
                     {"name": "v0", "served": false, "storage": false},
                 ]},
         });
-        let defs = resource_defs(&crd);
+        let defs = resource_defs(&crd, None);
         let versions: Vec<&str> = defs.iter().map(|d| d.version).collect();
         assert_eq!(versions, vec!["v1", "v1beta1"]);
         assert_eq!(defs[0].storage_prefix, "example.com/widgets");

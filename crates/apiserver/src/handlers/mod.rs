@@ -377,12 +377,18 @@ impl Api {
             None => user,
         };
         let info = RequestInfo::parse(method, path, query);
+        let selected_name = match info.verb.as_str() {
+            "list" | "watch" if info.name.is_empty() => query
+                .get("fieldSelector")
+                .and_then(authz::name_from_field_selector),
+            _ => None,
+        };
         let resource_attributes = info.is_resource.then(|| ResourceAttributes {
             group: &info.group,
             resource: &info.resource,
             subresource: &info.subresource,
             namespace: &info.namespace,
-            name: &info.name,
+            name: selected_name.unwrap_or(&info.name),
         });
         let verb = if info.is_resource {
             info.verb.clone()

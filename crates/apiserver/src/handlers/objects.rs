@@ -130,7 +130,14 @@ impl Ctx<'_> {
     /// kind and back (pruning unknown fields). Returns the object and any warnings.
     fn decode_checked(&self, obj: Value) -> ApiResult<(Value, Vec<String>)> {
         let warnings = self.check_unknown_fields(&obj)?;
-        let obj = (self.def.normalize)(obj).map_err(|e| self.cannot_handle(e))?;
+        let mut obj = (self.def.normalize)(obj).map_err(|e| self.cannot_handle(e))?;
+        if self.def.custom.is_none() {
+            crate::omitted_fields::drop_zero_fields(
+                &self.api.schemas(),
+                &self.def.definition_name(),
+                &mut obj,
+            );
+        }
         Ok((obj, warnings))
     }
 
@@ -247,11 +254,22 @@ impl Ctx<'_> {
     }
 
     pub(super) async fn load(&self, name: &str) -> ApiResult<(Value, i64)> {
-        self.api
+        let (mut obj, revision) = self
+            .api
             .storage
             .get(self.def, self.namespace(), name)
             .await?
-            .ok_or_else(|| ApiError::not_found(self.def, name))
+            .ok_or_else(|| ApiError::not_found(self.def, name))?;
+        // Objects stored before skiff dropped zero values as kube-apiserver does would
+        // otherwise differ from every update of them (and fail immutability checks).
+        if self.def.custom.is_none() {
+            crate::omitted_fields::drop_zero_fields(
+                &self.api.schemas(),
+                &self.def.definition_name(),
+                &mut obj,
+            );
+        }
+        Ok((obj, revision))
     }
 
     fn selectors(&self) -> ApiResult<(LabelSelector, FieldSelector)> {
@@ -329,9 +347,11 @@ impl Ctx<'_> {
             };
             revision = Some(page.revision);
             let more = page.more;
-            for (key, mut obj) in page.items {
+            let mut items = page.items;
+            self.def
+                .try_to_served_all(items.iter_mut().map(|(_, obj)| obj))?;
+            for (key, obj) in items {
                 start = Some(key);
-                self.def.to_served(&mut obj);
                 if labels.matches(&obj) && fields.matches(&obj) {
                     visit(obj)?;
                     count += 1;
@@ -691,7 +711,7 @@ impl Ctx<'_> {
             Some(managed) => {
                 obj["metadata"]["managedFields"] = managed;
             }
-            None => self.track_update(&json!({}), &mut obj),
+            None => self.track_create(&mut obj),
         }
         // As kube-apiserver: defaults on decoding, mutating admission, then one validation
         // (BeforeCreate) of what admission made, then validating admission.
@@ -848,6 +868,22 @@ impl Ctx<'_> {
                 manager: &self.manager,
                 api_version: &self.def.api_version(),
                 subresource: &self.info.subresource,
+                root: &self.def.definition_name(),
+                without_status: self.def.status_subresource,
+                now: &now_rfc3339(),
+            },
+            &self.api.schemas(),
+        );
+    }
+
+    /// Records that this request's manager set every field of the created `new`.
+    fn track_create(&self, new: &mut Value) {
+        crate::apply::track_create(
+            new,
+            &crate::apply::UpdateRequest {
+                manager: &self.manager,
+                api_version: &self.def.api_version(),
+                subresource: "",
                 root: &self.def.definition_name(),
                 without_status: self.def.status_subresource,
                 now: &now_rfc3339(),

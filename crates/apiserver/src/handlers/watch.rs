@@ -176,15 +176,30 @@ pub(crate) async fn watch(
                         Some(Ok(event)) => event,
                     };
                     last_revision = event.revision();
-                    let decode = |kv: &skiff_store::KeyValue| {
-                        let mut obj = Storage::decode(kv, event.revision()).ok()?;
-                        def.to_served(&mut obj);
-                        Some(obj)
+                    // A conversion that fails (a CRD's webhook) ends the watch with its error.
+                    let decode = |kv: &skiff_store::KeyValue| -> Result<Option<Value>, ApiError> {
+                        let Ok(mut obj) = Storage::decode(kv, event.revision()) else {
+                            return Ok(None);
+                        };
+                        def.try_to_served(&mut obj)?;
+                        Ok(Some(obj))
                     };
-                    let old = event.prev_kv.as_ref().and_then(decode);
+                    let decoded = event.prev_kv.as_ref().map(decode).transpose().and_then(|old| {
+                        match event.kind {
+                            EventKind::Put => Ok((old.flatten(), decode(&event.kv)?)),
+                            EventKind::Delete => Ok((old.flatten(), None)),
+                        }
+                    });
+                    let (old, new) = match decoded {
+                        Ok(decoded) => decoded,
+                        Err(err) => {
+                            let _ = tx.send(render("ERROR", err.to_status())).await;
+                            return;
+                        }
+                    };
                     let (kind, obj) = match event.kind {
                         EventKind::Put => {
-                            let Some(new) = decode(&event.kv) else { continue };
+                            let Some(new) = new else { continue };
                             let was = old.as_ref().is_some_and(&selected);
                             let is = selected(&new);
                             match (was, is) {

@@ -372,64 +372,8 @@ pub fn cluster_roles() -> Vec<Value> {
                 ),
             ],
         ),
-        cluster_role(
-            "system:node",
-            &[],
-            vec![
-                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
-                rule(
-                    &["authorization.k8s.io"],
-                    &["localsubjectaccessreviews", "subjectaccessreviews"],
-                    &["create"],
-                ),
-                rule(&[""], &["services"], READ),
-                rule(
-                    &[""],
-                    &["nodes"],
-                    &[
-                        "create", "get", "list", "watch", "patch", "update", "delete",
-                    ],
-                ),
-                rule(&[""], &["nodes/status"], &["patch", "update"]),
-                rule(&[""], &["events"], &["create", "patch", "update"]),
-                rule(
-                    &[""],
-                    &["pods"],
-                    &["get", "list", "watch", "create", "delete"],
-                ),
-                rule(&[""], &["pods/status"], &["patch", "update"]),
-                rule(&[""], &["pods/eviction"], &["create"]),
-                rule(&[""], &["configmaps", "secrets"], &["get", "list", "watch"]),
-                rule(
-                    &[""],
-                    &["persistentvolumeclaims", "persistentvolumes"],
-                    &["get"],
-                ),
-                rule(&[""], &["endpoints"], &["get"]),
-                rule(
-                    &[""],
-                    &["persistentvolumeclaims/status"],
-                    &["get", "patch", "update"],
-                ),
-                rule(&[""], &["serviceaccounts/token"], &["create"]),
-                rule(
-                    &["storage.k8s.io"],
-                    &["volumeattachments", "csidrivers"],
-                    &["get", "list", "watch"],
-                ),
-                rule(
-                    &["storage.k8s.io"],
-                    &["csinodes"],
-                    &["create", "delete", "get", "patch", "update"],
-                ),
-                rule(
-                    &["coordination.k8s.io"],
-                    &["leases"],
-                    &["create", "delete", "get", "patch", "update"],
-                ),
-                rule(&["node.k8s.io"], &["runtimeclasses"], READ),
-            ],
-        ),
+        cluster_role("system:node", &[], node_rules()),
+        cluster_role("skiff:simulated-node", &[], simulated_node_rules()),
         // The TLS bootstrap's roles: a bootstrap token may request certificates
         // (`system:node-bootstrapper`), and the csrapproving controller approves a kubelet
         // client request when its requester may `create` the `nodeclient` subresource (any
@@ -617,15 +561,16 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             "system:service-account-issuer-discovery",
             &[("Group", "system:serviceaccounts")],
         ),
-        // Kubernetes leaves this binding without subjects and lets its Node authorizer
-        // decide; skiff has no Node authorizer yet, so the nodes' group is bound.
-        binding("system:node", "system:node", &[("Group", "system:nodes")]),
+        // Without subjects, as in Kubernetes: nodes get this policy from the Node
+        // authorizer, which also restricts the Secrets, ConfigMaps, ... it names to those
+        // their pods use.
+        binding("system:node", "system:node", &[]),
         // `skiff agent` trades its bootstrap token for a client certificate (the bindings
         // below); `agent --simulate` nodes still act as nodes with the token, so, unlike
-        // kubeadm, the token's group keeps the nodes' role too.
+        // kubeadm, the token's group may do what a node does with no pods of its own.
         binding(
             "skiff:bootstrap-token-nodes",
-            "system:node",
+            "skiff:simulated-node",
             &[("Group", crate::bootstrap_token::DEFAULT_NODE_TOKEN_GROUP)],
         ),
         // kubeadm's bindings of the TLS bootstrap: bootstrap tokens request node client
@@ -689,4 +634,150 @@ pub fn cluster_role_bindings() -> Vec<Value> {
             &[("User", "system:kube-controller-manager")],
         ),
     ]
+}
+
+/// The static policy of nodes: the rules of the `system:node` ClusterRole, which (as in
+/// Kubernetes) no binding grants to `system:nodes`; the Node authorizer
+/// ([`crate::authz::node`]) applies them, and decides itself about the objects it
+/// subdivides (Secrets, ConfigMaps, claims, volumes, tokens, Leases).
+pub fn node_rules() -> Vec<Value> {
+    vec![
+        rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+        rule(
+            &["authorization.k8s.io"],
+            &["localsubjectaccessreviews", "subjectaccessreviews"],
+            &["create"],
+        ),
+        rule(&[""], &["services"], READ),
+        rule(
+            &[""],
+            &["nodes"],
+            &[
+                "create", "get", "list", "watch", "patch", "update", "delete",
+            ],
+        ),
+        rule(&[""], &["nodes/status"], &["patch", "update"]),
+        rule(&[""], &["events"], &["create", "patch", "update"]),
+        rule(
+            &[""],
+            &["pods"],
+            &["get", "list", "watch", "create", "delete"],
+        ),
+        rule(&[""], &["pods/status"], &["patch", "update"]),
+        rule(&[""], &["pods/eviction"], &["create"]),
+        rule(&[""], &["configmaps", "secrets"], &["get", "list", "watch"]),
+        rule(
+            &[""],
+            &["persistentvolumeclaims", "persistentvolumes"],
+            &["get"],
+        ),
+        rule(&[""], &["endpoints"], &["get"]),
+        rule(
+            &[""],
+            &["persistentvolumeclaims/status"],
+            &["get", "patch", "update"],
+        ),
+        rule(&[""], &["serviceaccounts/token"], &["create"]),
+        rule(
+            &["storage.k8s.io"],
+            &["volumeattachments", "csidrivers"],
+            &["get", "list", "watch"],
+        ),
+        rule(
+            &["storage.k8s.io"],
+            &["csinodes"],
+            &["create", "delete", "get", "patch", "update"],
+        ),
+        rule(
+            &["coordination.k8s.io"],
+            &["leases"],
+            &["create", "delete", "get", "patch", "update"],
+        ),
+        rule(&["node.k8s.io"], &["runtimeclasses"], READ),
+        rule(
+            &["certificates.k8s.io"],
+            &["certificatesigningrequests"],
+            &["create", "get", "list", "watch"],
+        ),
+    ]
+}
+
+/// What `agent --simulate` nodes may do with the bootstrap token: the node policy without
+/// the objects the Node authorizer gives a node only through its pods (a token names no
+/// node, so it reaches no Secret, ConfigMap, claim, volume or ServiceAccount token).
+fn simulated_node_rules() -> Vec<Value> {
+    const THROUGH_PODS: &[&str] = &[
+        "configmaps",
+        "secrets",
+        "persistentvolumeclaims",
+        "persistentvolumeclaims/status",
+        "persistentvolumes",
+        "serviceaccounts/token",
+    ];
+    node_rules()
+        .into_iter()
+        .filter(|rule| {
+            !crate::kinds::array_at(rule, "/resources")
+                .iter()
+                .any(|r| r.as_str().is_some_and(|r| THROUGH_PODS.contains(&r)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rbac::{rule_allows, Request};
+
+    fn allows(rules: &[Value], verb: &str, resource: &str, subresource: &str) -> bool {
+        let group = if resource == "leases" {
+            "coordination.k8s.io"
+        } else {
+            ""
+        };
+        let request = Request::Resource {
+            verb,
+            group,
+            resource,
+            subresource,
+            name: "x",
+        };
+        rules.iter().any(|rule| rule_allows(rule, &request))
+    }
+
+    #[test]
+    fn simulated_nodes_keep_the_node_policy_but_reach_no_secret() {
+        let (node, simulated) = (node_rules(), simulated_node_rules());
+        for (verb, resource, subresource) in [
+            ("update", "leases", ""),
+            ("patch", "nodes", "status"),
+            ("watch", "pods", ""),
+            ("patch", "pods", "status"),
+        ] {
+            assert!(allows(&node, verb, resource, subresource), "{resource}");
+            assert!(
+                allows(&simulated, verb, resource, subresource),
+                "{resource}"
+            );
+        }
+        for (verb, resource, subresource) in [
+            ("get", "secrets", ""),
+            ("list", "configmaps", ""),
+            ("get", "persistentvolumes", ""),
+            ("create", "serviceaccounts", "token"),
+        ] {
+            assert!(allows(&node, verb, resource, subresource), "{resource}");
+            assert!(
+                !allows(&simulated, verb, resource, subresource),
+                "{resource}"
+            );
+        }
+        // Nobody holds the nodes' role through RBAC: the Node authorizer applies it.
+        let bindings = cluster_role_bindings();
+        let binding = bindings
+            .iter()
+            .find(|b| b["metadata"]["name"] == "system:node")
+            .unwrap();
+        assert_eq!(binding["subjects"], serde_json::json!([]));
+    }
 }

@@ -139,6 +139,46 @@ impl Cluster {
         })
     }
 
+    /// Starts `skiff server` again on this cluster's root and port (after the first one
+    /// was killed), as [`Cluster::start`] did, and waits until the API answers.
+    pub fn start_again(&self) -> ServerProcess {
+        let kubeconfig = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let port = kubeconfig
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))
+            .expect("the kubeconfig's server URL")
+            .trim()
+            .to_string();
+        let kubelet_port = free_port().to_string();
+        let child = self
+            .skiff
+            .cmd(&[
+                "server",
+                "--port",
+                &port,
+                "--node-name",
+                "node-a",
+                "--kubelet-port",
+                &kubelet_port,
+            ])
+            .env(
+                "SKIFF_KUBELET_CGROUP_ROOT",
+                kubelet_cgroup_root(&self.skiff),
+            )
+            .env("SKIFF_INGRESS_BIND_ADDRESS", "127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = ServerProcess(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.kubectl(&["get", "--raw", "/readyz"]).status.success() {
+            assert!(Instant::now() < deadline, "skiff server never came back");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
     /// The cgroup the kubelet keeps its QoS levels and pod cgroups below.
     pub fn kubelet_cgroup_root(&self) -> String {
         kubelet_cgroup_root(&self.skiff)

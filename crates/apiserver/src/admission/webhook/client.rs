@@ -31,7 +31,7 @@ use crate::storage::Storage;
 const MAX_RESPONSE_BYTES: usize = 3 * 1024 * 1024;
 
 /// A webhook's `clientConfig`, ready to call.
-pub(super) struct Client {
+pub(crate) struct Client {
     target: Target,
     tls: TlsConnector,
 }

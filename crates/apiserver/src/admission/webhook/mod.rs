@@ -9,7 +9,7 @@
 //! `matchPolicy: Equivalent` is treated as `Exact` (skiff serves each resource in one
 //! version); `matchConditions` (CEL) decide whether a selected webhook is called.
 
-mod client;
+pub(crate) mod client;
 mod config;
 pub(super) mod review;
 pub(super) mod rules;
