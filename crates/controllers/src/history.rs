@@ -9,11 +9,9 @@ use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
-
-use crate::pod_util::is_not_found;
 
 /// The label with the revision a pod (or revision) belongs to.
 pub const CONTROLLER_REVISION_HASH: &str = "controller-revision-hash";
@@ -130,17 +128,7 @@ pub async fn truncate(
     }
     old.sort_by_key(|r| number(r));
     for r in &old[..old.len() - limit] {
-        match api
-            .delete(
-                r.metadata.name.as_deref().unwrap_or(""),
-                &DeleteParams::default(),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e),
-        }
+        crate::pod_util::delete_if_present(api, r.metadata.name.as_deref().unwrap_or("")).await?;
     }
     Ok(())
 }

@@ -143,6 +143,18 @@ pub fn remove_finalizer_patch(finalizer: &str) -> serde_json::Value {
     serde_json::json!({"metadata": {"$deleteFromPrimitiveList/finalizers": [finalizer]}})
 }
 
+/// Deletes `name`, taking one already gone as deleted.
+pub async fn delete_if_present<K>(api: &kube::Api<K>, name: &str) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &Default::default()).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether an API error is `404 Not Found`.
 pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)

@@ -254,14 +254,18 @@ impl Ctx<'_> {
     }
 
     pub(super) async fn load(&self, name: &str) -> ApiResult<(Value, i64)> {
-        let (mut obj, revision) = self
-            .api
+        self.api
             .storage
             .get(self.def, self.namespace(), name)
             .await?
-            .ok_or_else(|| ApiError::not_found(self.def, name))?;
-        // Objects stored before skiff dropped zero values as kube-apiserver does would
-        // otherwise differ from every update of them (and fail immutability checks).
+            .ok_or_else(|| ApiError::not_found(self.def, name))
+    }
+
+    /// [`Ctx::load`] for a write based on the stored object: an object stored before
+    /// skiff dropped zero values as kube-apiserver does would otherwise differ from every
+    /// update of it (and fail immutability checks). Reads skip the walk.
+    pub(super) async fn load_for_write(&self, name: &str) -> ApiResult<(Value, i64)> {
+        let (mut obj, revision) = self.load(name).await?;
         if self.def.custom.is_none() {
             crate::omitted_fields::drop_zero_fields(
                 &self.api.schemas(),
@@ -780,7 +784,7 @@ impl Ctx<'_> {
         }
         let precondition = str_at(&obj, "/metadata/resourceVersion").to_owned();
         for _ in 0..MAX_RETRIES {
-            let (old, revision) = self.load(&self.info.name).await?;
+            let (old, revision) = self.load_for_write(&self.info.name).await?;
             if !precondition.is_empty() && precondition != revision.to_string() {
                 return Err(ApiError::stale(self.def, &self.info.name));
             }
@@ -816,7 +820,7 @@ impl Ctx<'_> {
                 ApiError::unsupported_media_type(content_type, accepted)
             })?;
         for _ in 0..MAX_RETRIES {
-            let (old, revision) = self.load(&self.info.name).await?;
+            let (old, revision) = self.load_for_write(&self.info.name).await?;
             let patched = patch::apply(
                 kind,
                 &old,
@@ -942,7 +946,7 @@ impl Ctx<'_> {
             ApiError::new(409, "Conflict", c.message()).with_details(json!({"causes": causes}))
         };
         for _ in 0..MAX_RETRIES {
-            let (live, revision) = match self.load(&self.info.name).await {
+            let (live, revision) = match self.load_for_write(&self.info.name).await {
                 Ok(found) => found,
                 Err(err) if err.code == 404 => {
                     let created =

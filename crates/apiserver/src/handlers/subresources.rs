@@ -92,7 +92,7 @@ pub(super) async fn scale(
     content_type: &str,
 ) -> ApiResult<Reply> {
     for _ in 0..MAX_RETRIES {
-        let (obj, revision) = ctx.load(&ctx.info.name).await?;
+        let (obj, revision) = ctx.load_for_write(&ctx.info.name).await?;
         let current = scale_of(ctx, &obj);
         let wanted: Value = match method {
             "GET" => return Ok(Reply::ok(current)),
@@ -226,7 +226,7 @@ pub(super) async fn bind(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Reply> {
         .with_details(json!({"name": name, "kind": "pods/binding"}))
     };
     for _ in 0..MAX_RETRIES {
-        let (pod, revision) = ctx.load(name).await?;
+        let (pod, revision) = ctx.load_for_write(name).await?;
         let actual_uid = str_at(&pod, "/metadata/uid");
         if !uid.is_empty() && uid != actual_uid {
             return Err(ApiError::conflict(
@@ -524,7 +524,7 @@ pub(super) async fn finalize(ctx: &Ctx<'_>, body: &[u8]) -> ApiResult<Reply> {
     }
     let precondition = str_at(&requested, "/metadata/resourceVersion").to_owned();
     for _ in 0..MAX_RETRIES {
-        let (old, revision) = ctx.load(&ctx.info.name).await?;
+        let (old, revision) = ctx.load_for_write(&ctx.info.name).await?;
         if !precondition.is_empty() && precondition != revision.to_string() {
             return Err(ApiError::stale(ctx.def, &ctx.info.name));
         }

@@ -12,7 +12,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt as _};
@@ -20,7 +20,7 @@ use kube::{Api, Client, Resource as _, ResourceExt as _};
 
 use crate::endpoints::resolve::{self, PodEndpoint, ResolvedPort};
 use crate::endpoints::{watch_services, Members};
-use crate::pod_util::{controller_of, is_not_found, key};
+use crate::pod_util::{controller_of, delete_if_present, key};
 
 /// The label naming a slice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -260,14 +260,9 @@ async fn reconcile(service: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Error
         }
     }
     for stale in unused {
-        match api
-            .delete(&stale.name_any(), &DeleteParams::default())
+        delete_if_present(&api, &stale.name_any())
             .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(err(e)),
-        }
+            .map_err(err)?;
     }
     Ok(Action::await_change())
 }

@@ -25,14 +25,14 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{DeleteParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client, ResourceExt as _};
 
 use crate::endpointslice::{MANAGED_BY_LABEL, MAX_ENDPOINTS_PER_SLICE, SERVICE_NAME_LABEL};
-use crate::pod_util::{is_not_found, key};
+use crate::pod_util::{delete_if_present, key};
 
 /// This controller's value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY: &str = "endpointslicemirroring-controller.k8s.io";
@@ -287,14 +287,9 @@ async fn reconcile(endpoints: Arc<Endpoints>, ctx: Arc<Ctx>) -> Result<Action, E
         }
     }
     for stale in have.iter().filter(|s| !want.contains_key(&s.name_any())) {
-        match api
-            .delete(&stale.name_any(), &DeleteParams::default())
+        delete_if_present(&api, &stale.name_any())
             .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(err(e)),
-        }
+            .map_err(err)?;
     }
     Ok(Action::await_change())
 }
