@@ -641,10 +641,24 @@ spec:
     };
     // Headless: the name is the pod's address, and the pod answers on it.
     let mut last = String::new();
-    eventually(30, "the headless Service's name", || {
-        last = run("nslookup direct.default.svc.cluster.local");
-        last.contains(&pod_ip)
-    });
+    let named = || {
+        let out = run("nslookup direct.default.svc.cluster.local");
+        let found = out.contains(&pod_ip);
+        (found, out)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (found, out) = named();
+        last = out.clone();
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the headless Service's name never resolved to {pod_ip}: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     assert_eq!(
         run("timeout 5 wget -qO- http://direct/").trim(),
         "web",
