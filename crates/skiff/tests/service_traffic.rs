@@ -640,7 +640,7 @@ spec:
         )
     };
     // Headless: the name is the pod's address, and the pod answers on it.
-    let mut last = String::new();
+    let mut last;
     let named = || {
         let out = run("nslookup direct.default.svc.cluster.local");
         let found = out.contains(&pod_ip);
