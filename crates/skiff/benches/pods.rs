@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use common::cluster::{free_port, kubectl_133, Cluster, ServerProcess};
-use common::Skiff;
+use common::{unique_service_cidr, Skiff};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -76,6 +76,7 @@ impl Bench {
             .to_string();
         let port = free_port().to_string();
         let kubelet_port = free_port().to_string();
+        let service_cidr = unique_service_cidr();
         let log = std::fs::File::create(skiff.root.path().join("server.log")).unwrap();
         let mut cmd = skiff.cmd(&[
             "server",
@@ -85,6 +86,8 @@ impl Bench {
             "node-a",
             "--kubelet-port",
             &kubelet_port,
+            "--service-cidr",
+            &service_cidr,
         ]);
         cmd.env("SKIFF_KUBELET_CGROUP_ROOT", format!("/skiff-bench-{name}"));
         cmd.env("SKIFF_INGRESS_BIND_ADDRESS", "127.0.0.1");
@@ -96,6 +99,7 @@ impl Bench {
                 skiff,
                 kubectl: kubectl_133(),
                 kubeconfig,
+                service_cidr,
             },
         };
         let deadline = Instant::now() + Duration::from_secs(60);

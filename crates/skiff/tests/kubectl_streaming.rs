@@ -72,6 +72,8 @@ impl Cluster {
                 "node-a",
                 "--kubelet-port",
                 &kubelet_port.to_string(),
+                "--service-cidr",
+                &common::unique_service_cidr(),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

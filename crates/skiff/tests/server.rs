@@ -39,6 +39,8 @@ fn start(skiff: &common::Skiff, port: u16) -> (ServerProcess, Duration) {
             &port.to_string(),
             "--kubelet-port",
             &free_port().to_string(),
+            "--service-cidr",
+            &common::unique_service_cidr(),
         ])
         // The kubelet's cgroups apart from every other test's.
         .env("SKIFF_KUBELET_CGROUP_ROOT", format!("/skiff-test-{name}"))

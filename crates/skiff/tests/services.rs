@@ -6,11 +6,12 @@
 use crate::common;
 
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
+use ipnet::Ipv4Net;
 
 const WEB: &str = r#"
 apiVersion: apps/v1
@@ -96,8 +97,11 @@ fn table_exists(name: &str) -> bool {
 fn services_cluster_ips_node_ports_and_dns() {
     let (c, server) = Cluster::start(&[]);
 
-    // The API server's own Service takes the first address of the range.
-    c.wait_for("service/kubernetes", "{.spec.clusterIP}", "10.43.0.1");
+    // The API server's own Service takes the first address of the range, the cluster
+    // DNS the tenth.
+    let range: Ipv4Net = c.service_cidr.parse().unwrap();
+    let nth = |n: u32| Ipv4Addr::from(u32::from(range.network()) + n).to_string();
+    c.wait_for("service/kubernetes", "{.spec.clusterIP}", &nth(1));
     eventually(30, "the kube-dns Service", || {
         let out = c.kubectl(&[
             "get",
@@ -108,12 +112,12 @@ fn services_cluster_ips_node_ports_and_dns() {
             "-o",
             "jsonpath={.spec.clusterIP}",
         ]);
-        String::from_utf8_lossy(&out.stdout) == "10.43.0.10"
+        String::from_utf8_lossy(&out.stdout) == nth(10)
     });
 
     c.apply(WEB);
     let ip = c.jsonpath("service/web", "{.spec.clusterIP}");
-    assert!(ip.starts_with("10.43."), "{ip}");
+    assert!(range.contains(&ip.parse::<Ipv4Addr>().unwrap()), "{ip}");
     let node_port: u16 = c
         .jsonpath("service/web-np", "{.spec.ports[0].nodePort}")
         .parse()
@@ -139,7 +143,10 @@ fn services_cluster_ips_node_ports_and_dns() {
     // The pod's resolv.conf points at the cluster DNS.
     let resolv = c.exec("client", "sh", &["cat", "/etc/resolv.conf"]);
     let resolv = String::from_utf8_lossy(&resolv.stdout).to_string();
-    assert!(resolv.contains("nameserver 10.43.0.10"), "{resolv}");
+    assert!(
+        resolv.contains(&format!("nameserver {}", nth(10))),
+        "{resolv}"
+    );
     assert!(
         resolv.contains("search default.svc.cluster.local svc.cluster.local cluster.local"),
         "{resolv}"

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::Skiff;
+use super::{unique_service_cidr, Skiff};
 
 /// A `skiff server` process, killed on drop.
 pub struct ServerProcess(pub Child);
@@ -33,6 +33,15 @@ fn kubelet_cgroup_root(skiff: &Skiff) -> String {
     format!("/skiff-test-{name}")
 }
 
+/// The `--service-cidr` of a server started with `args`, and whether the test chose it;
+/// otherwise a range of the cluster's own (see [`unique_service_cidr`]).
+fn service_cidr_of(args: &[&str]) -> (String, bool) {
+    match args.iter().position(|a| *a == "--service-cidr") {
+        Some(at) => (args[at + 1].to_string(), true),
+        None => (unique_service_cidr(), false),
+    }
+}
+
 /// kubectl 1.33, installed beside the default kubectl.
 pub fn kubectl_133() -> PathBuf {
     let out = Command::new("sh")
@@ -51,6 +60,8 @@ pub struct Cluster {
     pub kubectl: PathBuf,
     /// The admin kubeconfig.
     pub kubeconfig: PathBuf,
+    /// `--service-cidr`: one of this cluster's own unless the test chose one.
+    pub service_cidr: String,
 }
 
 impl Cluster {
@@ -64,7 +75,11 @@ impl Cluster {
     pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> (Cluster, ServerProcess) {
         let skiff = Skiff::with_busybox();
         let port = free_port().to_string();
+        let (service_cidr, chosen) = service_cidr_of(args);
         let mut all = vec!["server", "--port", &port, "--node-name", "node-a"];
+        if !chosen {
+            all.extend(["--service-cidr", service_cidr.as_str()]);
+        }
         // Each cluster's kubelet API on a port of its own (logs, exec, metrics), unless
         // the test chose one.
         let kubelet_port = free_port().to_string();
@@ -86,12 +101,18 @@ impl Cluster {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        Cluster::when_ready(skiff, child, "node-a never became Ready", |cluster| {
-            cluster.jsonpath(
-                "node/node-a",
-                "{.status.conditions[?(@.type==\"Ready\")].status}",
-            ) == "True"
-        })
+        Cluster::when_ready(
+            skiff,
+            child,
+            service_cidr,
+            "node-a never became Ready",
+            |cluster| {
+                cluster.jsonpath(
+                    "node/node-a",
+                    "{.status.conditions[?(@.type==\"Ready\")].status}",
+                ) == "True"
+            },
+        )
     }
 
     /// The cluster of the server `child` on `skiff`'s root, once its kubeconfig exists and
@@ -99,6 +120,7 @@ impl Cluster {
     fn when_ready(
         skiff: Skiff,
         child: Child,
+        service_cidr: String,
         never: &str,
         ready: impl Fn(&Cluster) -> bool,
     ) -> (Cluster, ServerProcess) {
@@ -108,6 +130,7 @@ impl Cluster {
             skiff,
             kubectl: kubectl_133(),
             kubeconfig,
+            service_cidr,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !cluster.kubeconfig.exists() || !ready(&cluster) {
@@ -122,7 +145,11 @@ impl Cluster {
     pub fn start_control_plane(args: &[&str]) -> (Cluster, ServerProcess) {
         let skiff = Skiff::new();
         let port = free_port().to_string();
+        let (service_cidr, chosen) = service_cidr_of(args);
         let mut all = vec!["server", "--port", &port, "--disable-kubelet"];
+        if !chosen {
+            all.extend(["--service-cidr", service_cidr.as_str()]);
+        }
         all.extend_from_slice(args);
         let log = std::fs::File::create(skiff.root.path().join("server.log")).unwrap();
         let child = skiff
@@ -131,12 +158,18 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .unwrap();
-        Cluster::when_ready(skiff, child, "skiff server never answered", |cluster| {
-            cluster
-                .kubectl(&["get", "serviceaccount", "default", "-n", "default"])
-                .status
-                .success()
-        })
+        Cluster::when_ready(
+            skiff,
+            child,
+            service_cidr,
+            "skiff server never answered",
+            |cluster| {
+                cluster
+                    .kubectl(&["get", "serviceaccount", "default", "-n", "default"])
+                    .status
+                    .success()
+            },
+        )
     }
 
     /// Starts `skiff server` again on this cluster's root and port (after the first one
@@ -160,6 +193,8 @@ impl Cluster {
                 "node-a",
                 "--kubelet-port",
                 &kubelet_port,
+                "--service-cidr",
+                &self.service_cidr,
             ])
             .env(
                 "SKIFF_KUBELET_CGROUP_ROOT",

@@ -9,6 +9,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+/// A Service range no other server of this test run uses: every server's proxy programs
+/// its cluster IPs (the cluster DNS's among them) into host-wide nftables hooks, so two
+/// clusters on one range would answer each other's pods (Kubernetes never runs two
+/// kube-proxies on one host). `/24`s in 10.44.0.0-10.88.255.0: below the engine's and
+/// the kubelet's pod subnets (10.89 and up) and apart from the default 10.42/10.43.
+pub fn unique_service_cidr() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const SLOTS: u32 = 45 * 256;
+    let slot = (std::process::id().wrapping_mul(97) + NEXT.fetch_add(1, Ordering::Relaxed)) % SLOTS;
+    format!("10.{}.{}.0/24", 44 + slot / 256, slot % 256)
+}
+
 /// The skiff binary under test.
 pub fn skiff_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
