@@ -92,6 +92,11 @@ pub trait Nft: Send + Sync {
         let _ = map;
         self.list_table(table)
     }
+
+    /// The names of every `ip` family table on the host (`nft -j list tables`).
+    fn list_tables(&self) -> Result<Vec<String>, NftError> {
+        Ok(Vec::new())
+    }
 }
 
 /// The real `nft` binary, or the same in-process ([`NftCli::in_process`]).
@@ -201,6 +206,18 @@ impl Nft for NftCli {
 
     fn list_table(&self, table: &str) -> Result<Option<Value>, NftError> {
         self.list(table, &["table", "ip", table])
+    }
+
+    fn list_tables(&self) -> Result<Vec<String>, NftError> {
+        let listing = self.list("", &["tables", "ip"])?.unwrap_or_default();
+        Ok(listing
+            .get("nftables")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|item| item.pointer("/table/name").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect())
     }
 }
 
@@ -860,6 +877,10 @@ impl Nft for FakeNft {
         guard.chains = chains;
         guard.scripts.push(script.to_string());
         Ok(())
+    }
+
+    fn list_tables(&self) -> Result<Vec<String>, NftError> {
+        Ok(self.state.lock().unwrap().tables.keys().cloned().collect())
     }
 
     fn list_table(&self, table: &str) -> Result<Option<Value>, NftError> {

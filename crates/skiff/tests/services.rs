@@ -316,3 +316,32 @@ subsets:
     c.skiff.ok(&["system", "reset", "-f"]);
     assert!(!table_exists(&table), "{table} survived the reset");
 }
+
+/// Two servers on one host and one `--service-cidr` would answer each other's pods (the
+/// newest nftables table's DNAT wins): the second says so when it starts.
+#[test]
+fn a_second_server_on_the_same_service_range_warns() {
+    let range = common::unique_service_cidr();
+    let (first, _first_server) = Cluster::start_with(&["--service-cidr", &range], &[]);
+    let net: Ipv4Net = range.parse().unwrap();
+    let dns = Ipv4Addr::from(u32::from(net.network()) + 10).to_string();
+    // The first server's proxy has programmed its cluster DNS address.
+    eventually(60, "the first server's rules for its DNS address", || {
+        let out = Command::new("nft")
+            .args(["list", "ruleset"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{dns} . udp . 53"))
+    });
+    assert!(
+        !first.server_log().contains("warning"),
+        "{}",
+        first.server_log()
+    );
+    let (second, _second_server) = Cluster::start_with(&["--service-cidr", &range], &[]);
+    let warned = format!("already route {dns}, this cluster's DNS address");
+    eventually(30, "the second server's warning", || {
+        second.server_log().contains(&warned)
+    });
+    assert!(second.server_log().contains("own --service-cidr"));
+}

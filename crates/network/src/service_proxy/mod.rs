@@ -332,5 +332,29 @@ fn listed_chains_and_elements(listing: &Value) -> (BTreeSet<String>, usize) {
     (chains, elements)
 }
 
+/// The service tables of other skiff roots on this host (`skiff*_svc` but `own`) whose
+/// rules route `addr`. Every table's DNAT hooks see every packet and the newest wins, so a
+/// cluster IP in two of them (two servers on one `--service-cidr`) sends one cluster's
+/// pods to the other's Services; `skiff server` warns when its cluster DNS address is one.
+pub fn other_tables_routing(
+    nft: &dyn Nft,
+    own: &str,
+    addr: Ipv4Addr,
+) -> Result<Vec<String>, NftError> {
+    let quoted = format!("\"{addr}\"");
+    let mut found = Vec::new();
+    for table in nft.list_tables()? {
+        if table == own || !table.starts_with("skiff") || !table.ends_with("_svc") {
+            continue;
+        }
+        if let Some(listing) = nft.list_table(&table)? {
+            if listing.to_string().contains(&quoted) {
+                found.push(table);
+            }
+        }
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests;

@@ -750,3 +750,25 @@ fn direct_services_are_map_elements_only() {
     assert!(update.contains("add chain ip t pick_65"), "{update}");
     assert!(proxy.verify().unwrap());
 }
+
+#[test]
+fn another_roots_table_routing_the_same_address_is_found() {
+    let nft = Arc::new(FakeNft::default());
+    for table in ["skiff_a_svc", "skiff_b_svc", "other_svc"] {
+        ServiceProxy::new(table, nft.clone())
+            .unwrap()
+            .sync(&two_services())
+            .unwrap();
+    }
+    let web = Ipv4Addr::new(10, 43, 0, 5);
+    // Its own table and tables of other programs do not count.
+    assert_eq!(
+        other_tables_routing(nft.as_ref(), "skiff_a_svc", web).unwrap(),
+        ["skiff_b_svc"]
+    );
+    // An address only this root routes: nothing to warn about.
+    let unused = Ipv4Addr::new(10, 43, 0, 50);
+    assert!(other_tables_routing(nft.as_ref(), "skiff_a_svc", unused)
+        .unwrap()
+        .is_empty());
+}

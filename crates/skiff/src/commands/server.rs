@@ -245,6 +245,7 @@ fn start_services(
         .clone()
         .unwrap_or_else(skiff_kubelet::hostname);
     let caches = start_node_networking(client, engine, &node, "skiff server")?;
+    warn_of_shared_service_range(&networking.config().service_table(), cluster_dns_ip);
 
     let gateway = networking
         .network(skiff_network::DEFAULT_NETWORK)
@@ -282,6 +283,26 @@ fn start_services(
         }
     });
     Ok(())
+}
+
+/// Says so when another skiff root's service table on this host routes this cluster's
+/// DNS address: the newest table's DNAT wins, so pods of both clusters would reach
+/// whichever server started last.
+fn warn_of_shared_service_range(own_table: &str, cluster_dns_ip: std::net::Ipv4Addr) {
+    let nft = skiff_network::nft::NftCli::default();
+    let others =
+        skiff_network::service_proxy::other_tables_routing(&nft, own_table, cluster_dns_ip)
+            .unwrap_or_default();
+    if !others.is_empty() {
+        eprintln!(
+            "skiff server: warning: nftables table(s) {} of another skiff root on this host \
+             already route {cluster_dns_ip}, this cluster's DNS address: the pods of both \
+             clusters will reach whichever server programmed its Services last. Give each \
+             server its own --service-cidr (or remove the other root's state with `skiff \
+             --root DIR system reset`).",
+            others.join(", ")
+        );
+    }
 }
 
 /// Starts the built-in Ingress controller; a port that cannot be bound (another

@@ -42,6 +42,15 @@ fn service_cidr_of(args: &[&str]) -> (String, bool) {
     }
 }
 
+/// `ROOT/server.log`, appended to: where the server's warnings and errors go.
+fn server_log(skiff: &Skiff) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(skiff.root.path().join("server.log"))
+        .unwrap()
+}
+
 /// kubectl 1.33, installed beside the default kubectl.
 pub fn kubectl_133() -> PathBuf {
     let out = Command::new("sh")
@@ -66,7 +75,8 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts `skiff server` with node `node-a` and `env` set, and waits for the node
-    /// to be Ready. Keep the process alive as long as the cluster.
+    /// to be Ready. Keep the process alive as long as the cluster. Its stderr goes to
+    /// `ROOT/server.log` ([`Cluster::server_log`]).
     pub fn start(env: &[(&str, &str)]) -> (Cluster, ServerProcess) {
         Cluster::start_with(&[], env)
     }
@@ -98,7 +108,7 @@ impl Cluster {
         }
         let child = cmd
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(server_log(&skiff))
             .spawn()
             .unwrap();
         Cluster::when_ready(
@@ -151,11 +161,10 @@ impl Cluster {
             all.extend(["--service-cidr", service_cidr.as_str()]);
         }
         all.extend_from_slice(args);
-        let log = std::fs::File::create(skiff.root.path().join("server.log")).unwrap();
         let child = skiff
             .cmd(&all)
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(server_log(&skiff))
             .spawn()
             .unwrap();
         Cluster::when_ready(
@@ -202,7 +211,7 @@ impl Cluster {
             )
             .env("SKIFF_INGRESS_BIND_ADDRESS", "127.0.0.1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(server_log(&self.skiff))
             .spawn()
             .unwrap();
         let server = ServerProcess(child);
@@ -264,6 +273,11 @@ impl Cluster {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// What the server wrote to its stderr so far.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.skiff.root.path().join("server.log")).unwrap_or_default()
     }
 
     /// `kubectl get OBJECT -o jsonpath=PATH`.
