@@ -386,9 +386,17 @@ pub trait RuntimeService: Send + Sync {
         )))
     }
 
-    /// Attaches to the running container `id`'s own stdio (`Attach`).
-    fn attach(&self, id: &str, stdin: bool, tty: bool) -> Result<StreamingProcess> {
-        let _ = (stdin, tty);
+    /// Attaches to the running container `id`'s own stdio (`Attach`). `stdin_once`: the
+    /// container's stdin closes when this session's does (the container's `stdinOnce`);
+    /// otherwise it stays open for the next session.
+    fn attach(
+        &self,
+        id: &str,
+        stdin: bool,
+        stdin_once: bool,
+        tty: bool,
+    ) -> Result<StreamingProcess> {
+        let _ = (stdin, stdin_once, tty);
         Err(CriError::Runtime(format!(
             "container {id}: this runtime cannot attach"
         )))

@@ -425,8 +425,14 @@ impl RuntimeService for EngineRuntime {
         self.stream_exec(id, request)
     }
 
-    fn attach(&self, id: &str, stdin: bool, tty: bool) -> Result<StreamingProcess> {
-        self.stream_attach(id, stdin, tty)
+    fn attach(
+        &self,
+        id: &str,
+        stdin: bool,
+        stdin_once: bool,
+        tty: bool,
+    ) -> Result<StreamingProcess> {
+        self.stream_attach(id, stdin, stdin_once, tty)
     }
 
     fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<std::net::TcpStream> {
@@ -607,7 +613,13 @@ impl EngineRuntime {
         })
     }
 
-    fn stream_attach(&self, id: &str, stdin: bool, tty: bool) -> Result<StreamingProcess> {
+    fn stream_attach(
+        &self,
+        id: &str,
+        stdin: bool,
+        stdin_once: bool,
+        tty: bool,
+    ) -> Result<StreamingProcess> {
         use skiff_runtime::attach::{encode, Decoder, FrameKind};
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let c = self.running(id)?;
@@ -667,16 +679,29 @@ impl EngineRuntime {
             }
         });
 
-        // Stdin: what the caller writes becomes stdin frames. The container's stdin stays
-        // open when the caller leaves (as without `stdinOnce`).
+        // Stdin: what the caller writes becomes stdin frames. When the caller's stdin ends
+        // (or the session does), the container's stdin closes with `stdinOnce` and stays
+        // open otherwise; the connection to the shim stays up either way until the
+        // session ends (its output goes on after the caller's stdin ended).
         let stdin = if stdin {
             let (writer, mut reader) = tokio::io::duplex(64 * 1024);
             let frames = frames.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 32 * 1024];
-                while let Ok(n) = reader.read(&mut buf).await {
-                    if n == 0 || frames.send(encode(FrameKind::Stdin, &buf[..n])).is_err() {
-                        break;
+                loop {
+                    match reader.read(&mut buf).await {
+                        Ok(0) => {
+                            if stdin_once {
+                                let _ = frames.send(encode(FrameKind::CloseStdin, &[]));
+                            }
+                            break;
+                        }
+                        Ok(n) => {
+                            if frames.send(encode(FrameKind::Stdin, &buf[..n])).is_err() {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
                     }
                 }
             });
@@ -685,6 +710,7 @@ impl EngineRuntime {
             None
         };
         let name = c.record.name.clone();
+        let connection = frames.clone();
         Ok(StreamingProcess {
             stdin,
             stdout: Box::new(stdout_r),
@@ -697,6 +723,8 @@ impl EngineRuntime {
                 }) as Box<dyn Fn(u16, u16) + Send + Sync>
             }),
             exit: Box::pin(async move {
+                // Held until the session ends: the last sender keeps the shim connection.
+                let _connection = connection;
                 exit_rx.await.map_err(|_| {
                     CriError::Runtime(format!("lost the attach connection to {name}'s shim"))
                 })

@@ -353,6 +353,10 @@ fn kubectl_exec_cp_and_attach() {
             &format!("interactive-{}", v.replace('.', "-")),
             "  restartPolicy: Never\n  containers:\n  - name: sh\n    image: busybox\n    imagePullPolicy: Never\n    command: [\"sh\"]\n    stdin: true\n    tty: true\n",
         );
+        c.pod(
+            &format!("once-{}", v.replace('.', "-")),
+            "  restartPolicy: Never\n  containers:\n  - name: cat\n    image: busybox\n    imagePullPolicy: Never\n    command: [\"sh\", \"-c\", \"cat; echo after-eof; sleep 1\"]\n    stdin: true\n    stdinOnce: true\n",
+        );
     }
     c.wait_running("shell");
     let dir = tempfile::tempdir().unwrap();
@@ -415,6 +419,19 @@ fn kubectl_exec_cp_and_attach() {
             b"echo attached-$((40+2))\rexit\r",
         );
         assert!(out.contains("attached-42"), "{v}: {out:?}");
+        c.wait_for(&format!("pod/{pod}"), "{.status.phase}", "Succeeded");
+
+        // attach -i from a pipe (`kubectl run -i` does the same): the session goes on
+        // after the client's stdin ends, and with `stdinOnce` the container's stdin
+        // closes then, so `cat` ends and what follows it still reaches the client.
+        let pod = format!("once-{}", v.replace('.', "-"));
+        c.wait_running(&pod);
+        let out = c.run_with_input(v, &["attach", "-i", &pod], b"piped\n");
+        let (stdout, stderr) = text(&out);
+        assert!(
+            stdout.contains("piped\nafter-eof\n"),
+            "{v}: {stdout:?} {stderr}"
+        );
         c.wait_for(&format!("pod/{pod}"), "{.status.phase}", "Succeeded");
     }
 }

@@ -295,12 +295,13 @@ pub async fn attach(
     let opts = StreamOptions::from_query(query)?;
     let pod = state.pod(&target.namespace, &target.pod).await?;
     let id = state.running_container(&pod, &target.container)?;
+    let stdin_once = stdin_once(&pod, &target.container);
     let runtime = state.runtime.clone();
     upgrade_and_run(
         request,
         opts,
         Box::new(move || {
-            let mut process = runtime.attach(&id, opts.stdin, opts.tty)?;
+            let mut process = runtime.attach(&id, opts.stdin, stdin_once, opts.tty)?;
             // The session ends when the client leaves; the container goes on (a
             // detach reports success, as the kubelet does).
             process.exit = Box::pin(async move {
@@ -310,6 +311,27 @@ pub async fn attach(
             Ok(process)
         }),
     )
+}
+
+/// Whether `pod`'s container `name` (of any kind) has `stdinOnce`.
+fn stdin_once(pod: &k8s_openapi::api::core::v1::Pod, name: &str) -> bool {
+    let Some(spec) = &pod.spec else {
+        return false;
+    };
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == name)
+        .map(|c| c.stdin_once)
+        .or_else(|| {
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .find(|c| c.name == name)
+                .map(|c| c.stdin_once)
+        })
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// `/portForward/{ns}/{pod}`.
