@@ -167,6 +167,13 @@ impl Collector {
         let Some(uid) = obj.metadata.uid.clone() else {
             return;
         };
+        // Owners it referenced before: one it dropped (a foreground owner's dependent with
+        // another owner) may be done waiting.
+        let previous: Vec<String> = self
+            .nodes
+            .get(&uid)
+            .map(|n| n.owners.iter().map(|o| o.uid.clone()).collect())
+            .unwrap_or_default();
         self.remove(&uid);
         let owners = obj.metadata.owner_references.clone().unwrap_or_default();
         for owner in &owners {
@@ -186,7 +193,12 @@ impl Collector {
         } else {
             None
         };
-        let owner_uids: Vec<String> = owners.iter().map(|o| o.uid.clone()).collect();
+        let mut owner_uids: Vec<String> = owners.iter().map(|o| o.uid.clone()).collect();
+        for p in previous {
+            if !owner_uids.contains(&p) {
+                owner_uids.push(p);
+            }
+        }
         self.nodes.insert(
             uid.clone(),
             Node {
@@ -223,12 +235,24 @@ impl Collector {
         let Some(finalizer) = owner.finalizing else {
             return;
         };
-        let dependents: Vec<Node> = self
+        // A dependent with another owner that stays ("solid": known and not itself
+        // waiting for its dependents) only loses its reference, even in the foreground.
+        let dependents: Vec<(Node, bool)> = self
             .dependents
             .get(uid)
             .into_iter()
             .flatten()
             .filter_map(|d| self.nodes.get(d).cloned())
+            .map(|d| {
+                let solid = d.owners.iter().any(|o| {
+                    o.uid != uid
+                        && self
+                            .nodes
+                            .get(&o.uid)
+                            .is_some_and(|n| n.finalizing != Some(FOREGROUND))
+                });
+                (d, solid)
+            })
             .collect();
         let client = self.client.clone();
         let resources = self.resources.clone();
@@ -294,18 +318,19 @@ fn api_for(client: &Client, resources: &[Resource], node: &Node) -> Api<DynamicO
 }
 
 /// Orphan: drop the references to the owner, then the finalizer. Foreground: delete the
-/// dependents, and drop the finalizer once there are none.
+/// dependents (those with a solid other owner only lose the reference), and drop the
+/// finalizer once there are none.
 async fn propagate(
     client: &Client,
     resources: &[Resource],
     owner_uid: &str,
     owner: &Node,
     finalizer: &str,
-    dependents: &[Node],
+    dependents: &[(Node, bool)],
 ) -> Result<(), kube::Error> {
-    for dependent in dependents {
+    for (dependent, solid) in dependents {
         let api = api_for(client, resources, dependent);
-        if finalizer == ORPHAN {
+        if finalizer == ORPHAN || *solid {
             let remaining: Vec<&OwnerReference> = dependent
                 .owners
                 .iter()

@@ -5,7 +5,7 @@
 //! desired with actual state and returns when to look again; nothing sleeps in a loop and
 //! cached objects are never mutated.
 //!
-//! - [`replicaset`], [`deployment`], [`garbage_collector`], [`job`], [`ttl_after_finished`],
+//! - [`replicaset`] (ReplicaSets and ReplicationControllers), [`deployment`], [`garbage_collector`], [`job`], [`ttl_after_finished`],
 //!   [`endpoints`], [`endpointslice`], [`endpointslicemirroring`], [`daemonset`], [`statefulset`], [`cronjob`],
 //!   [`namespace`], [`podgc`], [`nodelifecycle`], [`persistentvolume`], [`podautoscaler`],
 //!   [`disruption`] (PodDisruptionBudget status),
@@ -18,11 +18,13 @@
 //! - [`localpath`]: the local-path volume provisioner (started by `skiff server`, which
 //!   knows the node's filesystem);
 //! - [`simulated_agent`]: kwok-style nodes that run no containers;
-//! - [`connect`]: how a component finds the API server; [`events`]: Event recording.
+//! - [`connect`]: how a component finds the API server; [`events`]: Event recording;
+//!   [`controller_ref`]: adopting and releasing pods by selector.
 
 pub mod cache_sync;
 pub mod certificates;
 pub mod connect;
+pub mod controller_ref;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -96,6 +98,9 @@ pub async fn run(client: Client, config: ControllerManagerConfig) -> Result<(), 
     // The controllers that run until their watches end.
     let loops: &[(&'static str, Loop)] = &[
         ("replicaset", |c| Box::pin(replicaset::run(c))),
+        ("replicationcontroller", |c| {
+            Box::pin(replicaset::run_replication_controllers(c))
+        }),
         ("deployment", |c| Box::pin(deployment::run(c))),
         ("job", |c| Box::pin(job::run(c))),
         ("ttl-after-finished", |c| {

@@ -2,5 +2,6 @@
 //! module of it, so the workspace links one test executable per crate, not one per file.
 
 mod common;
+mod conformance_apps;
 mod kubectl;
 mod workloads;

@@ -20,6 +20,7 @@ use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client, Resource as _, ResourceExt as _};
 use serde_json::json;
 
+use crate::controller_ref;
 use crate::deployment::rollout::scaled_value;
 use crate::events::{EventType, Recorder};
 use crate::history::{self, CONTROLLER_REVISION_HASH};
@@ -333,7 +334,26 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let uid = ds.metadata.uid.clone().unwrap_or_default();
     let spec = ds.spec.clone();
     let revisions_api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &namespace);
-    let revisions = owned(&ctx.revisions, &namespace, &uid);
+    // Ownerless revisions the selector matches are adopted (`ClaimControllerRevisions`):
+    // one holding the current template then serves as the current revision.
+    let in_namespace = ctx
+        .revisions
+        .state()
+        .into_iter()
+        .filter(|r| r.metadata.namespace.as_deref() == Some(namespace.as_str()));
+    let claim = controller_ref::claim(in_namespace, &uid, Some(&spec.selector), false);
+    let mut revisions = claim.owned;
+    revisions.extend(claim.release);
+    for revision in &claim.adopt {
+        let owner = ds
+            .controller_owner_ref(&())
+            .expect("a DaemonSet has a name and uid");
+        match controller_ref::adopt(&revisions_api, revision.as_ref(), owner).await {
+            Ok(adopted) => revisions.push(Arc::new(adopted)),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
     let collision = ds.status.as_ref().and_then(|s| s.collision_count);
     let current = history::ensure_revision(
         &revisions_api,
@@ -351,13 +371,14 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     )
     .await
     .map_err(err)?;
+    // An adopted revision without the hash label goes by its name, as in Kubernetes.
     let hash = current
         .metadata
         .labels
         .as_ref()
         .and_then(|l| l.get(CONTROLLER_REVISION_HASH))
         .cloned()
-        .unwrap_or_default();
+        .unwrap_or_else(|| current.name_any());
 
     // Checked before the cache is read: a pod that shows up between the read and the check
     // would satisfy the expectation without being in the plan.

@@ -24,7 +24,7 @@ use kube::{Api, Client, Resource as _, ResourceExt as _};
 use serde_json::json;
 
 use crate::events::{EventType, Recorder};
-use crate::pod_util::{controller_of, key};
+use crate::pod_util::key;
 use rollout::*;
 
 /// A failed reconcile.
@@ -313,16 +313,27 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         key: key(&d.metadata),
     };
     let spec = &d.spec;
-    let mut all: Vec<Arc<ReplicaSet>> = ctx
+    // Ownerless ReplicaSets the selector matches are adopted (`ClaimReplicaSets`), so a
+    // rollout replaces them too.
+    let in_namespace = ctx
         .replicasets
         .state()
         .into_iter()
-        .filter(|rs| {
-            rs.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && controller_of(&rs.metadata).is_some_and(|r| r.uid == uid)
-                && rs.metadata.deletion_timestamp.is_none()
-        })
-        .collect();
+        .filter(|rs| rs.metadata.namespace.as_deref() == Some(namespace.as_str()));
+    let claim = crate::controller_ref::claim(in_namespace, &uid, Some(&spec.selector), false);
+    let mut all: Vec<Arc<ReplicaSet>> = claim.owned;
+    all.extend(claim.release);
+    for rs in &claim.adopt {
+        let owner = d
+            .controller_owner_ref(&())
+            .expect("a Deployment has a name and uid");
+        match crate::controller_ref::adopt(&sync.rs_api, rs.as_ref(), owner).await {
+            Ok(adopted) => all.push(Arc::new(adopted)),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => return Err(sync.err(e)),
+        }
+    }
+    all.retain(|rs| rs.metadata.deletion_timestamp.is_none());
     all.sort_by_key(|rs| {
         (
             rs.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -349,6 +360,47 @@ async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
     let (surge, unavailable) = fenceposts(&d);
     let mut created_new = false;
+
+    // Scaled mid-rollout (an active ReplicaSet was last sized for other replicas), with
+    // more than one active and the new one not saturated: every active ReplicaSet takes
+    // its share of the change (`isScalingEvent`, `scale`).
+    let active: Vec<&Arc<ReplicaSet>> = all.iter().filter(|rs| rs_replicas(rs) > 0).collect();
+    let scaling_event = active
+        .iter()
+        .any(|rs| annotated(rs, DESIRED_REPLICAS).is_some_and(|r| r != desired));
+    let saturated = existing_new.as_ref().is_some_and(|rs| {
+        rs_replicas(rs) == desired
+            && annotated(rs, DESIRED_REPLICAS) == Some(desired)
+            && rs_available(rs) == desired
+    });
+    if !recreate && scaling_event && active.len() > 1 && !saturated {
+        let growing = desired + surge > active.iter().map(|rs| rs_replicas(rs)).sum::<i32>();
+        let mut ordered = active.clone();
+        // Largest first; ties to the newest when growing, the oldest when shrinking.
+        ordered.sort_by(|a, b| {
+            let by_age = a
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0));
+            rs_replicas(b).cmp(&rs_replicas(a)).then(if growing {
+                by_age.reverse()
+            } else {
+                by_age
+            })
+        });
+        let shape: Vec<(i32, Option<i32>)> = ordered
+            .iter()
+            .map(|rs| (rs_replicas(rs), annotated(rs, MAX_REPLICAS)))
+            .collect();
+        let status_replicas = d.status.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        let sizes = proportional_sizes(&shape, desired, surge, status_replicas);
+        for (rs, size) in ordered.into_iter().zip(sizes) {
+            sync.scale(rs, size).await?;
+        }
+        return sync_status(&sync, &all, existing_new.as_ref(), false, paused).await;
+    }
 
     if paused {
         // Paused: only scaling, no rollout (`sync`).

@@ -155,9 +155,83 @@ pub fn revision(rs: &ReplicaSet) -> i64 {
         .unwrap_or(0)
 }
 
+/// An integer annotation of a ReplicaSet (`desired-replicas`, `max-replicas`).
+pub fn annotated(rs: &ReplicaSet, key: &str) -> Option<i32> {
+    rs.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Proportional scaling (`scale` of the deployment controller's `sync.go`): the sizes of
+/// the active ReplicaSets, given as `(replicas, max-replicas annotation)` largest first,
+/// when a Deployment scaled mid-rollout to `desired` may have `desired + surge` pods. Each
+/// grows (or shrinks) by its share of what it had under the annotated total, and what
+/// rounding leaves goes to the first. `status_replicas` stands in for a missing
+/// annotation.
+pub fn proportional_sizes(
+    active: &[(i32, Option<i32>)],
+    desired: i32,
+    surge: i32,
+    status_replicas: i32,
+) -> Vec<i32> {
+    let allowed = desired + surge;
+    let mut sizes: Vec<i32> = active.iter().map(|a| a.0).collect();
+    let to_add = allowed - sizes.iter().sum::<i32>();
+    if to_add == 0 {
+        return sizes;
+    }
+    let mut added = 0;
+    for (size, &(replicas, max)) in sizes.iter_mut().zip(active) {
+        if replicas == 0 || added == to_add {
+            continue;
+        }
+        let fraction = if desired == 0 {
+            -replicas
+        } else {
+            let annotated = max.unwrap_or(status_replicas).max(1);
+            (f64::from(replicas) * f64::from(allowed) / f64::from(annotated)).round() as i32
+                - replicas
+        };
+        let left = to_add - added;
+        let share = if to_add > 0 {
+            fraction.min(left)
+        } else {
+            fraction.max(left)
+        };
+        *size += share;
+        added += share;
+    }
+    if let Some(first) = sizes.first_mut() {
+        *first = (*first + to_add - added).max(0);
+    }
+    sizes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scaling_mid_rollout_spreads_replicas_proportionally() {
+        // deployment.go's proportional scaling: 10 replicas, maxSurge 3, old 8 and new 5
+        // (annotated max 13) scaled to 30: the old gets 20, the new 13.
+        assert_eq!(
+            proportional_sizes(&[(8, Some(13)), (5, Some(13))], 30, 3, 13),
+            [20, 13]
+        );
+        // Down again to 10: back to 8 and 5.
+        assert_eq!(
+            proportional_sizes(&[(20, Some(33)), (13, Some(33))], 10, 3, 33),
+            [8, 5]
+        );
+        // Rounding leftovers go to the first.
+        assert_eq!(
+            proportional_sizes(&[(1, Some(3)), (1, Some(3)), (1, Some(3))], 4, 0, 3),
+            [2, 1, 1]
+        );
+    }
 
     fn deployment(replicas: i32, surge: IntOrString, unavailable: IntOrString) -> Deployment {
         serde_json::from_value(serde_json::json!({

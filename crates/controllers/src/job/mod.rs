@@ -22,6 +22,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt as _};
 use kube::{Api, Client, Resource as _, ResourceExt as _};
 
+use crate::controller_ref;
 use crate::events::Recorder;
 use crate::pod_util::{
     controller_of, has_finalizer, is_not_found, key, owned, remove_finalizer_patch,
@@ -75,9 +76,14 @@ pub async fn run(client: Client) {
         config: sync::Config::default(),
         written: Default::default(),
     });
-    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .owns_stream(pod_events);
+    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
     let jobs = controller.store();
+    let owners = jobs.clone();
+    let controller = controller.watches_stream(pod_events, move |pod: Pod| {
+        controller_ref::pod_owners(&owners, &pod, |j: &Job| {
+            j.spec.as_ref().and_then(|s| s.selector.clone())
+        })
+    });
     let orphans = release_orphans(client, jobs);
     let main = controller
         .run(reconcile, error_policy, ctx)
@@ -181,6 +187,21 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             return Ok(Action::requeue(Duration::from_millis(200)));
         }
     }
+    // Matching orphans are adopted and pods relabelled out of the selector released
+    // (`ClaimPods`); a released pod's tracking finalizer goes with the orphans'.
+    let in_namespace = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()));
+    let selector = job.spec.as_ref().and_then(|s| s.selector.as_ref());
+    let claim = controller_ref::claim(in_namespace, &uid, selector, false);
+    let owner = job
+        .controller_owner_ref(&())
+        .expect("a Job has a name and uid");
+    let owned_pods = controller_ref::settle_pods(&pods_api, claim, &owner, &uid)
+        .await
+        .map_err(err)?;
     let pods: Vec<&Pod> = owned_pods.iter().map(|p| p.as_ref()).collect();
     let mut decision = sync::decide(&job, &pods, jiff::Timestamp::now(), ctx.config);
 
