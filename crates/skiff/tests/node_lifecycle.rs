@@ -200,3 +200,71 @@ fn an_unreachable_node_is_tainted_and_its_intolerant_pods_are_evicted() {
         c.jsonpath("node/sim-0", TAINTS).is_empty()
     });
 }
+
+/// A NoExecute taint added without `timeAdded` (as the Python client and most clients
+/// send it): a pod that tolerates it for a few seconds is evicted once they have run out,
+/// counted from when the taint appeared, and a pod that tolerates it for ever stays.
+#[test]
+fn toleration_seconds_of_a_taint_run_out_and_the_pod_is_evicted() {
+    let (c, _server) = Cluster::start_control_plane(&[]);
+    let agent_root = Skiff::new();
+    let agent = agent_root
+        .cmd(&["agent", "--simulate", "1", "--heartbeat-interval", "1"])
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = ServerProcess(agent);
+    eventually(60, "sim-0 Ready", || {
+        c.jsonpath("node/sim-0", READY) == "True"
+    });
+    c.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: brief, namespace: default}
+spec:
+  tolerations:
+  - {key: maintenance, operator: Exists, effect: NoExecute, tolerationSeconds: 6}
+  containers:
+  - {name: c, image: busybox}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: steady, namespace: default}
+spec:
+  tolerations:
+  - {key: maintenance, operator: Exists, effect: NoExecute}
+  containers:
+  - {name: c, image: busybox}
+"#,
+    );
+    for pod in ["brief", "steady"] {
+        eventually(60, &format!("{pod} running"), || {
+            c.jsonpath(&format!("pod/{pod}"), "{.status.phase}") == "Running"
+        });
+    }
+    c.kubectl_ok(&[
+        "patch",
+        "node",
+        "sim-0",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"taints":[{"key":"maintenance","value":"now","effect":"NoExecute"}]}}"#,
+    ]);
+    let tainted = Instant::now();
+    eventually(40, "brief evicted", || {
+        !c.kubectl(&["get", "pod", "brief"]).status.success()
+            || !c
+                .jsonpath("pod/brief", "{.metadata.deletionTimestamp}")
+                .is_empty()
+    });
+    let after = tainted.elapsed();
+    assert!(after >= Duration::from_secs(5), "evicted after {after:?}");
+    assert_eq!(
+        c.jsonpath("pod/steady", "{.metadata.deletionTimestamp}"),
+        ""
+    );
+}

@@ -112,6 +112,7 @@ pub async fn run(client: Client, config: NodeLifecycleConfig) {
     let mut controller = NodeLifecycle {
         client,
         heartbeats: plan::Heartbeats::new(config.grace_period),
+        taint_clock: plan::TaintClock::default(),
     };
     loop {
         let next = controller
@@ -127,6 +128,8 @@ pub async fn run(client: Client, config: NodeLifecycleConfig) {
 struct NodeLifecycle {
     client: Client,
     heartbeats: plan::Heartbeats,
+    /// When undated NoExecute taints were first seen.
+    taint_clock: plan::TaintClock,
 }
 
 impl NodeLifecycle {
@@ -158,7 +161,9 @@ impl NodeLifecycle {
                 Err(e) => tracing::warn!("node lifecycle: node {}: {e}", node.name_any()),
             }
         }
-        let (due, next_eviction) = plan::evictions(&pods, &nodes, jiff::Timestamp::now());
+        let at = jiff::Timestamp::now();
+        self.taint_clock.observe(&nodes, at);
+        let (due, next_eviction) = plan::evictions(&pods, &nodes, &self.taint_clock, at);
         self.evict(due).await;
         [self.heartbeats.next_expiry(now), next_eviction]
             .into_iter()

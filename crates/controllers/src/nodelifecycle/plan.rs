@@ -292,8 +292,56 @@ pub enum Eviction {
     At(jiff::Timestamp),
 }
 
-/// When the pod on a node with `taints` is evicted, at `now`.
-pub fn eviction(pod: &Pod, taints: &[Taint], now: jiff::Timestamp) -> Eviction {
+/// When the NoExecute taints that carry no `timeAdded` (kubectl and most clients set
+/// none) were first seen on their nodes: `tolerationSeconds` run from then, as
+/// Kubernetes' taint manager keeps the eviction it scheduled when it first saw the taint.
+#[derive(Debug, Default)]
+pub struct TaintClock {
+    /// (node, key, value, effect) to when it was first seen.
+    seen: HashMap<(String, String, String, String), jiff::Timestamp>,
+}
+
+impl TaintClock {
+    /// Notes the undated NoExecute taints of `nodes` at `now`; forgets removed ones.
+    pub fn observe(&mut self, nodes: &[Arc<Node>], now: jiff::Timestamp) {
+        let mut seen = HashMap::new();
+        for node in nodes {
+            let name = node.metadata.name.as_deref().unwrap_or_default();
+            for taint in node.spec.iter().flat_map(|s| s.taints.iter().flatten()) {
+                if taint.effect != "NoExecute" || taint.time_added.is_some() {
+                    continue;
+                }
+                let key = taint_key(name, taint);
+                let since = self.seen.get(&key).copied().unwrap_or(now);
+                seen.insert(key, since);
+            }
+        }
+        self.seen = seen;
+    }
+
+    /// When `taint` of node `node` was first seen, if it is undated and was observed.
+    fn since(&self, node: &str, taint: &Taint) -> Option<jiff::Timestamp> {
+        self.seen.get(&taint_key(node, taint)).copied()
+    }
+}
+
+fn taint_key(node: &str, taint: &Taint) -> (String, String, String, String) {
+    (
+        node.to_string(),
+        taint.key.clone(),
+        taint.value.clone().unwrap_or_default(),
+        taint.effect.clone(),
+    )
+}
+
+/// When the pod on a node with `taints` is evicted, at `now`; `since` says when an
+/// undated taint was first seen.
+pub fn eviction(
+    pod: &Pod,
+    taints: &[Taint],
+    since: impl Fn(&Taint) -> Option<jiff::Timestamp>,
+    now: jiff::Timestamp,
+) -> Eviction {
     let tolerations: &[Toleration] = pod
         .spec
         .as_ref()
@@ -309,7 +357,12 @@ pub fn eviction(pod: &Pod, taints: &[Taint], now: jiff::Timestamp) -> Eviction {
         let Some(seconds) = used.iter().filter_map(|t| t.toleration_seconds).min() else {
             continue;
         };
-        let since = taint.time_added.as_ref().map(|t| t.0).unwrap_or(now);
+        let since = taint
+            .time_added
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| since(taint))
+            .unwrap_or(now);
         let deadline = since + jiff::SignedDuration::from_secs(seconds.max(0));
         at = Some(at.map_or(deadline, |a| a.min(deadline)));
     }
@@ -325,6 +378,7 @@ pub fn eviction(pod: &Pod, taints: &[Taint], now: jiff::Timestamp) -> Eviction {
 pub fn evictions(
     pods: &[Arc<Pod>],
     nodes: &[Arc<Node>],
+    clock: &TaintClock,
     now: jiff::Timestamp,
 ) -> (Vec<Arc<Pod>>, Option<Duration>) {
     let taints: HashMap<&str, &[Taint]> = nodes
@@ -346,7 +400,8 @@ pub fn evictions(
         let Some(taints) = taints.get(node_name(pod)) else {
             continue;
         };
-        match eviction(pod, taints, now) {
+        let node = node_name(pod);
+        match eviction(pod, taints, |t| clock.since(node, t), now) {
             Eviction::Never => {}
             Eviction::Now => due.push(pod.clone()),
             Eviction::At(at) => {
@@ -597,7 +652,7 @@ mod tests {
                 "spec": {"nodeName": "a", "containers": []}}),
             ),
         ];
-        let (due, next) = evictions(&pods, std::slice::from_ref(&n), now);
+        let (due, next) = evictions(&pods, std::slice::from_ref(&n), &TaintClock::default(), now);
         let names: Vec<String> = due
             .iter()
             .map(|p| p.metadata.name.clone().unwrap())
@@ -606,11 +661,45 @@ mod tests {
         assert_eq!(next, Some(Duration::from_secs(20)));
         let taints = n.spec.as_ref().unwrap().taints.clone().unwrap();
         assert_eq!(
-            eviction(&pods[2], &taints, now),
+            eviction(&pods[2], &taints, |_| None, now),
             Eviction::At(ts("2025-01-01T00:05:50Z"))
         );
-        assert_eq!(eviction(&pods[3], &taints, now), Eviction::Never);
+        assert_eq!(eviction(&pods[3], &taints, |_| None, now), Eviction::Never);
         // A NoSchedule taint alone evicts nobody.
-        assert_eq!(eviction(&pods[0], &taints[..1], now), Eviction::Never);
+        assert_eq!(
+            eviction(&pods[0], &taints[..1], |_| None, now),
+            Eviction::Never
+        );
+    }
+
+    #[test]
+    fn toleration_seconds_of_an_undated_taint_run_from_when_it_was_first_seen() {
+        let n = Arc::new(node(
+            json!({"metadata": {"name": "n1"}, "spec": {"taints": [
+            {"key": "maintenance", "value": "x", "effect": "NoExecute"}]}}),
+        ));
+        let p = pod(json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n1",
+            "containers": [],
+            "tolerations": [{"key": "maintenance", "operator": "Exists",
+                "effect": "NoExecute", "tolerationSeconds": 30}]}}));
+        let pods = [p];
+        let mut clock = TaintClock::default();
+        let t0 = ts("2025-01-01T00:00:00Z");
+        clock.observe(std::slice::from_ref(&n), t0);
+        let later = |secs| t0 + jiff::SignedDuration::from_secs(secs);
+        // Seen again 20 s later: still 10 s to go, not 30 from now.
+        clock.observe(std::slice::from_ref(&n), later(20));
+        let (due, next) = evictions(&pods, std::slice::from_ref(&n), &clock, later(20));
+        assert!(due.is_empty());
+        assert_eq!(next, Some(Duration::from_secs(10)));
+        let (due, _) = evictions(&pods, std::slice::from_ref(&n), &clock, later(30));
+        assert_eq!(due.len(), 1);
+        // Taken off and put back: counted afresh.
+        let bare = Arc::new(node(json!({"metadata": {"name": "n1"}, "spec": {}})));
+        clock.observe(std::slice::from_ref(&bare), later(31));
+        clock.observe(std::slice::from_ref(&n), later(40));
+        let (due, next) = evictions(&pods, std::slice::from_ref(&n), &clock, later(41));
+        assert!(due.is_empty());
+        assert_eq!(next, Some(Duration::from_secs(29)));
     }
 }
