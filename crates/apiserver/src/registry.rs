@@ -353,6 +353,13 @@ pub trait Strategy: Send + Sync {
     /// `old`, after the subresource's part of `new` was merged into `old`.
     fn prepare_for_subresource(&self, _subresource: &str, _old: &Value, _new: &mut Value) {}
 
+    /// Whether an update through `status` also writes the request's labels and
+    /// annotations: kinds whose Kubernetes status strategy resets only the spec (Jobs,
+    /// CronJobs), unlike `ResetObjectMetaForStatus`.
+    fn status_writes_metadata(&self) -> bool {
+        false
+    }
+
     /// Prepares an update through the main resource (not a subresource) from the stored
     /// `old`: fields only a subresource may change keep their old values.
     fn prepare_for_update(&self, _old: &Value, _new: &mut Value) {}

@@ -138,6 +138,42 @@ impl Storage {
         }
     }
 
+    /// [`Storage::create`], also returning the JSON of the created object as a read returns
+    /// it, made from the stored bytes (the object is encoded once, not once for the store
+    /// and again for the reply) when the resource is stored in the version it is served in.
+    pub async fn create_encoded(
+        &self,
+        def: &ResourceDef,
+        namespace: &str,
+        name: &str,
+        mut obj: Value,
+    ) -> ApiResult<(Value, Option<Vec<u8>>)> {
+        if def.conversion.is_some() || def.custom.is_some() || !obj["metadata"].is_object() {
+            let created = self.create(def, namespace, name, obj).await?;
+            return Ok((created, None));
+        }
+        let key = Storage::key(def, namespace, name);
+        omit_empty_metadata(&mut obj);
+        let meta = obj["metadata"]
+            .as_object_mut()
+            .expect("metadata checked above");
+        meta.remove("selfLink");
+        // A placeholder where the reply's resourceVersion goes, so it lands where a read's
+        // object has it; the stored bytes leave it out.
+        meta.insert("resourceVersion".into(), Value::Null);
+        let (bytes, slot) = encode_without_version(&obj)
+            .ok_or_else(|| ApiError::internal("encoding the object failed"))?;
+        match self.store.create(&key, bytes.clone()).await {
+            Ok(revision) => {
+                let reply = slot.fill(&bytes, revision);
+                set_resource_version(&mut obj, revision);
+                Ok((obj, Some(reply)))
+            }
+            Err(StoreError::AlreadyExists { .. }) => Err(ApiError::already_exists(def, name)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Replaces an object if its mod revision is still `expected`.
     pub async fn update(
         &self,
@@ -226,6 +262,87 @@ pub fn set_resource_version(obj: &mut Value, revision: i64) {
     }
 }
 
+/// Where `metadata.resourceVersion` goes into an object's JSON encoded without it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct VersionSlot {
+    /// The byte offset it is inserted at.
+    at: usize,
+    /// Whether a metadata field precedes it (a comma comes before it).
+    after_field: bool,
+    /// Whether a metadata field follows it (a comma comes after it, unless one came before).
+    before_field: bool,
+}
+
+impl VersionSlot {
+    /// `encoded` with `"resourceVersion":"<revision>"` in the slot.
+    fn fill(&self, encoded: &[u8], revision: i64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(encoded.len() + 40);
+        out.extend_from_slice(&encoded[..self.at]);
+        if self.after_field {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"resourceVersion\":\"");
+        out.extend_from_slice(revision.to_string().as_bytes());
+        out.push(b'"');
+        if !self.after_field && self.before_field {
+            out.push(b',');
+        }
+        out.extend_from_slice(&encoded[self.at..]);
+        out
+    }
+}
+
+/// Encodes `obj` exactly as `serde_json::to_vec` does but without `metadata.resourceVersion`
+/// (which must be there), and says where it was; `None` without it or when encoding fails.
+fn encode_without_version(obj: &Value) -> Option<(Vec<u8>, VersionSlot)> {
+    let Value::Object(top) = obj else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(4096);
+    let mut slot = None;
+    out.push(b'{');
+    for (i, (key, value)) in top.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, key).ok()?;
+        out.push(b':');
+        let Value::Object(meta) = value else {
+            serde_json::to_writer(&mut out, value).ok()?;
+            continue;
+        };
+        if key != "metadata" {
+            serde_json::to_writer(&mut out, value).ok()?;
+            continue;
+        }
+        out.push(b'{');
+        let mut fields = 0;
+        for (field, v) in meta {
+            if field == "resourceVersion" {
+                slot = Some(VersionSlot {
+                    at: out.len(),
+                    after_field: fields > 0,
+                    before_field: false,
+                });
+                continue;
+            }
+            if let Some(slot) = slot.as_mut() {
+                slot.before_field = true;
+            }
+            if fields > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, field).ok()?;
+            out.push(b':');
+            serde_json::to_writer(&mut out, v).ok()?;
+            fields += 1;
+        }
+        out.push(b'}');
+    }
+    out.push(b'}');
+    Some((out, slot?))
+}
+
 /// Drops the metadata lists and maps that are empty, as Kubernetes' `omitempty` does: an
 /// object whose last finalizer (label, owner reference) was removed has no such field.
 fn omit_empty_metadata(obj: &mut Value) {
@@ -247,5 +364,46 @@ fn omit_empty_metadata(obj: &mut Value) {
                 meta.remove(field);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stored bytes and the reply made from them are what encoding the object without
+    /// and with its resourceVersion gives, wherever the field falls in metadata.
+    #[test]
+    fn the_reply_is_the_stored_json_with_the_resource_version() {
+        for meta in [
+            json!({"name": "p", "namespace": "ns", "uid": "u"}),
+            json!({"uid": "u"}),
+            json!({"name": "p"}),
+            json!({}),
+            json!({"annotations": {"a\"b": "c\\d"}, "name": "é", "selfLink": "x"}),
+        ] {
+            let mut obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta,
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}, "status": {}});
+            let mut with_version = obj.clone();
+            with_version["metadata"]["resourceVersion"] = json!("42");
+            obj["metadata"]["resourceVersion"] = Value::Null;
+            let (stored, slot) = encode_without_version(&obj).unwrap();
+            let mut without = obj.clone();
+            without["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("resourceVersion");
+            assert_eq!(stored, serde_json::to_vec(&without).unwrap());
+            assert_eq!(
+                String::from_utf8(slot.fill(&stored, 42)).unwrap(),
+                serde_json::to_string(&with_version).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn an_object_without_metadata_has_no_slot() {
+        assert!(encode_without_version(&json!({"kind": "Pod"})).is_none());
+        assert!(encode_without_version(&json!({"metadata": {"name": "p"}})).is_none());
     }
 }

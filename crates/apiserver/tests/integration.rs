@@ -20,4 +20,5 @@ mod kubectl_webhooks;
 mod kubectl_workflows;
 mod pod_binding;
 mod python_client;
+mod python_conformance;
 mod python_crd;

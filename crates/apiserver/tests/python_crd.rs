@@ -3,9 +3,7 @@
 
 use crate::common;
 
-use std::process::Command;
-
-use common::{ok, TestServer};
+use common::{run_python, TestServer};
 
 const SCRIPT: &str = r#"
 import sys, time, threading
@@ -106,18 +104,7 @@ print("python crd ok")
 
 #[test]
 fn python_client_custom_objects() {
-    let has = Command::new("python3")
-        .args(["-c", "import kubernetes"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(has, "the Python client is missing: pip install kubernetes");
     let server = TestServer::start();
-    let script = server.write("crd.py", SCRIPT);
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(&server.kubeconfig)
-        .output()
-        .unwrap();
-    let stdout = ok(out, "python CRD client");
+    let stdout = run_python(&server, "crd.py", SCRIPT, "python CRD client");
     assert!(stdout.contains("python crd ok"), "{stdout}");
 }

@@ -288,7 +288,7 @@ impl Ctx<'_> {
     }
 
     /// Reads the matching objects of a list request, honouring limit and continue.
-    pub(crate) async fn list_objects(&self) -> ApiResult<(Vec<Value>, i64, Option<String>)> {
+    pub(crate) async fn list_objects(&self) -> ApiResult<(Vec<Value>, i64, Option<ListContinue>)> {
         let mut items = Vec::new();
         let (revision, token) = self
             .list_each(|obj| {
@@ -305,8 +305,11 @@ impl Ctx<'_> {
     async fn list_each(
         &self,
         mut visit: impl FnMut(Value) -> ApiResult<()>,
-    ) -> ApiResult<(i64, Option<String>)> {
+    ) -> ApiResult<(i64, Option<ListContinue>)> {
         let (labels, fields) = self.selectors()?;
+        // Only an unfiltered list says how many objects follow (`remainingItemCount`).
+        let unfiltered = self.query.non_empty("labelSelector").is_none()
+            && self.query.non_empty("fieldSelector").is_none();
         let namespace = (!self.info.namespace.is_empty()).then_some(self.info.namespace.as_str());
         let prefix = Storage::prefix(self.def, namespace);
         let limit = self
@@ -318,9 +321,11 @@ impl Ctx<'_> {
             })
             .transpose()?
             .filter(|l| *l > 0);
+        let mut before = Some(0);
         let (mut revision, mut start) = match self.query.non_empty("continue") {
             Some(token) => {
-                let (rv, start) = decode_continue(token, &prefix)?;
+                let (rv, start, offset) = decode_continue(token, &prefix)?;
+                before = offset;
                 (Some(rv), Some(start))
             }
             None => {
@@ -360,14 +365,30 @@ impl Ctx<'_> {
                     visit(obj)?;
                     count += 1;
                     if limit.is_some_and(|l| count >= l) {
-                        let continue_token =
-                            encode_continue(page.revision, start.as_deref().unwrap_or(""));
+                        let offset = before.map(|b| b + count as u64);
+                        let token =
+                            encode_continue(page.revision, start.as_deref().unwrap_or(""), offset);
                         // Only hand out a token when something may follow.
                         let has_more = more
                             || !self
                                 .is_last_key(&prefix, start.as_deref(), page.revision)
                                 .await?;
-                        return Ok((page.revision, has_more.then_some(continue_token)));
+                        if !has_more {
+                            return Ok((page.revision, None));
+                        }
+                        // Counted now rather than at the list's revision: an estimate, as
+                        // Kubernetes documents the field to be.
+                        let remaining = match offset.filter(|_| unfiltered) {
+                            Some(offset) => Some(
+                                self.api
+                                    .storage
+                                    .count(&prefix)
+                                    .await?
+                                    .saturating_sub(offset),
+                            ),
+                            None => None,
+                        };
+                        return Ok((page.revision, Some(ListContinue { token, remaining })));
                     }
                 }
             }
@@ -396,10 +417,7 @@ impl Ctx<'_> {
             return self.list_json().await;
         }
         let (items, revision, continue_token) = self.list_objects().await?;
-        let mut meta = json!({"resourceVersion": revision.to_string()});
-        if let Some(token) = continue_token {
-            meta["continue"] = json!(token);
-        }
+        let meta = list_meta(revision, continue_token);
         let body = match self.representation {
             Representation::Table => {
                 let include = IncludeObject::parse(self.query.get("includeObject"));
@@ -440,10 +458,7 @@ impl Ctx<'_> {
                 serde_json::to_writer(&mut out, &obj).map_err(ApiError::internal)
             })
             .await?;
-        let mut meta = json!({"resourceVersion": revision.to_string()});
-        if let Some(token) = continue_token {
-            meta["continue"] = json!(token);
-        }
+        let meta = list_meta(revision, continue_token);
         out.extend_from_slice(b"],\"metadata\":");
         serde_json::to_writer(&mut out, &meta).map_err(ApiError::internal)?;
         out.push(b'}');
@@ -743,13 +758,13 @@ impl Ctx<'_> {
         // RetryGenerateName does (27^5 suffixes collide within thousands of objects).
         let mut name = name;
         let mut attempts = 0;
-        let created = loop {
+        let (created, encoded) = loop {
             // Only a generated name may need the object again.
             let retry = (generated && attempts < 7).then(|| obj.clone());
             match self
                 .api
                 .storage
-                .create(self.def, self.namespace(), &name, obj)
+                .create_encoded(self.def, self.namespace(), &name, obj)
                 .await
             {
                 Err(err) if err.reason == "AlreadyExists" && retry.is_some() => {
@@ -762,7 +777,16 @@ impl Ctx<'_> {
             }
         };
         self.settle(&created).await;
-        Ok(Reply::json(StatusCode::CREATED, created).with_warnings(warnings))
+        let Some(encoded) = encoded else {
+            return Ok(Reply::json(StatusCode::CREATED, created).with_warnings(warnings));
+        };
+        // The stored bytes with the resourceVersion: the same JSON, not encoded again.
+        Ok(Reply {
+            status: StatusCode::CREATED,
+            body: super::ReplyBody::Stream(super::full(encoded)),
+            content_type: "application/json".into(),
+            warnings,
+        })
     }
 
     pub(crate) async fn update(&self, body: &[u8]) -> ApiResult<Reply> {
@@ -1128,6 +1152,15 @@ impl Ctx<'_> {
         let mut obj = if status_endpoint {
             let mut obj = old;
             obj["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+            if self.def.strategy.status_writes_metadata() {
+                for field in ["labels", "annotations"] {
+                    let meta = crate::kinds::object_mut(&mut obj, "metadata");
+                    match new.pointer(&format!("/metadata/{field}")) {
+                        Some(v) => meta.insert(field.into(), v.clone()),
+                        None => meta.remove(field),
+                    };
+                }
+            }
             obj
         } else {
             let mut obj = new;
@@ -1420,13 +1453,38 @@ pub(crate) fn random_suffix() -> String {
         .collect()
 }
 
-/// The continue token: the list's revision and the last key returned.
-fn encode_continue(revision: i64, last_key: &str) -> String {
-    let start = last_key.strip_prefix(REGISTRY_ROOT).unwrap_or(last_key);
-    BASE64.encode(json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start}).to_string())
+/// Where a limited list stopped.
+pub(crate) struct ListContinue {
+    /// The `continue` token.
+    token: String,
+    /// How many objects follow, for a list without selectors (`remainingItemCount`).
+    remaining: Option<u64>,
 }
 
-fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
+/// A list's `metadata`.
+fn list_meta(revision: i64, cont: Option<ListContinue>) -> Value {
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if let Some(cont) = cont {
+        meta["continue"] = json!(cont.token);
+        if let Some(remaining) = cont.remaining {
+            meta["remainingItemCount"] = json!(remaining);
+        }
+    }
+    meta
+}
+
+/// The continue token: the list's revision, the last key returned and, for the
+/// `remainingItemCount` of the next page, how many objects were returned up to it.
+fn encode_continue(revision: i64, last_key: &str, offset: Option<u64>) -> String {
+    let start = last_key.strip_prefix(REGISTRY_ROOT).unwrap_or(last_key);
+    let mut token = json!({"v": "meta.k8s.io/v1", "rv": revision, "start": start});
+    if let Some(offset) = offset {
+        token["n"] = json!(offset);
+    }
+    BASE64.encode(token.to_string())
+}
+
+fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String, Option<u64>)> {
     let invalid = || {
         ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
     };
@@ -1448,5 +1506,5 @@ fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
     if !start.starts_with(prefix) {
         return Err(invalid());
     }
-    Ok((rv, start))
+    Ok((rv, start, value.get("n").and_then(Value::as_u64)))
 }

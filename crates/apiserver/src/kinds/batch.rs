@@ -73,6 +73,10 @@ fn validate_job_template(spec: Option<&Value>, path: &str) -> Vec<FieldError> {
 pub struct JobStrategy;
 
 impl Strategy for JobStrategy {
+    fn status_writes_metadata(&self) -> bool {
+        true
+    }
+
     fn prepare_for_create(&self, obj: &mut Value) {
         obj["status"] = json!({});
         // generateSelector: the Job owns its pods through a label with its uid.
@@ -211,6 +215,10 @@ fn job_status(obj: &Value) -> &'static str {
 pub struct CronJobStrategy;
 
 impl Strategy for CronJobStrategy {
+    fn status_writes_metadata(&self) -> bool {
+        true
+    }
+
     fn prepare_for_create(&self, obj: &mut Value) {
         obj["status"] = json!({});
     }

@@ -17,6 +17,25 @@ fn data_count(obj: &Value) -> usize {
         .sum()
 }
 
+/// Once `old` is `immutable`, it stays so and `fields` keep their content
+/// (`ValidateConfigMapUpdate`, `ValidateSecretUpdate`).
+fn immutable_fields(new: &Value, old: &Value, fields: &[&str]) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    if old.get("immutable") != Some(&json!(true)) {
+        return errs;
+    }
+    let detail = "field is immutable when `immutable` is set";
+    if new.get("immutable") != Some(&json!(true)) {
+        errs.push(FieldError::forbidden("immutable", detail));
+    }
+    for field in fields {
+        if new.get(*field) != old.get(*field) {
+            errs.push(FieldError::forbidden(*field, detail));
+        }
+    }
+    errs
+}
+
 /// The strategy of `configmaps`.
 pub struct ConfigMapStrategy;
 
@@ -25,6 +44,10 @@ impl Strategy for ConfigMapStrategy {
         let mut errs = validate_data_keys(obj, "data");
         errs.extend(validate_data_keys(obj, "binaryData"));
         errs
+    }
+
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        immutable_fields(new, old, &["data", "binaryData"])
     }
 
     fn columns(&self) -> Vec<Column> {
@@ -78,12 +101,7 @@ impl Strategy for SecretStrategy {
                 "field is immutable",
             ));
         }
-        if old.get("immutable") == Some(&json!(true)) && new.get("data") != old.get("data") {
-            errs.push(FieldError::forbidden(
-                "data",
-                "field is immutable when `immutable` is set",
-            ));
-        }
+        errs.extend(immutable_fields(new, old, &["data"]));
         errs
     }
 
@@ -124,5 +142,45 @@ impl Strategy for ServiceAccountStrategy {
             json!(array_at(obj, "/secrets").len()),
             table::age_cell(obj, now),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::registry::Strategy as _;
+
+    #[test]
+    fn immutable_config_maps_and_secrets_keep_their_data_and_stay_immutable() {
+        let old = json!({"immutable": true, "data": {"a": "b"}, "binaryData": {"d": "3q0="}});
+        let messages = |errs: Vec<crate::validation::FieldError>| -> Vec<String> {
+            errs.iter().map(|e| e.to_string()).collect()
+        };
+        let cm = super::ConfigMapStrategy;
+        assert!(cm.validate_update(&old, &old).is_empty());
+        let mut new = old.clone();
+        new["data"]["a"] = json!("c");
+        new["binaryData"] = json!({});
+        new["immutable"] = json!(false);
+        assert_eq!(
+            messages(cm.validate_update(&new, &old)),
+            [
+                "immutable: Forbidden: field is immutable when `immutable` is set",
+                "data: Forbidden: field is immutable when `immutable` is set",
+                "binaryData: Forbidden: field is immutable when `immutable` is set",
+            ]
+        );
+        // A mutable one changes freely.
+        let mut mutable = old.clone();
+        mutable["immutable"] = json!(false);
+        assert!(cm.validate_update(&new, &mutable).is_empty());
+        let secret = super::SecretStrategy;
+        let mut changed = old.clone();
+        changed["data"]["a"] = json!("Yw==");
+        assert_eq!(
+            messages(secret.validate_update(&changed, &old)),
+            ["data: Forbidden: field is immutable when `immutable` is set"]
+        );
     }
 }

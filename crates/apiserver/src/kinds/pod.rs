@@ -119,14 +119,35 @@ impl Strategy for PodStrategy {
     }
 
     fn row(&self, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
-        let total = array_at(obj, "/spec/containers").len();
-        let statuses = array_at(obj, "/status/containerStatuses");
-        let ready = statuses
+        // Sidecars (init containers with `restartPolicy: Always`) count as containers.
+        let init_statuses = array_at(obj, "/status/initContainerStatuses");
+        let sidecar_statuses: Vec<&Value> = init_statuses
             .iter()
-            .filter(|s| s.get("ready").and_then(Value::as_bool) == Some(true))
-            .count();
-        let restarts: i64 = statuses.iter().map(|s| int_at(s, "/restartCount")).sum();
-        let last_restart = statuses
+            .filter(|s| is_sidecar(obj, str_at(s, "/name")))
+            .collect();
+        let total = array_at(obj, "/spec/containers").len()
+            + array_at(obj, "/spec/initContainers")
+                .iter()
+                .filter(|c| str_at(c, "/restartPolicy") == "Always")
+                .count();
+        let statuses = array_at(obj, "/status/containerStatuses");
+        let is_ready = |s: &&Value| s.get("ready").and_then(Value::as_bool) == Some(true);
+        let started = |s: &&Value| s.get("started").and_then(Value::as_bool) == Some(true);
+        let ready = statuses.iter().filter(is_ready).count()
+            + sidecar_statuses
+                .iter()
+                .filter(|s| started(s) && is_ready(s))
+                .count();
+        // While the pod initializes, the restarts shown are its init containers' (as
+        // kubectl's printer counts them); after, its sidecars' and app containers'.
+        let status = pod_status(obj);
+        let counted: Vec<&Value> = if status.starts_with("Init:") {
+            init_statuses.iter().collect()
+        } else {
+            sidecar_statuses.into_iter().chain(statuses).collect()
+        };
+        let restarts: i64 = counted.iter().map(|s| int_at(s, "/restartCount")).sum();
+        let last_restart = counted
             .iter()
             .filter_map(|s| s.pointer("/lastState/terminated/finishedAt"))
             .filter_map(Value::as_str)
@@ -156,7 +177,7 @@ impl Strategy for PodStrategy {
         vec![
             table::name_cell(obj),
             json!(format!("{ready}/{total}")),
-            json!(pod_status(obj)),
+            json!(status),
             json!(restarts),
             table::age_cell(obj, now),
             or_none(str_at(obj, "/status/podIP")),
@@ -183,6 +204,13 @@ impl Strategy for PodStrategy {
     }
 }
 
+/// Whether `pod`'s init container `name` is a sidecar (`restartPolicy: Always`).
+fn is_sidecar(pod: &Value, name: &str) -> bool {
+    array_at(pod, "/spec/initContainers")
+        .iter()
+        .any(|c| str_at(c, "/name") == name && str_at(c, "/restartPolicy") == "Always")
+}
+
 /// What the STATUS column says about a pod (kubectl's printPod, simplified).
 fn pod_status(obj: &Value) -> String {
     let mut reason = str_at(obj, "/status/reason").to_owned();
@@ -193,6 +221,12 @@ fn pod_status(obj: &Value) -> String {
         .iter()
         .enumerate()
     {
+        // A sidecar that has started holds nothing up.
+        if is_sidecar(obj, str_at(status, "/name"))
+            && status.get("started").and_then(Value::as_bool) == Some(true)
+        {
+            continue;
+        }
         if let Some(t) = status.pointer("/state/terminated") {
             if int_at(t, "/exitCode") == 0 {
                 continue;
@@ -546,6 +580,43 @@ pub(crate) fn validate_pod_spec(spec: Option<&Value>, path: &str) -> Vec<FieldEr
             DNS_POLICIES,
         ));
     }
+    errs.extend(validate_sysctls(
+        array_at(&spec, "/securityContext/sysctls"),
+        &format!("{path}.securityContext.sysctls"),
+    ));
+    errs
+}
+
+/// The longest sysctl name.
+const SYSCTL_MAX_LENGTH: usize = 253;
+/// A sysctl name: segments separated by `.` or `/` (`ValidateSysctls`).
+const SYSCTL_NAME_FORMAT: &str =
+    r"([a-z0-9]([-_a-z0-9\/]*[a-z0-9])?[\./])*[a-z0-9]([-_a-z0-9\/]*[a-z0-9])?";
+
+/// Validates `securityContext.sysctls`: each name present, well-formed and once.
+fn validate_sysctls(sysctls: &[Value], path: &str) -> Vec<FieldError> {
+    static NAME: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(&format!("^{SYSCTL_NAME_FORMAT}$")).expect("sysctl name regex")
+    });
+    let mut errs = Vec::new();
+    let mut names = HashSet::new();
+    for (i, sysctl) in sysctls.iter().enumerate() {
+        let at = format!("{path}[{i}].name");
+        let name = str_at(sysctl, "/name");
+        if name.is_empty() {
+            errs.push(FieldError::required(at, ""));
+        } else if name.len() > SYSCTL_MAX_LENGTH || !NAME.is_match(name) {
+            errs.push(FieldError::invalid(
+                at,
+                json!(name),
+                format!(
+                    "must have at most {SYSCTL_MAX_LENGTH} characters and match regex {SYSCTL_NAME_FORMAT}"
+                ),
+            ));
+        } else if !names.insert(name) {
+            errs.push(FieldError::duplicate(at, json!(name)));
+        }
+    }
     errs
 }
 
@@ -613,6 +684,74 @@ mod tests {
                 "spec.ephemeralContainers[1].name: Duplicate value: \"app\"",
             ]
         );
+    }
+
+    #[test]
+    fn invalid_sysctl_names_are_refused_by_name() {
+        let spec = json!({"containers": [{"name": "c", "image": "busybox"}],
+            "securityContext": {"sysctls": [
+                {"name": "foo-", "value": "bar"}, {"name": "kernel.shmmax", "value": "1"},
+                {"name": "safe-and-unsafe", "value": "1"}, {"name": "bar..", "value": "42"},
+                {"name": "net/ipv4/conf/eth0.1/forwarding", "value": "1"},
+                {"name": "kernel.shmmax", "value": "2"}]}});
+        let errs: Vec<String> = super::validate_pod_spec(Some(&spec), "spec")
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].starts_with(
+            "spec.securityContext.sysctls[0].name: Invalid value: \"foo-\": must have at most 253 characters"
+        ), "{errs:?}");
+        assert!(
+            errs[1].starts_with("spec.securityContext.sysctls[3].name: Invalid value: \"bar..\"")
+        );
+        assert_eq!(
+            errs[2],
+            "spec.securityContext.sysctls[5].name: Duplicate value: \"kernel.shmmax\""
+        );
+    }
+
+    #[test]
+    fn an_initializing_pod_shows_its_init_containers_restarts() {
+        use crate::registry::Strategy as _;
+        let now = jiff::Timestamp::now();
+        let pod = json!({"metadata": {"name": "p"}, "spec": {
+            "initContainers": [{"name": "i"}], "containers": [{"name": "c"}]},
+            "status": {"phase": "Pending",
+                "initContainerStatuses": [{"name": "i", "restartCount": 2,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
+                "containerStatuses": [{"name": "c", "restartCount": 0,
+                    "state": {"waiting": {"reason": "PodInitializing"}}}]}});
+        let row = super::PodStrategy.row(&pod, now);
+        assert_eq!(row[2], json!("Init:CrashLoopBackOff"));
+        assert_eq!(row[3], json!("2"));
+    }
+
+    #[test]
+    fn sidecars_count_as_containers_once_started() {
+        use crate::registry::Strategy as _;
+        let now = jiff::Timestamp::now();
+        let pod = |started: bool| {
+            json!({"metadata": {"name": "p"}, "spec": {
+                "initContainers": [{"name": "setup"}, {"name": "proxy", "restartPolicy": "Always"}],
+                "containers": [{"name": "c"}]},
+                "status": {"phase": if started { "Running" } else { "Pending" },
+                    "initContainerStatuses": [
+                        {"name": "setup", "restartCount": 0, "ready": false,
+                         "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+                        {"name": "proxy", "restartCount": 1, "ready": started, "started": started,
+                         "state": {"running": {}}}],
+                    "containerStatuses": [{"name": "c", "restartCount": 0, "ready": started,
+                        "state": if started { json!({"running": {}}) }
+                                 else { json!({"waiting": {"reason": "PodInitializing"}}) }}]}})
+        };
+        let row = super::PodStrategy.row(&pod(false), now);
+        assert_eq!(row[1], json!("0/2"));
+        assert_eq!(row[2], json!("Init:1/2"));
+        let row = super::PodStrategy.row(&pod(true), now);
+        assert_eq!(row[1], json!("2/2"));
+        assert_eq!(row[2], json!("Running"));
+        assert_eq!(row[3], json!("1"));
     }
 
     #[test]

@@ -390,6 +390,35 @@ impl Strategy for WebhookConfigurationStrategy {
         }
     }
 
+    /// Each webhook's `matchConditions`: unique names and expressions that compile
+    /// (`ValidateMutatingWebhookConfiguration`'s part a user meets first).
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        for (i, webhook) in array_at(obj, "/webhooks").iter().enumerate() {
+            let conditions = array_at(webhook, "/matchConditions");
+            for (j, condition) in conditions.iter().enumerate() {
+                let at = format!("webhooks[{i}].matchConditions[{j}]");
+                let name = str_at(condition, "/name");
+                if name.is_empty() {
+                    errs.push(FieldError::required(format!("{at}.name"), ""));
+                } else if conditions[..j].iter().any(|c| str_at(c, "/name") == name) {
+                    errs.push(FieldError::duplicate(format!("{at}.name"), json!(name)));
+                }
+                let expression = str_at(condition, "/expression");
+                if expression.trim().is_empty() {
+                    errs.push(FieldError::required(format!("{at}.expression"), ""));
+                } else if let Err(e) = crate::expressions::compiled(expression) {
+                    errs.push(FieldError::invalid(
+                        format!("{at}.expression"),
+                        json!(expression),
+                        format!("compilation failed: {e}"),
+                    ));
+                }
+            }
+        }
+        errs
+    }
+
     fn columns(&self) -> Vec<Column> {
         vec![
             Column::name(),
@@ -413,6 +442,20 @@ impl Strategy for WebhookConfigurationStrategy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_match_conditions_must_compile() {
+        let config = |expression: &str| {
+            json!({"kind": "ValidatingWebhookConfiguration", "webhooks": [{"name": "w",
+                "matchConditions": [{"name": "invalid-expression-1", "expression": expression}]}]})
+        };
+        let errs = WebhookConfigurationStrategy.validate(&config("... [] bad expression"));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "webhooks[0].matchConditions[0].expression");
+        assert!(errs[0].detail.contains("compilation failed"), "{errs:?}");
+        let ok = config("object.metadata.name != 'skip-me'");
+        assert!(WebhookConfigurationStrategy.validate(&ok).is_empty());
+    }
 
     #[test]
     fn hpa_targets_pair_each_metric_with_its_current_value() {

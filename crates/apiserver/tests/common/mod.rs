@@ -245,3 +245,20 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Runs `script` (saved as `file`) with the official Python client against `server`'s
+/// kubeconfig (its first argument); panics with `what` and the output unless it succeeds.
+pub fn run_python(server: &TestServer, file: &str, script: &str, what: &str) -> String {
+    let has = std::process::Command::new("python3")
+        .args(["-c", "import kubernetes"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(has, "the Python client is missing: pip install kubernetes");
+    let path = server.write(file, script);
+    let out = std::process::Command::new("python3")
+        .arg(&path)
+        .arg(&server.kubeconfig)
+        .output()
+        .unwrap();
+    ok(out, what)
+}
