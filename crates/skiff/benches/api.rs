@@ -3,7 +3,9 @@
 //!
 //! `cargo bench -p skiff --bench api`. Needs Debian's etcd-server for the etcd rows
 //! (`/usr/bin/etcd`, or `ETCD_BIN`). `SKIFF_BENCH_PODS` (default 10000) sets how many pods
-//! are stored, `SKIFF_BENCH_WATCHERS` (default 1000) the watchers of the fan-out case.
+//! are stored, `SKIFF_BENCH_WATCHERS` (default 1000) the watchers of the fan-out case,
+//! `SKIFF_BIN` another `skiff` binary to run as the server (A/B runs of two builds with one
+//! bench executable), `SKIFF_BENCH_ETCD_BACKEND=0` skips the server on the etcd backend.
 //! Prints a Markdown table; docs/benchmarks.md records the figures.
 
 use std::net::TcpListener;
@@ -21,7 +23,30 @@ use tokio::sync::Semaphore;
 const NAMESPACE: &str = "default";
 
 fn skiff() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_skiff"))
+    std::env::var_os("SKIFF_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_skiff")))
+}
+
+/// CPU time (user + system) a process has used so far, in microseconds.
+fn cpu_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at its closing ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / per_second * 1e6
 }
 
 fn free_port() -> u16 {
@@ -285,6 +310,9 @@ where
 struct ApiFigures {
     create_1: f64,
     create_64: f64,
+    /// CPU time of the server and of this process per create over the 64-client phase (us).
+    server_cpu_per_create: f64,
+    bench_cpu_per_create: f64,
     get_1: f64,
     get_64: f64,
     list_ms: f64,
@@ -325,7 +353,11 @@ async fn api_figures(server: &ApiServer, pods: usize) -> ApiFigures {
     };
     let single = pods / 10;
     let create_1 = throughput(single, 1, create(0)).await;
+    let (server_cpu, bench_cpu) = (cpu_us(server.pid()), cpu_us(std::process::id()));
     let create_64 = throughput(pods - single, 64, create(single)).await;
+    let creates = (pods - single) as f64;
+    let server_cpu_per_create = (cpu_us(server.pid()) - server_cpu) / creates;
+    let bench_cpu_per_create = (cpu_us(std::process::id()) - bench_cpu) / creates;
     let get = || {
         let client = server.client.clone();
         let url = server.pods_url();
@@ -378,6 +410,8 @@ async fn api_figures(server: &ApiServer, pods: usize) -> ApiFigures {
     ApiFigures {
         create_1,
         create_64,
+        server_cpu_per_create,
+        bench_cpu_per_create,
         get_1,
         get_64,
         list_ms: median(lists),
@@ -540,14 +574,21 @@ fn main() {
         drop(embedded_server);
 
         let etcd = Etcd::start();
+        let etcd_backend = std::env::var("SKIFF_BENCH_ETCD_BACKEND").map_or(true, |v| v != "0");
         let (etcd_api, etcd_raw) = match &etcd {
             Some(etcd) => {
                 let raw = etcd_puts(etcd, pods).await;
-                let (server, _) =
-                    ApiServer::start(tempfile::tempdir().unwrap(), Some(&etcd.endpoint)).await;
-                let figures = api_figures(&server, pods).await;
-                drop(server);
-                (Some(figures), Some(raw))
+                let figures = if etcd_backend {
+                    let (server, _) =
+                        ApiServer::start(tempfile::tempdir().unwrap(), Some(&etcd.endpoint))
+                            .await;
+                    let figures = api_figures(&server, pods).await;
+                    drop(server);
+                    Some(figures)
+                } else {
+                    None
+                };
+                (figures, Some(raw))
             }
             None => (None, None),
         };
@@ -563,6 +604,15 @@ fn main() {
             embedded.create_64,
             cell(etcd_api.as_ref().map(|f| f.create_64)),
             cell(etcd_raw.map(|r| r.1))
+        );
+        println!(
+            "| server / bench CPU per create, 64 clients (us) | {:.0} / {:.0} | {} | - |",
+            embedded.server_cpu_per_create,
+            embedded.bench_cpu_per_create,
+            etcd_api.as_ref().map_or("-".to_owned(), |f| format!(
+                "{:.0} / {:.0}",
+                f.server_cpu_per_create, f.bench_cpu_per_create
+            ))
         );
         println!(
             "| pod gets/s, 1 client ({pods} stored) | {:.0} | {} | - |",
