@@ -8,6 +8,7 @@
 //! | `<svc>.<ns>.svc.<domain>` | A: the cluster IP; headless Services: the usable endpoint addresses |
 //! | `<host>.<svc>.<ns>.svc.<domain>` | A: the endpoint whose `hostname` is `<host>` (StatefulSet pods), or whose address dashed is `<host>` |
 //! | `_<port>._<proto>.<svc>.<ns>.svc.<domain>` | SRV per port (headless: per endpoint), with the targets' A records as additionals |
+//! | `<a-b-c-d>.<ns>.pod.<domain>` | A: the address `a.b.c.d` written in the name, unchecked (CoreDNS' `pods insecure`, kubeadm's default) |
 //! | ExternalName Services | CNAME to `spec.externalName` |
 //! | anything else in the domain | NXDOMAIN, with the zone's SOA |
 //!
@@ -277,6 +278,23 @@ pub fn answer(records: &Records, domain: &str, request: &Message) -> Reply {
     } else {
         rest.split('.').collect()
     };
+    if let [host, _ns, "pod"] = labels.as_slice() {
+        // Pod records as CoreDNS' `pods insecure` makes them: the dashed address is the
+        // answer, whichever namespace is named.
+        match host.replace('-', ".").parse::<Ipv4Addr>() {
+            Ok(ip) => {
+                if matches!(qtype, RecordType::A | RecordType::ANY) {
+                    response.add_answers(record(&qname, RData::A(A(ip))));
+                }
+            }
+            _ => {
+                header.set_response_code(ResponseCode::NXDomain);
+                add_soa(&mut response, domain);
+            }
+        }
+        response.set_header(header);
+        return Reply::Answer(response);
+    }
     let found = match labels.as_slice() {
         [svc, ns, "svc"] => lookup(records, ns, svc).map(|s| (s, None)),
         [first, svc, ns, "svc"] => lookup(records, ns, svc).map(|s| (s, Some(vec![*first]))),

@@ -73,6 +73,26 @@ fn services_resolve_to_cluster_ips_and_headless_to_ready_endpoints() {
 }
 
 #[test]
+fn pod_names_resolve_to_the_address_they_spell() {
+    let r = records();
+    let m = ask(&r, "10-244-1-7.default.pod.cluster.local.", RecordType::A).unwrap();
+    assert_eq!(m.response_code(), ResponseCode::NoError);
+    assert_eq!(data(&m), ["10.244.1.7"]);
+    let m = ask(&r, "10-244-1-7.other.pod.cluster.local.", RecordType::AAAA).unwrap();
+    assert_eq!(
+        (m.response_code(), m.answers().len()),
+        (ResponseCode::NoError, 0)
+    );
+    for bad in [
+        "10-244-1.default.pod.cluster.local.",
+        "web.default.pod.cluster.local.",
+    ] {
+        let m = ask(&r, bad, RecordType::A).unwrap();
+        assert_eq!(m.response_code(), ResponseCode::NXDomain, "{bad}");
+    }
+}
+
+#[test]
 fn srv_and_ptr() {
     let r = records();
     let m = ask(
