@@ -275,9 +275,15 @@ impl Engine {
         let mut unread = Vec::new();
         {
             let mut records = self.records.lock().unwrap();
-            // Forget the records of containers removed meanwhile.
-            let present: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
-            records.retain(|id, _| present.contains(id.as_str()));
+            // Forget the records of containers removed meanwhile. Only listed ids are
+            // looked up, so a stale record is never returned; it is swept once the cache
+            // outgrows the listing (hashing every id on each call was a tenth of a busy
+            // kubelet's listing).
+            if records.len() > ids.len() {
+                let present: std::collections::HashSet<&str> =
+                    ids.iter().map(String::as_str).collect();
+                records.retain(|id, _| present.contains(id.as_str()));
+            }
             for id in &ids {
                 match records.get(id) {
                     Some(r) if keep(r) => matched.push(r.clone()),

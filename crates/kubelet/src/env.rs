@@ -83,6 +83,22 @@ pub fn config_map_data(
     }))
 }
 
+/// The `data` of a ConfigMap, without its `binaryData`: what environment variables take
+/// (the kubelet reads only `data` for `envFrom` and `configMapKeyRef`).
+fn config_map_env_data(
+    objects: &dyn ObjectSource,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, ObjectError> {
+    Ok(objects.config_map(namespace, name)?.map(|cm| {
+        cm.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect()
+    }))
+}
+
 /// A Secret's data (`stringData` is folded into `data` by the API server).
 pub fn secret_data(
     objects: &dyn ObjectSource,
@@ -153,7 +169,7 @@ pub fn container_env(
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let data = if let Some(r) = &from.config_map_ref {
-            match config_map_data(objects, namespace, &r.name)? {
+            match config_map_env_data(objects, namespace, &r.name)? {
                 Some(d) => d,
                 None if r.optional == Some(true) => continue,
                 None => return Err(ConfigError::ConfigMapNotFound(r.name.clone())),
@@ -181,7 +197,7 @@ pub fn container_env(
         } else if let Some(from) = &e.value_from {
             if let Some(r) = &from.config_map_key_ref {
                 let optional = r.optional == Some(true);
-                match config_map_data(objects, namespace, &r.name)? {
+                match config_map_env_data(objects, namespace, &r.name)? {
                     None if optional => continue,
                     None => return Err(ConfigError::ConfigMapNotFound(r.name.clone())),
                     Some(d) => match d.get(&r.key) {
@@ -522,6 +538,21 @@ mod tests {
                 "APP=web"
             ]
         );
+    }
+
+    #[test]
+    fn binary_data_of_a_config_map_is_no_environment() {
+        let objects = FakeObjects::default();
+        objects.put_config_map("ns", "cfg", &[("color", "blue")]);
+        objects.put_config_map_binary("ns", "cfg", "dump", &[0xde, 0xad]);
+        let p = pod(serde_json::json!({"spec": {"containers": [{"name": "app",
+            "envFrom": [{"configMapRef": {"name": "cfg"}}]}]}}));
+        assert_eq!(env_of(&p, &objects).unwrap(), ["color=blue"]);
+        let p = pod(
+            serde_json::json!({"spec": {"containers": [{"name": "app", "env": [
+            {"name": "D", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "dump"}}}]}]}}),
+        );
+        assert!(env_of(&p, &objects).is_err());
     }
 
     #[test]

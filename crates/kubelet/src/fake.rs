@@ -378,6 +378,15 @@ impl FakeObjects {
             .insert((namespace.into(), name.into()), cm);
     }
 
+    /// Adds `binaryData` entry `key` to ConfigMap `name` (created if absent).
+    pub fn put_config_map_binary(&self, namespace: &str, name: &str, key: &str, value: &[u8]) {
+        let mut maps = self.config_maps.lock().unwrap();
+        let cm = maps.entry((namespace.into(), name.into())).or_default();
+        cm.binary_data
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), k8s_openapi::ByteString(value.to_vec()));
+    }
+
     /// Creates or replaces a Secret with these data.
     pub fn put_secret(&self, namespace: &str, name: &str, data: &[(&str, &str)]) {
         let s = k8s_openapi::api::core::v1::Secret {

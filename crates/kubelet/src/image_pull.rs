@@ -75,7 +75,14 @@ impl ImagePuller {
                     message,
                 });
             }
-            "Never" | "IfNotPresent" if present => return Ok(()),
+            "Never" | "IfNotPresent" if present => {
+                events.push((
+                    EventType::Normal,
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                ));
+                return Ok(());
+            }
             _ => {}
         }
         let key = (pod_uid.to_string(), image.clone());
@@ -241,6 +248,15 @@ mod tests {
         )
         .unwrap();
         assert!(rt.calls().is_empty(), "present images are not pulled");
+        // As the kubelet says it: an event for each container the image is used for.
+        assert_eq!(
+            ev.last().map(|(t, r, m)| (*t, *r, m.as_str())),
+            Some((
+                EventType::Normal,
+                "Pulled",
+                "Container image \"here:1\" already present on machine"
+            ))
+        );
         rt.put_registry_image("here:1", None);
         p.ensure_image(
             &rt,

@@ -26,15 +26,18 @@ pub mod hooks;
 pub mod image_pull;
 pub mod node;
 pub mod objects;
+pub mod pleg;
 pub mod pod_worker;
 pub mod probes;
 pub mod pull_secrets;
 pub mod qos;
+pub mod restart_backoff;
 pub mod security_context;
 pub mod server;
 pub mod static_pods;
 pub mod stats;
 pub mod status;
+pub mod termination_message;
 pub mod volumes;
 
 use std::sync::Arc;
@@ -291,10 +294,56 @@ pub async fn run(
         pods,
         watcher::Config::default().fields(&format!("spec.nodeName={name}")),
     )
+    .reconcile_on(relist(ctx.clone()))
     .run(pod_worker::reconcile, pod_worker::error_policy, ctx)
     .for_each(|_| async {})
     .await;
     Err(Error::WatchEnded)
+}
+
+/// The pods whose runtime state or probes changed, from a [`pleg::Pleg`] relisting the
+/// runtime every [`pleg::RELIST_PERIOD`] (on a blocking thread: the runtime reads files).
+fn relist(
+    ctx: Arc<pod_worker::Ctx>,
+) -> impl futures::Stream<Item = kube::runtime::reflector::ObjectRef<Pod>> {
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    tokio::spawn(async move {
+        let mut pleg = Some(pleg::Pleg::default());
+        let mut tick = tokio::time::interval(pleg::RELIST_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (worker, mut state) = (ctx.worker.clone(), pleg.take().unwrap_or_default());
+            let relisted = tokio::task::spawn_blocking(move || {
+                let changed = state.relist(worker.runtime(), |uid| worker.probe_states(uid));
+                (state, changed)
+            })
+            .await;
+            let changed = match relisted {
+                Ok((state, changed)) => {
+                    pleg = Some(state);
+                    changed
+                }
+                Err(e) => {
+                    tracing::warn!("relisting the runtime: {e}");
+                    continue;
+                }
+            };
+            match changed {
+                Ok(pods) => {
+                    for p in pods {
+                        let pod =
+                            kube::runtime::reflector::ObjectRef::new(&p.name).within(&p.namespace);
+                        if tx.unbounded_send(pod).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("relisting the runtime: {e}"),
+            }
+        }
+    });
+    rx
 }
 
 /// The QoS levels below the configured cgroup root, created now; `None` when not

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, ContainerStateWaiting, Pod};
 
 use crate::cgroups::PodCgroups;
 use crate::cri::{
@@ -29,13 +29,19 @@ use crate::status::{self, Observed, Waiting};
 use crate::volumes::{self, HostVolume, Mounter};
 use crate::Runtime;
 
-/// The first restart back-off; it doubles per restart up to [`MAX_BACKOFF`].
-pub const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
-/// The longest restart back-off (5 minutes).
-pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How often a pod's API-data volumes (configMap, secret, projected, downwardAPI) are
 /// refreshed: the kubelet's `--sync-frequency` default.
 pub const DEFAULT_SYNC_FREQUENCY: Duration = Duration::from_secs(60);
+/// How often a pod whose status is settled (every container running and ready, nothing
+/// left to report) is synced when nothing happens to it: changes in the runtime and
+/// the probes' conclusions reach it within a second through the [`crate::pleg`]
+/// instead (the kubelet's periodic resync is its `--sync-frequency`, a minute).
+pub const STEADY_RESYNC: Duration = Duration::from_secs(10);
+/// Environment variable setting [`STEADY_RESYNC`] in seconds (`1` syncs every pod every
+/// second, as before the PLEG: for comparisons).
+pub const STEADY_RESYNC_ENV: &str = "SKIFF_KUBELET_STEADY_RESYNC";
+/// How soon a pod that is not settled yet is synced again.
+const UNSETTLED_RESYNC: Duration = Duration::from_secs(1);
 /// The time a container gets after its preStop hook, at least (as the kubelet gives).
 const MIN_GRACE_AFTER_PRE_STOP: u32 = 2;
 
@@ -46,13 +52,6 @@ pub enum Outcome {
     Status(Box<k8s_openapi::api::core::v1::PodStatus>),
     /// The pod was being deleted and nothing of it runs any more: delete the object.
     Terminated,
-}
-
-/// The back-off before restart `restarts` (10s, 20s, 40s ... 5 min).
-pub fn backoff(restarts: u32) -> Duration {
-    INITIAL_BACKOFF
-        .saturating_mul(1u32.checked_shl(restarts.min(16)).unwrap_or(u32::MAX))
-        .min(MAX_BACKOFF)
 }
 
 fn should_restart(policy: &str, exit_code: i32) -> bool {
@@ -114,6 +113,8 @@ pub struct Worker {
     cluster_dns: Option<crate::dns::ClusterDns>,
     cgroups: Option<Arc<PodCgroups>>,
     puller: crate::image_pull::ImagePuller,
+    /// The back-offs between restarts of failed containers (`CrashLoopBackOff`).
+    restarts: crate::restart_backoff::RestartBackOff,
     /// Pods evicted for node pressure or refused by admission under it, by UID
     /// ([`Worker::evict`]).
     evicted: Mutex<HashMap<String, Evicted>>,
@@ -169,6 +170,7 @@ impl Worker {
             pods_dir,
             sync_frequency,
             puller: Default::default(),
+            restarts: Default::default(),
             volumes: Mutex::new(HashMap::new()),
             cluster_dns: None,
             cgroups: None,
@@ -181,6 +183,26 @@ impl Worker {
     /// The runtime.
     pub fn runtime(&self) -> &dyn Runtime {
         self.runtime.as_ref()
+    }
+
+    /// What the probes of the pod's containers have concluded, by container name.
+    pub fn probe_states(&self, uid: &str) -> BTreeMap<String, crate::probes::ProbeState> {
+        self.probes.states(uid)
+    }
+
+    /// How often a settled pod is synced: `$SKIFF_KUBELET_STEADY_RESYNC` seconds
+    /// ([`STEADY_RESYNC`] when unset), or the sync frequency when that is shorter (its
+    /// API-data volumes are refreshed no later than it says).
+    pub fn steady_resync(&self) -> Duration {
+        static STEADY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+        let steady = *STEADY.get_or_init(|| {
+            std::env::var(STEADY_RESYNC_ENV)
+                .ok()
+                .and_then(|v| v.trim_end_matches('s').parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(STEADY_RESYNC)
+        });
+        steady.min(self.sync_frequency)
     }
 
     fn event(
@@ -255,6 +277,7 @@ impl Worker {
     pub fn forget_pod(&self, uid: &str) {
         self.probes.remove_pod(uid);
         self.puller.forget_pod(uid);
+        self.restarts.forget_pod(uid);
         self.volumes.lock().unwrap().remove(uid);
         self.evicted.lock().unwrap().remove(uid);
         self.admitted.lock().unwrap().remove(uid);
@@ -324,6 +347,9 @@ impl Worker {
         if !finished && sandboxes.is_empty() && observed.containers.is_empty() {
             self.admit(pod, &p.uid);
         }
+        if !finished {
+            self.enforce_active_deadline(pod, &p.uid);
+        }
         let evicted = self.evicted.lock().unwrap().get(&p.uid).cloned();
         let terminal = evicted.is_some() || finished;
         if terminal {
@@ -340,13 +366,14 @@ impl Worker {
             // Nothing of it runs any more: its cgroup goes, as the kubelet removes the
             // cgroups of pods that are not active.
             self.remove_pod_cgroup(&p.uid);
+            self.read_termination_messages(pod, &p.uid, &mut observed);
             let mut status = status::pod_status(pod, &observed);
             // A terminal phase is never left (the status manager's rule); an evicted pod
-            // failed for the reason its eviction gave.
+            // (or one past its active deadline) failed for the reason recorded.
             match evicted {
                 Some(e) => {
                     status.phase = Some(status::Phase::Failed.as_str().into());
-                    status.reason = Some(crate::eviction::REASON.into());
+                    status.reason = Some(e.reason.into());
                     if e.disruption {
                         let conditions = status.conditions.get_or_insert_with(Vec::new);
                         if !conditions.iter().any(|c| c.type_ == "DisruptionTarget") {
@@ -402,7 +429,7 @@ impl Worker {
                 let Some(first) = spec.containers.first() else {
                     return Err(CriError::Runtime("pod has no containers".into()));
                 };
-                if let Err(w) = self.ensure_image(pod, first) {
+                if let Err(w) = self.ensure_image(pod, first, false) {
                     observed.waiting.insert(first.name.clone(), w);
                     return Ok(Outcome::Status(Box::new(status::pod_status(
                         pod, &observed,
@@ -466,9 +493,52 @@ impl Worker {
         };
         let mut changed = false;
         let mut initialized = true;
+        // Once an app container was made, sidecars that restart hold nothing back; once
+        // every app container is done for good, the sidecars are stopped and stay so.
+        let app_made = spec
+            .containers
+            .iter()
+            .any(|c| observed.instances(&c.name).0.is_some());
+        let apps_done = app_made
+            && spec.containers.iter().all(|c| {
+                matches!(
+                    observed.instances(&c.name).0.map(|l| (l.state, l.exit_code)),
+                    Some((ContainerState::Exited, code)) if !should_restart(&policy, code)
+                )
+            });
         for c in spec.init_containers.iter().flatten() {
             let (latest, _) = observed.instances(&c.name);
-            match latest.map(|l| (l.state, l.exit_code)) {
+            let state = latest.map(|l| (l.state, l.exit_code));
+            if status::is_sidecar(c) {
+                // A sidecar runs for the pod's life, restarted (after its back-off)
+                // whatever the pod's restartPolicy; the init sequence goes on once it
+                // has started.
+                match (state, latest) {
+                    (Some((ContainerState::Running, _)), Some(l)) => {
+                        let started = observed
+                            .probes
+                            .get(&c.name)
+                            .filter(|p| p.container_id == l.id)
+                            .cloned()
+                            .unwrap_or_else(|| crate::probes::initial_state(c, &l.id))
+                            .started;
+                        if started || app_made {
+                            continue;
+                        }
+                    }
+                    (Some((ContainerState::Created, _)), _) => {}
+                    _ if apps_done => continue,
+                    _ => {
+                        changed |= self.start(&start, c, &mut observed)?;
+                        if app_made {
+                            continue;
+                        }
+                    }
+                }
+                initialized = false;
+                break;
+            }
+            match state {
                 Some((ContainerState::Exited, 0)) => continue,
                 Some((ContainerState::Exited, _)) if policy == "Never" => {}
                 Some((ContainerState::Running | ContainerState::Created, _)) => {}
@@ -486,6 +556,10 @@ impl Worker {
                     _ => changed |= self.start(&start, c, &mut observed)?,
                 }
             }
+            // Every app container is done for good: the sidecars stop, last first.
+            if apps_done {
+                changed |= self.stop_sidecars(pod, &spec, &observed)?;
+            }
         }
         // Ephemeral containers start once the sandbox is up, initialized or not.
         for (c, _) in &ephemeral {
@@ -496,9 +570,49 @@ impl Worker {
             observed.containers = rt.list_containers(&labels)?;
         }
         observed.now = Utc::now();
+        self.read_termination_messages(pod, &p.uid, &mut observed);
         Ok(Outcome::Status(Box::new(status::pod_status(
             pod, &observed,
         ))))
+    }
+
+    /// Fills in the termination message of each exited container instance, from the
+    /// file mounted at its `terminationMessagePath` or its log
+    /// ([`crate::termination_message`]), after what the runtime said of it.
+    fn read_termination_messages(&self, pod: &Pod, uid: &str, observed: &mut Observed) {
+        use crate::termination_message as tm;
+        let Some(spec) = pod.spec.as_ref() else {
+            return;
+        };
+        let pod_dir = volumes::pod_dir(&self.pods_dir, uid);
+        for instance in observed
+            .containers
+            .iter_mut()
+            .filter(|c| c.state == ContainerState::Exited)
+        {
+            let Some(c) = spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+                .find(|c| c.name == instance.name())
+            else {
+                continue;
+            };
+            let file = tm::host_path(&pod_dir, &c.name, instance.attempt());
+            if !file.exists() {
+                continue;
+            }
+            let log = self.runtime.container_log_path(&instance.id).ok();
+            let message = tm::message(c, &file, instance.exit_code, log.as_deref());
+            if message.is_empty() {
+                continue;
+            }
+            if instance.message.is_empty() {
+                instance.message = message;
+            } else {
+                instance.message = format!("{}: {message}", instance.message);
+            }
+        }
     }
 
     /// Stops the running containers whose liveness (or startup) probe failed; returns
@@ -545,6 +659,31 @@ impl Worker {
                 None => grace,
             };
             self.runtime.stop_container(&c.id, remaining)?;
+            stopped = true;
+        }
+        Ok(stopped)
+    }
+
+    /// Stops the running sidecars of a pod whose app containers have all finished, in the
+    /// reverse of their order (as the kubelet does); returns whether any was stopped.
+    fn stop_sidecars(
+        &self,
+        pod: &Pod,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        observed: &Observed,
+    ) -> Result<bool, CriError> {
+        let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u32;
+        let mut stopped = false;
+        for c in spec.init_containers.iter().flatten().rev() {
+            if !status::is_sidecar(c) {
+                continue;
+            }
+            let (latest, _) = observed.instances(&c.name);
+            let Some(l) = latest.filter(|l| l.state == ContainerState::Running) else {
+                continue;
+            };
+            let remaining = self.pre_stop(pod, c, &l.id, observed.pod_ip.as_deref(), grace);
+            self.runtime.stop_container(&l.id, remaining)?;
             stopped = true;
         }
         Ok(stopped)
@@ -598,48 +737,48 @@ impl Worker {
         let attempt = latest.map(|l| l.attempt() + 1).unwrap_or(0);
         if let Some(l) = latest {
             if l.state == ContainerState::Exited {
-                let delay = backoff(l.attempt());
                 let finished = l.finished_at.unwrap_or(l.created_at);
-                if Utc::now() < finished + chrono::Duration::from_std(delay).unwrap_or_default() {
+                if let Some(delay) = self.restarts.check(&p.uid, &c.name, finished, Utc::now()) {
+                    let message = format!(
+                        "back-off {}s restarting failed container={} pod={}_{}({})",
+                        delay.as_secs(),
+                        c.name,
+                        p.name,
+                        p.namespace,
+                        p.uid
+                    );
+                    // Once per back-off period (the status shows the same message after).
+                    if !shows_waiting(s.pod, &c.name, &message) {
+                        self.event(
+                            s.pod,
+                            Some(&c.name),
+                            EventType::Warning,
+                            "BackOff",
+                            format!(
+                                "Back-off restarting failed container {} in pod {}_{}({})",
+                                c.name, p.name, p.namespace, p.uid
+                            ),
+                        );
+                    }
                     observed.waiting.insert(
                         c.name.clone(),
                         Waiting {
                             reason: "CrashLoopBackOff".into(),
-                            message: format!(
-                                "back-off {}s restarting failed container={} pod={}_{}({})",
-                                delay.as_secs(),
-                                c.name,
-                                p.name,
-                                p.namespace,
-                                p.uid
-                            ),
+                            message,
                         },
                     );
                     return Ok(false);
                 }
             }
         }
-        if let Err(w) = self.ensure_image(s.pod, c) {
+        if let Err(w) = self.ensure_image(s.pod, c, true) {
             observed.waiting.insert(c.name.clone(), w);
             return Ok(false);
         }
         let config = match self.container_config(s, c, attempt, observed) {
             Ok(config) => config,
             Err(message) => {
-                let unchanged = s
-                    .pod
-                    .status
-                    .as_ref()
-                    .and_then(|st| {
-                        st.container_statuses
-                            .iter()
-                            .flatten()
-                            .chain(st.init_container_statuses.iter().flatten())
-                            .find(|x| x.name == c.name)
-                    })
-                    .and_then(|x| x.state.as_ref()?.waiting.as_ref())
-                    .is_some_and(|w| w.message.as_deref() == Some(message.as_str()));
-                if !unchanged {
+                if !shows_waiting(s.pod, &c.name, &message) {
                     self.event(
                         s.pod,
                         Some(&c.name),
@@ -772,6 +911,19 @@ impl Worker {
         let hostname = self.pod_hostname(s.pod)?;
         if !mounts.iter().any(|m| m.container_path == "/etc/hosts") {
             mounts.extend(self.etc_hosts(s.pod, &s.p.uid, observed.pod_ip.as_deref())?);
+        }
+        if let Some(path) = crate::termination_message::wanted(c) {
+            if !mounts.iter().any(|m| m.container_path == path) {
+                let pod_dir = volumes::pod_dir(&self.pods_dir, &s.p.uid);
+                let host = crate::termination_message::host_path(&pod_dir, &c.name, attempt);
+                crate::termination_message::create(&host)
+                    .map_err(|e| format!("creating {}: {e}", host.display()))?;
+                mounts.push(Mount {
+                    container_path: path.to_string(),
+                    host_path: host,
+                    readonly: false,
+                });
+            }
         }
         let pod_sc = s
             .pod
@@ -936,7 +1088,10 @@ impl Worker {
 
     /// The image of `c` present as its `imagePullPolicy` wants it, pulled with the
     /// credentials of the pod's pull secrets; or why the container waits.
-    fn ensure_image(&self, pod: &Pod, c: &Container) -> Result<(), Waiting> {
+    /// Pulls `c`'s image as its policy says. `for_container`: the image is about to be
+    /// used for `c` (not for the pod's sandbox), which the kubelet announces with a
+    /// `Pulled` event when the image was already there.
+    fn ensure_image(&self, pod: &Pod, c: &Container, for_container: bool) -> Result<(), Waiting> {
         let credentials = || {
             let (ring, problems) = crate::pull_secrets::keyring(pod, self.objects.as_ref());
             for problem in problems {
@@ -962,20 +1117,65 @@ impl Worker {
             Instant::now(),
             &mut events,
         );
+        // Retrying a container whose configuration cannot be made yet (a missing
+        // ConfigMap) uses the image again: said once, with the first attempt.
+        let retrying = waiting_reason(pod, &c.name) == Some("CreateContainerConfigError");
         for (type_, reason, message) in events {
+            // A back-off's event once per failed pull, not once per sync while it lasts.
+            let backing_off = result.as_ref().err().map(|w| w.message.as_str());
+            if reason == "BackOff" && backing_off.is_some_and(|m| shows_waiting(pod, &c.name, m)) {
+                continue;
+            }
+            if reason == "Pulled"
+                && message.ends_with("already present on machine")
+                && (!for_container || retrying)
+            {
+                continue;
+            }
             self.event(pod, Some(&c.name), type_, reason, message);
         }
         result
     }
 }
 
+/// The waiting state `pod`'s status shows for container `name`: what the kubelet said at
+/// its last sync.
+fn waiting_in_status<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStateWaiting> {
+    pod.status
+        .as_ref()
+        .and_then(|st| {
+            st.container_statuses
+                .iter()
+                .flatten()
+                .chain(st.init_container_statuses.iter().flatten())
+                .find(|x| x.name == name)
+        })
+        .and_then(|x| x.state.as_ref()?.waiting.as_ref())
+}
+
+/// Whether `pod`'s status already shows container `name` waiting with `message`, so an
+/// event about it was sent at the last sync.
+fn shows_waiting(pod: &Pod, name: &str, message: &str) -> bool {
+    waiting_in_status(pod, name).is_some_and(|w| w.message.as_deref() == Some(message))
+}
+
+/// Why `pod`'s status shows container `name` waiting, if it does.
+fn waiting_reason<'a>(pod: &'a Pod, name: &str) -> Option<&'a str> {
+    waiting_in_status(pod, name)?.reason.as_deref()
+}
+
 /// The grace period of a pod evicted for a hard threshold (the kubelet's
 /// `immediateEvictionGracePeriodSeconds`).
 const EVICTION_GRACE: u32 = 1;
 
+/// The status reason (and Event reason) of a pod past its `activeDeadlineSeconds`.
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+
 /// Why a pod is reported `Failed` with reason `Evicted`.
 #[derive(Debug, Clone)]
 struct Evicted {
+    /// The status reason: `Evicted`, or `DeadlineExceeded` past `activeDeadlineSeconds`.
+    reason: &'static str,
     /// The status message.
     message: String,
     /// Evicted while running (a `DisruptionTarget` condition, reason
@@ -1004,11 +1204,45 @@ impl Worker {
             self.evicted.lock().unwrap().insert(
                 uid.to_string(),
                 Evicted {
+                    reason: crate::eviction::REASON,
                     message,
                     disruption: false,
                 },
             );
         }
+    }
+
+    /// Fails the pod once it has been active longer than `spec.activeDeadlineSeconds`
+    /// since its `startTime` (the kubelet's active deadline handler): recorded as an
+    /// eviction is, so every later sync stops what runs of it, starts nothing and reports
+    /// it `Failed` with reason `DeadlineExceeded`; with a `DeadlineExceeded` Event.
+    fn enforce_active_deadline(&self, pod: &Pod, uid: &str) {
+        let Some(deadline) = pod.spec.as_ref().and_then(|s| s.active_deadline_seconds) else {
+            return;
+        };
+        let Some(start) = pod.status.as_ref().and_then(|s| s.start_time.as_ref()) else {
+            return;
+        };
+        let active = jiff::Timestamp::now().as_second() - start.0.as_second();
+        if active < deadline || self.evicted.lock().unwrap().contains_key(uid) {
+            return;
+        }
+        let message = "Pod was active on the node longer than the specified deadline";
+        self.event(
+            pod,
+            None,
+            EventType::Warning,
+            DEADLINE_EXCEEDED,
+            message.to_string(),
+        );
+        self.evicted.lock().unwrap().insert(
+            uid.to_string(),
+            Evicted {
+                reason: DEADLINE_EXCEEDED,
+                message: message.to_string(),
+                disruption: false,
+            },
+        );
     }
 
     /// Evicts the pod for node pressure (the eviction manager's `killPodFunc`): records
@@ -1020,6 +1254,7 @@ impl Worker {
         self.evicted.lock().unwrap().insert(
             uid.clone(),
             Evicted {
+                reason: crate::eviction::REASON,
                 message: message.to_string(),
                 disruption: true,
             },
@@ -1187,19 +1422,30 @@ pub async fn reconcile(
         }
         Outcome::Status(status) => {
             let terminal = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"));
-            if pod.status.as_ref() != Some(status.as_ref()) {
+            let unchanged = pod.status.as_ref() == Some(status.as_ref());
+            if !unchanged {
                 let patch = serde_json::json!({"status": status});
                 api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await?;
             }
-            // Level-triggered: the runtime changes without API events, so look again.
-            Ok(Action::requeue(Duration::from_secs(if terminal {
-                10
+            // Level-triggered: the runtime changes without API events, so look again;
+            // a settled pod hears of its runtime's changes from the PLEG meanwhile.
+            Ok(Action::requeue(if terminal {
+                Duration::from_secs(10)
+            } else if unchanged && status::settled(&status) && !has_deadline(&pod) {
+                ctx.worker.steady_resync()
             } else {
-                1
-            })))
+                UNSETTLED_RESYNC
+            }))
         }
     }
+}
+
+/// Whether the pod has an `activeDeadlineSeconds`, which the next sync may find passed.
+fn has_deadline(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .is_some_and(|s| s.active_deadline_seconds.is_some())
 }
 
 /// Retries a failed sync shortly.
@@ -1304,15 +1550,100 @@ mod tests {
     }
 
     #[test]
+    fn sidecars_start_in_order_run_beside_the_app_and_stop_after_it() {
+        let f = fixture(&["busybox:1"]);
+        let rt = &f.rt;
+        let mut p = pod(serde_json::json!({"spec": {
+            "restartPolicy": "Never",
+            "initContainers": [
+                {"name": "setup", "image": "busybox:1"},
+                {"name": "proxy", "image": "busybox:1", "restartPolicy": "Always"}],
+            "containers": [{"name": "app", "image": "busybox:1"}]}}));
+        let condition = |s: &k8s_openapi::api::core::v1::PodStatus, type_: &str| {
+            s.conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == type_)
+                .map(|c| c.status.clone())
+                .unwrap_or_default()
+        };
+        f.worker.sync_pod(&p).unwrap();
+        rt.exit("setup", 0);
+        // The sidecar starts; the app waits until it has started.
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(rt.calls().last().unwrap(), "start_container proxy");
+        assert!(!rt.calls().contains(&"start_container app".to_string()));
+        p.status = Some(s);
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(rt.calls().last().unwrap(), "start_container app");
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(condition(&s, "Initialized"), "True");
+        assert_eq!(condition(&s, "Ready"), "True");
+        // A sidecar that exits restarts, whatever the pod's restartPolicy, and the pod
+        // stays initialized.
+        rt.exit("proxy", 1);
+        p.status = Some(s);
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(rt.calls().last().unwrap(), "start_container proxy");
+        assert_eq!(condition(&s, "Initialized"), "True");
+        // The app finishes: the sidecar is stopped and the pod has succeeded.
+        rt.exit("app", 0);
+        p.status = Some(s);
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert!(
+            rt.calls().last().unwrap().starts_with("stop_container"),
+            "{:?}",
+            rt.calls()
+        );
+        assert_eq!(s.phase.as_deref(), Some("Succeeded"));
+        // And it is not started again.
+        let calls = rt.calls().len();
+        p.status = Some(s);
+        f.worker.sync_pod(&p).unwrap();
+        assert!(
+            !rt.calls()[calls..]
+                .iter()
+                .any(|c| c.starts_with("start_container")),
+            "{:?}",
+            rt.calls()
+        );
+    }
+
+    #[test]
     fn a_failed_container_backs_off_before_restarting() {
         let f = fixture(&["busybox:1"]);
         let rt = &f.rt;
-        let p = pod(
+        let mut p = pod(
             serde_json::json!({"spec": {"containers": [{"name": "app", "image": "busybox:1"}]}}),
         );
         f.worker.sync_pod(&p).unwrap();
         rt.exit("app", 1);
+        // The first exit restarts at once, as the kubelet does.
         let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(
+            rt.calls()[rt.calls().len() - 2..],
+            ["create_container app", "start_container app"]
+        );
+        assert_eq!(s.container_statuses.unwrap()[0].restart_count, 1);
+        // The second waits 10 s.
+        rt.exit("app", 1);
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(s.container_statuses.as_ref().unwrap()[0].restart_count, 1);
+        // A BackOff warning, as `kubectl describe` shows it, once per back-off period.
+        let backoffs = |f: &Fixture| {
+            f.events
+                .list()
+                .into_iter()
+                .filter(|e| e.starts_with("BackOff: "))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            backoffs(&f),
+            ["BackOff: Back-off restarting failed container app in pod p_default(uid-1)"]
+        );
+        p.status = Some(s.clone());
+        f.worker.sync_pod(&p).unwrap();
+        assert_eq!(backoffs(&f).len(), 1, "{:?}", f.events.list());
         let cs = &s.container_statuses.unwrap()[0];
         let waiting = cs.state.clone().unwrap().waiting.unwrap();
         assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
@@ -1325,6 +1656,69 @@ mod tests {
             1
         );
         assert_eq!(s.phase.as_deref(), Some("Running"));
+    }
+
+    #[test]
+    fn what_a_container_writes_at_its_termination_message_path_becomes_its_message() {
+        let f = fixture(&["busybox:1"]);
+        let p = pod(
+            serde_json::json!({"spec": {"restartPolicy": "Never", "containers": [
+            {"name": "app", "image": "busybox:1", "terminationMessagePath": "/dev/custom-log"},
+            {"name": "quiet", "image": "busybox:1"}]}}),
+        );
+        f.worker.sync_pod(&p).unwrap();
+        let mount = |name: &str, path: &str| {
+            let config = f.rt.config_of(name).unwrap();
+            let m = config.mounts.iter().find(|m| m.container_path == path);
+            m.map(|m| m.host_path.clone()).unwrap()
+        };
+        let file = mount("app", "/dev/custom-log");
+        assert!(!mount("quiet", "/dev/termination-log")
+            .as_os_str()
+            .is_empty());
+        // The container writes its message, then exits.
+        std::fs::write(&file, "DONE").unwrap();
+        f.rt.exit("app", 0);
+        f.rt.exit("quiet", 0);
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        let message = |name: &str| {
+            let cs = s.container_statuses.as_ref().unwrap();
+            let c = cs.iter().find(|c| c.name == name).unwrap();
+            c.state.clone().unwrap().terminated.unwrap().message
+        };
+        assert_eq!(message("app").as_deref(), Some("DONE"));
+        assert_eq!(message("quiet"), None);
+    }
+
+    #[test]
+    fn a_pod_past_its_active_deadline_fails_with_deadline_exceeded() {
+        let f = fixture(&["busybox:1"]);
+        let mut p = pod(serde_json::json!({"spec": {"activeDeadlineSeconds": 5,
+            "containers": [{"name": "app", "image": "busybox:1"}]}}));
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        p.status = Some(s);
+        // Within the deadline: still running.
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        // Started 6 s ago: past it.
+        let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(6);
+        p.status.as_mut().unwrap().start_time = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(started),
+        );
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(s.reason.as_deref(), Some("DeadlineExceeded"));
+        assert_eq!(
+            s.message.as_deref(),
+            Some("Pod was active on the node longer than the specified deadline")
+        );
+        assert!(f.rt.calls().iter().any(|c| c.starts_with("stop_container")));
+        let events = f.events.events.lock().unwrap().join("\n");
+        assert!(
+            events.contains("DeadlineExceeded: Pod was active"),
+            "{events}"
+        );
     }
 
     #[test]
@@ -1508,6 +1902,32 @@ mod tests {
     }
 
     #[test]
+    fn an_image_pull_back_off_is_announced_once_per_failed_pull() {
+        let f = fixture(&[]);
+        let mut p = pod(
+            serde_json::json!({"spec": {"containers": [{"name": "app", "image": "nowhere:1"}]}}),
+        );
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(waiting_of(&s).0, "ErrImagePull");
+        p.status = Some(s);
+        let s = status_of(f.worker.sync_pod(&p).unwrap());
+        assert_eq!(waiting_of(&s).0, "ImagePullBackOff");
+        let backoffs = || {
+            f.events
+                .list()
+                .iter()
+                .filter(|e| e.starts_with("BackOff: Back-off pulling image \"nowhere:1\""))
+                .count()
+        };
+        assert_eq!(backoffs(), 1, "{:?}", f.events.list());
+        // Later syncs within the same back-off say nothing new.
+        p.status = Some(s);
+        f.worker.sync_pod(&p).unwrap();
+        f.worker.sync_pod(&p).unwrap();
+        assert_eq!(backoffs(), 1, "{:?}", f.events.list());
+    }
+
+    #[test]
     fn image_pull_secrets_give_the_pull_its_credentials() {
         let f = fixture(&[]);
         let alice = cri::AuthConfig {
@@ -1558,12 +1978,15 @@ mod tests {
         );
         assert_eq!(
             f.events.list(),
-            ["Failed: Error: configmap \"cfg\" not found"]
+            [
+                "Pulled: Container image \"busybox:1\" already present on machine",
+                "Failed: Error: configmap \"cfg\" not found"
+            ]
         );
         // The same error again: no new event.
         p.status = Some(s);
         f.worker.sync_pod(&p).unwrap();
-        assert_eq!(f.events.list().len(), 1);
+        assert_eq!(f.events.list().len(), 2);
         f.objects
             .put_config_map("default", "cfg", &[("color", "blue")]);
         let s = status_of(f.worker.sync_pod(&p).unwrap());
@@ -1806,14 +2229,5 @@ mod tests {
                 .pids_limit,
             None
         );
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps_at_five_minutes() {
-        assert_eq!(backoff(0), Duration::from_secs(10));
-        assert_eq!(backoff(1), Duration::from_secs(20));
-        assert_eq!(backoff(2), Duration::from_secs(40));
-        assert_eq!(backoff(5), Duration::from_secs(300));
-        assert_eq!(backoff(40), Duration::from_secs(300));
     }
 }

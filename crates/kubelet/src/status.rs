@@ -271,6 +271,49 @@ fn names_where(statuses: &[ContainerStatus], f: impl Fn(&ContainerStatus) -> boo
         .collect()
 }
 
+/// Whether a status has nothing left to wait for: the pod runs, every app container
+/// runs and is ready, every init container finished, no ephemeral container waits.
+/// Such a pod changes only through its runtime or its probes (which the PLEG sees) or
+/// its object (which the watch sees).
+pub fn settled(status: &PodStatus) -> bool {
+    let running = |s: &ContainerStatus| s.state.as_ref().is_some_and(|st| st.running.is_some());
+    let done = |s: &ContainerStatus| s.state.as_ref().is_some_and(|st| st.terminated.is_some());
+    status.phase.as_deref() == Some(Phase::Running.as_str())
+        && status
+            .container_statuses
+            .iter()
+            .flatten()
+            .all(|s| running(s) && s.ready)
+        && status
+            .init_container_statuses
+            .iter()
+            .flatten()
+            // A running init container of a pod whose app containers all run is a sidecar.
+            .all(|s| done(s) || (running(s) && s.ready))
+        && status
+            .ephemeral_container_statuses
+            .iter()
+            .flatten()
+            .all(|s| running(s) || done(s))
+}
+
+/// Whether init container `c` is a sidecar (`restartPolicy: Always`): it runs beside the
+/// app containers, restarted whenever it exits, and counts as done for the init sequence
+/// once it has started.
+pub fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// Whether an init container no longer holds up the ones after it: a sidecar that runs
+/// and has started (its startup probe passed), any other that exited with 0.
+fn init_done(sidecar: bool, s: &ContainerStatus) -> bool {
+    if sidecar {
+        s.state.as_ref().is_some_and(|st| st.running.is_some()) && s.started == Some(true)
+    } else {
+        exited_ok(s)
+    }
+}
+
 /// The pod's status from its spec, its previous status and what the runtime shows.
 pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
@@ -281,7 +324,26 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
         .iter()
         .map(|c| container_status(c, observed, "PodInitializing"))
         .collect();
-    let initialized = init.iter().all(exited_ok);
+    let sidecars: Vec<bool> = init_specs.iter().map(is_sidecar).collect();
+    // Sidecars run on beside the app containers; the others must have finished.
+    let regular_init: Vec<ContainerStatus> = init
+        .iter()
+        .zip(&sidecars)
+        .filter(|(_, sidecar)| !**sidecar)
+        .map(|(s, _)| s.clone())
+        .collect();
+    let pending_init: Vec<String> = init
+        .iter()
+        .zip(&sidecars)
+        .filter(|(s, sidecar)| !init_done(**sidecar, s))
+        .map(|(s, _)| s.name.clone())
+        .collect();
+    // Once an app container was made, the pod stays initialized when a sidecar restarts.
+    let app_made = spec
+        .containers
+        .iter()
+        .any(|c| observed.instances(&c.name).0.is_some());
+    let initialized = pending_init.is_empty() || (regular_init.iter().all(exited_ok) && app_made);
     // App containers wait for the init containers first.
     let app_default = if initialized {
         "ContainerCreating"
@@ -293,7 +355,11 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
         .iter()
         .map(|c| container_status(c, observed, app_default))
         .collect();
-    let phase = phase(restart_policy, &init, &app);
+    let phase = match phase(restart_policy, &regular_init, &app) {
+        // A sidecar that has not started yet holds the app containers back.
+        Phase::Running | Phase::Succeeded if !initialized => Phase::Pending,
+        phase => phase,
+    };
     // Ephemeral containers are reported, but count for neither phase nor readiness.
     let ephemeral: Vec<ContainerStatus> = crate::ephemeral::containers(&spec)
         .iter()
@@ -316,7 +382,11 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
         None,
         now,
     ));
-    let incomplete = names_where(&init, |s| !exited_ok(s));
+    let incomplete = if initialized {
+        Vec::new()
+    } else {
+        pending_init
+    };
     conditions.push(if incomplete.is_empty() {
         condition(&old_conditions, "Initialized", true, None, None, now)
     } else {
@@ -332,7 +402,14 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
             now,
         )
     });
-    let unready = names_where(&app, |s| !s.ready);
+    // Sidecars' readiness counts with the app containers'.
+    let mut unready: Vec<String> = init
+        .iter()
+        .zip(&sidecars)
+        .filter(|(s, sidecar)| **sidecar && !s.ready)
+        .map(|(s, _)| s.name.clone())
+        .collect();
+    unready.extend(names_where(&app, |s| !s.ready));
     for type_ in ["ContainersReady", "Ready"] {
         conditions.push(if phase.is_terminal() {
             condition(

@@ -214,6 +214,10 @@ pub fn cpu_weight_from_shares(shares: u64) -> u64 {
 pub struct CgroupFs {
     root: PathBuf,
     hierarchy: Hierarchy,
+    /// Each v1 controller's mount, resolved (`cpu` and `cpuacct` are often one
+    /// hierarchy): a kubelet asks for its pods' cgroups on every sync, and the mounts
+    /// do not move while it runs.
+    canonical: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>>,
 }
 
 impl CgroupFs {
@@ -228,6 +232,7 @@ impl CgroupFs {
         CgroupFs {
             root: root.into(),
             hierarchy,
+            canonical: Default::default(),
         }
     }
 
@@ -252,8 +257,19 @@ impl CgroupFs {
                 let mut dirs = Vec::new();
                 for c in controllers {
                     let mount = self.root.join(c);
-                    let Ok(canonical) = mount.canonicalize() else {
-                        continue;
+                    let cached = self.canonical.lock().unwrap().get(*c).cloned();
+                    let canonical = match cached {
+                        Some(canonical) => canonical,
+                        None => {
+                            let Ok(canonical) = mount.canonicalize() else {
+                                continue;
+                            };
+                            self.canonical
+                                .lock()
+                                .unwrap()
+                                .insert(c.to_string(), canonical.clone());
+                            canonical
+                        }
                     };
                     if !seen.contains(&canonical) {
                         seen.push(canonical);

@@ -137,6 +137,25 @@ impl Bench {
     }
 }
 
+/// The CPU time (user + system) process `pid` has used so far, in seconds, from
+/// `/proc/PID/stat` (all its threads; not its children, the shims are not reaped by it).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name.
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
 /// The API server's address and a client with the admin certificate of the kubeconfig.
 fn admin_client(kubeconfig: &Path) -> (String, reqwest::Client) {
     let text = std::fs::read_to_string(kubeconfig).unwrap();
@@ -409,6 +428,7 @@ fn main() {
     ]);
 
     let timelines: Timelines = Arc::default();
+    let cpu_before = cpu_seconds(bench.server_pid());
     let wall = Instant::now();
     let running = rt.block_on(async {
         let list: Value = client
@@ -463,6 +483,7 @@ fn main() {
             .unwrap()
     });
     let all_running_s = wall.elapsed().as_secs_f64();
+    let server_cpu_s = cpu_seconds(bench.server_pid()) - cpu_before;
     assert_eq!(running, n);
 
     let timelines = timelines.lock().unwrap().clone();
@@ -507,9 +528,15 @@ fn main() {
         );
     }
     println!("\nall {n} pods running {all_running_s:.2} s after the first create");
+    println!("server CPU from the first create to all running: {server_cpu_s:.1} s");
 
     // Memory with the pods running, once the node has settled.
+    let settle_cpu = cpu_seconds(bench.server_pid());
     std::thread::sleep(Duration::from_secs(10));
+    println!(
+        "server CPU while the {n} pods run (10 s, nothing changing): {:.2} s",
+        cpu_seconds(bench.server_pid()) - settle_cpu
+    );
     let [server, shims, pause, workloads] = node_memory(bench.server_pid(), bench.root());
     let skiff_rss = server.rss_kib + shims.rss_kib + pause.rss_kib;
     let skiff_pss = server.pss_kib + shims.pss_kib + pause.pss_kib;

@@ -3,6 +3,7 @@
 
 mod build;
 mod common;
+mod conformance_node;
 mod engine;
 mod ephemeral_containers;
 mod gateway;

@@ -238,7 +238,8 @@ spec:
     // The other pods are untouched.
     assert_eq!(c.jsonpath("pod/pair", "{.status.phase}"), "Running");
 
-    // CrashLoopBackOff between runs, then a restart 10s after the first exit.
+    // As the kubelet does: the first exit restarts at once, the next ones wait in
+    // CrashLoopBackOff, 10 s, then 20 s, ...
     let crash = "{.status.containerStatuses[0]";
     c.wait_for(
         "pod/crash",
@@ -252,16 +253,58 @@ spec:
         ),
         "Error"
     );
-    c.wait_for("pod/crash", &format!("{crash}.restartCount}}"), "1");
-    c.wait_for(
+    // While it backs off, the delay shown matches the restarts so far (the test's
+    // earlier steps take a while, so read both at once).
+    c.wait_until(
         "pod/crash",
         &format!("{crash}.state.waiting.reason}}"),
-        "CrashLoopBackOff",
+        60,
+        |got| got == "CrashLoopBackOff",
     );
-    assert!(c
-        .jsonpath("pod/crash", &format!("{crash}.state.waiting.message}}"))
-        .starts_with("back-off 20s restarting failed container=crash pod=crash_default("));
+    let got = c.jsonpath(
+        "pod/crash",
+        &format!("{crash}.restartCount}} {crash}.state.waiting.message}}"),
+    );
+    let (restarts, message) = got.split_once(' ').unwrap();
+    let restarts: u32 = restarts.parse().unwrap();
+    assert!(restarts >= 1, "{got}");
+    let delay = (10u32 << (restarts - 1).min(5)).min(300);
+    assert!(
+        message.starts_with(&format!(
+            "back-off {delay}s restarting failed container=crash pod=crash_default("
+        )),
+        "{got}"
+    );
     assert_eq!(c.jsonpath("pod/crash", "{.status.phase}"), "Running");
+    // `kubectl describe` shows why, with the events the kubelet sends: the image found
+    // on the node, and a warning per back-off (not one per sync while it lasts).
+    let events = |reason: &str| {
+        c.kubectl_ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name=crash,reason={reason}"),
+            "-o",
+            "jsonpath={range .items[*]}{.type} {.count} {.message}{\"\\n\"}{end}",
+        ])
+    };
+    let backoff = events("BackOff");
+    assert!(
+        backoff.starts_with("Warning ")
+            && backoff
+                .contains(" Back-off restarting failed container crash in pod crash_default("),
+        "{backoff}"
+    );
+    let count: u32 = backoff.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        count <= 3,
+        "one BackOff event per back-off period: {backoff}"
+    );
+    assert!(
+        events("Pulled").contains("Container image \"busybox\" already present on machine"),
+        "{}",
+        events("Pulled")
+    );
 
     // A pod removed without the kubelet (force deletion) has its containers cleaned up.
     let uid = c.jsonpath("pod/pair", "{.metadata.uid}");

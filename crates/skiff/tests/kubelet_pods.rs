@@ -513,3 +513,62 @@ spec:
         std::thread::sleep(Duration::from_millis(500));
     }
 }
+
+/// Native sidecars (init containers with `restartPolicy: Always`): they start in order
+/// with the init containers, run beside the app containers (counted in READY), and are
+/// stopped once the app containers are done, so the pod completes.
+#[test]
+fn sidecars_run_beside_the_app_and_stop_when_it_is_done() {
+    let (c, _server) = Cluster::start(&[]);
+    c.apply(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: side
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 5
+  initContainers:
+  - name: setup
+    image: busybox
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo set-up > /shared/init"]
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  - name: logger
+    image: busybox
+    imagePullPolicy: Never
+    restartPolicy: Always
+    command: ["sh", "-c", "trap 'echo logger-stopped; exit 0' TERM; while true; do sleep 1; done"]
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: Never
+    command: ["sh", "-c", "cat /shared/init; sleep 8"]
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  volumes:
+  - name: shared
+    emptyDir: {}
+"#,
+    );
+    // The app container starts once the sidecar runs, which kubectl counts.
+    c.wait_for_log("side", "main", "set-up");
+    c.wait_until("pod/side", "{.status.phase}", 30, |p| p == "Running");
+    let row = c.kubectl_ok(&["get", "pod", "side", "--no-headers"]);
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(columns[1..3], ["2/2", "Running"], "{row}");
+    assert_eq!(
+        c.jsonpath("pod/side", "{.status.initContainerStatuses[1].started}"),
+        "true"
+    );
+    // The app finishes: the sidecar gets its SIGTERM and the pod succeeds.
+    c.wait_until("pod/side", "{.status.phase}", 60, |p| p == "Succeeded");
+    assert_eq!(
+        c.jsonpath(
+            "pod/side",
+            "{.status.initContainerStatuses[1].state.terminated.exitCode}"
+        ),
+        "0"
+    );
+    c.wait_for_log("side", "logger", "logger-stopped");
+}
