@@ -1,6 +1,5 @@
 //! The `skiff` binary: parses the command line and wires it to the library crates.
 
-mod allocator;
 mod cli;
 mod commands;
 mod template;
@@ -9,9 +8,6 @@ mod terminal;
 use clap::Parser;
 
 use cli::Command;
-
-#[global_allocator]
-static ALLOCATOR: allocator::Allocator = allocator::Allocator;
 
 fn main() {
     let cli = cli::Cli::parse();
