@@ -386,17 +386,9 @@ pub trait RuntimeService: Send + Sync {
         )))
     }
 
-    /// Attaches to the running container `id`'s own stdio (`Attach`). `stdin_once`: the
-    /// container's stdin closes when this session's does (the container's `stdinOnce`);
-    /// otherwise it stays open for the next session.
-    fn attach(
-        &self,
-        id: &str,
-        stdin: bool,
-        stdin_once: bool,
-        tty: bool,
-    ) -> Result<StreamingProcess> {
-        let _ = (stdin, stdin_once, tty);
+    /// Attaches to the running container `id`'s own stdio (`Attach`).
+    fn attach(&self, id: &str, request: &AttachRequest) -> Result<StreamingProcess> {
+        let _ = request;
         Err(CriError::Runtime(format!(
             "container {id}: this runtime cannot attach"
         )))
@@ -419,6 +411,18 @@ pub struct ExecRequest {
     /// Whether the caller sends stdin.
     pub stdin: bool,
     /// Whether the command gets a terminal (its stderr then goes to the terminal too).
+    pub tty: bool,
+}
+
+/// What `Attach` connects to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttachRequest {
+    /// Whether the caller sends stdin.
+    pub stdin: bool,
+    /// The container's `stdinOnce`: its stdin closes when this session's does; otherwise
+    /// it stays open for the next session.
+    pub stdin_once: bool,
+    /// Whether the container has a terminal.
     pub tty: bool,
 }
 

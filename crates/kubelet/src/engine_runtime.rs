@@ -425,14 +425,8 @@ impl RuntimeService for EngineRuntime {
         self.stream_exec(id, request)
     }
 
-    fn attach(
-        &self,
-        id: &str,
-        stdin: bool,
-        stdin_once: bool,
-        tty: bool,
-    ) -> Result<StreamingProcess> {
-        self.stream_attach(id, stdin, stdin_once, tty)
+    fn attach(&self, id: &str, request: &cri::AttachRequest) -> Result<StreamingProcess> {
+        self.stream_attach(id, *request)
     }
 
     fn port_forward(&self, sandbox_id: &str, port: u16) -> Result<std::net::TcpStream> {
@@ -616,9 +610,11 @@ impl EngineRuntime {
     fn stream_attach(
         &self,
         id: &str,
-        stdin: bool,
-        stdin_once: bool,
-        tty: bool,
+        cri::AttachRequest {
+            stdin,
+            stdin_once,
+            tty,
+        }: cri::AttachRequest,
     ) -> Result<StreamingProcess> {
         use skiff_runtime::attach::{encode, Decoder, FrameKind};
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

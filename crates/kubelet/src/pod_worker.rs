@@ -495,10 +495,7 @@ impl Worker {
         let mut initialized = true;
         // Once an app container was made, sidecars that restart hold nothing back; once
         // every app container is done for good, the sidecars are stopped and stay so.
-        let app_made = spec
-            .containers
-            .iter()
-            .any(|c| observed.instances(&c.name).0.is_some());
+        let app_made = observed.any_made(&spec.containers);
         let apps_done = app_made
             && spec.containers.iter().all(|c| {
                 matches!(
@@ -515,13 +512,7 @@ impl Worker {
                 // has started.
                 match (state, latest) {
                     (Some((ContainerState::Running, _)), Some(l)) => {
-                        let started = observed
-                            .probes
-                            .get(&c.name)
-                            .filter(|p| p.container_id == l.id)
-                            .cloned()
-                            .unwrap_or_else(|| crate::probes::initial_state(c, &l.id))
-                            .started;
+                        let started = observed.probe_state(c, &l.id).started;
                         if started || app_made {
                             continue;
                         }
@@ -624,7 +615,7 @@ impl Worker {
         observed: &Observed,
     ) -> Result<bool, CriError> {
         let mut stopped = false;
-        let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u32;
+        let grace = termination_grace(spec);
         for (name, state) in self
             .probes
             .states(pod.metadata.uid.as_deref().unwrap_or_default())
@@ -652,13 +643,7 @@ impl Worker {
                 .iter()
                 .chain(spec.init_containers.iter().flatten())
                 .find(|x| x.name == name);
-            let remaining = match container {
-                Some(spec_c) => {
-                    self.pre_stop(pod, spec_c, &c.id, observed.pod_ip.as_deref(), grace)
-                }
-                None => grace,
-            };
-            self.runtime.stop_container(&c.id, remaining)?;
+            self.stop_container(pod, container, &c.id, observed.pod_ip.as_deref(), grace)?;
             stopped = true;
         }
         Ok(stopped)
@@ -672,7 +657,7 @@ impl Worker {
         spec: &k8s_openapi::api::core::v1::PodSpec,
         observed: &Observed,
     ) -> Result<bool, CriError> {
-        let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u32;
+        let grace = termination_grace(spec);
         let mut stopped = false;
         for c in spec.init_containers.iter().flatten().rev() {
             if !status::is_sidecar(c) {
@@ -682,11 +667,27 @@ impl Worker {
             let Some(l) = latest.filter(|l| l.state == ContainerState::Running) else {
                 continue;
             };
-            let remaining = self.pre_stop(pod, c, &l.id, observed.pod_ip.as_deref(), grace);
-            self.runtime.stop_container(&l.id, remaining)?;
+            self.stop_container(pod, Some(c), &l.id, observed.pod_ip.as_deref(), grace)?;
             stopped = true;
         }
         Ok(stopped)
+    }
+
+    /// Stops the running container `id` (of spec `c`, when known) within `grace`: its
+    /// preStop hook first, then its stop signal with the grace left.
+    fn stop_container(
+        &self,
+        pod: &Pod,
+        c: Option<&Container>,
+        id: &str,
+        pod_ip: Option<&str>,
+        grace: u32,
+    ) -> Result<(), CriError> {
+        let remaining = match c {
+            Some(c) => self.pre_stop(pod, c, id, pod_ip, grace),
+            None => grace,
+        };
+        self.runtime.stop_container(id, remaining)
     }
 
     /// Runs the container's preStop hook within `grace`; returns the grace left for
@@ -1151,6 +1152,11 @@ fn waiting_in_status<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStateW
                 .find(|x| x.name == name)
         })
         .and_then(|x| x.state.as_ref()?.waiting.as_ref())
+}
+
+/// The pod's `terminationGracePeriodSeconds` (30 s by default).
+fn termination_grace(spec: &k8s_openapi::api::core::v1::PodSpec) -> u32 {
+    spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u32
 }
 
 /// Whether `pod`'s status already shows container `name` waiting with `message`, so an

@@ -90,6 +90,23 @@ impl Observed {
         let latest = all.pop();
         (latest, all.pop())
     }
+
+    /// What the probes concluded of container `spec`'s instance `id`: their last results
+    /// for it, or the state before any probe ran.
+    pub fn probe_state(&self, spec: &Container, id: &str) -> crate::probes::ProbeState {
+        self.probes
+            .get(&spec.name)
+            .filter(|p| p.container_id == id)
+            .cloned()
+            .unwrap_or_else(|| crate::probes::initial_state(spec, id))
+    }
+
+    /// Whether any of `containers` was ever made (the pod got past its init sequence).
+    pub fn any_made(&self, containers: &[Container]) -> bool {
+        containers
+            .iter()
+            .any(|c| self.instances(&c.name).0.is_some())
+    }
 }
 
 fn time(t: DateTime<Utc>) -> Time {
@@ -150,14 +167,9 @@ fn container_status(
     };
     let running = state.running.is_some();
     // Readiness and startup probes decide `ready` and `started` of a running instance.
-    let probed = latest.filter(|_| running).map(|c| {
-        observed
-            .probes
-            .get(&spec.name)
-            .filter(|p| p.container_id == c.id)
-            .cloned()
-            .unwrap_or_else(|| crate::probes::initial_state(spec, &c.id))
-    });
+    let probed = latest
+        .filter(|_| running)
+        .map(|c| observed.probe_state(spec, &c.id));
     let started = probed.as_ref().is_some_and(|p| p.started);
     let ready = probed.as_ref().is_some_and(|p| p.started && p.ready);
     ContainerStatus {
@@ -188,14 +200,14 @@ fn exited_ok(s: &ContainerStatus) -> bool {
 }
 
 /// `getPhase`: the pod's phase from its containers' statuses.
-pub fn phase(restart_policy: &str, init: &[ContainerStatus], app: &[ContainerStatus]) -> Phase {
+pub fn phase(restart_policy: &str, init: &[&ContainerStatus], app: &[ContainerStatus]) -> Phase {
     let failed_init = init.iter().any(|s| {
         s.state
             .as_ref()
             .and_then(|st| st.terminated.as_ref())
             .is_some_and(|t| t.exit_code != 0)
     });
-    if !init.iter().all(exited_ok) {
+    if !init.iter().all(|s| exited_ok(s)) {
         return if failed_init && restart_policy == "Never" {
             Phase::Failed
         } else {
@@ -326,11 +338,11 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
         .collect();
     let sidecars: Vec<bool> = init_specs.iter().map(is_sidecar).collect();
     // Sidecars run on beside the app containers; the others must have finished.
-    let regular_init: Vec<ContainerStatus> = init
+    let regular_init: Vec<&ContainerStatus> = init
         .iter()
         .zip(&sidecars)
         .filter(|(_, sidecar)| !**sidecar)
-        .map(|(s, _)| s.clone())
+        .map(|(s, _)| s)
         .collect();
     let pending_init: Vec<String> = init
         .iter()
@@ -339,11 +351,9 @@ pub fn pod_status(pod: &Pod, observed: &Observed) -> PodStatus {
         .map(|(s, _)| s.name.clone())
         .collect();
     // Once an app container was made, the pod stays initialized when a sidecar restarts.
-    let app_made = spec
-        .containers
-        .iter()
-        .any(|c| observed.instances(&c.name).0.is_some());
-    let initialized = pending_init.is_empty() || (regular_init.iter().all(exited_ok) && app_made);
+    let app_made = observed.any_made(&spec.containers);
+    let initialized =
+        pending_init.is_empty() || (regular_init.iter().all(|s| exited_ok(s)) && app_made);
     // App containers wait for the init containers first.
     let app_default = if initialized {
         "ContainerCreating"

@@ -295,13 +295,17 @@ pub async fn attach(
     let opts = StreamOptions::from_query(query)?;
     let pod = state.pod(&target.namespace, &target.pod).await?;
     let id = state.running_container(&pod, &target.container)?;
-    let stdin_once = stdin_once(&pod, &target.container);
+    let attach = crate::cri::AttachRequest {
+        stdin: opts.stdin,
+        stdin_once: stdin_once(&pod, &target.container),
+        tty: opts.tty,
+    };
     let runtime = state.runtime.clone();
     upgrade_and_run(
         request,
         opts,
         Box::new(move || {
-            let mut process = runtime.attach(&id, opts.stdin, stdin_once, opts.tty)?;
+            let mut process = runtime.attach(&id, &attach)?;
             // The session ends when the client leaves; the container goes on (a
             // detach reports success, as the kubelet does).
             process.exit = Box::pin(async move {
